@@ -1,0 +1,225 @@
+//! Accounts: sign-up, credentials, profiles and refresh-token families.
+//!
+//! Plain domain logic on a [`Database`] handle; it runs in the request's own task.
+
+pub mod passwords;
+mod refresh_tokens;
+pub mod validation;
+
+use chrono::{NaiveDateTime, Utc};
+use futures::FutureExt;
+use mysql_async::prelude::Queryable;
+use protocol::auth::{SignUpRequest, UserProfile};
+use uuid::Uuid;
+
+use crate::database::{Database, DbError, Freshness};
+use crate::time_format::format_utc;
+use passwords::{HashingError, PasswordVault};
+pub use refresh_tokens::{RefreshTokenRecord, RotationOutcome};
+use validation::{normalize_email, validate_sign_up, InvalidField};
+
+/// Why an account operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidField),
+    #[error("a user with this email already exists")]
+    EmailTaken,
+    /// One answer for an unknown email and a wrong password.
+    #[error("wrong email or password")]
+    InvalidCredentials,
+    #[error(transparent)]
+    Hashing(#[from] HashingError),
+    #[error(transparent)]
+    Database(#[from] DbError),
+}
+
+/// Account operations.
+#[derive(Clone)]
+pub struct Accounts {
+    database: Database,
+    passwords: PasswordVault,
+}
+
+type ProfileRow = (
+    String,
+    String,
+    String,
+    String,
+    NaiveDateTime,
+    String,
+    String,
+    String,
+    NaiveDateTime,
+);
+
+impl Accounts {
+    pub fn new(database: Database, passwords: PasswordVault) -> Accounts {
+        Accounts { database, passwords }
+    }
+
+    /// Creates the user; returns the new user id.
+    pub async fn sign_up(&self, request: &SignUpRequest) -> Result<String, AccountError> {
+        let valid = validate_sign_up(request, Utc::now())?;
+        let password_hash = self.passwords.hash(&valid.password).await?;
+        let user_id = Uuid::new_v4().to_string();
+        let inserted = self
+            .database
+            .write(Some(&user_id), |transaction| {
+                let row = (
+                    user_id.clone(),
+                    valid.email.clone(),
+                    password_hash.clone(),
+                    valid.name.clone(),
+                    valid.surname.clone(),
+                    valid.birthday,
+                    valid.sex.clone(),
+                    valid.city.clone(),
+                    valid.interests.clone(),
+                );
+                async move {
+                    transaction
+                        .exec_drop(
+                            "INSERT INTO users (id, email, password_hash, name, surname, birthday, sex, city, interests, create_time) \
+                             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6))",
+                            row,
+                        )
+                        .await?;
+                    Ok(Ok::<(), AccountError>(()))
+                }
+                .boxed()
+            })
+            .await;
+        match inserted {
+            Ok(Ok(())) => Ok(user_id),
+            Ok(Err(error)) => Err(error),
+            Err(DbError::Duplicate { key }) if key == "users_email" => Err(AccountError::EmailTaken),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The user id behind these credentials.
+    pub async fn authenticate(&self, email: &str, password: &str) -> Result<String, AccountError> {
+        // A malformed email cannot belong to anyone; answer like any unknown email.
+        let found = match normalize_email(email) {
+            Ok(email) => self.credentials_by_email(&email).await?,
+            Err(_) => None,
+        };
+        let stored_hash = found.as_ref().map(|(_, hash)| hash.as_str());
+        let matches = self.passwords.verify(password, stored_hash).await?;
+        match (found, matches) {
+            (Some((user_id, _)), true) => Ok(user_id),
+            _ => Err(AccountError::InvalidCredentials),
+        }
+    }
+
+    async fn credentials_by_email(&self, email: &str) -> Result<Option<(String, String)>, AccountError> {
+        let lookup = |freshness| {
+            self.database.read(freshness, move |conn| {
+                let email = email.to_owned();
+                async move {
+                    conn.exec_first::<(String, String), _, _>(
+                        "SELECT id, password_hash FROM users WHERE email = ?",
+                        (email,),
+                    )
+                    .await
+                }
+                .boxed()
+            })
+        };
+        // A replica may lag behind a sign-up that just happened on another node:
+        // "not found" is confirmed on the master.
+        match lookup(Freshness::Any).await? {
+            Some(found) => Ok(Some(found)),
+            None => Ok(lookup(Freshness::MasterFirst).await?),
+        }
+    }
+
+    /// The id of the user with this email, if any.
+    pub async fn find_user_id_by_email(&self, email: &str) -> Result<Option<String>, AccountError> {
+        let email = normalize_email(email)?;
+        let lookup = |freshness| {
+            let email = email.clone();
+            self.database.read(freshness, move |conn| {
+                let email = email.clone();
+                async move {
+                    conn.exec_first::<String, _, _>("SELECT id FROM users WHERE email = ?", (email,))
+                        .await
+                }
+                .boxed()
+            })
+        };
+        match lookup(Freshness::Any).await? {
+            Some(found) => Ok(Some(found)),
+            None => Ok(lookup(Freshness::MasterFirst).await?),
+        }
+    }
+
+    /// The user's profile, if the user exists.
+    pub async fn profile(&self, user_id: &str) -> Result<Option<UserProfile>, AccountError> {
+        let lookup = |freshness| {
+            self.database.read(freshness, move |conn| {
+                let user_id = user_id.to_owned();
+                async move {
+                    conn.exec_first::<ProfileRow, _, _>(
+                        "SELECT id, email, name, surname, birthday, sex, city, interests, create_time FROM users WHERE id = ?",
+                        (user_id,),
+                    )
+                    .await
+                }
+                .boxed()
+            })
+        };
+        let row = match lookup(Freshness::ReadYourWrites(user_id)).await? {
+            Some(row) => Some(row),
+            None => lookup(Freshness::MasterFirst).await?,
+        };
+        Ok(row.map(
+            |(user_id, email, name, surname, birthday, sex, city, interests, create_time)| UserProfile {
+                user_id,
+                email,
+                name,
+                surname,
+                birthday: format_utc(birthday),
+                sex,
+                city,
+                interests,
+                create_time: format_utc(create_time),
+            },
+        ))
+    }
+
+    /// Whether a user with this id exists (confirmed on the master when a replica says no).
+    pub async fn user_exists(&self, user_id: &str) -> Result<bool, AccountError> {
+        let lookup = |freshness| {
+            self.database.read(freshness, move |conn| {
+                let user_id = user_id.to_owned();
+                async move {
+                    conn.exec_first::<u8, _, _>("SELECT 1 FROM users WHERE id = ?", (user_id,))
+                        .await
+                }
+                .boxed()
+            })
+        };
+        if lookup(Freshness::Any).await?.is_some() {
+            return Ok(true);
+        }
+        Ok(lookup(Freshness::MasterFirst).await?.is_some())
+    }
+
+    /// Stores a newly issued refresh token (the first of a family, at sign-in).
+    pub async fn store_refresh_token(&self, record: &RefreshTokenRecord) -> Result<(), AccountError> {
+        refresh_tokens::store(&self.database, record).await.map_err(Into::into)
+    }
+
+    /// Rotates `presented_id` into `next`; see [`RotationOutcome`].
+    pub async fn rotate_refresh_token(
+        &self,
+        presented_id: &str,
+        next: &RefreshTokenRecord,
+    ) -> Result<RotationOutcome, AccountError> {
+        refresh_tokens::rotate(&self.database, presented_id, next)
+            .await
+            .map_err(Into::into)
+    }
+}

@@ -1,0 +1,102 @@
+//! Refresh-token families: each sign-in starts a family, each refresh rotates the
+//! presented token into a new one of the same family, and presenting a token that was
+//! already rotated revokes the whole family (the token leaked; whoever holds the newer
+//! one is cut off too, and must sign in again).
+
+use chrono::NaiveDateTime;
+use futures::FutureExt;
+use mysql_async::prelude::Queryable;
+
+use crate::database::{Database, DbError};
+
+/// One refresh token as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshTokenRecord {
+    /// The token's `jti`.
+    pub id: String,
+    pub family_id: String,
+    pub user_id: String,
+    /// UTC.
+    pub expires_at: NaiveDateTime,
+}
+
+/// What presenting a refresh token led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotationOutcome {
+    /// The token was current; the new one replaces it.
+    Rotated,
+    /// The token had been rotated before: the family is now revoked.
+    ReuseDetected,
+    /// Unknown, revoked or expired.
+    Rejected,
+}
+
+pub(super) async fn store(database: &Database, record: &RefreshTokenRecord) -> Result<(), DbError> {
+    database
+        .write(Some(&record.user_id), |transaction| {
+            let record = record.clone();
+            async move {
+                insert(transaction, &record).await?;
+                Ok(Ok::<(), DbError>(()))
+            }
+            .boxed()
+        })
+        .await?
+}
+
+async fn insert<Q: Queryable>(queryable: &mut Q, record: &RefreshTokenRecord) -> Result<(), mysql_async::Error> {
+    queryable
+        .exec_drop(
+            "INSERT INTO refresh_tokens (id, family_id, user_id, expires_at, rotated_at, revoked, create_time) \
+             VALUES (?, ?, ?, ?, NULL, 0, UTC_TIMESTAMP(6))",
+            (&record.id, &record.family_id, &record.user_id, record.expires_at),
+        )
+        .await
+}
+
+pub(super) async fn rotate(
+    database: &Database,
+    presented_id: &str,
+    next: &RefreshTokenRecord,
+) -> Result<RotationOutcome, DbError> {
+    database
+        .write(Some(&next.user_id), |transaction| {
+            let presented_id = presented_id.to_owned();
+            let next = next.clone();
+            async move {
+                // FOR UPDATE: two concurrent refreshes with one token must not both rotate it.
+                let current: Option<(String, String, Option<NaiveDateTime>, bool, bool)> = transaction
+                    .exec_first(
+                        "SELECT family_id, user_id, rotated_at, revoked <> 0, expires_at <= UTC_TIMESTAMP(6) \
+                         FROM refresh_tokens WHERE id = ? FOR UPDATE",
+                        (&presented_id,),
+                    )
+                    .await?;
+                let Some((family_id, user_id, rotated_at, revoked, expired)) = current else {
+                    return Ok(Ok(RotationOutcome::Rejected));
+                };
+                if family_id != next.family_id || user_id != next.user_id || revoked || expired {
+                    return Ok(Ok(RotationOutcome::Rejected));
+                }
+                if rotated_at.is_some() {
+                    transaction
+                        .exec_drop(
+                            "UPDATE refresh_tokens SET revoked = 1 WHERE family_id = ?",
+                            (&family_id,),
+                        )
+                        .await?;
+                    return Ok(Ok(RotationOutcome::ReuseDetected));
+                }
+                transaction
+                    .exec_drop(
+                        "UPDATE refresh_tokens SET rotated_at = UTC_TIMESTAMP(6) WHERE id = ?",
+                        (&presented_id,),
+                    )
+                    .await?;
+                insert(transaction, &next).await?;
+                Ok(Ok::<_, DbError>(RotationOutcome::Rotated))
+            }
+            .boxed()
+        })
+        .await?
+}

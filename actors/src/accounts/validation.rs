@@ -1,0 +1,177 @@
+//! Checks on sign-up fields. Each failure names the field and the rule.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use protocol::auth::SignUpRequest;
+
+/// A field that broke a rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {rule}")]
+pub struct InvalidField {
+    pub field: &'static str,
+    pub rule: String,
+}
+
+fn invalid(field: &'static str, rule: impl Into<String>) -> InvalidField {
+    InvalidField {
+        field,
+        rule: rule.into(),
+    }
+}
+
+/// A sign-up that passed every check, normalised for storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidSignUp {
+    /// Trimmed and lowercased.
+    pub email: String,
+    pub password: String,
+    pub name: String,
+    pub surname: String,
+    /// In UTC.
+    pub birthday: NaiveDateTime,
+    pub sex: String,
+    pub city: String,
+    pub interests: String,
+}
+
+pub const PASSWORD_MIN_CHARS: usize = 8;
+pub const PASSWORD_MAX_BYTES: usize = 256;
+const NAME_MAX_CHARS: usize = 100;
+const INTERESTS_MAX_CHARS: usize = 2000;
+pub const SEXES: &[&str] = &["male", "female", "other"];
+
+/// Normalises an email for lookup and storage, or says what is wrong with it.
+pub fn normalize_email(raw: &str) -> Result<String, InvalidField> {
+    let email = raw.trim().to_lowercase();
+    if email.is_empty() {
+        return Err(invalid("email", "must not be empty"));
+    }
+    if email.chars().count() > 254 {
+        return Err(invalid("email", "must be at most 254 characters"));
+    }
+    if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid("email", "must not contain spaces or control characters"));
+    }
+    let Some((local, domain)) = email.split_once('@') else {
+        return Err(invalid("email", "must look like name@example.com"));
+    };
+    if local.is_empty()
+        || domain.contains('@')
+        || !domain.contains('.')
+        || domain.starts_with('.')
+        || domain.ends_with('.')
+    {
+        return Err(invalid("email", "must look like name@example.com"));
+    }
+    Ok(email)
+}
+
+fn text_field(field: &'static str, value: &str, allow_empty: bool, max_chars: usize) -> Result<String, InvalidField> {
+    let value = value.trim();
+    if !allow_empty && value.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if value.chars().count() > max_chars {
+        return Err(invalid(field, format!("must be at most {max_chars} characters")));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(invalid(field, "must not contain control characters"));
+    }
+    Ok(value.to_owned())
+}
+
+/// Checks every field of a sign-up.
+pub fn validate_sign_up(request: &SignUpRequest, now: DateTime<Utc>) -> Result<ValidSignUp, InvalidField> {
+    let email = normalize_email(&request.email)?;
+    if request.password.chars().count() < PASSWORD_MIN_CHARS {
+        return Err(invalid(
+            "password",
+            format!("must be at least {PASSWORD_MIN_CHARS} characters"),
+        ));
+    }
+    if request.password.len() > PASSWORD_MAX_BYTES {
+        return Err(invalid(
+            "password",
+            format!("must be at most {PASSWORD_MAX_BYTES} bytes"),
+        ));
+    }
+    if request.password.contains('\0') {
+        return Err(invalid("password", "must not contain NUL"));
+    }
+    let birthday = DateTime::parse_from_rfc3339(request.birthday.trim())
+        .map_err(|_| {
+            invalid(
+                "birthday",
+                "must be an RFC 3339 date-time such as 1994-04-10T20:21:25+00:00",
+            )
+        })?
+        .with_timezone(&Utc);
+    if birthday > now {
+        return Err(invalid("birthday", "must not be in the future"));
+    }
+    if birthday.format("%Y").to_string().parse::<i32>().unwrap_or(0) < 1900 {
+        return Err(invalid("birthday", "must not be before 1900"));
+    }
+    let sex = request.sex.trim().to_lowercase();
+    if !SEXES.contains(&sex.as_str()) {
+        return Err(invalid("sex", format!("must be one of {}", SEXES.join(", "))));
+    }
+    Ok(ValidSignUp {
+        email,
+        password: request.password.clone(),
+        name: text_field("name", &request.name, false, NAME_MAX_CHARS)?,
+        surname: text_field("surname", &request.surname, false, NAME_MAX_CHARS)?,
+        birthday: birthday.naive_utc(),
+        sex,
+        city: text_field("city", &request.city, false, NAME_MAX_CHARS)?,
+        interests: text_field("interests", &request.interests, true, INTERESTS_MAX_CHARS)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bob() -> SignUpRequest {
+        SignUpRequest {
+            email: " Bob@Email.com ".into(),
+            password: "1234567890".into(),
+            name: "Bob".into(),
+            surname: "Tallor".into(),
+            birthday: "1994-04-10T20:21:25+00:00".into(),
+            sex: "male".into(),
+            city: "New Yourk".into(),
+            interests: "programming".into(),
+        }
+    }
+
+    #[test]
+    fn the_seeds_bob_is_valid_and_normalised() {
+        let valid = validate_sign_up(&bob(), Utc::now()).unwrap();
+        assert_eq!(valid.email, "bob@email.com");
+        assert_eq!(valid.birthday.to_string(), "1994-04-10 20:21:25");
+    }
+
+    type Breakage = Box<dyn Fn(&mut SignUpRequest)>;
+
+    #[test]
+    fn each_broken_rule_names_its_field() {
+        let cases: Vec<(&str, Breakage)> = vec![
+            ("email", Box::new(|r| r.email = "no-at-sign".into())),
+            ("email", Box::new(|r| r.email = "a@b@c.d".into())),
+            ("password", Box::new(|r| r.password = "short".into())),
+            ("password", Box::new(|r| r.password = "x".repeat(300))),
+            ("birthday", Box::new(|r| r.birthday = "yesterday".into())),
+            ("birthday", Box::new(|r| r.birthday = "2999-01-01T00:00:00Z".into())),
+            ("sex", Box::new(|r| r.sex = "robot".into())),
+            ("name", Box::new(|r| r.name = "   ".into())),
+            ("surname", Box::new(|r| r.surname = "a\u{0}b".into())),
+            ("city", Box::new(|r| r.city = "c".repeat(101))),
+        ];
+        for (field, break_it) in cases {
+            let mut request = bob();
+            break_it(&mut request);
+            let error = validate_sign_up(&request, Utc::now()).unwrap_err();
+            assert_eq!(error.field, field, "{error}");
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Chats: one-to-one chat creation, the caller's chat list, history pages.
+//!
+//! Every read here is for one caller and must show that caller's own writes, so reads
+//! use [`Freshness::ReadYourWrites`]; "you are not a member" is confirmed on the master
+//! because a replica may not have the chat yet.
+
+mod history;
+
+use std::collections::HashMap;
+
+use chrono::NaiveDateTime;
+use futures::FutureExt;
+use mysql_async::prelude::Queryable;
+use protocol::messenger::{ChatSummary, MessagesPage, Participant};
+use uuid::Uuid;
+
+use crate::database::{Database, DbError, Freshness};
+use crate::time_format::format_utc;
+
+pub use history::PageRequest;
+
+/// Why a chat operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error("no user with id {0}")]
+    UnknownUser(String),
+    #[error("a chat needs another person: companion_id is the caller's own id")]
+    ChatWithSelf,
+    /// The chat does not exist, or the caller is not in it: the same answer for both,
+    /// so outsiders learn nothing about which chats exist.
+    #[error("chat not found")]
+    ChatNotFound,
+    #[error(transparent)]
+    Database(#[from] DbError),
+}
+
+/// Chat operations.
+#[derive(Clone)]
+pub struct Chats {
+    database: Database,
+}
+
+/// `<smaller id>:<larger id>`: the same pair always maps to the same chat.
+fn direct_key(first: &str, second: &str) -> String {
+    if first <= second {
+        format!("{first}:{second}")
+    } else {
+        format!("{second}:{first}")
+    }
+}
+
+impl Chats {
+    pub fn new(database: Database) -> Chats {
+        Chats { database }
+    }
+
+    /// The one-to-one chat of `caller` and `companion`, created if it does not exist yet.
+    pub async fn create_direct_chat(&self, caller: &str, companion: &str) -> Result<String, ChatError> {
+        if caller == companion {
+            return Err(ChatError::ChatWithSelf);
+        }
+        let key = direct_key(caller, companion);
+        let created = self
+            .database
+            .write(Some(caller), |transaction| {
+                let (caller, companion, key) = (caller.to_owned(), companion.to_owned(), key.clone());
+                async move {
+                    let known: Vec<String> = transaction
+                        .exec("SELECT id FROM users WHERE id IN (?, ?)", (&caller, &companion))
+                        .await?;
+                    if !known.contains(&companion) {
+                        return Ok(Err(ChatError::UnknownUser(companion)));
+                    }
+                    if !known.contains(&caller) {
+                        return Ok(Err(ChatError::UnknownUser(caller)));
+                    }
+                    // Concurrent creations of the same pair meet at the unique direct_key.
+                    transaction
+                        .exec_drop(
+                            "INSERT INTO chats (id, direct_key, last_seq, create_time) VALUES (?, ?, 0, UTC_TIMESTAMP(6)) \
+                             ON DUPLICATE KEY UPDATE direct_key = direct_key",
+                            (Uuid::new_v4().to_string(), &key),
+                        )
+                        .await?;
+                    let chat_id: Option<String> =
+                        transaction.exec_first("SELECT id FROM chats WHERE direct_key = ?", (&key,)).await?;
+                    let Some(chat_id) = chat_id else {
+                        return Ok(Err(ChatError::ChatNotFound));
+                    };
+                    for member in [&caller, &companion] {
+                        transaction
+                            .exec_drop(
+                                "INSERT INTO chat_members (chat_id, user_id, received_seq, read_seq, joined_at) \
+                                 VALUES (?, ?, 0, 0, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE chat_id = chat_id",
+                                (&chat_id, member),
+                            )
+                            .await?;
+                    }
+                    Ok(Ok(chat_id))
+                }
+                .boxed()
+            })
+            .await?;
+        created
+    }
+
+    /// Every chat the caller is in, oldest first, with participants and unread counts.
+    pub async fn list_chats(&self, caller: &str) -> Result<Vec<ChatSummary>, ChatError> {
+        type ChatRow = (String, NaiveDateTime, u64);
+        type MemberRow = (String, String, String, String);
+        let (chats, members, unread) = self
+            .database
+            .read(Freshness::ReadYourWrites(caller), move |conn| {
+                let caller = caller.to_owned();
+                async move {
+                    let chats: Vec<ChatRow> = conn
+                        .exec(
+                            "SELECT c.id, c.create_time, c.last_seq FROM chat_members mine \
+                             JOIN chats c ON c.id = mine.chat_id WHERE mine.user_id = ? ORDER BY c.create_time, c.id",
+                            (&caller,),
+                        )
+                        .await?;
+                    let members: Vec<MemberRow> = conn
+                        .exec(
+                            "SELECT everyone.chat_id, u.id, u.name, u.surname FROM chat_members mine \
+                             JOIN chat_members everyone ON everyone.chat_id = mine.chat_id \
+                             JOIN users u ON u.id = everyone.user_id WHERE mine.user_id = ? ORDER BY u.id",
+                            (&caller,),
+                        )
+                        .await?;
+                    let unread: Vec<(String, u64)> = conn
+                        .exec(
+                            "SELECT m.chat_id, COUNT(*) FROM chat_members mine \
+                             JOIN messages m ON m.chat_id = mine.chat_id AND m.seq > mine.read_seq AND m.user_id <> mine.user_id \
+                             WHERE mine.user_id = ? GROUP BY m.chat_id",
+                            (&caller,),
+                        )
+                        .await?;
+                    Ok((chats, members, unread))
+                }
+                .boxed()
+            })
+            .await?;
+        let mut participants: HashMap<String, Vec<Participant>> = HashMap::new();
+        for (chat_id, user_id, name, surname) in members {
+            participants
+                .entry(chat_id)
+                .or_default()
+                .push(Participant { user_id, name, surname });
+        }
+        let unread: HashMap<String, u64> = unread.into_iter().collect();
+        Ok(chats
+            .into_iter()
+            .map(|(chat_id, create_time, last_seq)| ChatSummary {
+                participants: participants.remove(&chat_id).unwrap_or_default(),
+                unread: unread.get(&chat_id).copied().unwrap_or(0),
+                chat_id,
+                create_time: format_utc(create_time),
+                last_seq,
+            })
+            .collect())
+    }
+
+    /// One page of a chat's history, for a member of the chat only.
+    pub async fn messages_page(
+        &self,
+        caller: &str,
+        chat_id: &str,
+        page: PageRequest,
+    ) -> Result<MessagesPage, ChatError> {
+        if let Some(found) =
+            history::read_page(&self.database, Freshness::ReadYourWrites(caller), caller, chat_id, page).await?
+        {
+            return Ok(found);
+        }
+        history::read_page(&self.database, Freshness::MasterFirst, caller, chat_id, page)
+            .await?
+            .ok_or(ChatError::ChatNotFound)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_direct_key_does_not_depend_on_who_asks() {
+        assert_eq!(direct_key("b", "a"), direct_key("a", "b"));
+        assert_eq!(direct_key("a", "b"), "a:b");
+    }
+}

@@ -1,0 +1,376 @@
+//! The database layer: endpoints, routing of reads and writes, read-your-writes,
+//! migrations, and the `DbRouter` actor that keeps endpoint health.
+//!
+//! ```text
+//! request task ── Database::write ──> master (one transaction, bounded by a timeout)
+//!              └─ Database::read ──> healthy read endpoints ─> master ─> endpoints marked down
+//!                                    (each attempt bounded; a failed endpoint is marked down
+//!                                     at once and the DbRouter's probes bring it back)
+//! ```
+
+pub mod db_router;
+pub mod endpoint;
+pub mod errors;
+pub mod migrations;
+mod recent_writes;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use futures::future::BoxFuture;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Transaction, TxOpts};
+use ractor::ActorRef;
+
+pub use endpoint::{Endpoint, EndpointRole, EndpointSpec, PoolLimits};
+pub use errors::DbError;
+
+use db_router::DbRouterMessage;
+use errors::{server_error_code, RETRYABLE_TRANSACTION_CODES};
+use recent_writes::RecentWrites;
+
+/// Every bound the database layer keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct DatabaseTimeouts {
+    /// One read attempt on one endpoint, connecting included.
+    pub read_attempt: Duration,
+    /// A whole write transaction, connecting and committing included.
+    pub write: Duration,
+    /// How long a replica may take to catch up with the caller's own last write
+    /// before the read goes to the next endpoint.
+    pub gtid_wait: Duration,
+    /// How often the `DbRouter` probes every endpoint.
+    pub probe_interval: Duration,
+    /// One probe.
+    pub probe_timeout: Duration,
+    /// How long a user's last write position is remembered for read-your-writes.
+    pub read_your_writes_horizon: Duration,
+}
+
+impl Default for DatabaseTimeouts {
+    fn default() -> Self {
+        DatabaseTimeouts {
+            read_attempt: Duration::from_millis(800),
+            write: Duration::from_millis(1500),
+            gtid_wait: Duration::from_millis(100),
+            probe_interval: Duration::from_millis(500),
+            probe_timeout: Duration::from_millis(400),
+            read_your_writes_horizon: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the node is told about its databases.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub master: EndpointSpec,
+    pub reads: Vec<EndpointSpec>,
+    pub timeouts: DatabaseTimeouts,
+    pub pool_limits: PoolLimits,
+}
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy)]
+pub enum Freshness<'a> {
+    /// Any replica will do.
+    Any,
+    /// The reader must see its own writes: a replica is used only once it has applied
+    /// the reader's last write (by GTID); otherwise the master answers.
+    ReadYourWrites(&'a str),
+    /// The master first (used to confirm "not found" answers that replica lag may cause);
+    /// replicas only when the master is down.
+    MasterFirst,
+}
+
+/// Cheap-to-clone handle to the node's databases. Queries run in the caller's task.
+#[derive(Clone)]
+pub struct Database {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    master: Arc<Endpoint>,
+    reads: Vec<Arc<Endpoint>>,
+    timeouts: DatabaseTimeouts,
+    recent_writes: RecentWrites,
+    next_read: AtomicUsize,
+    router: ArcSwapOption<ActorRef<DbRouterMessage>>,
+}
+
+/// One read attempt's failure, by what it means for the next attempt.
+enum AttemptError {
+    /// The endpoint failed: mark it down, try the next.
+    Endpoint(DbError),
+    /// The replica has not applied the reader's last write yet: try the next.
+    Stale,
+    /// The query failed in a way another endpoint would repeat.
+    Query(DbError),
+}
+
+/// A write transaction's body: runs on the master and says whether to commit
+/// (`Ok(Ok(value))`) or roll back with a domain error (`Ok(Err(domain))`).
+pub type WriteResult<'t, T, D> = BoxFuture<'t, Result<Result<T, D>, mysql_async::Error>>;
+
+impl Database {
+    /// Opens the pools (lazily: nothing connects yet).
+    pub fn open(config: &DatabaseConfig) -> Result<Database, DbError> {
+        let master = Arc::new(Endpoint::open(&config.master, config.pool_limits)?);
+        let reads = config
+            .reads
+            .iter()
+            .map(|spec| Endpoint::open(spec, config.pool_limits).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Database {
+            shared: Arc::new(Shared {
+                master,
+                reads,
+                timeouts: config.timeouts,
+                recent_writes: RecentWrites::new(config.timeouts.read_your_writes_horizon),
+                next_read: AtomicUsize::new(0),
+                router: ArcSwapOption::empty(),
+            }),
+        })
+    }
+
+    pub fn master(&self) -> &Arc<Endpoint> {
+        &self.shared.master
+    }
+
+    /// The master first, then every read endpoint.
+    pub fn endpoints(&self) -> impl Iterator<Item = &Arc<Endpoint>> {
+        std::iter::once(&self.shared.master).chain(self.shared.reads.iter())
+    }
+
+    pub fn timeouts(&self) -> &DatabaseTimeouts {
+        &self.shared.timeouts
+    }
+
+    /// Runs `work` on a read endpoint, moving on to the next endpoint whenever one fails,
+    /// so the death of a replica or of HAProxy costs no failed request.
+    pub async fn read<T, F>(&self, freshness: Freshness<'_>, work: F) -> Result<T, DbError>
+    where
+        T: Send,
+        F: for<'c> Fn(&'c mut Conn) -> BoxFuture<'c, Result<T, mysql_async::Error>> + Send + Sync,
+    {
+        let wait_for_gtid = match freshness {
+            Freshness::ReadYourWrites(key) => self.shared.recent_writes.last_write_of(key),
+            Freshness::Any | Freshness::MasterFirst => None,
+        };
+        let mut last_error = String::from("no database endpoint is configured");
+        for endpoint in self.read_candidates(freshness) {
+            let wait = match endpoint.role {
+                EndpointRole::Read => wait_for_gtid.as_deref(),
+                EndpointRole::Master => None,
+            };
+            match self.read_attempt(&endpoint, wait, &work).await {
+                Ok(value) => return Ok(value),
+                Err(AttemptError::Stale) => {
+                    last_error = format!("{} has not applied the reader's last write", endpoint.name);
+                }
+                Err(AttemptError::Endpoint(error)) => {
+                    self.report_failure(&endpoint, &error);
+                    last_error = error.to_string();
+                }
+                Err(AttemptError::Query(error)) => return Err(error),
+            }
+        }
+        Err(DbError::NoReadEndpoint { last_error })
+    }
+
+    /// Runs `work` in one master transaction and commits it when it returns `Ok(Ok(_))`.
+    /// Deadlocks are retried; anything else fails within the write timeout, so a dead
+    /// master answers quickly instead of hanging the request. When `writer` is given, the
+    /// transaction's GTID is remembered so that writer's next reads see it.
+    pub async fn write<T, D, F>(&self, writer: Option<&str>, work: F) -> Result<Result<T, D>, DbError>
+    where
+        T: Send,
+        D: Send,
+        F: for<'t, 'c> Fn(&'t mut Transaction<'c>) -> WriteResult<'t, T, D> + Send + Sync,
+    {
+        let master = &self.shared.master;
+        let timeout = self.shared.timeouts.write;
+        let outcome = tokio::time::timeout(timeout, self.write_with_retries(master, timeout, &work)).await;
+        let result = match outcome {
+            Ok(result) => result,
+            Err(_) => Err(DbError::Timeout {
+                endpoint: master.name.clone(),
+                timeout,
+            }),
+        };
+        match result {
+            Ok((value, gtid)) => {
+                if let (Some(writer), Some(gtid)) = (writer, gtid) {
+                    self.shared.recent_writes.remember(writer, gtid);
+                }
+                Ok(value)
+            }
+            Err(error) => {
+                if error.is_unavailable() {
+                    self.report_failure(master, &error);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn write_with_retries<T, D, F>(
+        &self,
+        master: &Endpoint,
+        timeout: Duration,
+        work: &F,
+    ) -> Result<(Result<T, D>, Option<String>), DbError>
+    where
+        F: for<'t, 'c> Fn(&'t mut Transaction<'c>) -> WriteResult<'t, T, D> + Send + Sync,
+    {
+        const ATTEMPTS: usize = 4;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut conn = master.connection(timeout).await?;
+            match Self::run_transaction(&mut conn, work).await {
+                Ok(Ok(value)) => {
+                    let gtid = last_gtid(&mut conn, &master.name).await;
+                    return Ok((Ok(value), gtid));
+                }
+                Ok(Err(domain_error)) => return Ok((Err(domain_error), None)),
+                Err(error) => {
+                    let retryable =
+                        server_error_code(&error).is_some_and(|code| RETRYABLE_TRANSACTION_CODES.contains(&code));
+                    if retryable && attempt < ATTEMPTS {
+                        tracing::debug!(attempt, %error, "transaction retried after a deadlock");
+                        continue;
+                    }
+                    return Err(DbError::from_driver(&master.name, error));
+                }
+            }
+        }
+    }
+
+    async fn run_transaction<T, D, F>(conn: &mut Conn, work: &F) -> Result<Result<T, D>, mysql_async::Error>
+    where
+        F: for<'t, 'c> Fn(&'t mut Transaction<'c>) -> WriteResult<'t, T, D> + Send + Sync,
+    {
+        let mut transaction = conn.start_transaction(TxOpts::default()).await?;
+        match work(&mut transaction).await? {
+            Ok(value) => {
+                transaction.commit().await?;
+                Ok(Ok(value))
+            }
+            Err(domain_error) => {
+                transaction.rollback().await?;
+                Ok(Err(domain_error))
+            }
+        }
+    }
+
+    async fn read_attempt<T, F>(
+        &self,
+        endpoint: &Endpoint,
+        wait_for_gtid: Option<&str>,
+        work: &F,
+    ) -> Result<T, AttemptError>
+    where
+        F: for<'c> Fn(&'c mut Conn) -> BoxFuture<'c, Result<T, mysql_async::Error>> + Send + Sync,
+    {
+        let timeout = self.shared.timeouts.read_attempt;
+        let gtid_wait_seconds = self.shared.timeouts.gtid_wait.as_secs_f64();
+        let attempt = async {
+            let mut conn = endpoint.connection(timeout).await.map_err(AttemptError::Endpoint)?;
+            if let Some(gtid) = wait_for_gtid {
+                let waited: Option<Option<i64>> = conn
+                    .exec_first("SELECT MASTER_GTID_WAIT(?, ?)", (gtid, gtid_wait_seconds))
+                    .await
+                    .map_err(|error| classify_read_error(endpoint, error))?;
+                if waited != Some(Some(0)) {
+                    return Err(AttemptError::Stale);
+                }
+            }
+            work(&mut conn)
+                .await
+                .map_err(|error| classify_read_error(endpoint, error))
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(AttemptError::Endpoint(DbError::Timeout {
+                endpoint: endpoint.name.clone(),
+                timeout,
+            })),
+        }
+    }
+
+    /// The order in which a read tries endpoints.
+    fn read_candidates(&self, freshness: Freshness<'_>) -> Vec<Arc<Endpoint>> {
+        let reads = &self.shared.reads;
+        // Rotate the starting read endpoint so several of them share the load.
+        let start = match reads.len() {
+            0 => 0,
+            count => self.shared.next_read.fetch_add(1, Ordering::Relaxed) % count,
+        };
+        let rotated = reads.iter().cycle().skip(start).take(reads.len());
+        let (healthy, down): (Vec<_>, Vec<_>) = rotated.cloned().partition(|endpoint| endpoint.is_healthy());
+        let master = Arc::clone(&self.shared.master);
+        let mut order = Vec::with_capacity(reads.len() + 1);
+        match freshness {
+            Freshness::MasterFirst => {
+                order.push(master);
+                order.extend(healthy);
+            }
+            Freshness::Any | Freshness::ReadYourWrites(_) => {
+                order.extend(healthy);
+                order.push(master);
+            }
+        }
+        // Endpoints marked down are the last resort: better a slow try than a failure.
+        order.extend(down);
+        order
+    }
+
+    fn report_failure(&self, endpoint: &Endpoint, error: &DbError) {
+        let was_healthy = endpoint.record_failure();
+        if was_healthy {
+            tracing::warn!(endpoint = %endpoint.name, %error, "database endpoint marked down");
+            if let Some(router) = self.shared.router.load_full() {
+                let report = DbRouterMessage::FailureReported {
+                    endpoint_name: endpoint.name.clone(),
+                    reason: error.to_string(),
+                };
+                // The router may be restarting; its next probe finds the same thing.
+                let _ = router.cast(report);
+            }
+        }
+    }
+
+    pub(crate) fn attach_router(&self, router: Option<ActorRef<DbRouterMessage>>) {
+        self.shared.router.store(router.map(Arc::new));
+    }
+
+    /// Closes every pool.
+    pub async fn close(&self) {
+        for endpoint in self.endpoints() {
+            endpoint.close().await;
+        }
+    }
+}
+
+fn classify_read_error(endpoint: &Endpoint, error: mysql_async::Error) -> AttemptError {
+    let error = DbError::from_driver(&endpoint.name, error);
+    if error.is_unavailable() {
+        AttemptError::Endpoint(error)
+    } else {
+        AttemptError::Query(error)
+    }
+}
+
+/// The GTID the session's last commit got. The data is committed either way, so a
+/// failure here only costs read-your-writes (reads then go to a replica unconditionally).
+async fn last_gtid(conn: &mut Conn, endpoint: &str) -> Option<String> {
+    match conn.query_first::<String, _>("SELECT @@last_gtid").await {
+        Ok(gtid) => gtid.filter(|gtid| !gtid.is_empty()),
+        Err(error) => {
+            tracing::warn!(endpoint, %error, "could not read the commit's gtid");
+            None
+        }
+    }
+}

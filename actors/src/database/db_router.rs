@@ -1,0 +1,216 @@
+//! `DbRouter`: keeps the health of every database endpoint the node routes by.
+//!
+//! ```text
+//! RootSupervisor
+//!  └── DbRouter   (one per node, local)
+//!        ├─ every probe_interval: probe master and each read endpoint in its own task
+//!        └─ FailureReported from request tasks: probe again at once
+//! ```
+//!
+//! Health lives in the endpoints themselves (atomics), so request tasks route by it
+//! without ever waiting on this actor's mailbox.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use super::{Database, Endpoint, EndpointRole};
+
+/// The `DbRouter` actor.
+pub struct DbRouter;
+
+/// What one successful probe saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeReading {
+    pub server_id: u64,
+    pub read_only: bool,
+    pub latency: Duration,
+}
+
+/// The router's view of one endpoint.
+#[derive(Debug, Clone)]
+pub struct EndpointHealth {
+    pub name: String,
+    pub role: EndpointRole,
+    pub healthy: bool,
+    pub consecutive_failures: u64,
+    pub last_reading: Option<ProbeReading>,
+    pub last_error: Option<String>,
+}
+
+/// Messages of the `DbRouter`.
+pub enum DbRouterMessage {
+    /// Probe every endpoint that has no probe in flight (the interval timer sends this).
+    ProbeAll,
+    /// One endpoint's probe finished.
+    ProbeFinished {
+        endpoint_name: String,
+        outcome: Result<ProbeReading, String>,
+    },
+    /// A request task saw this endpoint fail and has already marked it down.
+    FailureReported { endpoint_name: String, reason: String },
+    /// The health of every endpoint, master first.
+    Health(RpcReplyPort<Vec<EndpointHealth>>),
+}
+
+/// The router's state.
+pub struct DbRouterState {
+    database: Database,
+    probes_in_flight: HashSet<String>,
+    last_outcomes: Vec<(String, Result<ProbeReading, String>)>,
+}
+
+impl Actor for DbRouter {
+    type Msg = DbRouterMessage;
+    type State = DbRouterState;
+    type Arguments = Database;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        database: Database,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        database.attach_router(Some(myself.clone()));
+        let interval = database.timeouts().probe_interval;
+        myself.send_interval(interval, || DbRouterMessage::ProbeAll);
+        myself.cast(DbRouterMessage::ProbeAll)?;
+        Ok(DbRouterState {
+            database,
+            probes_in_flight: HashSet::new(),
+            last_outcomes: Vec::new(),
+        })
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        state.database.attach_router(None);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            DbRouterMessage::ProbeAll => {
+                let endpoints: Vec<Arc<Endpoint>> = state.database.endpoints().cloned().collect();
+                for endpoint in endpoints {
+                    start_probe(&myself, state, endpoint);
+                }
+            }
+            DbRouterMessage::ProbeFinished { endpoint_name, outcome } => {
+                state.probes_in_flight.remove(&endpoint_name);
+                apply_probe_outcome(state, &endpoint_name, outcome);
+            }
+            DbRouterMessage::FailureReported { endpoint_name, reason } => {
+                tracing::debug!(endpoint = %endpoint_name, %reason, "database failure reported");
+                let endpoint = state
+                    .database
+                    .endpoints()
+                    .find(|endpoint| endpoint.name == endpoint_name)
+                    .cloned();
+                if let Some(endpoint) = endpoint {
+                    start_probe(&myself, state, endpoint);
+                }
+            }
+            DbRouterMessage::Health(reply) => {
+                let _ = reply.send(health_of(state));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn start_probe(myself: &ActorRef<DbRouterMessage>, state: &mut DbRouterState, endpoint: Arc<Endpoint>) {
+    if !state.probes_in_flight.insert(endpoint.name.clone()) {
+        return;
+    }
+    let timeout = state.database.timeouts().probe_timeout;
+    let router = myself.clone();
+    tokio::spawn(async move {
+        let outcome = probe(&endpoint, timeout).await;
+        // The router may have stopped meanwhile; nothing to report to then.
+        let _ = router.cast(DbRouterMessage::ProbeFinished {
+            endpoint_name: endpoint.name.clone(),
+            outcome,
+        });
+    });
+}
+
+async fn probe(endpoint: &Endpoint, timeout: Duration) -> Result<ProbeReading, String> {
+    let started = Instant::now();
+    let reading = async {
+        let mut conn = endpoint.connection(timeout).await.map_err(|error| error.to_string())?;
+        let row: Option<(u64, i64)> = conn
+            .query_first("SELECT @@server_id, @@read_only")
+            .await
+            .map_err(|error| error.to_string())?;
+        let (server_id, read_only) = row.ok_or_else(|| "the probe returned no row".to_owned())?;
+        Ok(ProbeReading {
+            server_id,
+            read_only: read_only != 0,
+            latency: started.elapsed(),
+        })
+    };
+    match tokio::time::timeout(timeout, reading).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+    }
+}
+
+fn apply_probe_outcome(state: &mut DbRouterState, endpoint_name: &str, outcome: Result<ProbeReading, String>) {
+    let Some(endpoint) = state
+        .database
+        .endpoints()
+        .find(|endpoint| endpoint.name == endpoint_name)
+        .cloned()
+    else {
+        return;
+    };
+    // A master that turned read-only (demoted) cannot take writes: treat it as down.
+    let usable = match &outcome {
+        Ok(reading) => !(endpoint.role == EndpointRole::Master && reading.read_only),
+        Err(_) => false,
+    };
+    if usable {
+        if endpoint.record_success() {
+            tracing::info!(endpoint = %endpoint.name, "database endpoint up");
+        }
+    } else if endpoint.record_failure() {
+        let reason = match &outcome {
+            Ok(_) => "master is read-only".to_owned(),
+            Err(error) => error.clone(),
+        };
+        tracing::warn!(endpoint = %endpoint.name, %reason, "database endpoint down");
+    }
+    match state.last_outcomes.iter_mut().find(|(name, _)| name == endpoint_name) {
+        Some(entry) => entry.1 = outcome,
+        None => state.last_outcomes.push((endpoint_name.to_owned(), outcome)),
+    }
+}
+
+fn health_of(state: &DbRouterState) -> Vec<EndpointHealth> {
+    state
+        .database
+        .endpoints()
+        .map(|endpoint| {
+            let last = state
+                .last_outcomes
+                .iter()
+                .find(|(name, _)| *name == endpoint.name)
+                .map(|(_, outcome)| outcome);
+            EndpointHealth {
+                name: endpoint.name.clone(),
+                role: endpoint.role,
+                healthy: endpoint.is_healthy(),
+                consecutive_failures: endpoint.consecutive_failures(),
+                last_reading: last.and_then(|outcome| outcome.as_ref().ok().cloned()),
+                last_error: last.and_then(|outcome| outcome.as_ref().err().cloned()),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,124 @@
+//! One database server (or proxy) the node talks to: its pool and its health.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
+
+use super::errors::DbError;
+
+/// Whether an endpoint takes writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointRole {
+    /// The master: writes, and reads of last resort.
+    Master,
+    /// A replica, or a proxy (HAProxy) in front of replicas.
+    Read,
+}
+
+/// How to reach one endpoint, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSpec {
+    /// Shown in logs, health and traces: `master`, `haproxy-read`, `replica-1`, ...
+    pub name: String,
+    /// `mysql://user:password@host:port/database`
+    pub url: String,
+    pub role: EndpointRole,
+}
+
+/// Pool sizes per endpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolLimits {
+    pub min_connections: usize,
+    pub max_connections: usize,
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        PoolLimits {
+            min_connections: 1,
+            max_connections: 64,
+        }
+    }
+}
+
+/// A live endpoint: its pool plus the health the router and the query path keep.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub name: String,
+    pub role: EndpointRole,
+    pool: Pool,
+    healthy: AtomicBool,
+    consecutive_failures: AtomicU64,
+}
+
+impl Endpoint {
+    /// Builds the pool; connects lazily, so a dead endpoint does not stop the node starting.
+    pub fn open(spec: &EndpointSpec, limits: PoolLimits) -> Result<Endpoint, DbError> {
+        let opts =
+            Opts::from_url(&spec.url).map_err(|error| DbError::Config(format!("endpoint {}: {error}", spec.name)))?;
+        let constraints = PoolConstraints::new(limits.min_connections, limits.max_connections)
+            .ok_or_else(|| DbError::Config(format!("endpoint {}: bad pool limits", spec.name)))?;
+        let pool_opts = PoolOpts::default()
+            .with_constraints(constraints)
+            .with_inactive_connection_ttl(Duration::from_secs(30))
+            .with_ttl_check_interval(Duration::from_secs(10));
+        let builder = OptsBuilder::from_opts(opts)
+            // Without this the driver silently moves to the server's unix socket after
+            // connecting over TCP, bypassing HAProxy (or reaching the wrong local server).
+            .prefer_socket(false)
+            .tcp_keepalive(Some(Duration::from_secs(10)))
+            .tcp_nodelay(true)
+            .pool_opts(pool_opts);
+        Ok(Endpoint {
+            name: spec.name.clone(),
+            role: spec.role,
+            pool: Pool::new(builder),
+            // Optimistic until the first probe: a read that fails just moves on.
+            healthy: AtomicBool::new(true),
+            consecutive_failures: AtomicU64::new(0),
+        })
+    }
+
+    /// A pooled connection, or `Unavailable`/`Timeout` within `timeout`.
+    pub async fn connection(&self, timeout: Duration) -> Result<Conn, DbError> {
+        match tokio::time::timeout(timeout, self.pool.get_conn()).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(error)) => Err(DbError::Unavailable {
+                endpoint: self.name.clone(),
+                reason: error.to_string(),
+            }),
+            Err(_) => Err(DbError::Timeout {
+                endpoint: self.name.clone(),
+                timeout,
+            }),
+        }
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Marks the endpoint down at once; the router's probes bring it back.
+    pub fn record_failure(&self) -> bool {
+        self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+        self.healthy.swap(false, Ordering::Relaxed)
+    }
+
+    /// Returns whether the endpoint was down before.
+    pub fn record_success(&self) -> bool {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        !self.healthy.swap(true, Ordering::Relaxed)
+    }
+
+    pub fn consecutive_failures(&self) -> u64 {
+        self.consecutive_failures.load(Ordering::Relaxed)
+    }
+
+    /// Closes every pooled connection (used at shutdown).
+    pub async fn close(&self) {
+        if let Err(error) = self.pool.clone().disconnect().await {
+            tracing::debug!(endpoint = %self.name, %error, "pool disconnect failed");
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Schema migrations: applied by the node at start, on the master only, under a named
+//! lock so that N nodes starting together apply each migration exactly once.
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::Conn;
+
+use super::{Database, DbError};
+
+/// One schema change, from `deploy/migrations/`.
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every migration, in order.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial",
+    sql: include_str!("../../../deploy/migrations/0001_initial.sql"),
+}];
+
+/// How long a starting node waits for another node's migration run.
+const LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// Applies every migration the master does not have yet; returns the versions applied.
+pub async fn apply_migrations(database: &Database) -> Result<Vec<u32>, DbError> {
+    let master = database.master();
+    let fail = |error: mysql_async::Error| DbError::from_driver(&master.name, error);
+    let mut conn = master.connection(database.timeouts().write).await?;
+    let schema: Option<Option<String>> = conn.query_first("SELECT DATABASE()").await.map_err(fail)?;
+    let schema = schema
+        .flatten()
+        .ok_or_else(|| DbError::Config("the master URL names no database".to_owned()))?;
+    // GET_LOCK is server-wide, so the lock name carries the database name.
+    let lock_name = format!("parley.migrations.{schema}");
+    let locked: Option<Option<i64>> = conn
+        .exec_first("SELECT GET_LOCK(?, ?)", (&lock_name, LOCK_WAIT.as_secs()))
+        .await
+        .map_err(fail)?;
+    if locked != Some(Some(1)) {
+        return Err(DbError::Unavailable {
+            endpoint: master.name.clone(),
+            reason: format!("could not take the migration lock {lock_name} within {LOCK_WAIT:?}"),
+        });
+    }
+    let applied = apply_pending(&mut conn).await.map_err(fail);
+    let released = conn.exec_drop("SELECT RELEASE_LOCK(?)", (&lock_name,)).await;
+    let applied = applied?;
+    released.map_err(fail)?;
+    Ok(applied)
+}
+
+async fn apply_pending(conn: &mut Conn) -> Result<Vec<u32>, mysql_async::Error> {
+    conn.query_drop(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (\
+           version INT UNSIGNED NOT NULL PRIMARY KEY, \
+           name VARCHAR(100) NOT NULL, \
+           applied_at DATETIME(6) NOT NULL)",
+    )
+    .await?;
+    let done: Vec<u32> = conn.query("SELECT version FROM schema_migrations").await?;
+    let mut applied = Vec::new();
+    for migration in MIGRATIONS.iter().filter(|migration| !done.contains(&migration.version)) {
+        for statement in statements_of(migration.sql) {
+            conn.query_drop(statement).await?;
+        }
+        conn.exec_drop(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, UTC_TIMESTAMP(6))",
+            (migration.version, migration.name),
+        )
+        .await?;
+        tracing::info!(version = migration.version, name = migration.name, "migration applied");
+        applied.push(migration.version);
+    }
+    Ok(applied)
+}
+
+/// Splits a migration file into statements: `--` comment lines dropped, statements
+/// end with `;` at the end of a line.
+fn statements_of(sql: &str) -> Vec<String> {
+    let mut statements = Vec::new();
+    let mut current = String::new();
+    for line in sql.lines() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with("--") {
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+        if trimmed.ends_with(';') {
+            let statement = current.trim().trim_end_matches(';').to_owned();
+            statements.push(statement);
+            current.clear();
+        }
+    }
+    if !current.trim().is_empty() {
+        statements.push(current.trim().to_owned());
+    }
+    statements
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_statements_and_drops_comments() {
+        let sql = "-- a comment\nCREATE TABLE a (x INT);\n\n-- another\nCREATE TABLE b (\n  y INT\n);\n";
+        assert_eq!(
+            statements_of(sql),
+            vec!["CREATE TABLE a (x INT)", "CREATE TABLE b (\n  y INT\n)"]
+        );
+    }
+
+    #[test]
+    fn the_initial_migration_creates_every_table() {
+        let statements = statements_of(MIGRATIONS[0].sql);
+        for table in ["users", "refresh_tokens", "chats", "chat_members", "messages"] {
+            let create = format!("CREATE TABLE IF NOT EXISTS {table} (");
+            assert!(
+                statements.iter().any(|statement| statement.starts_with(&create)),
+                "{table} missing"
+            );
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! Parley's actors and the domain logic they run.
+//!
+//! ```text
+//! RootSupervisor
+//!  └── DbRouter          probes master and read endpoints, keeps the routing health
+//! ```
+//!
+//! Queries never pass through an actor's mailbox: request tasks run them
+//! concurrently on the pools of a [`database::Database`] handle, and the
+//! `DbRouter` only keeps the health those handles route by.
+
+pub mod accounts;
+pub mod chats;
+pub mod database;
+pub mod supervisor;
+pub mod time_format;

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Installs what a local Parley cluster (parley-sim) needs on Debian/Ubuntu.
+# Idempotent: packages already present are not touched, and apt-get update runs only
+# when something is missing. parley-sim runs its own MariaDB, HAProxy and nginx
+# processes on its own ports, so the distribution's system services are kept stopped.
+set -euo pipefail
+
+packages=(mariadb-server mariadb-client haproxy nginx-light wrk jq curl)
+system_services=(mariadb nginx haproxy)
+
+if [[ ${EUID} -ne 0 ]]; then
+    sudo_prefix=(sudo)
+else
+    sudo_prefix=()
+fi
+
+package_is_installed() {
+    [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" == "install ok installed" ]]
+}
+
+missing_packages=()
+for package in "${packages[@]}"; do
+    if ! package_is_installed "${package}"; then
+        missing_packages+=("${package}")
+    fi
+done
+
+policy_rc_installed_by_us=0
+remove_policy_rc() {
+    if [[ ${policy_rc_installed_by_us} -eq 1 ]]; then
+        "${sudo_prefix[@]}" rm -f /usr/sbin/policy-rc.d
+    fi
+}
+trap remove_policy_rc EXIT
+
+if [[ ${#missing_packages[@]} -gt 0 ]]; then
+    echo "installing: ${missing_packages[*]}"
+    # policy-rc.d exiting 101 is Debian's documented way to keep maintainer scripts
+    # from starting services (which would take ports 3306 and 80). Leave an existing
+    # policy alone.
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' | "${sudo_prefix[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+        "${sudo_prefix[@]}" chmod 755 /usr/sbin/policy-rc.d
+        policy_rc_installed_by_us=1
+    fi
+    "${sudo_prefix[@]}" apt-get update
+    "${sudo_prefix[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends "${missing_packages[@]}"
+    remove_policy_rc
+    policy_rc_installed_by_us=0
+else
+    echo "all packages present: ${packages[*]}"
+fi
+
+# Ask the init system, not the process table: parley-sim's own mariadbd, nginx and
+# haproxy processes must survive this script.
+service_is_running() {
+    local service=$1
+    if [[ -d /run/systemd/system ]]; then
+        systemctl is-active --quiet "${service}"
+    elif [[ -x /etc/init.d/${service} ]]; then
+        "${sudo_prefix[@]}" /etc/init.d/"${service}" status >/dev/null 2>&1
+    else
+        return 1
+    fi
+}
+
+stop_service() {
+    local service=$1
+    if [[ -d /run/systemd/system ]]; then
+        "${sudo_prefix[@]}" systemctl stop "${service}"
+    else
+        "${sudo_prefix[@]}" /etc/init.d/"${service}" stop
+    fi
+}
+
+for service in "${system_services[@]}"; do
+    if service_is_running "${service}"; then
+        echo "stopping system service ${service} (parley-sim runs its own)"
+        stop_service "${service}" || echo "warning: could not stop ${service}" >&2
+    fi
+done
+
+for package in "${packages[@]}"; do
+    if ! package_is_installed "${package}"; then
+        echo "error: ${package} is still not installed" >&2
+        exit 1
+    fi
+done
+echo "ready: mariadb $(mariadbd --version 2>/dev/null | awk '{print $3}'), $(haproxy -v | head -n1 | awk '{print "haproxy", $3}'), $(nginx -v 2>&1 | sed 's|.*/|nginx |')"

@@ -1,0 +1,45 @@
+//! What every request handler shares.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actors::accounts::Accounts;
+use actors::chats::Chats;
+use actors::database::Database;
+
+use crate::tokens::TokenIssuer;
+
+/// Request limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: u64,
+    pub max_page_size: u64,
+}
+
+/// Whether the node may take traffic.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness {
+    migrations_applied: Arc<AtomicBool>,
+}
+
+impl Readiness {
+    pub fn mark_migrations_applied(&self) {
+        self.migrations_applied.store(true, Ordering::Release);
+    }
+
+    pub fn migrations_applied(&self) -> bool {
+        self.migrations_applied.load(Ordering::Acquire)
+    }
+}
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub node_name: String,
+    pub database: Database,
+    pub accounts: Accounts,
+    pub chats: Chats,
+    pub tokens: TokenIssuer,
+    pub readiness: Readiness,
+    pub limits: Limits,
+}

@@ -1,0 +1,198 @@
+//! The node's configuration: flags, each with an environment variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actors::accounts::passwords::ScryptCost;
+use actors::database::{DatabaseConfig, DatabaseTimeouts, EndpointRole, EndpointSpec, PoolLimits};
+use clap::Parser;
+
+/// Secrets shorter than this are refused outside dev mode.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// The JWT secret used with `--dev` when none is given. Refused without `--dev`.
+pub const DEV_JWT_SECRET: &str = "parley-dev-secret-do-not-use-in-production";
+
+/// A Parley cluster node.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "parley", version, about = "A Parley chat cluster node")]
+pub struct NodeConfig {
+    /// Address the HTTP and websocket API listens on.
+    #[arg(long, env = "PARLEY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// This node's name in logs, traces and the cluster.
+    #[arg(long, env = "PARLEY_NODE_NAME", default_value = "node-1")]
+    pub node_name: String,
+
+    /// The master, for writes: mysql://user:password@host:port/database
+    #[arg(long, env = "PARLEY_MASTER_URL")]
+    pub master_url: String,
+
+    /// A read endpoint, `name=mysql://...` (HAProxy's read frontend or a replica);
+    /// repeat the flag, or separate with commas in the environment variable. Reads fall
+    /// back to the master when every read endpoint fails.
+    #[arg(long = "read-url", env = "PARLEY_READ_URLS", value_delimiter = ',')]
+    pub read_urls: Vec<String>,
+
+    /// HS256 secret for access and refresh tokens, at least 32 bytes.
+    #[arg(long, env = "PARLEY_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Access token lifetime in seconds (the seed's: one hour).
+    #[arg(long, env = "PARLEY_ACCESS_TOKEN_TTL_SECONDS", default_value_t = 3600)]
+    pub access_token_ttl_seconds: u64,
+
+    /// Refresh token lifetime in seconds (the seed's: one day).
+    #[arg(long, env = "PARLEY_REFRESH_TOKEN_TTL_SECONDS", default_value_t = 86400)]
+    pub refresh_token_ttl_seconds: u64,
+
+    /// Development mode: allows the built-in JWT secret. Never in production.
+    #[arg(long, env = "PARLEY_DEV", default_value_t = false)]
+    pub dev: bool,
+
+    /// scrypt cost: log2(N). OWASP's minimum is 17.
+    #[arg(long, env = "PARLEY_SCRYPT_LOG_N", default_value_t = 17)]
+    pub scrypt_log_n: u8,
+
+    /// Password hashes computed at once; more wait their turn.
+    #[arg(long, env = "PARLEY_MAX_CONCURRENT_HASHES", default_value_t = 2)]
+    pub max_concurrent_hashes: usize,
+
+    /// Largest HTTP request body accepted, in bytes.
+    #[arg(long, env = "PARLEY_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: u64,
+
+    /// Largest page of `GET /messenger/messages`.
+    #[arg(long, env = "PARLEY_MAX_PAGE_SIZE", default_value_t = 1000)]
+    pub max_page_size: u64,
+
+    /// Bound on one read attempt on one endpoint, in milliseconds.
+    #[arg(long, env = "PARLEY_DB_READ_TIMEOUT_MS", default_value_t = 800)]
+    pub db_read_timeout_ms: u64,
+
+    /// Bound on a whole write transaction, in milliseconds.
+    #[arg(long, env = "PARLEY_DB_WRITE_TIMEOUT_MS", default_value_t = 1500)]
+    pub db_write_timeout_ms: u64,
+
+    /// Connections per database endpoint pool.
+    #[arg(long, env = "PARLEY_DB_POOL_MAX", default_value_t = 64)]
+    pub db_pool_max: usize,
+}
+
+/// A configuration that cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no JWT secret: set --jwt-secret / PARLEY_JWT_SECRET (at least {MIN_SECRET_BYTES} bytes), or pass --dev for development")]
+    MissingJwtSecret,
+    #[error("the JWT secret is shorter than {MIN_SECRET_BYTES} bytes")]
+    ShortJwtSecret,
+    #[error("the JWT secret is the well-known development secret; pass --dev to allow it")]
+    DevJwtSecret,
+    #[error("read endpoint {0:?} is not `name=mysql://...` or `mysql://...`")]
+    BadReadUrl(String),
+}
+
+impl NodeConfig {
+    /// The JWT secret to use, enforcing the rules above.
+    pub fn jwt_secret(&self) -> Result<String, ConfigError> {
+        match (&self.jwt_secret, self.dev) {
+            (None, true) => Ok(DEV_JWT_SECRET.to_owned()),
+            (None, false) => Err(ConfigError::MissingJwtSecret),
+            (Some(secret), false) if secret == DEV_JWT_SECRET => Err(ConfigError::DevJwtSecret),
+            (Some(secret), false) if secret.len() < MIN_SECRET_BYTES => Err(ConfigError::ShortJwtSecret),
+            (Some(secret), _) => Ok(secret.clone()),
+        }
+    }
+
+    pub fn scrypt_cost(&self) -> ScryptCost {
+        ScryptCost {
+            log_n: self.scrypt_log_n,
+            ..ScryptCost::default()
+        }
+    }
+
+    pub fn database(&self) -> Result<DatabaseConfig, ConfigError> {
+        let reads = self
+            .read_urls
+            .iter()
+            .enumerate()
+            .map(|(index, entry)| parse_read_url(index, entry))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(DatabaseConfig {
+            master: EndpointSpec {
+                name: "master".to_owned(),
+                url: self.master_url.clone(),
+                role: EndpointRole::Master,
+            },
+            reads,
+            timeouts: DatabaseTimeouts {
+                read_attempt: Duration::from_millis(self.db_read_timeout_ms),
+                write: Duration::from_millis(self.db_write_timeout_ms),
+                ..DatabaseTimeouts::default()
+            },
+            pool_limits: PoolLimits {
+                max_connections: self.db_pool_max,
+                ..PoolLimits::default()
+            },
+        })
+    }
+}
+
+fn parse_read_url(index: usize, entry: &str) -> Result<EndpointSpec, ConfigError> {
+    let entry = entry.trim();
+    let (name, url) = match entry.split_once('=') {
+        Some((name, url)) if !name.contains("://") && !name.is_empty() => (name.to_owned(), url.to_owned()),
+        _ => (format!("read-{}", index + 1), entry.to_owned()),
+    };
+    if !url.starts_with("mysql://") {
+        return Err(ConfigError::BadReadUrl(entry.to_owned()));
+    }
+    Ok(EndpointSpec {
+        name,
+        url,
+        role: EndpointRole::Read,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> NodeConfig {
+        let mut all = vec!["parley", "--master-url", "mysql://u:p@127.0.0.1:3306/parley"];
+        all.extend_from_slice(args);
+        NodeConfig::try_parse_from(all).unwrap()
+    }
+
+    #[test]
+    fn refuses_missing_short_and_well_known_secrets_outside_dev_mode() {
+        assert!(matches!(config(&[]).jwt_secret(), Err(ConfigError::MissingJwtSecret)));
+        assert!(matches!(
+            config(&["--jwt-secret", "short"]).jwt_secret(),
+            Err(ConfigError::ShortJwtSecret)
+        ));
+        assert!(matches!(
+            config(&["--jwt-secret", DEV_JWT_SECRET]).jwt_secret(),
+            Err(ConfigError::DevJwtSecret)
+        ));
+        assert_eq!(config(&["--dev"]).jwt_secret().unwrap(), DEV_JWT_SECRET);
+        let strong = "x".repeat(40);
+        assert_eq!(config(&["--jwt-secret", &strong]).jwt_secret().unwrap(), strong);
+    }
+
+    #[test]
+    fn read_urls_are_named_or_numbered() {
+        let database = config(&[
+            "--read-url",
+            "haproxy-read=mysql://u:p@127.0.0.1:1/parley",
+            "--read-url",
+            "mysql://u:p@127.0.0.1:2/parley",
+        ])
+        .database()
+        .unwrap();
+        let names: Vec<_> = database.reads.iter().map(|spec| spec.name.as_str()).collect();
+        assert_eq!(names, ["haproxy-read", "read-2"]);
+        assert!(config(&["--read-url", "nonsense"]).database().is_err());
+    }
+}

@@ -1,0 +1,91 @@
+//! The HTTP API: the seed's auth and messenger endpoints, and health.
+//!
+//! Handlers return `Result<Response, ApiError>`; [`respond`] turns errors into JSON,
+//! and [`errors::recover`] does the same for warp's own rejections, so no request ever
+//! gets a non-JSON error.
+
+mod auth_routes;
+pub mod errors;
+pub mod extract;
+mod health_routes;
+mod messenger_routes;
+
+use std::convert::Infallible;
+
+use warp::hyper::body::Bytes;
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+use crate::app_state::AppState;
+use errors::ApiError;
+
+/// Every route of the node, with JSON errors and the serving node's name in a header.
+pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let node_name = state.node_name.clone();
+    auth_routes::routes(state.clone())
+        .or(messenger_routes::routes(state.clone()))
+        .unify()
+        .or(health_routes::routes(state))
+        .unify()
+        .recover(errors::recover)
+        .unify()
+        .with(warp::reply::with::header("x-parley-node", node_name))
+        .map(warp::reply::Reply::into_response)
+}
+
+pub(crate) fn with_state(state: AppState) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
+
+/// The raw body, read up to the configured size: a larger declared `Content-Length` or
+/// a longer (chunked) stream is refused with 413. A request without a body is empty.
+pub(crate) fn body_bytes(state: &AppState) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+    let limit = state.limits.max_body_bytes;
+    warp::header::optional::<u64>("content-length")
+        .and(warp::body::stream())
+        .and_then(move |declared: Option<u64>, stream| read_body_within(limit, declared, stream))
+}
+
+async fn read_body_within<S, B>(limit: u64, declared: Option<u64>, stream: S) -> Result<Bytes, Rejection>
+where
+    S: futures::Stream<Item = Result<B, warp::Error>>,
+    B: warp::Buf,
+{
+    use futures::StreamExt;
+    if declared.is_some_and(|length| length > limit) {
+        return Err(warp::reject::custom(errors::BodyTooLarge));
+    }
+    let mut body = Vec::new();
+    let mut stream = std::pin::pin!(stream);
+    while let Some(chunk) = stream.next().await {
+        let mut chunk = chunk.map_err(|_| warp::reject::custom(errors::BodyUnreadable))?;
+        while chunk.has_remaining() {
+            let piece = chunk.chunk();
+            if (body.len() + piece.len()) as u64 > limit {
+                return Err(warp::reject::custom(errors::BodyTooLarge));
+            }
+            body.extend_from_slice(piece);
+            let read = piece.len();
+            chunk.advance(read);
+        }
+    }
+    Ok(Bytes::from(body))
+}
+
+/// The raw query string, empty when there is none.
+pub(crate) fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
+    warp::query::raw().or(warp::any().map(String::new)).unify()
+}
+
+/// The `Authorization` header, if any.
+pub(crate) fn authorization() -> impl Filter<Extract = (Option<String>,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+}
+
+pub(crate) fn respond(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(ApiError::into_response)
+}
+
+pub(crate) fn json_response<T: serde::Serialize>(status: warp::http::StatusCode, body: &T) -> Response {
+    warp::reply::Reply::into_response(warp::reply::with_status(warp::reply::json(body), status))
+}

@@ -1,0 +1,132 @@
+//! `/auth/...`: sign-up, sign-in, token refresh, user lookups.
+
+use chrono::Utc;
+use protocol::auth::{RefreshTokenRequest, SignInRequest, SignUpRequest, SignUpResponse, TokenPair, UserIdResponse};
+use uuid::Uuid;
+use warp::http::StatusCode;
+use warp::hyper::body::Bytes;
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+use actors::accounts::{RefreshTokenRecord, RotationOutcome};
+
+use super::errors::ApiError;
+use super::extract::{authenticated_user, json_body, QueryParameters};
+use super::{authorization, body_bytes, json_response, raw_query, respond, with_state};
+use crate::app_state::AppState;
+
+pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let sign_up = warp::path!("auth" / "sign-up")
+        .and(warp::post())
+        .and(with_state(state.clone()))
+        .and(body_bytes(&state))
+        .then(|state, body| async move { respond(sign_up(state, body).await) });
+    let sign_in = warp::path!("auth" / "sign-in")
+        .and(warp::post())
+        .and(with_state(state.clone()))
+        .and(body_bytes(&state))
+        .then(|state, body| async move { respond(sign_in(state, body).await) });
+    let refresh = warp::path!("auth" / "token")
+        .and(warp::put())
+        .and(with_state(state.clone()))
+        .and(body_bytes(&state))
+        .then(|state, body| async move { respond(refresh(state, body).await) });
+    let by_email = warp::path!("auth" / "user" / "get-by-email")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(authorization())
+        .and(raw_query())
+        .then(|state, authorization, query| async move { respond(get_by_email(state, authorization, query).await) });
+    let by_token = warp::path!("auth" / "user" / "get-by-token")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(authorization())
+        .then(|state, authorization| async move { respond(get_by_token(state, authorization).await) });
+    sign_up
+        .or(sign_in)
+        .unify()
+        .or(refresh)
+        .unify()
+        .or(by_email)
+        .unify()
+        .or(by_token)
+        .unify()
+}
+
+async fn sign_up(state: AppState, body: Bytes) -> Result<Response, ApiError> {
+    let request: SignUpRequest = json_body(&body)?;
+    let user_id = state.accounts.sign_up(&request).await?;
+    tracing::info!(%user_id, "user signed up");
+    Ok(json_response(StatusCode::CREATED, &SignUpResponse { user_id }))
+}
+
+async fn sign_in(state: AppState, body: Bytes) -> Result<Response, ApiError> {
+    let request: SignInRequest = json_body(&body)?;
+    let user_id = state.accounts.authenticate(&request.email, &request.password).await?;
+    let now = Utc::now();
+    let refresh = state.tokens.issue_refresh(&user_id, &Uuid::new_v4().to_string(), now);
+    state
+        .accounts
+        .store_refresh_token(&RefreshTokenRecord {
+            id: refresh.id.clone(),
+            family_id: refresh.family_id.clone(),
+            user_id: user_id.clone(),
+            expires_at: refresh.expires_at.naive_utc(),
+        })
+        .await?;
+    let pair = TokenPair {
+        access_token: state.tokens.issue_access(&user_id, now),
+        refresh_token: refresh.token,
+    };
+    Ok(json_response(StatusCode::OK, &pair))
+}
+
+async fn refresh(state: AppState, body: Bytes) -> Result<Response, ApiError> {
+    let request: RefreshTokenRequest = json_body(&body)?;
+    let claims = state.tokens.verify_refresh(&request.refresh_token)?;
+    let family_id = claims.fam.clone().unwrap_or_default();
+    let now = Utc::now();
+    let next = state.tokens.issue_refresh(&claims.sub, &family_id, now);
+    let record = RefreshTokenRecord {
+        id: next.id.clone(),
+        family_id,
+        user_id: claims.sub.clone(),
+        expires_at: next.expires_at.naive_utc(),
+    };
+    match state.accounts.rotate_refresh_token(&claims.jti, &record).await? {
+        RotationOutcome::Rotated => Ok(json_response(
+            StatusCode::OK,
+            &TokenPair {
+                access_token: state.tokens.issue_access(&claims.sub, now),
+                refresh_token: next.token,
+            },
+        )),
+        RotationOutcome::ReuseDetected => {
+            tracing::warn!(user_id = %claims.sub, "refresh token reused; family revoked");
+            Err(ApiError::unauthorized(
+                "this refresh token was already used; every session of its sign-in is revoked, sign in again",
+            ))
+        }
+        RotationOutcome::Rejected => Err(ApiError::unauthorized(
+            "the refresh token is invalid, revoked or expired",
+        )),
+    }
+}
+
+async fn get_by_email(state: AppState, authorization: Option<String>, query: String) -> Result<Response, ApiError> {
+    authenticated_user(&state.tokens, authorization.as_deref())?;
+    let query = QueryParameters::parse(&query)?;
+    let email = query.required("email")?;
+    match state.accounts.find_user_id_by_email(email).await? {
+        Some(user_id) => Ok(json_response(StatusCode::OK, &UserIdResponse { user_id })),
+        None => Err(ApiError::not_found("no user with this email")),
+    }
+}
+
+async fn get_by_token(state: AppState, authorization: Option<String>) -> Result<Response, ApiError> {
+    let user_id = authenticated_user(&state.tokens, authorization.as_deref())?;
+    match state.accounts.profile(&user_id).await? {
+        Some(profile) => Ok(json_response(StatusCode::OK, &profile)),
+        None => Err(ApiError::unauthorized("the token's user no longer exists")),
+    }
+}

@@ -1,0 +1,68 @@
+//! `/messenger/...` over HTTP: create a chat, list chats, read history.
+
+use actors::chats::PageRequest;
+use protocol::messenger::{ChatsResponse, CreateChatRequest, CreateChatResponse};
+use warp::http::StatusCode;
+use warp::hyper::body::Bytes;
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+use super::errors::ApiError;
+use super::extract::{authenticated_user, json_body, uuid_field, QueryParameters};
+use super::{authorization, body_bytes, json_response, raw_query, respond, with_state};
+use crate::app_state::AppState;
+
+/// Page size when `limit` is not given.
+const DEFAULT_PAGE_SIZE: u64 = 100;
+
+pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let create_chat = warp::path!("messenger" / "create-chat")
+        .and(warp::post())
+        .and(with_state(state.clone()))
+        .and(authorization())
+        .and(body_bytes(&state))
+        .then(|state, authorization, body| async move { respond(create_chat(state, authorization, body).await) });
+    let chats = warp::path!("messenger" / "chats")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(authorization())
+        .then(|state, authorization| async move { respond(list_chats(state, authorization).await) });
+    let messages = warp::path!("messenger" / "messages")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(authorization())
+        .and(raw_query())
+        .then(|state, authorization, query| async move { respond(messages(state, authorization, query).await) });
+    create_chat.or(chats).unify().or(messages).unify()
+}
+
+async fn create_chat(state: AppState, authorization: Option<String>, body: Bytes) -> Result<Response, ApiError> {
+    let caller = authenticated_user(&state.tokens, authorization.as_deref())?;
+    let request: CreateChatRequest = json_body(&body)?;
+    let companion = uuid_field("companion_id", &request.companion_id)?;
+    let chat_id = state.chats.create_direct_chat(&caller, &companion).await?;
+    Ok(json_response(StatusCode::OK, &CreateChatResponse { chat_id }))
+}
+
+async fn list_chats(state: AppState, authorization: Option<String>) -> Result<Response, ApiError> {
+    let caller = authenticated_user(&state.tokens, authorization.as_deref())?;
+    let chats = state.chats.list_chats(&caller).await?;
+    Ok(json_response(StatusCode::OK, &ChatsResponse { chats }))
+}
+
+async fn messages(state: AppState, authorization: Option<String>, query: String) -> Result<Response, ApiError> {
+    let caller = authenticated_user(&state.tokens, authorization.as_deref())?;
+    let query = QueryParameters::parse(&query)?;
+    let chat_id = uuid_field("chat_id", query.required("chat_id")?)?;
+    let page = PageRequest {
+        offset: query.bounded_integer("offset", 0, 0, i64::MAX as u64)?,
+        limit: query.bounded_integer(
+            "limit",
+            DEFAULT_PAGE_SIZE.min(state.limits.max_page_size),
+            1,
+            state.limits.max_page_size,
+        )?,
+    };
+    let page = state.chats.messages_page(&caller, &chat_id, page).await?;
+    Ok(json_response(StatusCode::OK, &page))
+}

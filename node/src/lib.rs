@@ -1,0 +1,91 @@
+//! The `parley` node: HTTP API on warp over the actors of `parley-actors`.
+//!
+//! [`run`] is the whole server: tests bind a listener on port 0 and call it.
+
+pub mod app_state;
+pub mod config;
+pub mod http;
+pub mod tokens;
+
+use std::future::Future;
+use std::time::Duration;
+
+use actors::accounts::passwords::PasswordVault;
+use actors::accounts::Accounts;
+use actors::chats::Chats;
+use actors::database::migrations::apply_migrations;
+use actors::database::Database;
+use actors::supervisor::RootSupervisor;
+use anyhow::Context;
+use ractor::Actor;
+use tokio::net::TcpListener;
+
+use app_state::{AppState, Limits, Readiness};
+use config::NodeConfig;
+use tokens::TokenIssuer;
+
+/// Serves the node on `listener` until `shutdown` completes, then drains in-flight
+/// requests and stops the actors.
+pub async fn run(
+    listener: TcpListener,
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let jwt_secret = config.jwt_secret()?;
+    let database = Database::open(&config.database()?).context("opening database pools")?;
+    let passwords = PasswordVault::new(config.scrypt_cost(), config.max_concurrent_hashes)?;
+    let (supervisor, supervisor_task) = Actor::spawn(None, RootSupervisor, database.clone())
+        .await
+        .context("starting the root supervisor")?;
+    let readiness = Readiness::default();
+    let migrations = tokio::spawn(migrate_until_done(database.clone(), readiness.clone()));
+    let state = AppState {
+        node_name: config.node_name.clone(),
+        accounts: Accounts::new(database.clone(), passwords),
+        chats: Chats::new(database.clone()),
+        tokens: TokenIssuer::new(
+            &jwt_secret,
+            config.access_token_ttl_seconds,
+            config.refresh_token_ttl_seconds,
+        ),
+        database: database.clone(),
+        readiness,
+        limits: Limits {
+            max_body_bytes: config.max_body_bytes,
+            max_page_size: config.max_page_size,
+        },
+    };
+    let address = listener.local_addr().context("reading the listen address")?;
+    tracing::info!(node = %config.node_name, %address, "node listening");
+    warp::serve(http::routes(state))
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await;
+    tracing::info!(node = %config.node_name, "node stopping");
+    migrations.abort();
+    supervisor.stop(Some("node stopping".to_owned()));
+    let _ = supervisor_task.await;
+    database.close().await;
+    Ok(())
+}
+
+/// Applies migrations, retrying while the master is unreachable; the node reports
+/// not-ready until they are in.
+async fn migrate_until_done(database: Database, readiness: Readiness) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match apply_migrations(&database).await {
+            Ok(applied) => {
+                tracing::info!(?applied, "schema up to date");
+                readiness.mark_migrations_applied();
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?backoff, "migrations failed, retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}

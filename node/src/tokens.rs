@@ -1,0 +1,195 @@
+//! Access and refresh tokens: HS256 JWTs with a type claim so neither can stand in
+//! for the other.
+
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+const ACCESS: &str = "access";
+const REFRESH: &str = "refresh";
+
+/// Claims of both token kinds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    /// `access` or `refresh`.
+    pub typ: String,
+    /// Unique token id; for refresh tokens, the row in `refresh_tokens`.
+    pub jti: String,
+    /// Refresh-token family (refresh tokens only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fam: Option<String>,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+}
+
+/// Why a presented token was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is invalid or expired")]
+    Invalid,
+    #[error("a {found} token was given where a {expected} token is needed")]
+    WrongKind { expected: &'static str, found: String },
+}
+
+/// A freshly issued refresh token with the facts the database stores about it.
+#[derive(Debug, Clone)]
+pub struct IssuedRefreshToken {
+    pub token: String,
+    pub id: String,
+    pub family_id: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Issues and checks tokens.
+#[derive(Clone)]
+pub struct TokenIssuer {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    access_ttl_seconds: i64,
+    refresh_ttl_seconds: i64,
+}
+
+impl TokenIssuer {
+    pub fn new(secret: &str, access_ttl_seconds: u64, refresh_ttl_seconds: u64) -> TokenIssuer {
+        // Only HS256 is accepted: `alg: none` and every other algorithm are refused.
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.validate_nbf = true;
+        validation.leeway = 5;
+        validation.set_required_spec_claims(&["exp", "nbf", "sub"]);
+        TokenIssuer {
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            validation,
+            access_ttl_seconds: access_ttl_seconds as i64,
+            refresh_ttl_seconds: refresh_ttl_seconds as i64,
+        }
+    }
+
+    fn sign(&self, claims: &Claims) -> String {
+        // HMAC signing of a serialisable struct cannot fail.
+        encode(&Header::new(Algorithm::HS256), claims, &self.encoding).expect("hs256 signing never fails")
+    }
+
+    pub fn issue_access(&self, user_id: &str, now: DateTime<Utc>) -> String {
+        let now = now.timestamp();
+        self.sign(&Claims {
+            sub: user_id.to_owned(),
+            typ: ACCESS.to_owned(),
+            jti: Uuid::new_v4().to_string(),
+            fam: None,
+            iat: now,
+            nbf: now,
+            exp: now + self.access_ttl_seconds,
+        })
+    }
+
+    /// A refresh token in `family_id` (a new family at sign-in, the same one on rotation).
+    pub fn issue_refresh(&self, user_id: &str, family_id: &str, now: DateTime<Utc>) -> IssuedRefreshToken {
+        let id = Uuid::new_v4().to_string();
+        let issued_at = now.timestamp();
+        let expires_at = now + chrono::Duration::seconds(self.refresh_ttl_seconds);
+        let token = self.sign(&Claims {
+            sub: user_id.to_owned(),
+            typ: REFRESH.to_owned(),
+            jti: id.clone(),
+            fam: Some(family_id.to_owned()),
+            iat: issued_at,
+            nbf: issued_at,
+            exp: expires_at.timestamp(),
+        });
+        IssuedRefreshToken {
+            token,
+            id,
+            family_id: family_id.to_owned(),
+            expires_at,
+        }
+    }
+
+    fn verify(&self, token: &str, expected: &'static str) -> Result<Claims, TokenError> {
+        let claims = decode::<Claims>(token.trim(), &self.decoding, &self.validation)
+            .map_err(|_| TokenError::Invalid)?
+            .claims;
+        if claims.typ != expected {
+            return Err(TokenError::WrongKind {
+                expected,
+                found: claims.typ,
+            });
+        }
+        if Uuid::parse_str(&claims.sub).is_err() {
+            return Err(TokenError::Invalid);
+        }
+        Ok(claims)
+    }
+
+    /// The user id of a valid access token.
+    pub fn verify_access(&self, token: &str) -> Result<String, TokenError> {
+        self.verify(token, ACCESS).map(|claims| claims.sub)
+    }
+
+    /// The claims of a valid refresh token (family included).
+    pub fn verify_refresh(&self, token: &str) -> Result<Claims, TokenError> {
+        let claims = self.verify(token, REFRESH)?;
+        if claims.fam.is_none() {
+            return Err(TokenError::Invalid);
+        }
+        Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const USER: &str = "6a3b2f50-7d0c-4a4e-9f0e-0d1f8c2b3a41";
+
+    fn issuer() -> TokenIssuer {
+        TokenIssuer::new(&"s".repeat(40), 3600, 86400)
+    }
+
+    #[test]
+    fn access_tokens_round_trip() {
+        let token = issuer().issue_access(USER, Utc::now());
+        assert_eq!(issuer().verify_access(&token).unwrap(), USER);
+    }
+
+    #[test]
+    fn access_and_refresh_tokens_are_not_interchangeable() {
+        let issuer = issuer();
+        let refresh = issuer.issue_refresh(USER, "family", Utc::now());
+        assert!(matches!(
+            issuer.verify_access(&refresh.token),
+            Err(TokenError::WrongKind { .. })
+        ));
+        let access = issuer.issue_access(USER, Utc::now());
+        assert!(matches!(
+            issuer.verify_refresh(&access),
+            Err(TokenError::WrongKind { .. })
+        ));
+    }
+
+    #[test]
+    fn expired_foreign_and_unsigned_tokens_are_refused() {
+        let issuer = issuer();
+        let long_ago = Utc::now() - chrono::Duration::hours(3);
+        assert!(issuer.verify_access(&issuer.issue_access(USER, long_ago)).is_err());
+        let foreign = TokenIssuer::new(&"t".repeat(40), 3600, 86400).issue_access(USER, Utc::now());
+        assert!(issuer.verify_access(&foreign).is_err());
+        let valid = issuer.issue_access(USER, Utc::now());
+        let payload = valid.split('.').nth(1).unwrap();
+        // {"alg":"none","typ":"JWT"}
+        let unsigned = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
+        assert!(issuer.verify_access(&unsigned).is_err());
+    }
+
+    #[test]
+    fn not_yet_valid_tokens_are_refused() {
+        let issuer = issuer();
+        let later = Utc::now() + chrono::Duration::minutes(5);
+        assert!(issuer.verify_access(&issuer.issue_access(USER, later)).is_err());
+    }
+}

@@ -1,0 +1,251 @@
+//! The seed's HTTP API against real replicated MariaDB, HAProxy, nginx and two nodes.
+
+#[path = "support/test_app.rs"]
+mod test_app;
+
+use parley_sim::http_client::seed_person;
+use protocol::auth::SignUpRequest;
+use reqwest::Method;
+use test_app::{shared_servers, TestApp};
+
+const BINARY: &str = "api";
+
+fn bob() -> SignUpRequest {
+    serde_json::from_str(
+        r#"{"email": "bob@email.com", "password": "1234567890", "name": "Bob", "surname": "Tallor", "birthday": "1994-04-10T20:21:25+00:00", "sex": "male", "city": "New Yourk", "interests": "programming"}"#,
+    )
+    .unwrap()
+}
+
+fn alice() -> SignUpRequest {
+    serde_json::from_str(
+        r#"{"email": "alice@email.com", "password": "1234567890", "name": "Alice", "surname": "Swift", "birthday": "1995-10-10T20:21:25+00:00", "sex": "female", "city": "California", "interests": "running"}"#,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_seed_walkthrough_works_through_nginx() {
+    let app = TestApp::spawn(shared_servers(BINARY).await, 2).await;
+    let http = &app.http;
+    let bob_id = http.sign_up_ok(&bob()).await.unwrap();
+    let alice_id = http.sign_up_ok(&alice()).await.unwrap();
+    assert_ne!(bob_id, alice_id);
+
+    let bob_tokens = http.sign_in("bob@email.com", "1234567890").await.unwrap();
+    assert!(!bob_tokens.refresh_token.is_empty());
+    let found = http
+        .user_id_by_email(&bob_tokens.access_token, "alice@email.com")
+        .await
+        .unwrap();
+    assert_eq!(found, alice_id);
+
+    let chat_id = http.create_chat(&bob_tokens.access_token, &alice_id).await.unwrap();
+    assert!(uuid::Uuid::parse_str(&chat_id).is_ok(), "{chat_id}");
+    // The same pair always gets the same chat, whoever asks.
+    assert_eq!(
+        http.create_chat(&bob_tokens.access_token, &alice_id).await.unwrap(),
+        chat_id
+    );
+    let alice_tokens = http.sign_in("alice@email.com", "1234567890").await.unwrap();
+    assert_eq!(
+        http.create_chat(&alice_tokens.access_token, &bob_id).await.unwrap(),
+        chat_id
+    );
+
+    let chats = http.chats(&alice_tokens.access_token).await.unwrap().chats;
+    assert_eq!(chats.len(), 1);
+    assert_eq!(chats[0].chat_id, chat_id);
+    let mut participants: Vec<_> = chats[0].participants.iter().map(|p| p.name.as_str()).collect();
+    participants.sort();
+    assert_eq!(participants, ["Alice", "Bob"]);
+
+    let page = http
+        .messages(&alice_tokens.access_token, &chat_id, 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        (page.total, page.offset, page.limit, page.messages.len()),
+        (0, 0, 100, 0)
+    );
+
+    // `Bearer <token>` works as well as the seed's raw token.
+    let bearer = format!("Bearer {}", bob_tokens.access_token);
+    let profile = http
+        .request(Method::GET, "/auth/user/get-by-token", Some(&bearer), None)
+        .await
+        .unwrap();
+    assert_eq!(profile.status, 200);
+    assert_eq!(profile.body["user_id"], bob_id);
+    assert_eq!(profile.body["email"], "bob@email.com");
+}
+
+#[tokio::test]
+async fn a_user_signed_up_on_one_node_is_read_on_the_other_from_replicas() {
+    let servers = shared_servers(BINARY).await;
+    let app = TestApp::spawn(servers, 2).await;
+    let node_1 = app.node("node-1");
+    let node_2 = app.node("node-2");
+    let bob_id = node_1.sign_up_ok(&bob()).await.unwrap();
+    let tokens = node_2.sign_in("bob@email.com", "1234567890").await.unwrap();
+    assert_eq!(
+        node_2
+            .user_id_by_email(&tokens.access_token, "bob@email.com")
+            .await
+            .unwrap(),
+        bob_id
+    );
+
+    servers
+        .wait_replicas_caught_up(std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    for replica in ["replica-1", "replica-2"] {
+        let pool = mysql_async::Pool::new(servers.root_url(replica).as_str());
+        let mut conn = pool.get_conn().await.unwrap();
+        use mysql_async::prelude::Queryable;
+        let row: mysql_async::Row = conn.query_first("SHOW SLAVE STATUS").await.unwrap().expect("a replica");
+        let field = |name: &str| row.get::<String, _>(name).unwrap_or_default();
+        assert_eq!(field("Slave_IO_Running"), "Yes", "{replica}");
+        assert_eq!(field("Slave_SQL_Running"), "Yes", "{replica}");
+        assert_eq!(field("Using_Gtid"), "Slave_Pos", "{replica}");
+        let read_only: u8 = conn.query_first("SELECT @@read_only").await.unwrap().unwrap();
+        assert_eq!(read_only, 1, "{replica} must be read-only");
+        let stored: Option<String> = conn
+            .exec_first(
+                format!("SELECT id FROM `{}`.users WHERE email = ?", app.database),
+                ("bob@email.com",),
+            )
+            .await
+            .unwrap();
+        assert_eq!(stored.as_deref(), Some(bob_id.as_str()), "{replica} has the user");
+        drop(conn);
+        pool.disconnect().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn sign_up_and_sign_in_refuse_duplicates_and_wrong_credentials_alike() {
+    let app = TestApp::spawn(shared_servers(BINARY).await, 1).await;
+    let http = &app.http;
+    http.sign_up_ok(&bob()).await.unwrap();
+    let again = http.sign_up(&bob()).await.unwrap();
+    assert_eq!(again.status, 409, "{:?}", again.body);
+    assert!(!again.message().is_empty());
+
+    let body = |email: &str, password: &str| serde_json::json!({"email": email, "password": password}).to_string();
+    let wrong_password = http
+        .request(
+            Method::POST,
+            "/auth/sign-in",
+            None,
+            Some(&body("bob@email.com", "wrong-password")),
+        )
+        .await
+        .unwrap();
+    let unknown_email = http
+        .request(
+            Method::POST,
+            "/auth/sign-in",
+            None,
+            Some(&body("nobody@email.com", "1234567890")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(wrong_password.status, 401);
+    assert_eq!(unknown_email.status, 401);
+    assert_eq!(wrong_password.body, unknown_email.body, "one answer for both");
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_a_reused_one_revokes_its_family() {
+    let app = TestApp::spawn(shared_servers(BINARY).await, 2).await;
+    let http = &app.http;
+    http.sign_up_ok(&bob()).await.unwrap();
+    let first = http.sign_in("bob@email.com", "1234567890").await.unwrap();
+    let refresh = |token: &str| {
+        let body = serde_json::json!({ "refresh_token": token }).to_string();
+        async move {
+            http.request(Method::PUT, "/auth/token", None, Some(&body))
+                .await
+                .unwrap()
+        }
+    };
+    let rotated = refresh(&first.refresh_token).await;
+    assert_eq!(rotated.status, 200, "{:?}", rotated.body);
+    let second_refresh = rotated.body["refresh_token"].as_str().unwrap().to_owned();
+    let second_access = rotated.body["access_token"].as_str().unwrap().to_owned();
+    assert!(http.user_id_by_email(&second_access, "bob@email.com").await.is_ok());
+
+    // The first token was rotated: presenting it again is a leak, and revokes the family.
+    let reused = refresh(&first.refresh_token).await;
+    assert_eq!(reused.status, 401);
+    let after_revocation = refresh(&second_refresh).await;
+    assert_eq!(
+        after_revocation.status, 401,
+        "the newer token of the family is revoked too"
+    );
+
+    // An access token is not a refresh token.
+    assert_eq!(refresh(&first.access_token).await.status, 401);
+    // A fresh sign-in starts a new family that works.
+    let fresh = http.sign_in("bob@email.com", "1234567890").await.unwrap();
+    assert_eq!(refresh(&fresh.refresh_token).await.status, 200);
+}
+
+#[tokio::test]
+async fn only_participants_can_read_a_chat() {
+    let app = TestApp::spawn(shared_servers(BINARY).await, 2).await;
+    let http = &app.http;
+    let bob_id = http.sign_up_ok(&bob()).await.unwrap();
+    let alice_id = http.sign_up_ok(&alice()).await.unwrap();
+    http.sign_up_ok(&seed_person("Carol", "outsider")).await.unwrap();
+    let bob = http.sign_in("bob@email.com", "1234567890").await.unwrap().access_token;
+    let carol = http
+        .sign_in("carol.outsider@email.com", "1234567890")
+        .await
+        .unwrap()
+        .access_token;
+    let chat_id = http.create_chat(&bob, &alice_id).await.unwrap();
+
+    let read = |token: String, chat: String| async move {
+        http.request(
+            Method::GET,
+            &format!("/messenger/messages?chat_id={chat}"),
+            Some(&token),
+            None,
+        )
+        .await
+        .unwrap()
+    };
+    let outsider = read(carol.clone(), chat_id.clone()).await;
+    assert_eq!(outsider.status, 404, "{:?}", outsider.body);
+    let unknown = read(carol.clone(), uuid::Uuid::new_v4().to_string()).await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(
+        outsider.body, unknown.body,
+        "an outsider cannot tell an existing chat from a missing one"
+    );
+    assert!(http.chats(&carol).await.unwrap().chats.is_empty());
+
+    let with_self = http
+        .request(
+            Method::POST,
+            "/messenger/create-chat",
+            Some(&bob),
+            Some(&serde_json::json!({ "companion_id": bob_id }).to_string()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(with_self.status, 400);
+    let with_stranger = http
+        .request(
+            Method::POST,
+            "/messenger/create-chat",
+            Some(&bob),
+            Some(&serde_json::json!({ "companion_id": uuid::Uuid::new_v4() }).to_string()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(with_stranger.status, 404);
+}

@@ -1,0 +1,101 @@
+//! Test support: one set of database servers per test binary, and for each test a fresh
+//! database with its own `parley` nodes and nginx in front of them.
+//!
+//! Included by each test file with `#[path = "support/test_app.rs"] mod test_app;`
+//! (a file under `tests/support/` is not a test binary of its own).
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parley_sim::http_client::ParleyHttp;
+use parley_sim::{AppTier, AppTierSpec, DatabaseServers, DatabaseServersSpec, PortChoice};
+use tokio::sync::OnceCell;
+
+/// Cheap password hashing for tests; production keeps OWASP's cost.
+pub const TEST_NODE_ARGS: &[&str] = &["--scrypt-log-n", "10"];
+
+static SHARED_SERVERS: OnceCell<DatabaseServers> = OnceCell::const_new();
+static NEXT_APP: AtomicUsize = AtomicUsize::new(0);
+
+/// Where this test binary keeps its state: under cargo's target tmp dir, one folder per
+/// run (older runs' folders are removed first).
+pub fn binary_state_dir(binary: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("parley-tests");
+    let prefix = format!("{binary}-");
+    if let Ok(entries) = std::fs::read_dir(&root) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix(&prefix).and_then(|pid| pid.parse::<u32>().ok()) else {
+                continue;
+            };
+            if !parley_sim::pid_is_alive(pid) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    root.join(format!("{prefix}{}", std::process::id()))
+}
+
+/// Starts database servers owned by the caller (for tests that kill one of them).
+pub async fn own_servers(binary: &str) -> DatabaseServers {
+    DatabaseServers::start(DatabaseServersSpec {
+        state_dir: binary_state_dir(binary).join("servers"),
+        ports: PortChoice::Free,
+        detach: false,
+    })
+    .await
+    .expect("starting the database servers")
+}
+
+/// The database servers shared by every test of this binary (started on first use).
+pub async fn shared_servers(binary: &str) -> &'static DatabaseServers {
+    SHARED_SERVERS.get_or_init(|| own_servers(binary)).await
+}
+
+/// A fresh database with its own nodes and nginx.
+pub struct TestApp {
+    pub app: AppTier,
+    /// Through nginx.
+    pub http: ParleyHttp,
+    pub database: String,
+}
+
+impl TestApp {
+    pub async fn spawn(servers: &DatabaseServers, nodes: usize) -> TestApp {
+        let index = NEXT_APP.fetch_add(1, Ordering::Relaxed);
+        let database = format!("parley_t{}_{index}", std::process::id());
+        servers
+            .create_database(&database)
+            .await
+            .expect("creating the test database");
+        let app = AppTier::start(
+            servers,
+            AppTierSpec {
+                state_dir: servers
+                    .state_dir()
+                    .parent()
+                    .expect("state root")
+                    .join(format!("app-{index}")),
+                database: database.clone(),
+                nodes,
+                public_port: None,
+                node_ports: PortChoice::Free,
+                parley_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_parley"))),
+                jwt_secret: "parley-test-secret-0123456789abcdef0123456789".to_owned(),
+                node_extra_args: TEST_NODE_ARGS.iter().map(|arg| arg.to_string()).collect(),
+                detach: false,
+            },
+        )
+        .await
+        .expect("starting the app tier");
+        let http = ParleyHttp::new(app.public_url());
+        TestApp { app, http, database }
+    }
+
+    /// A client talking to one node directly.
+    pub fn node(&self, name: &str) -> ParleyHttp {
+        ParleyHttp::new(self.app.node_url(name))
+    }
+}

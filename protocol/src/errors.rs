@@ -1,0 +1,27 @@
+//! The error body every failed HTTP request answers with.
+
+use serde::{Deserialize, Serialize};
+
+/// `{"message": "...", "code": "..."}`: `message` is for people (the seed's
+/// field), `code` is a stable identifier for programs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub message: String,
+    pub code: String,
+}
+
+/// Stable error codes carried in [`ErrorBody::code`].
+pub mod codes {
+    pub const INVALID_BODY: &str = "invalid_body";
+    pub const INVALID_PARAMETER: &str = "invalid_parameter";
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    pub const INVALID_CREDENTIALS: &str = "invalid_credentials";
+    pub const NOT_FOUND: &str = "not_found";
+    pub const CONFLICT: &str = "conflict";
+    pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
+    pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
+    pub const DATABASE_UNAVAILABLE: &str = "database_unavailable";
+    pub const NOT_READY: &str = "not_ready";
+    pub const INTERNAL: &str = "internal";
+}

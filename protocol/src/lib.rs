@@ -1,0 +1,11 @@
+//! Parley's wire types, shared by the node, the simulations and any client.
+//!
+//! Only serde data lives here: HTTP request and response bodies, error bodies and
+//! (later) websocket frames. No runtime, no actors, no HTTP framework, so any
+//! client can depend on this crate cheaply.
+
+pub mod auth;
+pub mod errors;
+pub mod messenger;
+
+pub use errors::ErrorBody;

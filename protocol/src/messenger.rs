@@ -1,0 +1,86 @@
+//! Bodies of the `/messenger/...` HTTP endpoints.
+
+use serde::{Deserialize, Serialize};
+
+/// The statuses a message goes through, as the seed names them.
+pub mod status {
+    pub const CREATED: &str = "created";
+    pub const RECEIVED: &str = "received";
+    pub const READ: &str = "read";
+}
+
+/// `POST /messenger/create-chat` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateChatRequest {
+    pub companion_id: String,
+}
+
+/// `POST /messenger/create-chat` answer. The same pair of users always gets the same chat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateChatResponse {
+    pub chat_id: String,
+}
+
+/// One member of a chat as listed by `GET /messenger/chats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Participant {
+    pub user_id: String,
+    pub name: String,
+    pub surname: String,
+}
+
+/// One chat of the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatSummary {
+    pub chat_id: String,
+    pub create_time: String,
+    pub participants: Vec<Participant>,
+    /// Sequence number of the newest message, 0 when the chat is empty.
+    pub last_seq: u64,
+    /// Messages of others above the caller's read cursor.
+    pub unread: u64,
+}
+
+/// `GET /messenger/chats` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatsResponse {
+    pub chats: Vec<ChatSummary>,
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageView {
+    /// Global id (a UUID).
+    pub id: String,
+    /// Per-chat sequence number: gap-free, strictly increasing.
+    pub seq: u64,
+    pub chat_id: String,
+    /// The sender.
+    pub user_id: String,
+    pub text: String,
+    /// `created`, `received` or `read`, as seen from the other participants' cursors.
+    pub status: String,
+    /// RFC 3339 with microseconds, UTC.
+    pub create_time: String,
+}
+
+/// `GET /messenger/messages` answer: one page of a chat's history in `seq` order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessagesPage {
+    pub total: u64,
+    pub offset: u64,
+    pub limit: u64,
+    pub messages: Vec<MessageView>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_chat_request_reads_the_seed_body() {
+        let body = r#"{"companion_id": "6a3b2f50-7d0c-4a4e-9f0e-0d1f8c2b3a41"}"#;
+        let request: CreateChatRequest = serde_json::from_str(body).unwrap();
+        assert_eq!(request.companion_id, "6a3b2f50-7d0c-4a4e-9f0e-0d1f8c2b3a41");
+    }
+}

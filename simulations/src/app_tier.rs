@@ -1,0 +1,292 @@
+//! The app tier: N `parley` nodes for one database, and nginx in front of them.
+
+mod nginx_launch;
+mod node_launch;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+
+use crate::component::{Component, ComponentRecord, ComponentSet, ComponentStatus};
+use crate::database_servers::DatabaseServers;
+use crate::deploy_templates::locate_deploy_dir;
+use crate::ports::{local_addr, pick_free_ports, ports_for, PortChoice};
+use crate::process_control::SpawnMode;
+use crate::readiness::{http_get_status, poll_until_ready, Probe};
+use nginx_launch::{NginxLayout, NGINX_NAME};
+use node_launch::NodeLaunchSettings;
+
+pub use node_launch::resolve_parley_binary;
+
+pub struct AppTierSpec {
+    pub state_dir: PathBuf,
+    pub database: String,
+    pub nodes: usize,
+    /// nginx's port; None picks a free one.
+    pub public_port: Option<u16>,
+    /// `Fixed { base }`: node-1 on base, node-2 on base + 1, …
+    pub node_ports: PortChoice,
+    /// None: `PARLEY_BIN`, else next to the current executable.
+    pub parley_bin: Option<PathBuf>,
+    pub jwt_secret: String,
+    /// Appended to every node's command line; `{{node_name}}`, `{{node_index}}` and
+    /// `{{node_port}}` are replaced per node.
+    pub node_extra_args: Vec<String>,
+    pub detach: bool,
+}
+
+/// What `cluster.json` keeps of the app tier.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AppTierRecord {
+    pub state_dir: PathBuf,
+    pub database: String,
+    pub public_port: u16,
+    pub node_ports: Vec<u16>,
+    pub jwt_secret: String,
+    pub components: Vec<ComponentRecord>,
+}
+
+/// N parley nodes + nginx for one database. Dropping it SIGKILLs what it started
+/// (unless started detached or loaded from a state file).
+pub struct AppTier {
+    state_dir: PathBuf,
+    database: String,
+    public_port: u16,
+    node_ports: Vec<u16>,
+    jwt_secret: String,
+    components: ComponentSet,
+    spawn_mode: SpawnMode,
+    owns_processes: bool,
+}
+
+pub fn node_name(index: usize) -> String {
+    format!("node-{index}")
+}
+
+impl AppTier {
+    /// Creates the database if needed, starts the nodes, waits until each is ready, then
+    /// puts nginx in front of them.
+    pub async fn start(servers: &DatabaseServers, spec: AppTierSpec) -> anyhow::Result<Self> {
+        if spec.nodes == 0 {
+            bail!("an app tier needs at least one node");
+        }
+        let deploy_dir = locate_deploy_dir()?;
+        let parley_binary = resolve_parley_binary(spec.parley_bin.as_deref())?;
+        std::fs::create_dir_all(&spec.state_dir)
+            .with_context(|| format!("creating state dir {}", spec.state_dir.display()))?;
+        let state_dir = spec
+            .state_dir
+            .canonicalize()
+            .with_context(|| format!("resolving {}", spec.state_dir.display()))?;
+        let (public_port, node_ports) = choose_ports(spec.public_port, spec.node_ports, spec.nodes)?;
+        let mut app = Self {
+            state_dir,
+            database: spec.database.clone(),
+            public_port,
+            node_ports,
+            jwt_secret: spec.jwt_secret.clone(),
+            components: ComponentSet::default(),
+            spawn_mode: if spec.detach {
+                SpawnMode::Detached
+            } else {
+                SpawnMode::TiedToThisProcess
+            },
+            // Owned from the first spawn: if start fails half way, Drop cleans up.
+            owns_processes: true,
+        };
+
+        // Idempotent; also waits until both replicas have the database, so a node's
+        // first read through HAProxy cannot miss it.
+        servers.create_database(&spec.database).await?;
+        let master_url = servers.master_url(&spec.database);
+        let read_url = servers.read_url(&spec.database);
+        for (index, &port) in app.node_ports.iter().enumerate() {
+            let name = node_name(index + 1);
+            let directory = app.state_dir.join(&name);
+            std::fs::create_dir_all(&directory).with_context(|| format!("creating {}", directory.display()))?;
+            let command = node_launch::node_launch_command(&NodeLaunchSettings {
+                parley_binary: &parley_binary,
+                node_name: &name,
+                node_index: index + 1,
+                port,
+                master_url: &master_url,
+                read_url: &read_url,
+                jwt_secret: &spec.jwt_secret,
+                extra_args: &spec.node_extra_args,
+                directory: &directory,
+            });
+            app.components
+                .push(Component::spawn(&name, local_addr(port), command, app.spawn_mode)?);
+        }
+        let node_waits = app.node_names().into_iter().map(|name| {
+            let app = &app;
+            async move {
+                let component = app.components.get(&name)?;
+                node_launch::wait_until_ready(component, &app.node_url(&name)).await
+            }
+        });
+        futures::future::try_join_all(node_waits).await?;
+
+        let layout = NginxLayout::new(&app.state_dir);
+        nginx_launch::write_nginx_config(&deploy_dir, &layout, app.public_port, &app.node_ports)?;
+        let command = nginx_launch::nginx_launch_command(&layout)?;
+        app.components.push(Component::spawn(
+            NGINX_NAME,
+            local_addr(app.public_port),
+            command,
+            app.spawn_mode,
+        )?);
+        nginx_launch::wait_until_listening(app.components.get(NGINX_NAME)?, app.public_port).await?;
+        app.wait_until_ready_through_nginx().await?;
+        app.owns_processes = !spec.detach;
+        tracing::info!(public_url = %app.public_url(), nodes = spec.nodes, "app tier ready");
+        Ok(app)
+    }
+
+    async fn wait_until_ready_through_nginx(&self) -> anyhow::Result<()> {
+        let ready_url = format!("{}/health/ready", self.public_url());
+        poll_until_ready("nodes to answer through nginx", Duration::from_secs(15), || async {
+            self.components.get(NGINX_NAME)?.ensure_still_running()?;
+            Ok(match http_get_status(&ready_url).await {
+                Ok(200) => Probe::Ready(()),
+                Ok(status) => Probe::NotYet(anyhow::anyhow!("{ready_url} answered {status}")),
+                Err(error) => Probe::NotYet(error),
+            })
+        })
+        .await
+    }
+
+    /// `http://127.0.0.1:PORT`, through nginx.
+    pub fn public_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.public_port)
+    }
+
+    /// `http://127.0.0.1:PORT` of one node, bypassing nginx. Panics on an unknown name.
+    pub fn node_url(&self, name: &str) -> String {
+        let port = self
+            .node_port(name)
+            .unwrap_or_else(|| panic!("node_url: unknown node {name:?}"));
+        format!("http://127.0.0.1:{port}")
+    }
+
+    fn node_port(&self, name: &str) -> Option<u16> {
+        let index: usize = name.strip_prefix("node-")?.parse().ok()?;
+        self.node_ports.get(index.checked_sub(1)?).copied()
+    }
+
+    pub fn node_names(&self) -> Vec<String> {
+        (1..=self.node_ports.len()).map(node_name).collect()
+    }
+
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    pub fn jwt_secret(&self) -> &str {
+        &self.jwt_secret
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    pub fn status(&self) -> Vec<ComponentStatus> {
+        self.components.statuses()
+    }
+
+    pub fn component_names(&self) -> Vec<String> {
+        self.components.names().map(str::to_owned).collect()
+    }
+
+    /// Signals the component's whole process group (nginx: master and workers).
+    pub fn kill(&self, name: &str, signal: Signal) -> anyhow::Result<()> {
+        self.components.get(name)?.signal(signal)
+    }
+
+    /// Starts a stopped node or nginx again and waits until it serves: a node's
+    /// `/health/ready` answers 200, nginx's port accepts.
+    pub async fn start_component(&self, name: &str) -> anyhow::Result<()> {
+        let component = self.components.get(name)?;
+        component.respawn_unless_running(self.spawn_mode).await?;
+        if name == NGINX_NAME {
+            nginx_launch::wait_until_listening(component, self.public_port).await
+        } else {
+            node_launch::wait_until_ready(component, &self.node_url(name)).await
+        }
+    }
+
+    /// SIGTERM everything, SIGKILL what is still there after a grace period.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.components.terminate_all(crate::component::SHUTDOWN_GRACE).await;
+        self.owns_processes = false;
+        Ok(())
+    }
+
+    pub fn record(&self) -> AppTierRecord {
+        AppTierRecord {
+            state_dir: self.state_dir.clone(),
+            database: self.database.clone(),
+            public_port: self.public_port,
+            node_ports: self.node_ports.clone(),
+            jwt_secret: self.jwt_secret.clone(),
+            components: self.components.records(),
+        }
+    }
+
+    /// Rebuilds the handle of an app tier another process started; it owns nothing.
+    pub fn from_record(record: AppTierRecord) -> Self {
+        Self {
+            state_dir: record.state_dir,
+            database: record.database,
+            public_port: record.public_port,
+            node_ports: record.node_ports,
+            jwt_secret: record.jwt_secret,
+            components: ComponentSet::from_records(record.components),
+            spawn_mode: SpawnMode::Detached,
+            owns_processes: false,
+        }
+    }
+
+    pub(crate) fn components(&self) -> &ComponentSet {
+        &self.components
+    }
+
+    pub(crate) fn disown_processes(&mut self) {
+        self.owns_processes = false;
+    }
+}
+
+impl Drop for AppTier {
+    fn drop(&mut self) {
+        if self.owns_processes {
+            self.components.kill_all_blocking();
+        }
+    }
+}
+
+fn choose_ports(public_port: Option<u16>, node_ports: PortChoice, nodes: usize) -> anyhow::Result<(u16, Vec<u16>)> {
+    match (public_port, node_ports) {
+        (None, PortChoice::Free) => {
+            let mut picked = pick_free_ports(nodes + 1)?;
+            let public = picked.remove(0);
+            Ok((public, picked))
+        }
+        (public, node_choice) => {
+            let node_ports = ports_for(node_choice, nodes)?;
+            let public = match public {
+                Some(port) => {
+                    crate::ports::ensure_ports_are_free(&[port])?;
+                    port
+                }
+                None => pick_free_ports(1)?[0],
+            };
+            if node_ports.contains(&public) {
+                bail!("public port {public} collides with a node port {node_ports:?}");
+            }
+            Ok((public, node_ports))
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! nginx in front of the nodes: config, command, readiness.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::component::Component;
+use crate::deploy_templates::{render_deploy_template, write_rendered};
+use crate::ports::local_addr;
+use crate::process_control::{find_program, LaunchCommand};
+use crate::readiness::{poll_until_ready, tcp_port_accepts, Probe};
+
+pub const NGINX_NAME: &str = "nginx";
+const NGINX_START_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub struct NginxLayout {
+    pub directory: PathBuf,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+}
+
+impl NginxLayout {
+    pub fn new(state_dir: &Path) -> Self {
+        let directory = state_dir.join(NGINX_NAME);
+        Self {
+            config_path: directory.join("nginx.conf"),
+            log_path: directory.join("log"),
+            directory,
+        }
+    }
+}
+
+pub fn write_nginx_config(
+    deploy_dir: &Path,
+    layout: &NginxLayout,
+    public_port: u16,
+    node_ports: &[u16],
+) -> anyhow::Result<()> {
+    let upstream_servers = node_ports
+        .iter()
+        .map(|port| format!("server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;"))
+        .collect::<Vec<_>>()
+        .join("\n        ");
+    // As root the workers would otherwise switch to nobody, who cannot write the temp
+    // dirs in our state dir; as anyone else the directive is only a warning.
+    let user_directive = if nix::unistd::geteuid().is_root() {
+        "user root;"
+    } else {
+        ""
+    };
+    let path_value = |path: PathBuf| path.display().to_string();
+    let config = render_deploy_template(
+        deploy_dir,
+        "nginx/nginx.conf",
+        &[
+            ("user_directive", user_directive.into()),
+            ("pid_file", path_value(layout.directory.join("nginx.pid"))),
+            ("error_log", path_value(layout.log_path.clone())),
+            ("access_log", path_value(layout.directory.join("access.log"))),
+            ("temp_dir", path_value(layout.directory.join("temp"))),
+            ("upstream_servers", upstream_servers),
+            ("listen", local_addr(public_port)),
+        ],
+    )?;
+    // nginx creates the temp directories themselves but not their parent.
+    let temp_dir = layout.directory.join("temp");
+    std::fs::create_dir_all(&temp_dir).with_context(|| format!("creating {}", temp_dir.display()))?;
+    write_rendered(&layout.config_path, &config)
+}
+
+pub fn nginx_launch_command(layout: &NginxLayout) -> anyhow::Result<LaunchCommand> {
+    let prefix = format!("{}/", layout.directory.display());
+    Ok(LaunchCommand {
+        program: find_program("nginx")?,
+        args: vec![
+            "-p".into(),
+            prefix,
+            "-c".into(),
+            layout.config_path.display().to_string(),
+            // Errors before the config is read would otherwise go to the compiled-in path.
+            "-e".into(),
+            layout.log_path.display().to_string(),
+        ],
+        env: Vec::new(),
+        working_dir: Some(layout.directory.clone()),
+        log_path: layout.log_path.clone(),
+    })
+}
+
+pub async fn wait_until_listening(component: &Component, public_port: u16) -> anyhow::Result<()> {
+    let address = local_addr(public_port);
+    poll_until_ready("nginx to listen", NGINX_START_TIMEOUT, || async {
+        component.ensure_still_running()?;
+        Ok(if tcp_port_accepts(&address).await {
+            Probe::Ready(())
+        } else {
+            Probe::NotYet(anyhow::anyhow!("{address} does not accept connections"))
+        })
+    })
+    .await
+}

@@ -1,0 +1,241 @@
+//! `parley-sim`: run a whole Parley cluster on this machine, and break it on purpose.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use nix::sys::signal::Signal;
+use parley_sim::local_cluster::{remove_state_dir, DEFAULT_PUBLIC_PORT, STATE_FILE_NAME};
+use parley_sim::{ClusterSpec, ComponentStatus, LocalCluster};
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(Parser)]
+#[command(
+    name = "parley-sim",
+    about = "Runs a local Parley cluster (MariaDB master + 2 replicas, HAProxy, N nodes, nginx)"
+)]
+struct Cli {
+    /// Where the cluster keeps its datadirs, configs, logs and cluster.json.
+    #[arg(long, global = true, env = "PARLEY_SIM_DIR", default_value = ".parley-sim")]
+    state_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a fresh cluster and print its endpoints.
+    Up(UpArgs),
+    /// Show every component's pid, address and liveness.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a signal to a component's process group (master, replica-1, node-2, nginx, …).
+    Kill {
+        name: String,
+        /// KILL, TERM, STOP, CONT, INT or HUP.
+        #[arg(long, default_value = "KILL")]
+        signal: String,
+    },
+    /// Start a killed component again and wait until it is back in service.
+    Start { name: String },
+    /// Stop everything and delete the state dir.
+    Down,
+}
+
+#[derive(Args)]
+struct UpArgs {
+    #[arg(long, default_value_t = 2)]
+    nodes: usize,
+    /// nginx's public port; the nodes take the ports right after it.
+    #[arg(long, default_value_t = DEFAULT_PUBLIC_PORT)]
+    port: u16,
+    /// Return once the cluster is ready and leave it running.
+    #[arg(long)]
+    detach: bool,
+    /// The parley binary (default: PARLEY_BIN, else next to parley-sim).
+    #[arg(long)]
+    parley_bin: Option<PathBuf>,
+    /// Extra argument for every node (repeatable); {{node_name}}, {{node_index}} and
+    /// {{node_port}} are replaced per node.
+    #[arg(long = "node-arg", allow_hyphen_values = true)]
+    node_args: Vec<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,parley_sim=info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let state_dir = std::env::current_dir()
+        .context("reading the current directory")?
+        .join(&cli.state_dir);
+    match cli.command {
+        Command::Up(arguments) => up(&state_dir, arguments).await,
+        Command::Status { json } => status(&state_dir, json),
+        Command::Kill { name, signal } => {
+            let cluster = load_cluster(&state_dir)?;
+            let signal = parse_signal(&signal)?;
+            cluster.kill(&name, signal)?;
+            println!("sent {signal} to {name}");
+            Ok(())
+        }
+        Command::Start { name } => {
+            let cluster = load_cluster(&state_dir)?;
+            cluster
+                .start_component(&name)
+                .await
+                .with_context(|| format!("starting {name}"))?;
+            println!("{name} is ready");
+            Ok(())
+        }
+        Command::Down => down(&state_dir).await,
+    }
+}
+
+async fn up(state_dir: &Path, arguments: UpArgs) -> anyhow::Result<()> {
+    if state_dir.join(STATE_FILE_NAME).exists() {
+        if let Ok(existing) = LocalCluster::load(state_dir) {
+            if existing.any_alive() {
+                bail!(
+                    "a cluster is already running in {}; stop it with parley-sim down",
+                    state_dir.display()
+                );
+            }
+            // A launcher killed with SIGKILL leaves nginx workers behind (the kernel only
+            // kills its direct children); they would still hold the public port.
+            existing.shutdown().await?;
+        }
+    }
+    remove_state_dir(state_dir)?;
+    let mut spec = ClusterSpec::with_fixed_ports(state_dir.to_path_buf(), arguments.nodes, arguments.port);
+    spec.detach = arguments.detach;
+    spec.parley_bin = arguments.parley_bin;
+    spec.node_extra_args = arguments.node_args;
+
+    // Listen before starting: a ctrl-c during start-up drops the half-started cluster,
+    // whose Drop kills what was already running.
+    let mut stop_signals = StopSignals::install()?;
+    let cluster = tokio::select! {
+        started = LocalCluster::start(spec) => started.context("starting the cluster")?,
+        received = stop_signals.next() => bail!("interrupted by {received} while starting"),
+    };
+    print_endpoints(&cluster);
+    if arguments.detach {
+        println!("\nrunning detached; stop it with: parley-sim down");
+        return Ok(());
+    }
+    println!("\nrunning in the foreground; ctrl-c stops the cluster");
+    let received = stop_signals.next().await;
+    eprintln!("received {received}, stopping the cluster");
+    cluster.shutdown().await
+}
+
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("installing the sigint handler")?,
+            terminate: signal(SignalKind::terminate()).context("installing the sigterm handler")?,
+            hangup: signal(SignalKind::hangup()).context("installing the sighup handler")?,
+        })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "sigint",
+            _ = self.terminate.recv() => "sigterm",
+            _ = self.hangup.recv() => "sighup",
+        }
+    }
+}
+
+fn print_endpoints(cluster: &LocalCluster) {
+    let endpoints = cluster.endpoints();
+    let label_width = endpoints.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
+    println!("parley cluster is ready:");
+    for (label, address) in endpoints {
+        println!("  {label:<label_width$}  {address}");
+    }
+}
+
+fn load_cluster(state_dir: &Path) -> anyhow::Result<LocalCluster> {
+    if !state_dir.join(STATE_FILE_NAME).exists() {
+        bail!("no cluster in {} (start one with parley-sim up)", state_dir.display());
+    }
+    LocalCluster::load(state_dir)
+}
+
+fn status(state_dir: &Path, json: bool) -> anyhow::Result<()> {
+    let cluster = load_cluster(state_dir)?;
+    let statuses = cluster.status();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&statuses).context("serialising the status")?
+        );
+    } else {
+        print_status_table(&statuses);
+    }
+    Ok(())
+}
+
+fn print_status_table(statuses: &[ComponentStatus]) {
+    println!("{:<12} {:>8}  {:<16} ALIVE", "NAME", "PID", "ADDR");
+    for status in statuses {
+        let alive = if status.alive { "yes" } else { "no" };
+        println!("{:<12} {:>8}  {:<16} {alive}", status.name, status.pid, status.addr);
+    }
+}
+
+async fn down(state_dir: &Path) -> anyhow::Result<()> {
+    if !state_dir.exists() {
+        println!("no cluster in {}", state_dir.display());
+        return Ok(());
+    }
+    if state_dir.join(STATE_FILE_NAME).exists() {
+        let cluster = LocalCluster::load(state_dir)?;
+        // A foreground `up` owns its processes: let it stop them and exit cleanly.
+        if let Some(launcher) = cluster.live_launcher() {
+            cluster.signal_launcher(Signal::SIGTERM)?;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while parley_sim::pid_is_alive(launcher.pid) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        cluster.shutdown().await?;
+    }
+    remove_state_dir(state_dir)?;
+    println!("cluster stopped, {} removed", state_dir.display());
+    Ok(())
+}
+
+fn parse_signal(name: &str) -> anyhow::Result<Signal> {
+    let upper = name.trim().to_ascii_uppercase();
+    let full_name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    let signal = Signal::from_str(&full_name).with_context(|| format!("unknown signal {name:?}"))?;
+    match signal {
+        Signal::SIGKILL | Signal::SIGTERM | Signal::SIGSTOP | Signal::SIGCONT | Signal::SIGINT | Signal::SIGHUP => {
+            Ok(signal)
+        }
+        other => bail!("signal {other} is not one of KILL, TERM, STOP, CONT, INT, HUP"),
+    }
+}

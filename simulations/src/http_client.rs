@@ -1,0 +1,163 @@
+//! A typed client of Parley's HTTP API, for tests and load tools.
+
+use anyhow::{bail, Context};
+use protocol::auth::{SignUpRequest, TokenPair, UserIdResponse};
+use protocol::messenger::{ChatsResponse, CreateChatResponse, MessagesPage};
+use reqwest::Method;
+use serde_json::Value;
+
+/// One answer: status, JSON body (Null when not JSON) and the node that served it.
+#[derive(Debug, Clone)]
+pub struct ApiResponse {
+    pub status: u16,
+    pub body: Value,
+    /// The `x-parley-node` header.
+    pub node: Option<String>,
+    pub content_type: Option<String>,
+}
+
+impl ApiResponse {
+    /// The body's `message` field (every error has one).
+    pub fn message(&self) -> &str {
+        self.body.get("message").and_then(Value::as_str).unwrap_or_default()
+    }
+
+    fn expect(self, status: u16, what: &str) -> anyhow::Result<Value> {
+        if self.status != status {
+            bail!("{what}: expected {status}, got {} {}", self.status, self.body);
+        }
+        Ok(self.body)
+    }
+}
+
+/// Talks to one base URL (nginx, or one node directly).
+#[derive(Debug, Clone)]
+pub struct ParleyHttp {
+    base_url: String,
+    client: reqwest::Client,
+}
+
+impl ParleyHttp {
+    pub fn new(base_url: impl Into<String>) -> ParleyHttp {
+        ParleyHttp {
+            base_url: base_url.into().trim_end_matches('/').to_owned(),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Any request; `path` includes the query string. The token goes in the
+    /// `Authorization` header raw, as the seed's curl commands send it.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> anyhow::Result<ApiResponse> {
+        let mut request = self.client.request(method.clone(), format!("{}{path}", self.base_url));
+        if let Some(token) = token {
+            request = request.header("Authorization", token);
+        }
+        if let Some(body) = body {
+            request = request.header("Content-Type", "application/json").body(body.to_owned());
+        }
+        let response = request.send().await.with_context(|| format!("{method} {path}"))?;
+        let status = response.status().as_u16();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned)
+        };
+        let node = header("x-parley-node");
+        let content_type = header("content-type");
+        let text = response
+            .text()
+            .await
+            .with_context(|| format!("reading {method} {path}"))?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(ApiResponse {
+            status,
+            body,
+            node,
+            content_type,
+        })
+    }
+
+    pub async fn sign_up(&self, request: &SignUpRequest) -> anyhow::Result<ApiResponse> {
+        self.request(
+            Method::POST,
+            "/auth/sign-up",
+            None,
+            Some(&serde_json::to_string(request)?),
+        )
+        .await
+    }
+
+    /// Signs up and returns the new user id (expects 201).
+    pub async fn sign_up_ok(&self, request: &SignUpRequest) -> anyhow::Result<String> {
+        let body = self.sign_up(request).await?.expect(201, "sign-up")?;
+        Ok(serde_json::from_value::<protocol::auth::SignUpResponse>(body)?.user_id)
+    }
+
+    pub async fn sign_in(&self, email: &str, password: &str) -> anyhow::Result<TokenPair> {
+        let body = serde_json::json!({ "email": email, "password": password }).to_string();
+        let answer = self.request(Method::POST, "/auth/sign-in", None, Some(&body)).await?;
+        Ok(serde_json::from_value(answer.expect(200, "sign-in")?)?)
+    }
+
+    pub async fn user_id_by_email(&self, token: &str, email: &str) -> anyhow::Result<String> {
+        let path = format!("/auth/user/get-by-email?email={}", urlencode(email));
+        let answer = self.request(Method::GET, &path, Some(token), None).await?;
+        Ok(serde_json::from_value::<UserIdResponse>(answer.expect(200, "get-by-email")?)?.user_id)
+    }
+
+    pub async fn create_chat(&self, token: &str, companion_id: &str) -> anyhow::Result<String> {
+        let body = serde_json::json!({ "companion_id": companion_id }).to_string();
+        let answer = self
+            .request(Method::POST, "/messenger/create-chat", Some(token), Some(&body))
+            .await?;
+        Ok(serde_json::from_value::<CreateChatResponse>(answer.expect(200, "create-chat")?)?.chat_id)
+    }
+
+    pub async fn chats(&self, token: &str) -> anyhow::Result<ChatsResponse> {
+        let answer = self.request(Method::GET, "/messenger/chats", Some(token), None).await?;
+        Ok(serde_json::from_value(answer.expect(200, "chats")?)?)
+    }
+
+    pub async fn messages(&self, token: &str, chat_id: &str, offset: u64, limit: u64) -> anyhow::Result<MessagesPage> {
+        let path = format!("/messenger/messages?chat_id={chat_id}&offset={offset}&limit={limit}");
+        let answer = self.request(Method::GET, &path, Some(token), None).await?;
+        Ok(serde_json::from_value(answer.expect(200, "messages")?)?)
+    }
+}
+
+/// The seed's sign-up body for a person, with an email made unique by `tag`.
+pub fn seed_person(name: &str, tag: &str) -> SignUpRequest {
+    let lower = name.to_lowercase();
+    SignUpRequest {
+        email: format!("{lower}.{tag}@email.com"),
+        password: "1234567890".to_owned(),
+        name: name.to_owned(),
+        surname: "Tallor".to_owned(),
+        birthday: "1994-04-10T20:21:25+00:00".to_owned(),
+        sex: "male".to_owned(),
+        city: "New Yourk".to_owned(),
+        interests: "programming".to_owned(),
+    }
+}
+
+fn urlencode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (byte as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,45 @@
+//! parley-sim: runs a whole Parley cluster on one machine and drives it.
+//!
+//! The launcher starts real processes (MariaDB master and two GTID replicas, HAProxy,
+//! N `parley` nodes, nginx), each in its own process group with its log in
+//! `<state_dir>/<name>/log`, so tests and the `parley-sim` CLI can kill and restart
+//! any single component exactly as an operator would.
+//!
+//! * [`DatabaseServers`]: master, replica-1, replica-2 and HAProxy, replicated and caught up.
+//! * [`AppTier`]: N `parley` nodes and nginx in front of them, for one database.
+//! * [`LocalCluster`]: both, persisted in `<state_dir>/cluster.json` for the CLI.
+//!
+//! Nothing here keeps a tokio runtime object or a connection pool between calls, so one
+//! `DatabaseServers` can be shared by `#[tokio::test]`s that each run their own runtime.
+
+pub mod app_tier;
+pub mod component;
+pub mod database_servers;
+pub mod deploy_templates;
+pub mod http_client;
+pub mod local_cluster;
+pub mod mariadb_admin;
+pub mod ports;
+pub mod process_control;
+pub mod readiness;
+
+pub use app_tier::{AppTier, AppTierSpec};
+pub use component::ComponentStatus;
+pub use database_servers::{DatabaseServerPorts, DatabaseServers, DatabaseServersSpec};
+pub use local_cluster::{ClusterSpec, LocalCluster};
+pub use ports::PortChoice;
+pub use process_control::{pid_is_alive, process_group_has_live_members};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_shareable_across_runtimes<T: Send + Sync + 'static>() {}
+
+    #[test]
+    fn launchers_can_live_in_statics_shared_by_tests() {
+        assert_shareable_across_runtimes::<DatabaseServers>();
+        assert_shareable_across_runtimes::<AppTier>();
+        assert_shareable_across_runtimes::<LocalCluster>();
+    }
+}

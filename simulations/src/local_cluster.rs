@@ -1,0 +1,349 @@
+//! The whole cluster `parley-sim up` runs, persisted in `<state_dir>/cluster.json` so
+//! later CLI invocations can inspect, kill and restart its components.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use nix::sys::signal::Signal;
+use rand::distributions::{Alphanumeric, DistString};
+use serde::{Deserialize, Serialize};
+
+use crate::app_tier::{AppTier, AppTierRecord, AppTierSpec};
+use crate::component::{ComponentStatus, SHUTDOWN_GRACE};
+use crate::database_servers::{
+    DatabaseServers, DatabaseServersRecord, DatabaseServersSpec, DEFAULT_DATABASE_BASE_PORT,
+};
+use crate::ports::PortChoice;
+use crate::process_control::{process_is_alive, terminate_process_groups, ProcessIdentity};
+
+pub const STATE_FILE_NAME: &str = "cluster.json";
+/// Present in every state dir parley-sim created; nothing else is ever deleted.
+pub const STATE_DIR_MARKER: &str = ".parley-sim-state";
+const JWT_SECRET_FILE_NAME: &str = "jwt-secret";
+const STATE_FILE_FORMAT: u32 = 1;
+pub const DEFAULT_PUBLIC_PORT: u16 = 10000;
+
+pub struct ClusterSpec {
+    pub state_dir: PathBuf,
+    pub nodes: usize,
+    /// nginx's port; None picks a free one.
+    pub public_port: Option<u16>,
+    pub database_ports: PortChoice,
+    pub node_ports: PortChoice,
+    pub database: String,
+    pub parley_bin: Option<PathBuf>,
+    pub node_extra_args: Vec<String>,
+    pub detach: bool,
+}
+
+impl ClusterSpec {
+    /// The CLI's layout: nginx on `public_port`, nodes right after it, MariaDB from 13306,
+    /// HAProxy from 13316.
+    pub fn with_fixed_ports(state_dir: PathBuf, nodes: usize, public_port: u16) -> Self {
+        Self {
+            state_dir,
+            nodes,
+            public_port: Some(public_port),
+            database_ports: PortChoice::Fixed {
+                base: DEFAULT_DATABASE_BASE_PORT,
+            },
+            node_ports: PortChoice::Fixed {
+                base: public_port.saturating_add(1),
+            },
+            database: "parley".into(),
+            parley_bin: None,
+            node_extra_args: Vec::new(),
+            detach: false,
+        }
+    }
+
+    /// Every port picked free: clusters can run side by side (tests).
+    pub fn with_free_ports(state_dir: PathBuf, nodes: usize) -> Self {
+        Self {
+            public_port: None,
+            database_ports: PortChoice::Free,
+            node_ports: PortChoice::Free,
+            ..Self::with_fixed_ports(state_dir, nodes, DEFAULT_PUBLIC_PORT)
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct ClusterStateFile {
+    format: u32,
+    detached: bool,
+    /// The foreground `parley-sim up` that owns the processes, if any.
+    launcher: Option<ProcessIdentity>,
+    servers: DatabaseServersRecord,
+    app: AppTierRecord,
+}
+
+/// master, replica-1, replica-2, haproxy, node-1 … node-N, nginx.
+pub struct LocalCluster {
+    pub servers: DatabaseServers,
+    pub app: AppTier,
+    state_dir: PathBuf,
+    detached: bool,
+    launcher: Option<ProcessIdentity>,
+}
+
+impl LocalCluster {
+    pub async fn start(spec: ClusterSpec) -> anyhow::Result<Self> {
+        prepare_state_dir(&spec.state_dir)?;
+        let state_dir = spec.state_dir.canonicalize().context("resolving the state dir")?;
+        let jwt_secret = load_or_create_jwt_secret(&state_dir)?;
+        let mut servers = DatabaseServers::start(DatabaseServersSpec {
+            state_dir: state_dir.clone(),
+            ports: spec.database_ports,
+            detach: spec.detach,
+        })
+        .await?;
+        let app_spec = AppTierSpec {
+            state_dir: state_dir.clone(),
+            database: spec.database.clone(),
+            nodes: spec.nodes,
+            public_port: spec.public_port,
+            node_ports: spec.node_ports,
+            parley_bin: spec.parley_bin,
+            jwt_secret,
+            node_extra_args: spec.node_extra_args,
+            detach: spec.detach,
+        };
+        let app = match AppTier::start(&servers, app_spec).await {
+            Ok(app) => app,
+            Err(error) => {
+                // Detached servers are not killed by Drop; a failed start must not leave them.
+                servers.components().kill_all_blocking();
+                servers.disown_processes();
+                return Err(error);
+            }
+        };
+        let launcher = if spec.detach {
+            None
+        } else {
+            Some(ProcessIdentity {
+                pid: std::process::id(),
+                start_time_ticks: crate::process_control::read_process_stat(std::process::id())
+                    .map(|stat| stat.start_time_ticks),
+            })
+        };
+        let cluster = Self {
+            servers,
+            app,
+            state_dir,
+            detached: spec.detach,
+            launcher,
+        };
+        cluster.save()?;
+        Ok(cluster)
+    }
+
+    /// The cluster recorded in `<state_dir>/cluster.json`. The handle owns nothing:
+    /// dropping it leaves the processes alone, and restarts through it are detached.
+    pub fn load(state_dir: &Path) -> anyhow::Result<Self> {
+        let path = state_dir.join(STATE_FILE_NAME);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let file: ClusterStateFile =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        if file.format != STATE_FILE_FORMAT {
+            bail!(
+                "{} has format {}, expected {STATE_FILE_FORMAT}",
+                path.display(),
+                file.format
+            );
+        }
+        Ok(Self {
+            servers: DatabaseServers::from_record(file.servers),
+            app: AppTier::from_record(file.app),
+            state_dir: state_dir.to_path_buf(),
+            detached: file.detached,
+            launcher: file.launcher,
+        })
+    }
+
+    /// Rewrites `cluster.json` (after a restart changed a pid). Written to a temporary
+    /// file and renamed, so a concurrent reader never sees half a file.
+    pub fn save(&self) -> anyhow::Result<()> {
+        let file = ClusterStateFile {
+            format: STATE_FILE_FORMAT,
+            detached: self.detached,
+            launcher: self.launcher,
+            servers: self.servers.record(),
+            app: self.app.record(),
+        };
+        let path = self.state_dir.join(STATE_FILE_NAME);
+        let temporary = self.state_dir.join(format!("{STATE_FILE_NAME}.tmp"));
+        let text = serde_json::to_string_pretty(&file).context("serialising the cluster state")?;
+        std::fs::write(&temporary, text).with_context(|| format!("writing {}", temporary.display()))?;
+        std::fs::rename(&temporary, &path).with_context(|| format!("writing {}", path.display()))
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    pub fn is_detached(&self) -> bool {
+        self.detached
+    }
+
+    /// The foreground `parley-sim up` process, if it is still running.
+    pub fn live_launcher(&self) -> Option<ProcessIdentity> {
+        self.launcher
+            .filter(|launcher| launcher.pid != std::process::id() && process_is_alive(*launcher))
+    }
+
+    pub fn status(&self) -> Vec<ComponentStatus> {
+        let mut statuses = self.servers.status();
+        statuses.extend(self.app.status());
+        statuses
+    }
+
+    /// True while a component's process or the foreground launcher still runs.
+    /// (Leftover members of a dead component's group do not count: see `shutdown`.)
+    pub fn any_alive(&self) -> bool {
+        self.servers.components().any_alive() || self.app.components().any_alive() || self.live_launcher().is_some()
+    }
+
+    pub fn kill(&self, name: &str, signal: Signal) -> anyhow::Result<()> {
+        if self.servers.component_names().iter().any(|known| known == name) {
+            self.servers.kill(name, signal)
+        } else {
+            self.app.kill(name, signal)
+        }
+    }
+
+    /// Restarts one component and waits until it is back in service, then records its
+    /// new pid.
+    pub async fn start_component(&self, name: &str) -> anyhow::Result<()> {
+        if self.servers.component_names().iter().any(|known| known == name) {
+            self.servers.start_component(name).await?;
+        } else {
+            self.app.start_component(name).await?;
+        }
+        self.save()
+    }
+
+    /// Stops everything: SIGTERM, then SIGKILL after a grace period. Processes another
+    /// CLI invocation restarted (recorded only in `cluster.json`) are stopped too.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let mut identities: Vec<ProcessIdentity> = self
+            .status_identities()
+            .into_iter()
+            .chain(self.identities_recorded_on_disk())
+            .collect();
+        identities.sort_by_key(|identity| identity.pid);
+        identities.dedup();
+        terminate_process_groups(&identities, SHUTDOWN_GRACE).await;
+        self.servers.disown_processes();
+        self.app.disown_processes();
+        tracing::info!(state_dir = %self.state_dir.display(), "cluster stopped");
+        Ok(())
+    }
+
+    /// Asks a foreground `parley-sim up` to stop (it then stops its components itself).
+    pub fn signal_launcher(&self, signal: Signal) -> anyhow::Result<bool> {
+        match self.live_launcher() {
+            Some(launcher) => {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(launcher.pid as i32), signal)
+                    .with_context(|| format!("signalling parley-sim up (pid {})", launcher.pid))?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn status_identities(&self) -> Vec<ProcessIdentity> {
+        self.servers
+            .components()
+            .identities()
+            .into_iter()
+            .chain(self.app.components().identities())
+            .collect()
+    }
+
+    fn identities_recorded_on_disk(&self) -> Vec<ProcessIdentity> {
+        match Self::load(&self.state_dir) {
+            Ok(on_disk) => {
+                let identities = on_disk.status_identities();
+                drop(on_disk);
+                identities
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Every address worth printing, as (label, address) pairs.
+    pub fn endpoints(&self) -> Vec<(String, String)> {
+        let database = self.app.database();
+        let ports = self.servers.ports();
+        let mut endpoints = vec![("public (nginx)".to_owned(), self.app.public_url())];
+        for node in self.app.node_names() {
+            let url = self.app.node_url(&node);
+            endpoints.push((node, url));
+        }
+        endpoints.push(("master".into(), self.servers.master_url(database)));
+        for replica in ["replica-1", "replica-2"] {
+            endpoints.push((format!("{replica} (admin)"), self.servers.root_url(replica)));
+        }
+        endpoints.push(("haproxy write".into(), self.servers.write_via_haproxy_url(database)));
+        endpoints.push(("haproxy read".into(), self.servers.read_url(database)));
+        endpoints.push(("haproxy stats".into(), self.servers.haproxy_stats_url()));
+        endpoints.push((
+            "mariadb ports".into(),
+            format!("{}, {}, {}", ports.master, ports.replica_1, ports.replica_2),
+        ));
+        endpoints.push(("state dir".into(), self.state_dir.display().to_string()));
+        endpoints
+    }
+}
+
+/// Creates the state dir with its marker; refuses a non-empty directory that is not ours.
+pub fn prepare_state_dir(state_dir: &Path) -> anyhow::Result<()> {
+    if state_dir.exists() && !is_parley_sim_state_dir(state_dir) && !is_empty_dir(state_dir) {
+        bail!(
+            "{} exists and is not a parley-sim state dir (no {STATE_DIR_MARKER}); refusing to use it",
+            state_dir.display()
+        );
+    }
+    std::fs::create_dir_all(state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
+    std::fs::write(state_dir.join(STATE_DIR_MARKER), "created by parley-sim\n").context("writing the state dir marker")
+}
+
+/// Deletes a state dir, but only one parley-sim created (or an empty one).
+pub fn remove_state_dir(state_dir: &Path) -> anyhow::Result<()> {
+    if !state_dir.exists() {
+        return Ok(());
+    }
+    if !is_parley_sim_state_dir(state_dir) && !is_empty_dir(state_dir) {
+        bail!(
+            "{} is not a parley-sim state dir (no {STATE_DIR_MARKER}); not deleting it",
+            state_dir.display()
+        );
+    }
+    std::fs::remove_dir_all(state_dir).with_context(|| format!("removing {}", state_dir.display()))
+}
+
+fn is_parley_sim_state_dir(state_dir: &Path) -> bool {
+    state_dir.join(STATE_DIR_MARKER).is_file()
+}
+
+fn is_empty_dir(directory: &Path) -> bool {
+    std::fs::read_dir(directory).is_ok_and(|mut entries| entries.next().is_none())
+}
+
+/// Nodes of one cluster must share the secret; it stays in the state dir so restarted
+/// nodes accept tokens issued before.
+fn load_or_create_jwt_secret(state_dir: &Path) -> anyhow::Result<String> {
+    let path = state_dir.join(JWT_SECRET_FILE_NAME);
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        if !existing.trim().is_empty() {
+            return Ok(existing.trim().to_owned());
+        }
+    }
+    let secret = Alphanumeric.sample_string(&mut rand::thread_rng(), 48);
+    std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {}", path.display()))?;
+    Ok(secret)
+}
