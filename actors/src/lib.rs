@@ -12,5 +12,6 @@
 pub mod accounts;
 pub mod chats;
 pub mod database;
+pub mod messaging;
 pub mod supervisor;
 pub mod time_format;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use actors::accounts::Accounts;
 use actors::chats::Chats;
 use actors::database::Database;
+use actors::messaging::MessagingServices;
 
 use crate::tokens::TokenIssuer;
 
@@ -14,6 +15,8 @@ use crate::tokens::TokenIssuer;
 pub struct Limits {
     pub max_body_bytes: u64,
     pub max_page_size: u64,
+    /// Largest websocket frame; a larger one closes the socket with 1009.
+    pub max_frame_bytes: usize,
 }
 
 /// Whether the node may take traffic.
@@ -40,6 +43,7 @@ pub struct AppState {
     pub accounts: Accounts,
     pub chats: Chats,
     pub tokens: TokenIssuer,
+    pub messaging: Arc<MessagingServices>,
     pub readiness: Readiness,
     pub limits: Limits,
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use actors::accounts::passwords::ScryptCost;
 use actors::database::{DatabaseConfig, DatabaseTimeouts, EndpointRole, EndpointSpec, PoolLimits};
+use actors::messaging::frames::FrameLimits;
 use clap::Parser;
 
 /// Secrets shorter than this are refused outside dev mode.
@@ -67,6 +68,22 @@ pub struct NodeConfig {
     #[arg(long, env = "PARLEY_MAX_PAGE_SIZE", default_value_t = 1000)]
     pub max_page_size: u64,
 
+    /// Largest websocket frame in bytes; a larger one closes the socket with 1009.
+    #[arg(long, env = "PARLEY_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Longest message text, in characters.
+    #[arg(long, env = "PARLEY_MAX_MESSAGE_CHARS", default_value_t = 4096)]
+    pub max_message_chars: usize,
+
+    /// Most messages in one send-message frame.
+    #[arg(long, env = "PARLEY_MAX_MESSAGES_PER_FRAME", default_value_t = 100)]
+    pub max_messages_per_frame: usize,
+
+    /// Frames queued for a slow websocket reader before it is closed with 1008.
+    #[arg(long, env = "PARLEY_OUTBOUND_QUEUE_FRAMES", default_value_t = 1024)]
+    pub outbound_queue_frames: usize,
+
     /// Bound on one read attempt on one endpoint, in milliseconds.
     #[arg(long, env = "PARLEY_DB_READ_TIMEOUT_MS", default_value_t = 800)]
     pub db_read_timeout_ms: u64,
@@ -102,6 +119,14 @@ impl NodeConfig {
             (Some(secret), false) if secret == DEV_JWT_SECRET => Err(ConfigError::DevJwtSecret),
             (Some(secret), false) if secret.len() < MIN_SECRET_BYTES => Err(ConfigError::ShortJwtSecret),
             (Some(secret), _) => Ok(secret.clone()),
+        }
+    }
+
+    pub fn frame_limits(&self) -> FrameLimits {
+        FrameLimits {
+            max_text_chars: self.max_message_chars,
+            max_messages_per_frame: self.max_messages_per_frame,
+            ..FrameLimits::default()
         }
     }
 

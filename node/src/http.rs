@@ -25,6 +25,8 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Inf
     auth_routes::routes(state.clone())
         .or(messenger_routes::routes(state.clone()))
         .unify()
+        .or(crate::websocket::routes(state.clone()))
+        .unify()
         .or(health_routes::routes(state))
         .unify()
         .recover(errors::recover)

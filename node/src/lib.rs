@@ -6,8 +6,10 @@ pub mod app_state;
 pub mod config;
 pub mod http;
 pub mod tokens;
+pub mod websocket;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actors::accounts::passwords::PasswordVault;
@@ -15,6 +17,8 @@ use actors::accounts::Accounts;
 use actors::chats::Chats;
 use actors::database::migrations::apply_migrations;
 use actors::database::Database;
+use actors::messaging::outbound::close_codes;
+use actors::messaging::MessagingServices;
 use actors::supervisor::RootSupervisor;
 use anyhow::Context;
 use ractor::Actor;
@@ -39,6 +43,12 @@ pub async fn run(
         .context("starting the root supervisor")?;
     let readiness = Readiness::default();
     let migrations = tokio::spawn(migrate_until_done(database.clone(), readiness.clone()));
+    let messaging = MessagingServices::new(
+        config.node_name.clone(),
+        database.clone(),
+        config.frame_limits(),
+        config.outbound_queue_frames,
+    );
     let state = AppState {
         node_name: config.node_name.clone(),
         accounts: Accounts::new(database.clone(), passwords),
@@ -49,14 +59,23 @@ pub async fn run(
             config.refresh_token_ttl_seconds,
         ),
         database: database.clone(),
+        messaging: Arc::clone(&messaging),
         readiness,
         limits: Limits {
             max_body_bytes: config.max_body_bytes,
             max_page_size: config.max_page_size,
+            max_frame_bytes: config.max_frame_bytes,
         },
     };
     let address = listener.local_addr().context("reading the listen address")?;
     tracing::info!(node = %config.node_name, %address, "node listening");
+    // On shutdown, websockets are closed with 1001 (clients reconnect to another node)
+    // so that the graceful drain does not wait on them forever.
+    let closing = Arc::clone(&messaging);
+    let shutdown = async move {
+        shutdown.await;
+        closing.close_all(close_codes::GOING_AWAY, "node shutting down").await;
+    };
     warp::serve(http::routes(state))
         .incoming(listener)
         .graceful(shutdown)

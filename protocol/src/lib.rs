@@ -7,5 +7,6 @@
 pub mod auth;
 pub mod errors;
 pub mod messenger;
+pub mod websocket;
 
 pub use errors::ErrorBody;

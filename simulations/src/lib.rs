@@ -22,6 +22,7 @@ pub mod mariadb_admin;
 pub mod ports;
 pub mod process_control;
 pub mod readiness;
+pub mod ws_client;
 
 pub use app_tier::{AppTier, AppTierSpec};
 pub use component::ComponentStatus;

@@ -112,6 +112,11 @@ impl From<TokenError> for ApiError {
     }
 }
 
+/// An [`ApiError`] raised inside a filter chain (before a handler runs).
+#[derive(Debug)]
+pub struct ApiRejection(pub ApiError);
+impl warp::reject::Reject for ApiRejection {}
+
 /// The request body is larger than the configured limit.
 #[derive(Debug)]
 pub struct BodyTooLarge;
@@ -125,6 +130,9 @@ impl warp::reject::Reject for BodyUnreadable {}
 /// Turns warp's own rejections (no route, wrong method, body too large, ...) into JSON.
 pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     use warp::reject;
+    if let Some(ApiRejection(error)) = rejection.find::<ApiRejection>() {
+        return Ok(ApiError::new(error.status, error.code, error.message.clone()).into_response());
+    }
     let error = if rejection.is_not_found() {
         ApiError::not_found("no such endpoint")
     } else if rejection.find::<BodyTooLarge>().is_some() || rejection.find::<reject::PayloadTooLarge>().is_some() {

@@ -1,0 +1,207 @@
+//! `Chat`: one per active chat on each node that handles sends for it.
+//!
+//! ```text
+//! RootSupervisor
+//!  └── (ChatDirectory) Chat per active chat, local, passivated after idle
+//!        Send:       one master transaction per frame (seq assigned under the chat row
+//!                    lock), reply to the sender's session, deliver to members' sessions
+//!        MoveCursor: received/read cursors, status to the other members
+//! ```
+//!
+//! Two nodes may host the same chat at once; the database, not this actor, orders them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use protocol::websocket::{DeliveryPayload, OutgoingMessage, StatusPayload};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use super::session_registry::SessionId;
+use super::store::{self, CommittedMessage, CursorKind, SendError};
+use super::MessagingServices;
+
+/// A chat with no traffic for this long stops; the next send starts it again.
+const IDLE_AFTER: Duration = Duration::from_secs(60);
+
+/// The `Chat` actor.
+pub struct ChatActor;
+
+/// Messages of a `Chat`.
+pub enum ChatMessage {
+    /// Commit one frame's messages from `sender`, in frame order, and deliver them.
+    Send {
+        sender: String,
+        messages: Vec<OutgoingMessage>,
+        /// The sending socket: it gets the ack, not a copy of the delivery.
+        origin: Option<SessionId>,
+        reply: RpcReplyPort<Result<Vec<CommittedMessage>, SendError>>,
+    },
+    /// Move `user`'s received or read cursor and tell the other members.
+    MoveCursor {
+        user: String,
+        kind: CursorKind,
+        seq: u64,
+        reply: RpcReplyPort<Result<u64, SendError>>,
+    },
+    /// Stop when idle (sent periodically to itself).
+    IdleCheck,
+}
+
+/// Start-up arguments of a `Chat`.
+pub struct ChatArguments {
+    pub chat_id: String,
+    pub services: Weak<MessagingServices>,
+}
+
+/// A chat's state.
+pub struct ChatState {
+    chat_id: String,
+    services: Weak<MessagingServices>,
+    /// Cached once known; one-to-one chats never change members.
+    members: Option<Vec<String>>,
+    last_activity: Instant,
+}
+
+impl ChatState {
+    fn services(&self) -> Result<Arc<MessagingServices>, ActorProcessingErr> {
+        self.services
+            .upgrade()
+            .ok_or_else(|| "messaging services are gone".into())
+    }
+
+    async fn members(&mut self, services: &MessagingServices) -> Result<Vec<String>, SendError> {
+        if let Some(members) = &self.members {
+            return Ok(members.clone());
+        }
+        let members = store::chat_members(&services.database, &self.chat_id).await?;
+        if !members.is_empty() {
+            self.members = Some(members.clone());
+        }
+        Ok(members)
+    }
+}
+
+impl Actor for ChatActor {
+    type Msg = ChatMessage;
+    type State = ChatState;
+    type Arguments = ChatArguments;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        arguments: ChatArguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        myself.send_interval(IDLE_AFTER / 2, || ChatMessage::IdleCheck);
+        Ok(ChatState {
+            chat_id: arguments.chat_id,
+            services: arguments.services,
+            members: None,
+            last_activity: Instant::now(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let services = state.services()?;
+        match message {
+            ChatMessage::Send {
+                sender,
+                messages,
+                origin,
+                reply,
+            } => {
+                state.last_activity = Instant::now();
+                let outcome = store::commit_messages(&services.database, &sender, &state.chat_id, &messages).await;
+                if let Ok(committed) = &outcome {
+                    let members = state.members(&services).await.unwrap_or_default();
+                    let delivery = Arc::new(DeliveryPayload {
+                        chat_id: state.chat_id.clone(),
+                        messages: committed.iter().map(|entry| entry.message.clone()).collect(),
+                    });
+                    services.deliver(&members, delivery, origin);
+                }
+                let _ = reply.send(outcome);
+            }
+            ChatMessage::MoveCursor { user, kind, seq, reply } => {
+                state.last_activity = Instant::now();
+                let outcome = match store::advance_cursor(&services.database, &user, &state.chat_id, kind, seq).await {
+                    Ok(Some(cursor)) => Ok(cursor),
+                    Ok(None) => Err(SendError::ChatNotFound),
+                    Err(error) => Err(SendError::Database(error)),
+                };
+                if let Ok(cursor) = &outcome {
+                    let members = state.members(&services).await.unwrap_or_default();
+                    let others: Vec<String> = members.into_iter().filter(|member| *member != user).collect();
+                    services.notify_status(
+                        &others,
+                        Arc::new(StatusPayload {
+                            chat_id: state.chat_id.clone(),
+                            user_id: user.clone(),
+                            status: kind.status().to_owned(),
+                            seq: *cursor,
+                        }),
+                    );
+                }
+                let _ = reply.send(outcome);
+            }
+            ChatMessage::IdleCheck => {
+                if state.last_activity.elapsed() >= IDLE_AFTER {
+                    services.chats.forget(&state.chat_id, &myself).await;
+                    myself.stop(Some("idle".to_owned()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The node's running `Chat` actors by chat id.
+#[derive(Default)]
+pub struct ChatDirectory {
+    chats: tokio::sync::Mutex<HashMap<String, ActorRef<ChatMessage>>>,
+}
+
+impl ChatDirectory {
+    /// The chat's actor, started if it is not running.
+    pub async fn get_or_start(
+        &self,
+        chat_id: &str,
+        services: &Arc<MessagingServices>,
+    ) -> Result<ActorRef<ChatMessage>, ActorProcessingErr> {
+        let mut chats = self.chats.lock().await;
+        if let Some(chat) = chats.get(chat_id) {
+            return Ok(chat.clone());
+        }
+        let arguments = ChatArguments {
+            chat_id: chat_id.to_owned(),
+            services: Arc::downgrade(services),
+        };
+        let (chat, _) = Actor::spawn(None, ChatActor, arguments).await?;
+        chats.insert(chat_id.to_owned(), chat.clone());
+        Ok(chat)
+    }
+
+    /// Drops the entry if it still names this actor.
+    pub async fn forget(&self, chat_id: &str, chat: &ActorRef<ChatMessage>) {
+        let mut chats = self.chats.lock().await;
+        if chats
+            .get(chat_id)
+            .is_some_and(|current| current.get_id() == chat.get_id())
+        {
+            chats.remove(chat_id);
+        }
+    }
+
+    /// Stops every chat (node shutdown).
+    pub async fn stop_all(&self) {
+        let mut chats = self.chats.lock().await;
+        for (_, chat) in chats.drain() {
+            chat.stop(Some("node stopping".to_owned()));
+        }
+    }
+}

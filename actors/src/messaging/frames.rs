@@ -1,0 +1,354 @@
+//! Parsing and checking client frames. Pure logic: every way a frame can be wrong has
+//! its own error code, and the error echoes the frame's `ref` and `client_id`s.
+
+use protocol::websocket::{actions, CursorPayload, OutgoingMessage, SendMessagePayload, TOPIC_MESSENGER};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::store::CursorKind;
+
+/// Error codes of websocket `error` frames.
+pub mod codes {
+    pub const NOT_JSON: &str = "not_json";
+    pub const INVALID_ENVELOPE: &str = "invalid_envelope";
+    pub const UNKNOWN_TOPIC: &str = "unknown_topic";
+    pub const UNKNOWN_ACTION: &str = "unknown_action";
+    pub const INVALID_PAYLOAD: &str = "invalid_payload";
+    pub const EMPTY_TEXT: &str = "empty_text";
+    pub const TEXT_TOO_LONG: &str = "text_too_long";
+    pub const TOO_MANY_MESSAGES: &str = "too_many_messages";
+    pub const CHAT_NOT_FOUND: &str = "chat_not_found";
+    pub const BINARY_NOT_SUPPORTED: &str = "binary_not_supported";
+    pub const DATABASE_UNAVAILABLE: &str = "database_unavailable";
+    pub const INTERNAL: &str = "internal";
+}
+
+/// Limits on what one frame may carry.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameLimits {
+    pub max_text_chars: usize,
+    pub max_messages_per_frame: usize,
+    pub max_client_id_chars: usize,
+}
+
+impl Default for FrameLimits {
+    fn default() -> Self {
+        FrameLimits {
+            max_text_chars: 4096,
+            max_messages_per_frame: 100,
+            max_client_id_chars: 64,
+        }
+    }
+}
+
+/// What a valid client frame asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCommand {
+    Send {
+        reference: Option<String>,
+        chat_id: String,
+        messages: Vec<OutgoingMessage>,
+    },
+    MoveCursor {
+        reference: Option<String>,
+        chat_id: String,
+        kind: CursorKind,
+        seq: u64,
+    },
+}
+
+/// A refused frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError {
+    pub code: &'static str,
+    pub message: String,
+    pub reference: Option<String>,
+    pub client_ids: Vec<String>,
+}
+
+/// Parses one text frame.
+pub fn parse_client_frame(text: &str, limits: &FrameLimits) -> Result<ClientCommand, FrameError> {
+    let fail = |code, message: String, reference: Option<String>, client_ids| FrameError {
+        code,
+        message,
+        reference,
+        client_ids,
+    };
+    let value: Value = serde_json::from_str(text).map_err(|error| {
+        fail(
+            codes::NOT_JSON,
+            format!("the frame is not JSON: {error}"),
+            None,
+            Vec::new(),
+        )
+    })?;
+    let Value::Object(envelope) = value else {
+        return Err(fail(
+            codes::INVALID_ENVELOPE,
+            "the frame must be a JSON object".into(),
+            None,
+            Vec::new(),
+        ));
+    };
+    let reference = envelope.get("ref").and_then(Value::as_str).map(str::to_owned);
+    let string_field = |name: &str| -> Result<&str, FrameError> {
+        match envelope.get(name) {
+            Some(Value::String(value)) => Ok(value),
+            Some(_) => Err(fail(
+                codes::INVALID_ENVELOPE,
+                format!("{name} must be a string (payload is a JSON document inside a string)"),
+                reference.clone(),
+                Vec::new(),
+            )),
+            None => Err(fail(
+                codes::INVALID_ENVELOPE,
+                format!("{name} is missing"),
+                reference.clone(),
+                Vec::new(),
+            )),
+        }
+    };
+    let topic = string_field("topic")?;
+    let action = string_field("action")?;
+    let payload = string_field("payload")?;
+    if topic != TOPIC_MESSENGER {
+        return Err(fail(
+            codes::UNKNOWN_TOPIC,
+            format!("unknown topic {topic:?}"),
+            reference,
+            Vec::new(),
+        ));
+    }
+    match action {
+        actions::SEND_MESSAGE => parse_send(payload, reference, limits),
+        actions::RECEIVED => parse_cursor(payload, reference, CursorKind::Received),
+        actions::READ => parse_cursor(payload, reference, CursorKind::Read),
+        other => Err(fail(
+            codes::UNKNOWN_ACTION,
+            format!("unknown action {other:?}; expected send-message, received or read"),
+            reference,
+            Vec::new(),
+        )),
+    }
+}
+
+fn invalid_payload(message: String, reference: Option<String>, client_ids: Vec<String>) -> FrameError {
+    FrameError {
+        code: codes::INVALID_PAYLOAD,
+        message,
+        reference,
+        client_ids,
+    }
+}
+
+/// The `client_id`s a payload carries, even when the payload is otherwise wrong.
+fn client_ids_in(payload: &str) -> Vec<String> {
+    let Ok(value) = serde_json::from_str::<Value>(payload) else {
+        return Vec::new();
+    };
+    value
+        .get("messages")
+        .and_then(Value::as_array)
+        .map(|messages| {
+            messages
+                .iter()
+                .filter_map(|message| message.get("client_id").and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn canonical_chat_id(raw: &str, reference: &Option<String>, client_ids: &[String]) -> Result<String, FrameError> {
+    Uuid::parse_str(raw.trim())
+        .map(|uuid| uuid.hyphenated().to_string())
+        .map_err(|_| invalid_payload("chat_id must be a UUID".into(), reference.clone(), client_ids.to_vec()))
+}
+
+fn parse_send(payload: &str, reference: Option<String>, limits: &FrameLimits) -> Result<ClientCommand, FrameError> {
+    let client_ids = client_ids_in(payload);
+    let parsed: SendMessagePayload = serde_json::from_str(payload).map_err(|error| {
+        invalid_payload(
+            format!("send-message payload must be {{\"chat_id\", \"messages\": [{{\"text\"}}]}}: {error}"),
+            reference.clone(),
+            client_ids.clone(),
+        )
+    })?;
+    let chat_id = canonical_chat_id(&parsed.chat_id, &reference, &client_ids)?;
+    if parsed.messages.is_empty() {
+        return Err(invalid_payload(
+            "messages must not be empty".into(),
+            reference,
+            client_ids,
+        ));
+    }
+    if parsed.messages.len() > limits.max_messages_per_frame {
+        return Err(FrameError {
+            code: codes::TOO_MANY_MESSAGES,
+            message: format!("at most {} messages per frame", limits.max_messages_per_frame),
+            reference,
+            client_ids,
+        });
+    }
+    for message in &parsed.messages {
+        if message.text.trim().is_empty() {
+            return Err(FrameError {
+                code: codes::EMPTY_TEXT,
+                message: "a message text must not be empty".into(),
+                reference,
+                client_ids,
+            });
+        }
+        if message.text.chars().count() > limits.max_text_chars {
+            return Err(FrameError {
+                code: codes::TEXT_TOO_LONG,
+                message: format!("a message text must be at most {} characters", limits.max_text_chars),
+                reference,
+                client_ids,
+            });
+        }
+        if let Some(client_id) = &message.client_id {
+            let length = client_id.chars().count();
+            if length == 0 || length > limits.max_client_id_chars || !client_id.is_ascii() {
+                return Err(invalid_payload(
+                    format!("client_id must be 1 to {} ASCII characters", limits.max_client_id_chars),
+                    reference,
+                    client_ids,
+                ));
+            }
+        }
+    }
+    Ok(ClientCommand::Send {
+        reference,
+        chat_id,
+        messages: parsed.messages,
+    })
+}
+
+fn parse_cursor(payload: &str, reference: Option<String>, kind: CursorKind) -> Result<ClientCommand, FrameError> {
+    let parsed: CursorPayload = serde_json::from_str(payload).map_err(|error| {
+        invalid_payload(
+            format!("{} payload must be {{\"chat_id\", \"seq\"}}: {error}", kind.status()),
+            reference.clone(),
+            Vec::new(),
+        )
+    })?;
+    let chat_id = canonical_chat_id(&parsed.chat_id, &reference, &[])?;
+    Ok(ClientCommand::MoveCursor {
+        reference,
+        chat_id,
+        kind,
+        seq: parsed.seq,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHAT: &str = "e8d3dc26-a218-4ca1-ae4b-da38b27ed9b3";
+
+    fn parse(text: &str) -> Result<ClientCommand, FrameError> {
+        parse_client_frame(text, &FrameLimits::default())
+    }
+
+    fn send_frame(payload: &str) -> String {
+        serde_json::json!({"topic": "messenger", "action": "send-message", "payload": payload, "ref": "r7"}).to_string()
+    }
+
+    #[test]
+    fn the_seeds_frame_is_a_send() {
+        let frame = r#"{"topic":"messenger", "action": "send-message", "payload":"{\"chat_id\":\"e8d3dc26-a218-4ca1-ae4b-da38b27ed9b3\", \"messages\":[{\"text\": \"Hello, Alice!\", \"status\": \"created\"}]}"}"#;
+        match parse(frame).unwrap() {
+            ClientCommand::Send {
+                chat_id,
+                messages,
+                reference,
+            } => {
+                assert_eq!(chat_id, CHAT);
+                assert_eq!(messages[0].text, "Hello, Alice!");
+                assert_eq!(reference, None);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_bad_frame_has_its_own_code_and_echoes_ref_and_client_ids() {
+        let long = "x".repeat(5000);
+        let many: Vec<_> = (0..101)
+            .map(|i| serde_json::json!({"text": "t", "client_id": format!("c{i}")}))
+            .collect();
+        let cases = [
+            ("not json at all".to_owned(), codes::NOT_JSON),
+            ("[1, 2]".to_owned(), codes::INVALID_ENVELOPE),
+            (
+                r#"{"topic":"messenger","action":"send-message"}"#.to_owned(),
+                codes::INVALID_ENVELOPE,
+            ),
+            (
+                r#"{"topic":"messenger","action":"send-message","payload":{"chat_id":"x"}}"#.to_owned(),
+                codes::INVALID_ENVELOPE,
+            ),
+            (
+                r#"{"topic":"weather","action":"send-message","payload":"{}"}"#.to_owned(),
+                codes::UNKNOWN_TOPIC,
+            ),
+            (
+                r#"{"topic":"messenger","action":"dance","payload":"{}"}"#.to_owned(),
+                codes::UNKNOWN_ACTION,
+            ),
+            (send_frame("not json"), codes::INVALID_PAYLOAD),
+            (
+                send_frame(r#"{"chat_id":"nope","messages":[{"text":"a","client_id":"c1"}]}"#),
+                codes::INVALID_PAYLOAD,
+            ),
+            (
+                send_frame(&format!(r#"{{"chat_id":"{CHAT}","messages":[]}}"#)),
+                codes::INVALID_PAYLOAD,
+            ),
+            (
+                send_frame(&format!(
+                    r#"{{"chat_id":"{CHAT}","messages":[{{"text":"  ","client_id":"c1"}}]}}"#
+                )),
+                codes::EMPTY_TEXT,
+            ),
+            (
+                send_frame(&format!(r#"{{"chat_id":"{CHAT}","messages":[{{"text":"{long}"}}]}}"#)),
+                codes::TEXT_TOO_LONG,
+            ),
+            (
+                send_frame(&serde_json::json!({"chat_id": CHAT, "messages": many}).to_string()),
+                codes::TOO_MANY_MESSAGES,
+            ),
+            (
+                send_frame(&format!(r#"{{"chat_id":"{CHAT}","messages":[{{"text":7}}]}}"#)),
+                codes::INVALID_PAYLOAD,
+            ),
+        ];
+        for (frame, code) in cases {
+            let error = parse(&frame).unwrap_err();
+            assert_eq!(error.code, code, "{frame:.80}: {}", error.message);
+            assert!(!error.message.is_empty());
+        }
+        let error = parse(&send_frame(
+            r#"{"chat_id":"nope","messages":[{"text":"a","client_id":"c1"}]}"#,
+        ))
+        .unwrap_err();
+        assert_eq!(error.reference.as_deref(), Some("r7"));
+        assert_eq!(error.client_ids, ["c1"]);
+    }
+
+    #[test]
+    fn cursor_reports_parse() {
+        let frame = serde_json::json!({"topic": "messenger", "action": "read", "payload": format!(r#"{{"chat_id":"{CHAT}","seq":4}}"#)});
+        assert_eq!(
+            parse(&frame.to_string()).unwrap(),
+            ClientCommand::MoveCursor {
+                reference: None,
+                chat_id: CHAT.into(),
+                kind: CursorKind::Read,
+                seq: 4
+            }
+        );
+    }
+}

@@ -1,0 +1,291 @@
+//! `Session`: one per websocket connection.
+//!
+//! ```text
+//! RootSupervisor
+//!  └── Session (local, one per socket)
+//!        start:  register in the node's SessionRegistry (live deliveries start
+//!                arriving and are held back), read everything pending above the user's
+//!                received cursors, send it in seq order, send `replay-complete`, then
+//!                release the held-back deliveries that the replay did not contain
+//!        frames: send-message → the chat's actor (ack after commit), received/read →
+//!                cursor moves; a bad frame gets an error frame, the socket stays open
+//! ```
+//!
+//! The replay reads the master after registering, and a chat's seqs commit in order,
+//! so per chat the replay is a prefix: a held-back delivery with `seq` at or below the
+//! replayed maximum is a duplicate, anything above it is new. No gap, no duplicate.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use protocol::websocket::{
+    actions, AckPayload, DeliveredMessage, DeliveryPayload, Envelope, ErrorPayload, MessageAck, ReplayCompletePayload,
+    StatusPayload,
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use super::frames::{codes, parse_client_frame, ClientCommand, FrameError};
+use super::outbound::{close_codes, OutboundQueue};
+use super::session_registry::{RegisteredSession, SessionId};
+use super::store::{self, SendError};
+use super::{delivery_envelope, MessagingServices};
+
+/// Messages in one replayed `send-message` frame.
+const REPLAY_BATCH: usize = 100;
+
+/// The `Session` actor.
+pub struct Session;
+
+/// Start-up arguments of a `Session`.
+pub struct SessionArguments {
+    pub user_id: String,
+    pub outbound: OutboundQueue,
+    pub services: Arc<MessagingServices>,
+}
+
+/// Messages of a `Session`.
+pub enum SessionMessage {
+    /// A text frame from the client.
+    ClientText(String),
+    /// A binary frame from the client (refused with an error frame).
+    ClientBinary,
+    /// Messages committed in one of the user's chats.
+    Deliver(Arc<DeliveryPayload>),
+    /// A member's cursor moved in one of the user's chats.
+    Status(Arc<StatusPayload>),
+    /// The replay read finished.
+    ReplayLoaded(Result<Vec<DeliveredMessage>, String>),
+    /// Close the socket with this code (1001 when the node stops).
+    Close { code: u16, reason: String },
+}
+
+enum Phase {
+    /// Live deliveries wait here until the replay has been sent.
+    Replaying {
+        held_back: Vec<Arc<DeliveryPayload>>,
+    },
+    Live,
+}
+
+/// A session's state.
+pub struct SessionState {
+    user_id: String,
+    session_id: SessionId,
+    outbound: OutboundQueue,
+    services: Arc<MessagingServices>,
+    phase: Phase,
+}
+
+impl SessionState {
+    fn push(&self, envelope: &Envelope) {
+        // On overflow the queue closes the socket itself; the client resumes on reconnect.
+        let _ = self.outbound.push(envelope.to_text());
+    }
+}
+
+impl Actor for Session {
+    type Msg = SessionMessage;
+    type State = SessionState;
+    type Arguments = SessionArguments;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        arguments: SessionArguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let services = arguments.services;
+        let session_id = services.next_session_id();
+        services.sessions.register(
+            &arguments.user_id,
+            RegisteredSession {
+                session_id,
+                actor: myself.clone(),
+            },
+        );
+        let (database, user) = (services.database.clone(), arguments.user_id.clone());
+        let replay_target = myself.clone();
+        tokio::spawn(async move {
+            let loaded = store::pending_messages(&database, &user)
+                .await
+                .map_err(|error| error.to_string());
+            let _ = replay_target.cast(SessionMessage::ReplayLoaded(loaded));
+        });
+        Ok(SessionState {
+            user_id: arguments.user_id,
+            session_id,
+            outbound: arguments.outbound,
+            services,
+            phase: Phase::Replaying { held_back: Vec::new() },
+        })
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        state.services.sessions.unregister(&state.user_id, state.session_id);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SessionMessage::ClientText(text) => handle_client_text(state, &text),
+            SessionMessage::ClientBinary => state.push(&error_envelope(&FrameError {
+                code: codes::BINARY_NOT_SUPPORTED,
+                message: "binary frames are not supported; send JSON text frames".to_owned(),
+                reference: None,
+                client_ids: Vec::new(),
+            })),
+            SessionMessage::Deliver(delivery) => match &mut state.phase {
+                Phase::Replaying { held_back } => held_back.push(delivery),
+                Phase::Live => state.push(&delivery_envelope(&delivery)),
+            },
+            SessionMessage::Status(status) => state.push(&Envelope::messenger(actions::STATUS, status.as_ref(), None)),
+            SessionMessage::ReplayLoaded(Ok(pending)) => finish_replay(state, pending),
+            SessionMessage::ReplayLoaded(Err(error)) => {
+                tracing::warn!(user_id = %state.user_id, %error, "replay failed; closing so the client retries");
+                state.outbound.close(
+                    close_codes::INTERNAL_ERROR,
+                    "could not load pending messages; reconnect",
+                );
+                myself.stop(Some("replay failed".to_owned()));
+            }
+            SessionMessage::Close { code, reason } => {
+                state.outbound.close(code, &reason);
+                myself.stop(Some(reason));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn finish_replay(state: &mut SessionState, pending: Vec<DeliveredMessage>) {
+    let replayed = pending.len() as u64;
+    let mut replayed_up_to: HashMap<String, u64> = HashMap::new();
+    let mut by_chat: Vec<(String, Vec<DeliveredMessage>)> = Vec::new();
+    for message in pending {
+        let top = replayed_up_to.entry(message.chat_id.clone()).or_insert(0);
+        *top = (*top).max(message.seq);
+        match by_chat.last_mut() {
+            Some((chat_id, batch)) if *chat_id == message.chat_id && batch.len() < REPLAY_BATCH => batch.push(message),
+            _ => by_chat.push((message.chat_id.clone(), vec![message])),
+        }
+    }
+    for (chat_id, messages) in by_chat {
+        state.push(&delivery_envelope(&DeliveryPayload { chat_id, messages }));
+    }
+    state.push(&Envelope::messenger(
+        actions::REPLAY_COMPLETE,
+        &ReplayCompletePayload {
+            replayed,
+            node: state.services.node_name.clone(),
+        },
+        None,
+    ));
+    let held_back = match std::mem::replace(&mut state.phase, Phase::Live) {
+        Phase::Replaying { held_back } => held_back,
+        Phase::Live => Vec::new(),
+    };
+    for delivery in held_back {
+        let replayed_top = replayed_up_to.get(&delivery.chat_id).copied().unwrap_or(0);
+        let fresh: Vec<DeliveredMessage> = delivery
+            .messages
+            .iter()
+            .filter(|message| message.seq > replayed_top)
+            .cloned()
+            .collect();
+        if !fresh.is_empty() {
+            state.push(&delivery_envelope(&DeliveryPayload {
+                chat_id: delivery.chat_id.clone(),
+                messages: fresh,
+            }));
+        }
+    }
+}
+
+fn handle_client_text(state: &SessionState, text: &str) {
+    let command = match parse_client_frame(text, &state.services.frame_limits) {
+        Ok(command) => command,
+        Err(error) => return state.push(&error_envelope(&error)),
+    };
+    // The commit runs in its own task: deliveries to this socket keep flowing meanwhile.
+    let services = Arc::clone(&state.services);
+    let outbound = state.outbound.clone();
+    let (user, session_id) = (state.user_id.clone(), state.session_id);
+    match command {
+        ClientCommand::Send {
+            reference,
+            chat_id,
+            messages,
+        } => {
+            let client_ids: Vec<String> = messages
+                .iter()
+                .filter_map(|message| message.client_id.clone())
+                .collect();
+            tokio::spawn(async move {
+                let envelope = match services.send(&chat_id, &user, messages, Some(session_id)).await {
+                    Ok(committed) => {
+                        let acks = committed
+                            .into_iter()
+                            .map(|entry| MessageAck {
+                                client_id: entry.message.client_id,
+                                id: entry.message.id,
+                                seq: entry.message.seq,
+                                create_time: entry.message.create_time,
+                            })
+                            .collect();
+                        Envelope::messenger(actions::ACK, &AckPayload { chat_id, acks }, reference)
+                    }
+                    Err(error) => error_envelope(&send_failure(error, reference, client_ids)),
+                };
+                let _ = outbound.push(envelope.to_text());
+            });
+        }
+        ClientCommand::MoveCursor {
+            reference,
+            chat_id,
+            kind,
+            seq,
+        } => {
+            tokio::spawn(async move {
+                if let Err(error) = services.move_cursor(&chat_id, &user, kind, seq).await {
+                    let _ = outbound.push(error_envelope(&send_failure(error, reference, Vec::new())).to_text());
+                }
+            });
+        }
+    }
+}
+
+fn send_failure(error: SendError, reference: Option<String>, client_ids: Vec<String>) -> FrameError {
+    let (code, message) = match &error {
+        SendError::ChatNotFound => (codes::CHAT_NOT_FOUND, error.to_string()),
+        SendError::Database(database) if database.is_unavailable() => (
+            codes::DATABASE_UNAVAILABLE,
+            "the database is unavailable; nothing was stored, send again shortly".to_owned(),
+        ),
+        SendError::Database(database) => {
+            tracing::error!(error = %database, "send failed");
+            (codes::INTERNAL, "internal error; nothing was stored".to_owned())
+        }
+    };
+    FrameError {
+        code,
+        message,
+        reference,
+        client_ids,
+    }
+}
+
+fn error_envelope(error: &FrameError) -> Envelope {
+    Envelope::messenger(
+        actions::ERROR,
+        &ErrorPayload {
+            message: error.message.clone(),
+            code: error.code.to_owned(),
+            client_ids: error.client_ids.clone(),
+        },
+        error.reference.clone(),
+    )
+}

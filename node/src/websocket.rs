@@ -1,0 +1,153 @@
+//! `GET /messenger/ws`: the websocket endpoint. Authenticates before the upgrade, then
+//! bridges the socket to a `Session` actor: a reader loop feeding it frames and a writer
+//! task draining its bounded outbound queue.
+
+use std::sync::Arc;
+
+use actors::messaging::outbound::{close_codes, OutboundQueue, OutboundReceiver};
+use actors::messaging::session::{Session, SessionArguments, SessionMessage};
+use actors::messaging::MessagingServices;
+use futures::{SinkExt, StreamExt};
+use ractor::Actor;
+use warp::filters::ws::{Message, WebSocket, Ws};
+use warp::reply::{Reply, Response};
+use warp::{Filter, Rejection};
+
+use crate::app_state::AppState;
+use crate::http::errors::{ApiError, ApiRejection};
+use crate::http::extract::{authenticated_user, QueryParameters};
+use crate::http::{authorization, raw_query, with_state};
+
+pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    // The token is checked before the upgrade headers, so a bad token is a 401 whether
+    // or not the request is a websocket handshake.
+    let authenticated = with_state(state)
+        .and(authorization())
+        .and(raw_query())
+        .and_then(
+            |state: AppState, authorization: Option<String>, query: String| async move {
+                token_user(&state, authorization, &query)
+                    .map(|user_id| (state, user_id))
+                    .map_err(|error| warp::reject::custom(ApiRejection(error)))
+            },
+        )
+        .untuple_one();
+    warp::path!("messenger" / "ws")
+        .and(warp::get())
+        .and(authenticated)
+        .and(warp::ws())
+        .map(|state: AppState, user_id: String, upgrade: Ws| {
+            let limit = state.limits.max_frame_bytes;
+            let services = Arc::clone(&state.messaging);
+            upgrade
+                .max_message_size(limit)
+                .max_frame_size(limit)
+                .on_upgrade(move |socket| serve_socket(socket, user_id, services))
+                .into_response()
+        })
+}
+
+/// The token comes as `?token=` (the seed's websocat command) or in `Authorization`.
+fn token_user(state: &AppState, authorization: Option<String>, query: &str) -> Result<String, ApiError> {
+    let query = QueryParameters::parse(query)?;
+    match query.required("token") {
+        Ok(token) => authenticated_user(&state.tokens, Some(token)),
+        Err(_) => authenticated_user(&state.tokens, authorization.as_deref()),
+    }
+}
+
+async fn serve_socket(socket: WebSocket, user_id: String, services: Arc<MessagingServices>) {
+    let (sink, mut stream) = socket.split();
+    let (queue, receiver) = OutboundQueue::new(services.outbound_capacity);
+    let writer = tokio::spawn(write_frames(sink, receiver));
+    let arguments = SessionArguments {
+        user_id: user_id.clone(),
+        outbound: queue.clone(),
+        services,
+    };
+    let session = match Actor::spawn(None, Session, arguments).await {
+        Ok((session, _)) => session,
+        Err(error) => {
+            tracing::error!(%user_id, %error, "could not start a session");
+            queue.close(close_codes::INTERNAL_ERROR, "could not start the session");
+            let _ = writer.await;
+            return;
+        }
+    };
+    tracing::debug!(%user_id, "websocket session started");
+    while let Some(frame) = stream.next().await {
+        let delivered = match frame {
+            Ok(message) if message.is_text() => {
+                let text = message.to_str().unwrap_or_default().to_owned();
+                session.cast(SessionMessage::ClientText(text))
+            }
+            Ok(message) if message.is_binary() => session.cast(SessionMessage::ClientBinary),
+            Ok(message) if message.is_close() => break,
+            // Pings are answered by the protocol layer; pongs need nothing.
+            Ok(_) => Ok(()),
+            Err(error) => {
+                if is_oversized(&error) {
+                    queue.close(close_codes::MESSAGE_TOO_BIG, "frame too large");
+                } else {
+                    tracing::debug!(%user_id, %error, "websocket read failed");
+                }
+                break;
+            }
+        };
+        if delivered.is_err() {
+            // The session stopped (closed by the server); stop reading.
+            break;
+        }
+    }
+    session.stop(Some("socket closed".to_owned()));
+    drop(queue);
+    let _ = writer.await;
+    tracing::debug!(%user_id, "websocket session ended");
+}
+
+fn is_oversized(error: &warp::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<WsError>())
+        .is_some_and(|error| matches!(error, WsError::Capacity(_)))
+}
+
+/// Drains the outbound queue into the socket. A close request is honoured after the
+/// frames already queued (except for a too-slow client, whose backlog is the problem).
+async fn write_frames(mut sink: futures::stream::SplitSink<WebSocket, Message>, receiver: OutboundReceiver) {
+    let OutboundReceiver { mut frames, mut close } = receiver;
+    let mut close_pending = true;
+    loop {
+        tokio::select! {
+            biased;
+            request = &mut close, if close_pending => {
+                close_pending = false;
+                let Ok(request) = request else {
+                    // Every producer is gone without asking to close: drain and finish.
+                    continue;
+                };
+                if request.code != close_codes::POLICY_VIOLATION {
+                    while let Ok(text) = frames.try_recv() {
+                        if sink.send(Message::text(text)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                let _ = sink.send(Message::close_with(request.code, request.reason)).await;
+                let _ = sink.close().await;
+                return;
+            }
+            frame = frames.recv() => match frame {
+                Some(text) => {
+                    if sink.send(Message::text(text)).await.is_err() {
+                        return;
+                    }
+                }
+                None => {
+                    let _ = sink.close().await;
+                    return;
+                }
+            },
+        }
+    }
+}

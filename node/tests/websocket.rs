@@ -1,0 +1,327 @@
+//! The messenger websocket on one node through nginx: the seed's frames verbatim, acks,
+//! idempotent resends, resume from the database, receipts, and every kind of bad frame.
+
+#[path = "support/test_app.rs"]
+mod test_app;
+
+use std::time::Duration;
+
+use parley_sim::http_client::seed_person;
+use parley_sim::ws_client::{WsConnection, WsEvent};
+use protocol::websocket::{
+    actions, AckPayload, DeliveryPayload, Envelope, ErrorPayload, OutgoingMessage, ReplayCompletePayload, StatusPayload,
+};
+use test_app::{shared_servers, TestApp};
+
+const BINARY: &str = "websocket";
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Bob and Alice with a chat, signed in.
+struct Pair {
+    app: TestApp,
+    bob: String,
+    alice: String,
+    bob_id: String,
+    alice_id: String,
+    chat_id: String,
+}
+
+async fn pair(tag: &str) -> Pair {
+    let app = TestApp::spawn(shared_servers(BINARY).await, 1).await;
+    let bob_id = app.http.sign_up_ok(&seed_person("Bob", tag)).await.unwrap();
+    let alice_id = app.http.sign_up_ok(&seed_person("Alice", tag)).await.unwrap();
+    let bob = app
+        .http
+        .sign_in(&format!("bob.{tag}@email.com"), "1234567890")
+        .await
+        .unwrap()
+        .access_token;
+    let alice = app
+        .http
+        .sign_in(&format!("alice.{tag}@email.com"), "1234567890")
+        .await
+        .unwrap()
+        .access_token;
+    let chat_id = app.http.create_chat(&bob, &alice_id).await.unwrap();
+    Pair {
+        app,
+        bob,
+        alice,
+        bob_id,
+        alice_id,
+        chat_id,
+    }
+}
+
+async fn connect(pair: &Pair, token: &str) -> (WsConnection, ReplayCompletePayload, Vec<Envelope>) {
+    let mut socket = WsConnection::connect(pair.app.http.base_url(), token).await.unwrap();
+    let (before, done) = socket.until_action(actions::REPLAY_COMPLETE, WAIT).await.unwrap();
+    (socket, done.decode_payload().unwrap(), before)
+}
+
+fn texts(deliveries: &[Envelope]) -> Vec<(u64, String)> {
+    deliveries
+        .iter()
+        .filter(|envelope| envelope.action == actions::SEND_MESSAGE)
+        .flat_map(|envelope| envelope.decode_payload::<DeliveryPayload>().unwrap().messages)
+        .map(|message| (message.seq, message.text))
+        .collect()
+}
+
+fn text_message(text: &str, client_id: Option<&str>) -> OutgoingMessage {
+    OutgoingMessage {
+        text: text.to_owned(),
+        status: Some("created".to_owned()),
+        client_id: client_id.map(str::to_owned),
+    }
+}
+
+#[tokio::test]
+async fn the_seeds_websocat_frames_reach_alice_and_the_history() {
+    let pair = pair("seed").await;
+    let (mut alice, replay, _) = connect(&pair, &pair.alice).await;
+    assert_eq!(replay.replayed, 0);
+    let (mut bob, _, _) = connect(&pair, &pair.bob).await;
+    for text in ["Hello, Alice!", "What is up?", "I miss you!"] {
+        // The seed's frame, verbatim but for the chat id.
+        let frame = format!(
+            r#"{{"topic":"messenger", "action": "send-message", "payload":"{{\"chat_id\":\"{}\", \"messages\":[{{\"text\": \"{text}\", \"status\": \"created\"}}]}}"}}"#,
+            pair.chat_id
+        );
+        bob.send_text(frame).await.unwrap();
+        let (_, ack) = bob.until_action(actions::ACK, WAIT).await.unwrap();
+        let ack: AckPayload = ack.decode_payload().unwrap();
+        assert_eq!(ack.chat_id, pair.chat_id);
+        assert_eq!(ack.acks.len(), 1);
+    }
+    let mut received = Vec::new();
+    while received.len() < 3 {
+        let envelope = alice.next_envelope(WAIT).await.unwrap();
+        assert_eq!(envelope.topic, "messenger");
+        assert_eq!(envelope.action, actions::SEND_MESSAGE);
+        let delivery: DeliveryPayload = envelope.decode_payload().unwrap();
+        for message in delivery.messages {
+            assert_eq!(message.user_id, pair.bob_id);
+            assert_eq!(message.chat_id, pair.chat_id);
+            assert_eq!(message.status, "created");
+            received.push((message.seq, message.text));
+        }
+    }
+    assert_eq!(
+        received,
+        [
+            (1, "Hello, Alice!".to_owned()),
+            (2, "What is up?".to_owned()),
+            (3, "I miss you!".to_owned())
+        ]
+    );
+    let history = pair
+        .app
+        .http
+        .messages(&pair.alice, &pair.chat_id, 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(history.total, 3);
+    let stored: Vec<_> = history.messages.iter().map(|m| (m.seq, m.text.clone())).collect();
+    assert_eq!(stored, received);
+}
+
+#[tokio::test]
+async fn a_resent_client_id_gets_the_original_ack_and_stores_nothing_new() {
+    let pair = pair("resend").await;
+    let (mut bob, _, _) = connect(&pair, &pair.bob).await;
+    let mut acks = Vec::new();
+    for _ in 0..2 {
+        bob.send_messages(&pair.chat_id, vec![text_message("once", Some("c-1"))], Some("r"))
+            .await
+            .unwrap();
+        let (_, ack) = bob.until_action(actions::ACK, WAIT).await.unwrap();
+        assert_eq!(ack.reference.as_deref(), Some("r"));
+        acks.push(ack.decode_payload::<AckPayload>().unwrap().acks.remove(0));
+    }
+    assert_eq!(acks[0], acks[1]);
+    assert_eq!(acks[0].client_id.as_deref(), Some("c-1"));
+    assert_eq!(acks[0].seq, 1);
+    let history = pair.app.http.messages(&pair.bob, &pair.chat_id, 0, 100).await.unwrap();
+    assert_eq!(history.total, 1);
+}
+
+#[tokio::test]
+async fn a_reconnecting_user_gets_everything_above_the_received_cursor_in_order() {
+    let pair = pair("resume").await;
+    let (mut bob, _, _) = connect(&pair, &pair.bob).await;
+    let sent: Vec<String> = (1..=5).map(|i| format!("offline {i}")).collect();
+    let batch = sent
+        .iter()
+        .enumerate()
+        .map(|(i, text)| text_message(text, Some(&format!("m{i}"))))
+        .collect();
+    bob.send_messages(&pair.chat_id, batch, None).await.unwrap();
+    bob.until_action(actions::ACK, WAIT).await.unwrap();
+
+    // A plain client that never reports `received` gets everything, every time.
+    for _ in 0..2 {
+        let (alice, replay, before) = connect(&pair, &pair.alice).await;
+        assert_eq!(replay.replayed, 5);
+        let expected: Vec<(u64, String)> = (1..=5).zip(sent.iter().cloned()).collect();
+        assert_eq!(texts(&before), expected);
+        alice.close().await.unwrap();
+    }
+
+    let (mut alice, _, _) = connect(&pair, &pair.alice).await;
+    alice.report(actions::RECEIVED, &pair.chat_id, 3).await.unwrap();
+    // Bob sees Alice's cursor move.
+    let (_, status) = bob.until_action(actions::STATUS, WAIT).await.unwrap();
+    let status: StatusPayload = status.decode_payload().unwrap();
+    assert_eq!(
+        (status.user_id.as_str(), status.status.as_str(), status.seq),
+        (pair.alice_id.as_str(), "received", 3)
+    );
+    alice.close().await.unwrap();
+
+    let (_, replay, before) = connect(&pair, &pair.alice).await;
+    assert_eq!(replay.replayed, 2);
+    assert_eq!(texts(&before), [(4, sent[3].clone()), (5, sent[4].clone())]);
+}
+
+#[tokio::test]
+async fn read_receipts_reach_the_sender_and_the_history() {
+    let pair = pair("receipts").await;
+    let (mut bob, _, _) = connect(&pair, &pair.bob).await;
+    let (mut alice, _, _) = connect(&pair, &pair.alice).await;
+    let batch = (1..=3).map(|i| text_message(&format!("m{i}"), None)).collect();
+    bob.send_messages(&pair.chat_id, batch, None).await.unwrap();
+    bob.until_action(actions::ACK, WAIT).await.unwrap();
+    alice.until_action(actions::SEND_MESSAGE, WAIT).await.unwrap();
+    alice.report(actions::READ, &pair.chat_id, 2).await.unwrap();
+    let (_, status) = bob.until_action(actions::STATUS, WAIT).await.unwrap();
+    let status: StatusPayload = status.decode_payload().unwrap();
+    assert_eq!((status.status.as_str(), status.seq), ("read", 2));
+
+    let history = pair.app.http.messages(&pair.bob, &pair.chat_id, 0, 100).await.unwrap();
+    let statuses: Vec<_> = history.messages.iter().map(|m| m.status.as_str()).collect();
+    assert_eq!(statuses, ["read", "read", "created"]);
+    let chats = pair.app.http.chats(&pair.alice).await.unwrap().chats;
+    assert_eq!(chats[0].unread, 1, "one message above Alice's read cursor");
+}
+
+#[tokio::test]
+async fn bad_frames_get_error_frames_and_the_socket_stays_usable() {
+    let pair = pair("badframes").await;
+    let (mut bob, _, _) = connect(&pair, &pair.bob).await;
+    let chat = &pair.chat_id;
+    let send = |payload: String| {
+        serde_json::json!({"topic": "messenger", "action": "send-message", "payload": payload, "ref": "x1"}).to_string()
+    };
+    let stranger_chat = uuid::Uuid::new_v4().to_string();
+    let cases = [
+        ("not json".to_owned(), "not_json"),
+        (
+            r#"{"topic":"weather","action":"send-message","payload":"{}"}"#.to_owned(),
+            "unknown_topic",
+        ),
+        (
+            r#"{"topic":"messenger","action":"dance","payload":"{}"}"#.to_owned(),
+            "unknown_action",
+        ),
+        (
+            r#"{"topic":"messenger","action":"send-message","payload":{"chat_id":"x"}}"#.to_owned(),
+            "invalid_envelope",
+        ),
+        (send("{\"chat_id\": 5}".to_owned()), "invalid_payload"),
+        (send(format!(r#"{{"chat_id":"{chat}"}}"#)), "invalid_payload"),
+        (
+            send(format!(r#"{{"chat_id":"{chat}","messages":[{{"text":""}}]}}"#)),
+            "empty_text",
+        ),
+        (
+            send(format!(
+                r#"{{"chat_id":"{chat}","messages":[{{"text":"{}"}}]}}"#,
+                "x".repeat(5000)
+            )),
+            "text_too_long",
+        ),
+        (
+            send(format!(
+                r#"{{"chat_id":"{stranger_chat}","messages":[{{"text":"hi","client_id":"k1"}}]}}"#
+            )),
+            "chat_not_found",
+        ),
+    ];
+    for (frame, code) in cases {
+        bob.send_text(frame.clone()).await.unwrap();
+        let envelope = bob.next_envelope(WAIT).await.unwrap();
+        assert_eq!(envelope.action, actions::ERROR, "{frame:.60}");
+        let error: ErrorPayload = envelope.decode_payload().unwrap();
+        assert_eq!(error.code, code, "{frame:.60}: {}", error.message);
+        assert!(!error.message.is_empty());
+        if code == "chat_not_found" {
+            assert_eq!(envelope.reference.as_deref(), Some("x1"));
+            assert_eq!(error.client_ids, ["k1"]);
+        }
+    }
+    bob.send_binary(vec![1, 2, 3]).await.unwrap();
+    let binary: ErrorPayload = bob.next_envelope(WAIT).await.unwrap().decode_payload().unwrap();
+    assert_eq!(binary.code, "binary_not_supported");
+
+    // A chat Bob is not in: Alice and Carol's.
+    let carol_id = pair
+        .app
+        .http
+        .sign_up_ok(&seed_person("Carol", "badframes"))
+        .await
+        .unwrap();
+    let others_chat = pair.app.http.create_chat(&pair.alice, &carol_id).await.unwrap();
+    bob.send_messages(&others_chat, vec![text_message("intrude", None)], None)
+        .await
+        .unwrap();
+    let refused: ErrorPayload = bob.next_envelope(WAIT).await.unwrap().decode_payload().unwrap();
+    assert_eq!(refused.code, "chat_not_found");
+    assert_eq!(
+        pair.app
+            .http
+            .messages(&pair.alice, &others_chat, 0, 10)
+            .await
+            .unwrap()
+            .total,
+        0
+    );
+
+    // Still usable.
+    bob.send_messages(chat, vec![text_message("still here", None)], None)
+        .await
+        .unwrap();
+    let (_, ack) = bob.until_action(actions::ACK, WAIT).await.unwrap();
+    assert_eq!(ack.decode_payload::<AckPayload>().unwrap().acks[0].seq, 1);
+
+    // An oversized frame closes with 1009.
+    bob.send_text("x".repeat(100 * 1024)).await.unwrap();
+    let mut closed = None;
+    for _ in 0..5 {
+        match bob.next_event(WAIT).await {
+            Ok(WsEvent::Closed(code)) => {
+                closed = code;
+                break;
+            }
+            Ok(WsEvent::Envelope(_)) => continue,
+            Err(_) => break,
+        }
+    }
+    assert_eq!(closed, Some(1009));
+}
+
+#[tokio::test]
+async fn a_bad_token_is_refused_before_the_upgrade() {
+    let pair = pair("token").await;
+    assert!(WsConnection::connect(pair.app.http.base_url(), "garbage")
+        .await
+        .is_err());
+    let answer = pair
+        .app
+        .http
+        .request(reqwest::Method::GET, "/messenger/ws?token=garbage", None, None)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 401);
+    assert_eq!(pair.alice_id.len(), 36);
+}

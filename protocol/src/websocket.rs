@@ -1,0 +1,204 @@
+//! Websocket frames: the seed's envelope `{"topic", "action", "payload"}`, where
+//! `payload` is a JSON document carried as a string.
+//!
+//! Client → server actions: `send-message` (the seed's), `received`, `read`.
+//! Server → client actions: `send-message` (a delivery: the same envelope the seed's
+//! recipient gets, with ids and sequence numbers added), `ack`, `status`, `presence`,
+//! `replay-complete`, `error`. New actions extend the envelope; the seed's frames stay
+//! valid verbatim.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// The only topic so far.
+pub const TOPIC_MESSENGER: &str = "messenger";
+
+/// Action names.
+pub mod actions {
+    /// Client: send messages. Server: deliver messages.
+    pub const SEND_MESSAGE: &str = "send-message";
+    /// Client: everything up to `seq` in `chat_id` reached me.
+    pub const RECEIVED: &str = "received";
+    /// Client: I have read everything up to `seq` in `chat_id`.
+    pub const READ: &str = "read";
+    /// Server: your messages are committed.
+    pub const ACK: &str = "ack";
+    /// Server: a member's cursor moved (the seed's statuses: received, read).
+    pub const STATUS: &str = "status";
+    /// Server: a companion went online or offline.
+    pub const PRESENCE: &str = "presence";
+    /// Server: every message pending at connect time has been sent; live traffic follows.
+    pub const REPLAY_COMPLETE: &str = "replay-complete";
+    /// Server: a frame could not be handled.
+    pub const ERROR: &str = "error";
+}
+
+/// The envelope of every text frame, both ways.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub topic: String,
+    pub action: String,
+    /// A JSON document, as a string (the seed's format).
+    pub payload: String,
+    /// Optional client-chosen reference, echoed in the answer to this frame.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+impl Envelope {
+    /// A messenger-topic envelope around `payload`.
+    pub fn messenger<T: Serialize>(action: &str, payload: &T, reference: Option<String>) -> Envelope {
+        Envelope {
+            topic: TOPIC_MESSENGER.to_owned(),
+            action: action.to_owned(),
+            payload: to_json(payload),
+            reference,
+        }
+    }
+
+    /// The frame's text.
+    pub fn to_text(&self) -> String {
+        to_json(self)
+    }
+
+    /// Decodes the payload string as `T`.
+    pub fn decode_payload<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(&self.payload)
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> String {
+    // Plain data structs with string keys always serialise.
+    serde_json::to_string(value).expect("wire types serialise to JSON")
+}
+
+/// One message in a client's `send-message` payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutgoingMessage {
+    pub text: String,
+    /// The seed sends `created`; ignored otherwise.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Makes a resend idempotent: the same `client_id` from the same sender is stored once.
+    #[serde(default)]
+    pub client_id: Option<String>,
+}
+
+/// Client `send-message` payload (the seed's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendMessagePayload {
+    pub chat_id: String,
+    pub messages: Vec<OutgoingMessage>,
+}
+
+/// One delivered message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveredMessage {
+    pub id: String,
+    pub seq: u64,
+    pub chat_id: String,
+    /// The sender.
+    pub user_id: String,
+    pub text: String,
+    pub status: String,
+    pub create_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+/// Server `send-message` payload: a delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryPayload {
+    pub chat_id: String,
+    pub messages: Vec<DeliveredMessage>,
+}
+
+/// The commit of one sent message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageAck {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    pub id: String,
+    pub seq: u64,
+    pub create_time: String,
+}
+
+/// Server `ack` payload: one entry per message of the acknowledged frame, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckPayload {
+    pub chat_id: String,
+    pub acks: Vec<MessageAck>,
+}
+
+/// Client `received` / `read` payload: a cursor move.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CursorPayload {
+    pub chat_id: String,
+    pub seq: u64,
+}
+
+/// Server `status` payload: `user_id` has received or read everything up to `seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusPayload {
+    pub chat_id: String,
+    pub user_id: String,
+    /// `received` or `read`.
+    pub status: String,
+    pub seq: u64,
+}
+
+/// Server `presence` payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresencePayload {
+    pub user_id: String,
+    pub online: bool,
+}
+
+/// Server `replay-complete` payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayCompletePayload {
+    /// Messages replayed from the database before live traffic.
+    pub replayed: u64,
+    /// The node serving this connection.
+    pub node: String,
+}
+
+/// Server `error` payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorPayload {
+    pub message: String,
+    pub code: String,
+    /// The `client_id`s of the refused messages, when the frame had any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_ids: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seeds_frame_decodes() {
+        let frame = r#"{"topic":"messenger", "action": "send-message", "payload":"{\"chat_id\":\"e8d3dc26-a218-4ca1-ae4b-da38b27ed9b3\", \"messages\":[{\"text\": \"Hello, Alice!\", \"status\": \"created\"}]}"}"#;
+        let envelope: Envelope = serde_json::from_str(frame).unwrap();
+        assert_eq!(envelope.action, actions::SEND_MESSAGE);
+        assert_eq!(envelope.reference, None);
+        let payload: SendMessagePayload = envelope.decode_payload().unwrap();
+        assert_eq!(payload.chat_id, "e8d3dc26-a218-4ca1-ae4b-da38b27ed9b3");
+        assert_eq!(payload.messages[0].text, "Hello, Alice!");
+        assert_eq!(payload.messages[0].client_id, None);
+    }
+
+    #[test]
+    fn envelopes_round_trip_with_the_payload_as_a_string() {
+        let payload = CursorPayload {
+            chat_id: "c".into(),
+            seq: 3,
+        };
+        let text = Envelope::messenger(actions::RECEIVED, &payload, Some("r1".into())).to_text();
+        assert!(text.contains(r#""payload":"{\"chat_id\":\"c\",\"seq\":3}""#), "{text}");
+        let back: Envelope = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.decode_payload::<CursorPayload>().unwrap(), payload);
+        assert_eq!(back.reference.as_deref(), Some("r1"));
+    }
+}
