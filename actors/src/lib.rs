@@ -11,6 +11,7 @@
 
 pub mod accounts;
 pub mod chats;
+pub mod cluster;
 pub mod database;
 pub mod messaging;
 pub mod supervisor;

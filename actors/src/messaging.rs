@@ -20,22 +20,48 @@ pub mod store;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use protocol::websocket::{actions, DeliveryPayload, Envelope, OutgoingMessage, StatusPayload};
-use ractor::rpc::CallResult;
+use futures::FutureExt;
+use mysql_async::prelude::Queryable;
+use protocol::cluster::PeerMessage;
+use protocol::websocket::{actions, DeliveryPayload, Envelope, OutgoingMessage, PresencePayload, StatusPayload};
 
-use crate::database::{Database, DbError};
+use crate::cluster::node_router::send_to;
+use crate::cluster::peers::Peers;
+use crate::database::{Database, DbError, Freshness};
 use chat::{ChatDirectory, ChatMessage};
 use frames::FrameLimits;
 use session::SessionMessage;
 use session_registry::{SessionId, SessionRegistry};
 use store::{CommittedMessage, CursorKind, SendError};
 
+/// The outcome of a frame queued on a chat's actor.
+pub struct PendingOutcome<T> {
+    outcome: ractor::concurrency::OneshotReceiver<Result<T, SendError>>,
+}
+
+impl<T> PendingOutcome<T> {
+    /// Waits (bounded) for the chat to finish the frame.
+    pub async fn wait(self) -> Result<T, SendError> {
+        match tokio::time::timeout(CHAT_CALL_TIMEOUT, self.outcome).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(internal("the chat actor stopped before answering".to_owned())),
+            Err(_) => Err(SendError::Database(DbError::Timeout {
+                endpoint: "chat".to_owned(),
+                timeout: CHAT_CALL_TIMEOUT,
+            })),
+        }
+    }
+}
+
 /// How long a session waits for its chat to commit a frame.
 const CHAT_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Shared by every session and chat of the node.
 pub struct MessagingServices {
+    /// The node's name as users see it (`node-1`).
     pub node_name: String,
+    /// The cluster as this node sees it; its name carries the incarnation.
+    pub peers: Peers,
     pub database: Database,
     pub sessions: SessionRegistry,
     pub chats: ChatDirectory,
@@ -48,12 +74,14 @@ pub struct MessagingServices {
 impl MessagingServices {
     pub fn new(
         node_name: String,
+        peers: Peers,
         database: Database,
         frame_limits: FrameLimits,
         outbound_capacity: usize,
     ) -> Arc<Self> {
         Arc::new(MessagingServices {
             node_name,
+            peers,
             database,
             sessions: SessionRegistry::default(),
             chats: ChatDirectory::default(),
@@ -67,15 +95,17 @@ impl MessagingServices {
         self.next_session_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Commits a frame through the chat's actor (started on demand).
-    pub async fn send(
+    /// Queues a frame's commit on the chat's actor (started on demand) and returns where
+    /// its outcome will arrive. Awaiting this in the session keeps one socket's frames in
+    /// the order they were sent; awaiting the outcome elsewhere keeps the session free.
+    pub async fn submit_send(
         self: &Arc<Self>,
         chat_id: &str,
         sender: &str,
         messages: Vec<OutgoingMessage>,
         origin: Option<SessionId>,
-    ) -> Result<Vec<CommittedMessage>, SendError> {
-        self.call_chat(chat_id, |reply| ChatMessage::Send {
+    ) -> Result<PendingOutcome<Vec<CommittedMessage>>, SendError> {
+        self.submit_to_chat(chat_id, |reply| ChatMessage::Send {
             sender: sender.to_owned(),
             messages: messages.clone(),
             origin,
@@ -84,15 +114,15 @@ impl MessagingServices {
         .await
     }
 
-    /// Moves a cursor through the chat's actor.
-    pub async fn move_cursor(
+    /// Queues a cursor move on the chat's actor; see [`Self::submit_send`].
+    pub async fn submit_cursor_move(
         self: &Arc<Self>,
         chat_id: &str,
         user: &str,
         kind: CursorKind,
         seq: u64,
-    ) -> Result<u64, SendError> {
-        self.call_chat(chat_id, |reply| ChatMessage::MoveCursor {
+    ) -> Result<PendingOutcome<u64>, SendError> {
+        self.submit_to_chat(chat_id, |reply| ChatMessage::MoveCursor {
             user: user.to_owned(),
             kind,
             seq,
@@ -101,35 +131,43 @@ impl MessagingServices {
         .await
     }
 
-    async fn call_chat<T, F>(self: &Arc<Self>, chat_id: &str, message: F) -> Result<T, SendError>
+    async fn submit_to_chat<T, F>(self: &Arc<Self>, chat_id: &str, message: F) -> Result<PendingOutcome<T>, SendError>
     where
         T: Send + 'static,
         F: Fn(ractor::RpcReplyPort<Result<T, SendError>>) -> ChatMessage,
     {
-        // A chat that just passivated refuses the call: start a fresh one and try again.
+        // A chat that just passivated refuses the message: start a fresh one and retry.
         for _ in 0..2 {
             let chat = self
                 .chats
                 .get_or_start(chat_id, self)
                 .await
                 .map_err(|error| internal(format!("starting the chat actor: {error}")))?;
-            match chat.call(&message, Some(CHAT_CALL_TIMEOUT)).await {
-                Ok(CallResult::Success(outcome)) => return outcome,
-                Ok(CallResult::Timeout) => {
-                    return Err(SendError::Database(DbError::Timeout {
-                        endpoint: "chat".to_owned(),
-                        timeout: CHAT_CALL_TIMEOUT,
-                    }))
-                }
-                Ok(CallResult::SenderError) | Err(_) => self.chats.forget(chat_id, &chat).await,
+            let (reply, outcome) = ractor::concurrency::oneshot();
+            if chat.cast(message(reply.into())).is_ok() {
+                return Ok(PendingOutcome { outcome });
             }
+            self.chats.forget(chat_id, &chat).await;
         }
         Err(internal("the chat actor is unavailable".to_owned()))
     }
 
-    /// Hands committed messages to every local session of `members`, except the socket
-    /// they came from.
+    /// Hands committed messages to every session of `members`, except the socket they
+    /// came from: local sessions directly, and one hop per peer hosting any of them.
     pub fn deliver(&self, members: &[String], delivery: Arc<DeliveryPayload>, except: Option<SessionId>) {
+        for (node, recipients) in self.peers.nodes_hosting(members) {
+            let message = PeerMessage::Deliver {
+                from: self.peers.node_name().to_owned(),
+                recipients,
+                delivery: delivery.as_ref().clone(),
+            };
+            send_to(self, &node, &message);
+        }
+        self.deliver_locally(members, delivery, except);
+    }
+
+    /// Hands committed messages to the local sessions of `members` only.
+    pub fn deliver_locally(&self, members: &[String], delivery: Arc<DeliveryPayload>, except: Option<SessionId>) {
         for member in members {
             for session in self.sessions.sessions_of(member) {
                 if Some(session.session_id) != except {
@@ -139,11 +177,75 @@ impl MessagingServices {
         }
     }
 
-    /// Tells every local session of `members` that a cursor moved.
+    /// Tells every session of `members`, here and on peers, that a cursor moved.
     pub fn notify_status(&self, members: &[String], status: Arc<StatusPayload>) {
+        for (node, recipients) in self.peers.nodes_hosting(members) {
+            let message = PeerMessage::Status {
+                from: self.peers.node_name().to_owned(),
+                recipients,
+                status: status.as_ref().clone(),
+            };
+            send_to(self, &node, &message);
+        }
+        self.notify_status_locally(members, status);
+    }
+
+    pub fn notify_status_locally(&self, members: &[String], status: Arc<StatusPayload>) {
         for member in members {
             for session in self.sessions.sessions_of(member) {
                 let _ = session.actor.cast(SessionMessage::Status(Arc::clone(&status)));
+            }
+        }
+    }
+
+    pub fn notify_presence_locally(&self, members: &[String], presence: Arc<PresencePayload>) {
+        for member in members {
+            for session in self.sessions.sessions_of(member) {
+                let _ = session.actor.cast(SessionMessage::Presence(Arc::clone(&presence)));
+            }
+        }
+    }
+
+    /// `user` is online somewhere in the cluster (here or on a live peer).
+    pub fn online_anywhere(&self, user: &str) -> bool {
+        self.sessions.is_online(user) || self.peers.online_on_a_peer(user)
+    }
+
+    /// Tells `user`'s companions (everyone sharing a chat with them) that the user went
+    /// online or offline. `cluster_wide` also tells companions on peers; a peer's death is
+    /// seen by every survivor, so each tells only its own sessions then.
+    pub fn announce_presence(self: &Arc<Self>, user: &str, online: bool, cluster_wide: bool) {
+        let services = Arc::clone(self);
+        let user = user.to_owned();
+        tokio::spawn(async move {
+            let companions = match companions_of(&services.database, &user).await {
+                Ok(companions) => companions,
+                Err(error) => {
+                    tracing::warn!(%user, %error, "could not load companions for a presence change");
+                    return;
+                }
+            };
+            let presence = Arc::new(PresencePayload { user_id: user, online });
+            if cluster_wide {
+                for (node, recipients) in services.peers.nodes_hosting(&companions) {
+                    let message = PeerMessage::PresenceChanged {
+                        from: services.peers.node_name().to_owned(),
+                        recipients,
+                        presence: presence.as_ref().clone(),
+                    };
+                    send_to(&services, &node, &message);
+                }
+            }
+            services.notify_presence_locally(&companions, presence);
+        });
+    }
+
+    /// A peer died with these users on it: whoever is now offline everywhere is
+    /// announced offline to the companions connected here.
+    pub fn peer_users_gone(self: &Arc<Self>, users: Vec<String>) {
+        for user in users {
+            if !self.online_anywhere(&user) {
+                self.announce_presence(&user, false, false);
             }
         }
     }
@@ -158,6 +260,25 @@ impl MessagingServices {
         }
         self.chats.stop_all().await;
     }
+}
+
+/// Everyone sharing a chat with `user`.
+async fn companions_of(database: &Database, user: &str) -> Result<Vec<String>, DbError> {
+    database
+        .read(Freshness::Any, move |conn| {
+            let user = user.to_owned();
+            async move {
+                conn.exec(
+                    "SELECT DISTINCT other.user_id FROM chat_members mine \
+                     JOIN chat_members other ON other.chat_id = mine.chat_id AND other.user_id <> mine.user_id \
+                     WHERE mine.user_id = ?",
+                    (user,),
+                )
+                .await
+            }
+            .boxed()
+        })
+        .await
 }
 
 fn internal(message: String) -> SendError {

@@ -2,36 +2,61 @@
 //!
 //! ```text
 //! RootSupervisor           restarts a failed child with a capped backoff
-//!  └── DbRouter            database endpoint health (see database::db_router)
+//!  ├── DbRouter            database endpoint health (database::db_router)
+//!  ├── Membership          NodeServer, seeds, reconnects (cluster::membership)
+//!  └── NodeRouter          the node's remote-capable router (cluster::node_router)
+//! Sessions and Chats are started on demand (messaging) and are not restarted: a failed
+//! session's client reconnects and resumes; a failed chat starts again on the next send.
 //! ```
 //!
 //! ractor has no restart strategies of its own: children are spawned linked, and a
 //! child's failure reaches [`Actor::handle_supervisor_evt`] here, which respawns it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor_cluster::RactorMessage;
 
-use crate::database::db_router::{DbRouter, DbRouterMessage};
+use crate::cluster::membership::{Membership, MembershipArguments};
+use crate::cluster::node_router::{NodeRouter, NodeRouterArguments};
+use crate::database::db_router::DbRouter;
 use crate::database::Database;
+use crate::messaging::MessagingServices;
 
 /// The root supervisor actor.
 pub struct RootSupervisor;
 
+/// The supervised children.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Child {
+    DbRouter,
+    Membership,
+    NodeRouter,
+}
+
+/// What the children need.
+pub struct RootSupervisorArguments {
+    pub database: Database,
+    pub messaging: Arc<MessagingServices>,
+    /// None: a node without a cluster (single node).
+    pub membership: Option<MembershipArguments>,
+    pub heartbeat_interval: Duration,
+}
+
 /// Messages of the root supervisor.
+#[derive(RactorMessage)]
 pub enum RootSupervisorMessage {
-    /// Respawn the `DbRouter` (sent to itself after the restart backoff).
-    RestartDbRouter,
-    /// The current `DbRouter`, if one is running.
-    DbRouter(RpcReplyPort<Option<ActorRef<DbRouterMessage>>>),
+    /// Respawn this child (sent to itself after the restart backoff).
+    Restart(Child),
     /// How many times children were restarted since the node started.
     RestartCount(RpcReplyPort<u64>),
 }
 
 /// The supervisor's state.
 pub struct RootSupervisorState {
-    database: Database,
-    db_router: Option<ActorRef<DbRouterMessage>>,
+    arguments: RootSupervisorArguments,
+    children: Vec<(Child, ActorCell)>,
     restarts: u64,
 }
 
@@ -42,20 +67,56 @@ fn restart_backoff(restarts: u64) -> Duration {
     Duration::from_millis(50 * 2u64.pow(exponent)).min(Duration::from_secs(3))
 }
 
+async fn spawn_child(
+    child: Child,
+    arguments: &RootSupervisorArguments,
+    supervisor: ActorCell,
+) -> Result<Option<ActorCell>, ActorProcessingErr> {
+    let cell = match child {
+        Child::DbRouter => Actor::spawn_linked(None, DbRouter, arguments.database.clone(), supervisor)
+            .await?
+            .0
+            .get_cell(),
+        Child::Membership => match &arguments.membership {
+            Some(membership) => Actor::spawn_linked(None, Membership, membership.clone(), supervisor)
+                .await?
+                .0
+                .get_cell(),
+            None => return Ok(None),
+        },
+        Child::NodeRouter => {
+            let router_arguments = NodeRouterArguments {
+                services: Arc::clone(&arguments.messaging),
+                heartbeat_interval: arguments.heartbeat_interval,
+            };
+            Actor::spawn_linked(None, NodeRouter, router_arguments, supervisor)
+                .await?
+                .0
+                .get_cell()
+        }
+    };
+    Ok(Some(cell))
+}
+
 impl Actor for RootSupervisor {
     type Msg = RootSupervisorMessage;
     type State = RootSupervisorState;
-    type Arguments = Database;
+    type Arguments = RootSupervisorArguments;
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        database: Database,
+        arguments: RootSupervisorArguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let (db_router, _) = Actor::spawn_linked(None, DbRouter, database.clone(), myself.get_cell()).await?;
+        let mut children = Vec::new();
+        for child in [Child::DbRouter, Child::NodeRouter, Child::Membership] {
+            if let Some(cell) = spawn_child(child, &arguments, myself.get_cell()).await? {
+                children.push((child, cell));
+            }
+        }
         Ok(RootSupervisorState {
-            database,
-            db_router: Some(db_router),
+            arguments,
+            children,
             restarts: 0,
         })
     }
@@ -67,16 +128,20 @@ impl Actor for RootSupervisor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            RootSupervisorMessage::RestartDbRouter => {
-                if state.db_router.is_none() {
-                    let (db_router, _) =
-                        Actor::spawn_linked(None, DbRouter, state.database.clone(), myself.get_cell()).await?;
-                    tracing::info!("db router restarted");
-                    state.db_router = Some(db_router);
+            RootSupervisorMessage::Restart(child) => {
+                if !state.children.iter().any(|(running, _)| *running == child) {
+                    match spawn_child(child, &state.arguments, myself.get_cell()).await {
+                        Ok(Some(cell)) => {
+                            tracing::info!(?child, "child actor restarted");
+                            state.children.push((child, cell));
+                        }
+                        Ok(None) => {}
+                        Err(error) => {
+                            tracing::error!(?child, %error, "child actor restart failed; retrying");
+                            schedule_restart(&myself, state, child);
+                        }
+                    }
                 }
-            }
-            RootSupervisorMessage::DbRouter(reply) => {
-                let _ = reply.send(state.db_router.clone());
             }
             RootSupervisorMessage::RestartCount(reply) => {
                 let _ = reply.send(state.restarts);
@@ -91,7 +156,7 @@ impl Actor for RootSupervisor {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let failed = match &event {
+        let stopped = match &event {
             SupervisionEvent::ActorFailed(cell, error) => {
                 tracing::error!(actor = %cell.get_id(), %error, "child actor failed");
                 Some(cell.get_id())
@@ -102,25 +167,29 @@ impl Actor for RootSupervisor {
             }
             _ => None,
         };
-        let router_failed = match (&state.db_router, failed) {
-            (Some(router), Some(id)) => router.get_id() == id,
-            _ => false,
+        let Some(stopped) = stopped else {
+            return Ok(());
         };
-        if router_failed {
-            state.db_router = None;
-            let backoff = restart_backoff(state.restarts);
-            state.restarts += 1;
-            myself.send_after(backoff, || RootSupervisorMessage::RestartDbRouter);
+        let position = state.children.iter().position(|(_, cell)| cell.get_id() == stopped);
+        if let Some(position) = position {
+            let (child, _) = state.children.remove(position);
+            schedule_restart(&myself, state, child);
         }
         Ok(())
     }
 
     async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
-        if let Some(router) = state.db_router.take() {
-            router.stop(Some("node stopping".to_owned()));
+        for (_, cell) in state.children.drain(..) {
+            cell.stop(Some("node stopping".to_owned()));
         }
         Ok(())
     }
+}
+
+fn schedule_restart(myself: &ActorRef<RootSupervisorMessage>, state: &mut RootSupervisorState, child: Child) {
+    let backoff = restart_backoff(state.restarts);
+    state.restarts += 1;
+    myself.send_after(backoff, move || RootSupervisorMessage::Restart(child));
 }
 
 #[cfg(test)]

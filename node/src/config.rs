@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use actors::accounts::passwords::ScryptCost;
+use actors::cluster::membership::MembershipArguments;
 use actors::database::{DatabaseConfig, DatabaseTimeouts, EndpointRole, EndpointSpec, PoolLimits};
 use actors::messaging::frames::FrameLimits;
 use clap::Parser;
@@ -13,6 +14,9 @@ pub const MIN_SECRET_BYTES: usize = 32;
 
 /// The JWT secret used with `--dev` when none is given. Refused without `--dev`.
 pub const DEV_JWT_SECRET: &str = "parley-dev-secret-do-not-use-in-production";
+
+/// The cluster cookie used with `--dev` when none is given.
+pub const DEV_CLUSTER_COOKIE: &str = "parley-dev-cluster-cookie-do-not-use-in-production";
 
 /// A Parley cluster node.
 #[derive(Debug, Clone, Parser)]
@@ -84,6 +88,33 @@ pub struct NodeConfig {
     #[arg(long, env = "PARLEY_OUTBOUND_QUEUE_FRAMES", default_value_t = 1024)]
     pub outbound_queue_frames: usize,
 
+    /// Where this node's cluster server listens (ractor_cluster); unset runs a single
+    /// node without a cluster.
+    #[arg(long, env = "PARLEY_CLUSTER_LISTEN")]
+    pub cluster_listen: Option<SocketAddr>,
+
+    /// Other nodes' cluster addresses (`host:port`), repeat or separate with commas;
+    /// the node keeps reconnecting to them.
+    #[arg(long = "cluster-seed", env = "PARLEY_CLUSTER_SEEDS", value_delimiter = ',')]
+    pub cluster_seeds: Vec<String>,
+
+    /// Shared secret authenticating the cluster's nodes. Required with --cluster-listen
+    /// unless --dev is given.
+    #[arg(long, env = "PARLEY_CLUSTER_COOKIE", hide_env_values = true)]
+    pub cluster_cookie: Option<String>,
+
+    /// The host peers use to reach this node; defaults to the cluster listen address.
+    #[arg(long, env = "PARLEY_CLUSTER_ADVERTISE_HOST")]
+    pub cluster_advertise_host: Option<String>,
+
+    /// Interval of heartbeats between nodes, in milliseconds.
+    #[arg(long, env = "PARLEY_HEARTBEAT_INTERVAL_MS", default_value_t = 500)]
+    pub heartbeat_interval_ms: u64,
+
+    /// A peer silent for this long is declared dead (frozen or partitioned), in milliseconds.
+    #[arg(long, env = "PARLEY_PEER_FAILURE_TIMEOUT_MS", default_value_t = 3000)]
+    pub peer_failure_timeout_ms: u64,
+
     /// Bound on one read attempt on one endpoint, in milliseconds.
     #[arg(long, env = "PARLEY_DB_READ_TIMEOUT_MS", default_value_t = 800)]
     pub db_read_timeout_ms: u64,
@@ -106,6 +137,10 @@ pub enum ConfigError {
     ShortJwtSecret,
     #[error("the JWT secret is the well-known development secret; pass --dev to allow it")]
     DevJwtSecret,
+    #[error("no cluster cookie: set --cluster-cookie / PARLEY_CLUSTER_COOKIE (at least {MIN_SECRET_BYTES} bytes), or pass --dev for development")]
+    MissingClusterCookie,
+    #[error("the cluster cookie is shorter than {MIN_SECRET_BYTES} bytes")]
+    ShortClusterCookie,
     #[error("read endpoint {0:?} is not `name=mysql://...` or `mysql://...`")]
     BadReadUrl(String),
 }
@@ -128,6 +163,38 @@ impl NodeConfig {
             max_messages_per_frame: self.max_messages_per_frame,
             ..FrameLimits::default()
         }
+    }
+
+    /// The cluster cookie to use, enforcing the same rules as the JWT secret.
+    pub fn cluster_cookie(&self) -> Result<String, ConfigError> {
+        match (&self.cluster_cookie, self.dev) {
+            (None, true) => Ok(DEV_CLUSTER_COOKIE.to_owned()),
+            (None, false) => Err(ConfigError::MissingClusterCookie),
+            (Some(cookie), false) if cookie.len() < MIN_SECRET_BYTES => Err(ConfigError::ShortClusterCookie),
+            (Some(cookie), _) => Ok(cookie.clone()),
+        }
+    }
+
+    /// How this node joins the cluster, or None for a single node.
+    pub fn membership(&self, cluster_name: &str) -> Result<Option<MembershipArguments>, ConfigError> {
+        let Some(listen) = self.cluster_listen else {
+            return Ok(None);
+        };
+        Ok(Some(MembershipArguments {
+            listen,
+            advertise_host: self
+                .cluster_advertise_host
+                .clone()
+                .unwrap_or_else(|| listen.ip().to_string()),
+            seeds: self
+                .cluster_seeds
+                .iter()
+                .map(|seed| seed.trim().to_owned())
+                .filter(|seed| !seed.is_empty())
+                .collect(),
+            cookie: self.cluster_cookie()?,
+            cluster_name: cluster_name.to_owned(),
+        }))
     }
 
     pub fn scrypt_cost(&self) -> ScryptCost {

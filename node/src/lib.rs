@@ -15,11 +15,12 @@ use std::time::Duration;
 use actors::accounts::passwords::PasswordVault;
 use actors::accounts::Accounts;
 use actors::chats::Chats;
+use actors::cluster::peers::Peers;
 use actors::database::migrations::apply_migrations;
 use actors::database::Database;
 use actors::messaging::outbound::close_codes;
 use actors::messaging::MessagingServices;
-use actors::supervisor::RootSupervisor;
+use actors::supervisor::{RootSupervisor, RootSupervisorArguments};
 use anyhow::Context;
 use ractor::Actor;
 use tokio::net::TcpListener;
@@ -38,17 +39,29 @@ pub async fn run(
     let jwt_secret = config.jwt_secret()?;
     let database = Database::open(&config.database()?).context("opening database pools")?;
     let passwords = PasswordVault::new(config.scrypt_cost(), config.max_concurrent_hashes)?;
-    let (supervisor, supervisor_task) = Actor::spawn(None, RootSupervisor, database.clone())
-        .await
-        .context("starting the root supervisor")?;
     let readiness = Readiness::default();
     let migrations = tokio::spawn(migrate_until_done(database.clone(), readiness.clone()));
+    // The incarnation tells a restarted node apart from its old self in the cluster.
+    let incarnation = uuid::Uuid::new_v4().simple().to_string();
+    let cluster_name = format!("{}#{}", config.node_name, &incarnation[..8]);
+    let membership = config.membership(&cluster_name)?;
+    let peers = Peers::new(cluster_name, Duration::from_millis(config.peer_failure_timeout_ms));
     let messaging = MessagingServices::new(
         config.node_name.clone(),
+        peers,
         database.clone(),
         config.frame_limits(),
         config.outbound_queue_frames,
     );
+    let supervisor_arguments = RootSupervisorArguments {
+        database: database.clone(),
+        messaging: Arc::clone(&messaging),
+        membership,
+        heartbeat_interval: Duration::from_millis(config.heartbeat_interval_ms),
+    };
+    let (supervisor, supervisor_task) = Actor::spawn(None, RootSupervisor, supervisor_arguments)
+        .await
+        .context("starting the root supervisor")?;
     let state = AppState {
         node_name: config.node_name.clone(),
         accounts: Accounts::new(database.clone(), passwords),

@@ -39,10 +39,14 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
         .map(|state: AppState, user_id: String, upgrade: Ws| {
             let limit = state.limits.max_frame_bytes;
             let services = Arc::clone(&state.messaging);
+            // The protocol layer stops only absurd frames; ours are checked after reading so
+            // the socket can still be closed cleanly with 1009 (a frame refused unread
+            // leaves bytes behind and the close would turn into a connection reset).
+            let hard_limit = limit.saturating_mul(PROTOCOL_LIMIT_FACTOR);
             upgrade
-                .max_message_size(limit)
-                .max_frame_size(limit)
-                .on_upgrade(move |socket| serve_socket(socket, user_id, services))
+                .max_message_size(hard_limit)
+                .max_frame_size(hard_limit)
+                .on_upgrade(move |socket| serve_socket(socket, user_id, services, limit))
                 .into_response()
         })
 }
@@ -56,7 +60,10 @@ fn token_user(state: &AppState, authorization: Option<String>, query: &str) -> R
     }
 }
 
-async fn serve_socket(socket: WebSocket, user_id: String, services: Arc<MessagingServices>) {
+/// Frames up to this many times the configured limit are read, then refused with 1009.
+const PROTOCOL_LIMIT_FACTOR: usize = 4;
+
+async fn serve_socket(socket: WebSocket, user_id: String, services: Arc<MessagingServices>, frame_limit: usize) {
     let (sink, mut stream) = socket.split();
     let (queue, receiver) = OutboundQueue::new(services.outbound_capacity);
     let writer = tokio::spawn(write_frames(sink, receiver));
@@ -77,6 +84,10 @@ async fn serve_socket(socket: WebSocket, user_id: String, services: Arc<Messagin
     tracing::debug!(%user_id, "websocket session started");
     while let Some(frame) = stream.next().await {
         let delivered = match frame {
+            Ok(message) if message.as_bytes().len() > frame_limit => {
+                queue.close(close_codes::MESSAGE_TOO_BIG, "frame too large");
+                break;
+            }
             Ok(message) if message.is_text() => {
                 let text = message.to_str().unwrap_or_default().to_owned();
                 session.cast(SessionMessage::ClientText(text))

@@ -5,6 +5,7 @@
 //! client can depend on this crate cheaply.
 
 pub mod auth;
+pub mod cluster;
 pub mod errors;
 pub mod messenger;
 pub mod websocket;

@@ -32,6 +32,8 @@ pub struct AppTierSpec {
     /// None: `PARLEY_BIN`, else next to the current executable.
     pub parley_bin: Option<PathBuf>,
     pub jwt_secret: String,
+    /// The cluster cookie every node gets.
+    pub cluster_cookie: String,
     /// Appended to every node's command line; `{{node_name}}`, `{{node_index}}` and
     /// `{{node_port}}` are replaced per node.
     pub node_extra_args: Vec<String>,
@@ -45,6 +47,9 @@ pub struct AppTierRecord {
     pub database: String,
     pub public_port: u16,
     pub node_ports: Vec<u16>,
+    /// Each node's cluster (ractor_cluster) port, in node order.
+    #[serde(default)]
+    pub cluster_ports: Vec<u16>,
     pub jwt_secret: String,
     pub components: Vec<ComponentRecord>,
 }
@@ -56,6 +61,7 @@ pub struct AppTier {
     database: String,
     public_port: u16,
     node_ports: Vec<u16>,
+    cluster_ports: Vec<u16>,
     jwt_secret: String,
     components: ComponentSet,
     spawn_mode: SpawnMode,
@@ -82,11 +88,13 @@ impl AppTier {
             .canonicalize()
             .with_context(|| format!("resolving {}", spec.state_dir.display()))?;
         let (public_port, node_ports) = choose_ports(spec.public_port, spec.node_ports, spec.nodes)?;
+        let cluster_ports = choose_cluster_ports(spec.node_ports, spec.nodes, &node_ports, public_port)?;
         let mut app = Self {
             state_dir,
             database: spec.database.clone(),
             public_port,
             node_ports,
+            cluster_ports,
             jwt_secret: spec.jwt_secret.clone(),
             components: ComponentSet::default(),
             spawn_mode: if spec.detach {
@@ -115,6 +123,14 @@ impl AppTier {
                 master_url: &master_url,
                 read_url: &read_url,
                 jwt_secret: &spec.jwt_secret,
+                cluster_port: app.cluster_ports[index],
+                cluster_seeds: &app
+                    .cluster_ports
+                    .iter()
+                    .filter(|&&other| other != app.cluster_ports[index])
+                    .map(|&other| local_addr(other))
+                    .collect::<Vec<_>>(),
+                cluster_cookie: &spec.cluster_cookie,
                 extra_args: &spec.node_extra_args,
                 directory: &directory,
             });
@@ -231,6 +247,7 @@ impl AppTier {
             database: self.database.clone(),
             public_port: self.public_port,
             node_ports: self.node_ports.clone(),
+            cluster_ports: self.cluster_ports.clone(),
             jwt_secret: self.jwt_secret.clone(),
             components: self.components.records(),
         }
@@ -243,6 +260,7 @@ impl AppTier {
             database: record.database,
             public_port: record.public_port,
             node_ports: record.node_ports,
+            cluster_ports: record.cluster_ports,
             jwt_secret: record.jwt_secret,
             components: ComponentSet::from_records(record.components),
             spawn_mode: SpawnMode::Detached,
@@ -265,6 +283,29 @@ impl Drop for AppTier {
             self.components.kill_all_blocking();
         }
     }
+}
+
+/// Cluster ports: 100 above the node ports in a fixed layout (10101, 10102, ...), free
+/// ones otherwise.
+fn choose_cluster_ports(
+    node_choice: PortChoice,
+    nodes: usize,
+    node_ports: &[u16],
+    public_port: u16,
+) -> anyhow::Result<Vec<u16>> {
+    let ports = match node_choice {
+        PortChoice::Fixed { base } => ports_for(PortChoice::Fixed { base: base + 100 }, nodes)?,
+        PortChoice::Free => loop {
+            let picked = pick_free_ports(nodes)?;
+            if picked
+                .iter()
+                .all(|port| !node_ports.contains(port) && *port != public_port)
+            {
+                break picked;
+            }
+        },
+    };
+    Ok(ports)
 }
 
 fn choose_ports(public_port: Option<u16>, node_ports: PortChoice, nodes: usize) -> anyhow::Result<(u16, Vec<u16>)> {

@@ -105,6 +105,8 @@ impl LocalCluster {
             public_port: spec.public_port,
             node_ports: spec.node_ports,
             parley_bin: spec.parley_bin,
+            // One secret per cluster state dir serves as both; nodes get --dev anyway.
+            cluster_cookie: format!("cookie-{jwt_secret}"),
             jwt_secret,
             node_extra_args: spec.node_extra_args,
             detach: spec.detach,

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorMessage;
 
 use super::{Database, Endpoint, EndpointRole};
 
@@ -42,6 +43,7 @@ pub struct EndpointHealth {
 }
 
 /// Messages of the `DbRouter`.
+#[derive(RactorMessage)]
 pub enum DbRouterMessage {
     /// Probe every endpoint that has no probe in flight (the interval timer sends this).
     ProbeAll,

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use protocol::websocket::{DeliveryPayload, OutgoingMessage, StatusPayload};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorMessage;
 
 use super::session_registry::SessionId;
 use super::store::{self, CommittedMessage, CursorKind, SendError};
@@ -28,6 +29,7 @@ const IDLE_AFTER: Duration = Duration::from_secs(60);
 pub struct ChatActor;
 
 /// Messages of a `Chat`.
+#[derive(RactorMessage)]
 pub enum ChatMessage {
     /// Commit one frame's messages from `sender`, in frame order, and deliver them.
     Send {

@@ -19,16 +19,22 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use protocol::websocket::{
-    actions, AckPayload, DeliveredMessage, DeliveryPayload, Envelope, ErrorPayload, MessageAck, ReplayCompletePayload,
-    StatusPayload,
+    actions, AckPayload, DeliveredMessage, DeliveryPayload, Envelope, ErrorPayload, MessageAck, PresencePayload,
+    ReplayCompletePayload, StatusPayload,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor_cluster::RactorMessage;
+
+use crate::cluster::node_router::{announce_offline, announce_online};
 
 use super::frames::{codes, parse_client_frame, ClientCommand, FrameError};
 use super::outbound::{close_codes, OutboundQueue};
 use super::session_registry::{RegisteredSession, SessionId};
 use super::store::{self, SendError};
 use super::{delivery_envelope, MessagingServices};
+
+/// How long a connecting session waits for each peer to record its user.
+const ANNOUNCE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Messages in one replayed `send-message` frame.
 const REPLAY_BATCH: usize = 100;
@@ -44,6 +50,7 @@ pub struct SessionArguments {
 }
 
 /// Messages of a `Session`.
+#[derive(RactorMessage)]
 pub enum SessionMessage {
     /// A text frame from the client.
     ClientText(String),
@@ -53,6 +60,8 @@ pub enum SessionMessage {
     Deliver(Arc<DeliveryPayload>),
     /// A member's cursor moved in one of the user's chats.
     Status(Arc<StatusPayload>),
+    /// A companion went online or offline.
+    Presence(Arc<PresencePayload>),
     /// The replay read finished.
     ReplayLoaded(Result<Vec<DeliveredMessage>, String>),
     /// Close the socket with this code (1001 when the node stops).
@@ -95,6 +104,7 @@ impl Actor for Session {
     ) -> Result<Self::State, ActorProcessingErr> {
         let services = arguments.services;
         let session_id = services.next_session_id();
+        let was_online = services.online_anywhere(&arguments.user_id);
         services.sessions.register(
             &arguments.user_id,
             RegisteredSession {
@@ -102,6 +112,12 @@ impl Actor for Session {
                 actor: myself.clone(),
             },
         );
+        // Every peer must route this user's deliveries here before the replay reads the
+        // database, or a message committed on a peer in between would reach no one.
+        announce_online(&services, &arguments.user_id, ANNOUNCE_TIMEOUT).await;
+        if !was_online {
+            services.announce_presence(&arguments.user_id, true, true);
+        }
         let (database, user) = (services.database.clone(), arguments.user_id.clone());
         let replay_target = myself.clone();
         tokio::spawn(async move {
@@ -120,7 +136,13 @@ impl Actor for Session {
     }
 
     async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
-        state.services.sessions.unregister(&state.user_id, state.session_id);
+        let last_here = state.services.sessions.unregister(&state.user_id, state.session_id);
+        if last_here {
+            announce_offline(&state.services, &state.user_id);
+            if !state.services.online_anywhere(&state.user_id) {
+                state.services.announce_presence(&state.user_id, false, true);
+            }
+        }
         Ok(())
     }
 
@@ -131,7 +153,7 @@ impl Actor for Session {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SessionMessage::ClientText(text) => handle_client_text(state, &text),
+            SessionMessage::ClientText(text) => handle_client_text(state, &text).await,
             SessionMessage::ClientBinary => state.push(&error_envelope(&FrameError {
                 code: codes::BINARY_NOT_SUPPORTED,
                 message: "binary frames are not supported; send JSON text frames".to_owned(),
@@ -143,6 +165,9 @@ impl Actor for Session {
                 Phase::Live => state.push(&delivery_envelope(&delivery)),
             },
             SessionMessage::Status(status) => state.push(&Envelope::messenger(actions::STATUS, status.as_ref(), None)),
+            SessionMessage::Presence(presence) => {
+                state.push(&Envelope::messenger(actions::PRESENCE, presence.as_ref(), None))
+            }
             SessionMessage::ReplayLoaded(Ok(pending)) => finish_replay(state, pending),
             SessionMessage::ReplayLoaded(Err(error)) => {
                 tracing::warn!(user_id = %state.user_id, %error, "replay failed; closing so the client retries");
@@ -205,15 +230,13 @@ fn finish_replay(state: &mut SessionState, pending: Vec<DeliveredMessage>) {
     }
 }
 
-fn handle_client_text(state: &SessionState, text: &str) {
+async fn handle_client_text(state: &SessionState, text: &str) {
     let command = match parse_client_frame(text, &state.services.frame_limits) {
         Ok(command) => command,
         Err(error) => return state.push(&error_envelope(&error)),
     };
-    // The commit runs in its own task: deliveries to this socket keep flowing meanwhile.
-    let services = Arc::clone(&state.services);
+    let services = &state.services;
     let outbound = state.outbound.clone();
-    let (user, session_id) = (state.user_id.clone(), state.session_id);
     match command {
         ClientCommand::Send {
             reference,
@@ -224,8 +247,17 @@ fn handle_client_text(state: &SessionState, text: &str) {
                 .iter()
                 .filter_map(|message| message.client_id.clone())
                 .collect();
+            // Queued here, in frame order; the commit's outcome is awaited in its own task
+            // so deliveries to this socket keep flowing meanwhile.
+            let pending = services
+                .submit_send(&chat_id, &state.user_id, messages, Some(state.session_id))
+                .await;
             tokio::spawn(async move {
-                let envelope = match services.send(&chat_id, &user, messages, Some(session_id)).await {
+                let outcome = match pending {
+                    Ok(pending) => pending.wait().await,
+                    Err(error) => Err(error),
+                };
+                let envelope = match outcome {
                     Ok(committed) => {
                         let acks = committed
                             .into_iter()
@@ -249,8 +281,13 @@ fn handle_client_text(state: &SessionState, text: &str) {
             kind,
             seq,
         } => {
+            let pending = services.submit_cursor_move(&chat_id, &state.user_id, kind, seq).await;
             tokio::spawn(async move {
-                if let Err(error) = services.move_cursor(&chat_id, &user, kind, seq).await {
+                let outcome = match pending {
+                    Ok(pending) => pending.wait().await.map(|_| ()),
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = outcome {
                     let _ = outbound.push(error_envelope(&send_failure(error, reference, Vec::new())).to_text());
                 }
             });

@@ -53,6 +53,12 @@ impl SessionRegistry {
         by_user.get(user_id).cloned().unwrap_or_default()
     }
 
+    /// Every user with a session here.
+    pub fn online_users(&self) -> Vec<String> {
+        let by_user = self.by_user.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        by_user.keys().cloned().collect()
+    }
+
     pub fn is_online(&self, user_id: &str) -> bool {
         let by_user = self.by_user.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         by_user.contains_key(user_id)

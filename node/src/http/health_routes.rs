@@ -25,9 +25,16 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
         .map(|state: AppState| report(&state, true));
     let ready = warp::path!("health" / "ready")
         .and(warp::get())
-        .and(with_state(state))
+        .and(with_state(state.clone()))
         .map(|state: AppState| report(&state, false));
-    live.or(ready).unify()
+    let cluster = warp::path!("cluster")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .map(|state: AppState| {
+            let local_users = state.messaging.sessions.online_users().len() as u64;
+            json_response(StatusCode::OK, &state.messaging.peers.view(local_users))
+        });
+    live.or(ready).unify().or(cluster).unify()
 }
 
 fn report(state: &AppState, liveness_only: bool) -> Response {

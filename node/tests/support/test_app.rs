@@ -84,6 +84,7 @@ impl TestApp {
                 node_ports: PortChoice::Free,
                 parley_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_parley"))),
                 jwt_secret: "parley-test-secret-0123456789abcdef0123456789".to_owned(),
+                cluster_cookie: "parley-test-cookie-0123456789abcdef0123456789".to_owned(),
                 node_extra_args: TEST_NODE_ARGS.iter().map(|arg| arg.to_string()).collect(),
                 detach: false,
             },
@@ -92,6 +93,34 @@ impl TestApp {
         .expect("starting the app tier");
         let http = ParleyHttp::new(app.public_url());
         TestApp { app, http, database }
+    }
+
+    /// Waits until every node sees every other node alive in `GET /cluster`.
+    pub async fn wait_cluster_formed(&self) {
+        let names = self.app.node_names();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+        for name in &names {
+            let http = self.node(name);
+            loop {
+                let view = http
+                    .request(reqwest::Method::GET, "/cluster", None, None)
+                    .await
+                    .unwrap();
+                let alive = view.body["members"]
+                    .as_array()
+                    .map(|members| members.iter().filter(|member| member["alive"] == true).count())
+                    .unwrap_or(0);
+                if alive == names.len() {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{name} never saw the whole cluster: {}",
+                    view.body
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
     }
 
     /// A client talking to one node directly.

@@ -54,6 +54,9 @@ pub struct NodeLaunchSettings<'settings> {
     pub master_url: &'settings str,
     pub read_url: &'settings str,
     pub jwt_secret: &'settings str,
+    pub cluster_port: u16,
+    pub cluster_seeds: &'settings [String],
+    pub cluster_cookie: &'settings str,
     pub extra_args: &'settings [String],
     pub directory: &'settings Path,
 }
@@ -70,11 +73,19 @@ pub fn node_launch_command(settings: &NodeLaunchSettings<'_>) -> LaunchCommand {
         &format!("haproxy-read={}", settings.read_url),
         "--jwt-secret",
         settings.jwt_secret,
+        "--cluster-listen",
+        &format!("127.0.0.1:{}", settings.cluster_port),
+        "--cluster-cookie",
+        settings.cluster_cookie,
         "--dev",
     ]
     .into_iter()
     .map(str::to_owned)
     .collect();
+    if !settings.cluster_seeds.is_empty() {
+        args.push("--cluster-seed".to_owned());
+        args.push(settings.cluster_seeds.join(","));
+    }
     // Per-node values for flags the launcher does not know about (cluster ports, seeds).
     args.extend(settings.extra_args.iter().map(|argument| {
         argument

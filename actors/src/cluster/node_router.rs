@@ -1,0 +1,259 @@
+//! `NodeRouter`: the one remote-capable actor of each node.
+//!
+//! ```text
+//! RootSupervisor
+//!  └── NodeRouter (remote-capable; pg groups "parley.routers" and "parley.router.<node>")
+//!        from peers:  deliveries and receipts for users with sessions here, presence,
+//!                     heartbeats, snapshot requests
+//!        every tick:  heartbeat to every peer; peers silent past the failure timeout are
+//!                     declared dead (a frozen or partitioned peer never closes its TCP
+//!                     session, so the cluster layer alone would never notice)
+//!        pg Leave:    a peer's connection closed: declared dead at once
+//! ```
+//!
+//! Payloads are [`PeerMessage`]s in JSON: one wire format for every kind of traffic, so
+//! only this actor's message type has to be serialisable.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::cluster::PeerMessage;
+use ractor::pg::{self, GroupChangeMessage};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor_cluster::RactorClusterMessage;
+
+use super::peers::Heard;
+use crate::messaging::MessagingServices;
+
+/// Every node's router is in this group.
+pub const ROUTERS_GROUP: &str = "parley.routers";
+const ROUTER_GROUP_PREFIX: &str = "parley.router.";
+
+/// The group holding only `node`'s router.
+pub fn router_group(node: &str) -> String {
+    format!("{ROUTER_GROUP_PREFIX}{node}")
+}
+
+/// The `NodeRouter` actor.
+pub struct NodeRouter;
+
+/// Messages of the `NodeRouter`. Variants travel by name between nodes: add, never rename.
+#[derive(RactorClusterMessage)]
+pub enum NodeRouterMessage {
+    /// A JSON-encoded [`PeerMessage`] from another node.
+    FromPeer(Vec<u8>),
+    /// A JSON-encoded [`PeerMessage::Presence`], answered once recorded: from then on this
+    /// node routes that user's deliveries to the announcing node.
+    #[rpc]
+    Announce(Vec<u8>, RpcReplyPort<bool>),
+    /// Heartbeat tick (sent by the router to itself).
+    Tick(bool),
+}
+
+/// Start-up arguments of the `NodeRouter`.
+pub struct NodeRouterArguments {
+    pub services: Arc<MessagingServices>,
+    pub heartbeat_interval: Duration,
+}
+
+/// The router's state.
+pub struct NodeRouterState {
+    services: Arc<MessagingServices>,
+}
+
+impl Actor for NodeRouter {
+    type Msg = NodeRouterMessage;
+    type State = NodeRouterState;
+    type Arguments = NodeRouterArguments;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        arguments: NodeRouterArguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let node = arguments.services.peers.node_name().to_owned();
+        pg::monitor_scope(pg::DEFAULT_SCOPE.to_owned(), myself.get_cell());
+        pg::join(ROUTERS_GROUP.to_owned(), vec![myself.get_cell()]);
+        pg::join(router_group(&node), vec![myself.get_cell()]);
+        myself.send_interval(arguments.heartbeat_interval, || NodeRouterMessage::Tick(true));
+        Ok(NodeRouterState {
+            services: arguments.services,
+        })
+    }
+
+    async fn post_stop(&self, myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        let node = state.services.peers.node_name().to_owned();
+        pg::leave(router_group(&node), vec![myself.get_cell()]);
+        pg::leave(ROUTERS_GROUP.to_owned(), vec![myself.get_cell()]);
+        pg::demonitor_scope(pg::DEFAULT_SCOPE.to_owned(), myself.get_id());
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            NodeRouterMessage::FromPeer(bytes) => match PeerMessage::from_bytes(&bytes) {
+                Ok(message) => handle_peer_message(&state.services, message),
+                Err(error) => tracing::warn!(%error, "undecodable peer message dropped"),
+            },
+            NodeRouterMessage::Announce(bytes, reply) => {
+                if let Ok(message) = PeerMessage::from_bytes(&bytes) {
+                    handle_peer_message(&state.services, message);
+                }
+                let _ = reply.send(true);
+            }
+            NodeRouterMessage::Tick(_) => heartbeat_and_expire(&state.services),
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ProcessGroupChanged(change) = event {
+            handle_group_change(&state.services, change);
+        }
+        Ok(())
+    }
+}
+
+fn handle_peer_message(services: &Arc<MessagingServices>, message: PeerMessage) {
+    let from = message.from_node().to_owned();
+    if services.peers.heard_from(&from) == Heard::Revived {
+        tracing::info!(peer = %from, "peer joined");
+        greet(services, &from);
+    }
+    match message {
+        PeerMessage::Heartbeat { .. } => {}
+        PeerMessage::SnapshotRequest { from } => send_to(services, &from, &snapshot_of(services)),
+        PeerMessage::PresenceSnapshot { from, users } => services.peers.set_snapshot(&from, users),
+        PeerMessage::Presence { from, user_id, online } => services.peers.set_presence(&from, &user_id, online),
+        PeerMessage::Deliver {
+            recipients, delivery, ..
+        } => services.deliver_locally(&recipients, Arc::new(delivery), None),
+        PeerMessage::Status { recipients, status, .. } => services.notify_status_locally(&recipients, Arc::new(status)),
+        PeerMessage::PresenceChanged {
+            recipients, presence, ..
+        } => services.notify_presence_locally(&recipients, Arc::new(presence)),
+    }
+}
+
+/// A peer appeared (or came back): it gets our users and we ask for its users.
+fn greet(services: &MessagingServices, peer: &str) {
+    send_to(services, peer, &snapshot_of(services));
+    send_to(
+        services,
+        peer,
+        &PeerMessage::SnapshotRequest {
+            from: services.peers.node_name().to_owned(),
+        },
+    );
+}
+
+fn snapshot_of(services: &MessagingServices) -> PeerMessage {
+    PeerMessage::PresenceSnapshot {
+        from: services.peers.node_name().to_owned(),
+        users: services.sessions.online_users(),
+    }
+}
+
+fn heartbeat_and_expire(services: &Arc<MessagingServices>) {
+    let heartbeat = PeerMessage::Heartbeat {
+        from: services.peers.node_name().to_owned(),
+    }
+    .to_bytes();
+    for router in remote_routers() {
+        let _ = router.cast(NodeRouterMessage::FromPeer(heartbeat.clone()));
+    }
+    for (peer, users) in services.peers.expire_silent() {
+        tracing::warn!(%peer, users = users.len(), "peer silent past the failure timeout, declared dead");
+        services.peer_users_gone(users);
+    }
+}
+
+fn handle_group_change(services: &Arc<MessagingServices>, change: GroupChangeMessage) {
+    match change {
+        GroupChangeMessage::Join(_, group, cells) => {
+            let Some(peer) = group.strip_prefix(ROUTER_GROUP_PREFIX) else {
+                return;
+            };
+            if peer != services.peers.node_name() && cells.iter().any(|cell| !cell.get_id().is_local()) {
+                // Say hello; its answer (or heartbeat) makes it alive here.
+                greet(services, peer);
+            }
+        }
+        GroupChangeMessage::Leave(_, group, cells) => {
+            let Some(peer) = group.strip_prefix(ROUTER_GROUP_PREFIX) else {
+                return;
+            };
+            if peer != services.peers.node_name() && cells.iter().any(|cell| !cell.get_id().is_local()) {
+                let users = services.peers.mark_dead(peer);
+                tracing::warn!(%peer, users = users.len(), "peer connection closed, declared dead");
+                services.peer_users_gone(users);
+            }
+        }
+    }
+}
+
+fn remote_routers() -> Vec<ActorRef<NodeRouterMessage>> {
+    pg::get_members(&ROUTERS_GROUP.to_owned())
+        .into_iter()
+        .filter(|cell| !cell.get_id().is_local())
+        .map(ActorRef::from)
+        .collect()
+}
+
+fn router_of(node: &str) -> Option<ActorCell> {
+    pg::get_members(&router_group(node))
+        .into_iter()
+        .find(|cell| !cell.get_id().is_local())
+}
+
+/// Casts `message` to `node`'s router; dropped when the node is unreachable (its users
+/// then resume from the database on reconnect).
+pub fn send_to(_services: &MessagingServices, node: &str, message: &PeerMessage) {
+    if let Some(cell) = router_of(node) {
+        let router: ActorRef<NodeRouterMessage> = cell.into();
+        let _ = router.cast(NodeRouterMessage::FromPeer(message.to_bytes()));
+    }
+}
+
+/// Tells every live peer that `user` is now online here and waits (bounded) until each
+/// has recorded it: after this, a commit anywhere routes that user's deliveries here.
+pub async fn announce_online(services: &MessagingServices, user: &str, timeout: Duration) {
+    let announcement = PeerMessage::Presence {
+        from: services.peers.node_name().to_owned(),
+        user_id: user.to_owned(),
+        online: true,
+    }
+    .to_bytes();
+    let calls = remote_routers().into_iter().map(|router| {
+        let announcement = announcement.clone();
+        async move {
+            let _ = router
+                .call(|reply| NodeRouterMessage::Announce(announcement, reply), Some(timeout))
+                .await;
+        }
+    });
+    futures::future::join_all(calls).await;
+}
+
+/// Tells every peer that `user` has no session here any more.
+pub fn announce_offline(services: &MessagingServices, user: &str) {
+    let message = PeerMessage::Presence {
+        from: services.peers.node_name().to_owned(),
+        user_id: user.to_owned(),
+        online: false,
+    }
+    .to_bytes();
+    for router in remote_routers() {
+        let _ = router.cast(NodeRouterMessage::FromPeer(message.clone()));
+    }
+}
