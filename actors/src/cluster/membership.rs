@@ -23,6 +23,8 @@ use ractor_cluster::{NodeServer, NodeServerMessage, RactorMessage};
 
 /// How often missing seeds are retried.
 const SEED_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// A node left alone this long dials every seed, not only those above its address.
+const DIAL_EVERYONE_AFTER: Duration = Duration::from_secs(3);
 /// Bound on one connection attempt.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -58,6 +60,8 @@ pub struct MembershipState {
     server: ActorRef<NodeServerMessage>,
     arguments: MembershipArguments,
     in_flight: HashSet<String>,
+    /// Since when this node has had no peer session at all.
+    isolated_since: Option<std::time::Instant>,
 }
 
 impl Actor for Membership {
@@ -87,6 +91,7 @@ impl Actor for Membership {
             server,
             arguments,
             in_flight: HashSet::new(),
+            isolated_since: None,
         })
     }
 
@@ -151,10 +156,30 @@ async fn connect_missing_seeds(myself: &ActorRef<MembershipMessage>, state: &mut
     };
     // Every seed reached (directly or through the transitive mesh): nothing to do.
     if sessions.len() >= seeds.len() {
+        state.isolated_since = None;
         return;
     }
+    // Two nodes dialling each other at once leave one session torn down by ractor_cluster,
+    // and the remote actors announced over it vanish with it. So only the node with the
+    // lower address dials; the other dials too only after waiting alone for a while (its
+    // seed list may not be the mirror image of the other's).
+    let isolated_for = match (sessions.is_empty(), state.isolated_since) {
+        (false, _) => {
+            state.isolated_since = None;
+            Duration::ZERO
+        }
+        (true, Some(since)) => since.elapsed(),
+        (true, None) => {
+            state.isolated_since = Some(std::time::Instant::now());
+            Duration::ZERO
+        }
+    };
+    let dial_everyone = isolated_for >= DIAL_EVERYONE_AFTER;
     let connected: HashSet<String> = sessions.values().map(|session| session.peer_addr.clone()).collect();
     for seed in seeds {
+        if !dial_everyone && seed.as_str() < own_address.as_str() {
+            continue;
+        }
         if connected.contains(&seed) || !state.in_flight.insert(seed.clone()) {
             continue;
         }

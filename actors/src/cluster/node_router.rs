@@ -133,7 +133,13 @@ fn handle_peer_message(services: &Arc<MessagingServices>, message: PeerMessage) 
     match message {
         PeerMessage::Heartbeat { .. } => {}
         PeerMessage::SnapshotRequest { from } => send_to(services, &from, &snapshot_of(services)),
-        PeerMessage::PresenceSnapshot { from, users } => services.peers.set_snapshot(&from, users),
+        PeerMessage::PresenceSnapshot { from, users } => {
+            // Users back with a revived peer: their companions here see them online again.
+            for user in users.iter().filter(|user| !services.online_anywhere(user)) {
+                services.announce_presence(user, true, false);
+            }
+            services.peers.set_snapshot(&from, users);
+        }
         PeerMessage::Presence { from, user_id, online } => services.peers.set_presence(&from, &user_id, online),
         PeerMessage::Deliver {
             recipients, delivery, ..
@@ -193,7 +199,13 @@ fn handle_group_change(services: &Arc<MessagingServices>, change: GroupChangeMes
             let Some(peer) = group.strip_prefix(ROUTER_GROUP_PREFIX) else {
                 return;
             };
-            if peer != services.peers.node_name() && cells.iter().any(|cell| !cell.get_id().is_local()) {
+            // The peer may still be reachable over another session (two sessions raced and
+            // one was torn down): only a peer with no router left in the group is dead.
+            let still_reachable = router_of(peer).is_some();
+            if peer != services.peers.node_name()
+                && cells.iter().any(|cell| !cell.get_id().is_local())
+                && !still_reachable
+            {
                 let users = services.peers.mark_dead(peer);
                 tracing::warn!(%peer, users = users.len(), "peer connection closed, declared dead");
                 services.peer_users_gone(users);
@@ -242,7 +254,9 @@ pub async fn announce_online(services: &MessagingServices, user: &str, timeout: 
                 .await;
         }
     });
+    let started = std::time::Instant::now();
     futures::future::join_all(calls).await;
+    tracing::debug!(%user, elapsed = ?started.elapsed(), "announced online to peers");
 }
 
 /// Tells every peer that `user` has no session here any more.

@@ -75,6 +75,12 @@ impl OutboundQueue {
         }
     }
 
+    /// Queues a frame, waiting for room instead of overflowing: for the replay, whose
+    /// size is known and bounded by the database, not by a sender's speed.
+    pub async fn push_waiting(&self, frame: String) -> Result<(), PushError> {
+        self.frames.send(frame).await.map_err(|_| PushError::Closed)
+    }
+
     /// Asks the writer to close the socket; only the first request counts.
     pub fn close(&self, code: u16, reason: &str) {
         let sender = self

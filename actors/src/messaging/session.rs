@@ -64,6 +64,8 @@ pub enum SessionMessage {
     Presence(Arc<PresencePayload>),
     /// The replay read finished.
     ReplayLoaded(Result<Vec<DeliveredMessage>, String>),
+    /// The replay is queued for the socket; highest seq replayed per chat.
+    ReplaySent(HashMap<String, u64>),
     /// Close the socket with this code (1001 when the node stops).
     Close { code: u16, reason: String },
 }
@@ -168,7 +170,8 @@ impl Actor for Session {
             SessionMessage::Presence(presence) => {
                 state.push(&Envelope::messenger(actions::PRESENCE, presence.as_ref(), None))
             }
-            SessionMessage::ReplayLoaded(Ok(pending)) => finish_replay(state, pending),
+            SessionMessage::ReplayLoaded(Ok(pending)) => start_replay(&myself, state, pending),
+            SessionMessage::ReplaySent(replayed_up_to) => go_live(state, replayed_up_to),
             SessionMessage::ReplayLoaded(Err(error)) => {
                 tracing::warn!(user_id = %state.user_id, %error, "replay failed; closing so the client retries");
                 state.outbound.close(
@@ -186,7 +189,9 @@ impl Actor for Session {
     }
 }
 
-fn finish_replay(state: &mut SessionState, pending: Vec<DeliveredMessage>) {
+/// Sends the replay at the pace the client reads it (a long backlog is not a slow
+/// reader), then tells the session to go live.
+fn start_replay(myself: &ActorRef<SessionMessage>, state: &SessionState, pending: Vec<DeliveredMessage>) {
     let replayed = pending.len() as u64;
     let mut replayed_up_to: HashMap<String, u64> = HashMap::new();
     let mut by_chat: Vec<(String, Vec<DeliveredMessage>)> = Vec::new();
@@ -198,17 +203,29 @@ fn finish_replay(state: &mut SessionState, pending: Vec<DeliveredMessage>) {
             _ => by_chat.push((message.chat_id.clone(), vec![message])),
         }
     }
-    for (chat_id, messages) in by_chat {
-        state.push(&delivery_envelope(&DeliveryPayload { chat_id, messages }));
-    }
-    state.push(&Envelope::messenger(
-        actions::REPLAY_COMPLETE,
-        &ReplayCompletePayload {
-            replayed,
-            node: state.services.node_name.clone(),
-        },
-        None,
-    ));
+    let outbound = state.outbound.clone();
+    let node = state.services.node_name.clone();
+    let session = myself.clone();
+    tokio::spawn(async move {
+        for (chat_id, messages) in by_chat {
+            let frame = delivery_envelope(&DeliveryPayload { chat_id, messages }).to_text();
+            if outbound.push_waiting(frame).await.is_err() {
+                return;
+            }
+        }
+        let complete = Envelope::messenger(
+            actions::REPLAY_COMPLETE,
+            &ReplayCompletePayload { replayed, node },
+            None,
+        );
+        if outbound.push_waiting(complete.to_text()).await.is_ok() {
+            let _ = session.cast(SessionMessage::ReplaySent(replayed_up_to));
+        }
+    });
+}
+
+/// The replay is out: release the held-back live deliveries it did not contain.
+fn go_live(state: &mut SessionState, replayed_up_to: HashMap<String, u64>) {
     let held_back = match std::mem::replace(&mut state.phase, Phase::Live) {
         Phase::Replaying { held_back } => held_back,
         Phase::Live => Vec::new(),

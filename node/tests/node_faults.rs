@@ -1,0 +1,276 @@
+//! Nodes under stress: a frozen peer, a graceful stop, a reader too slow to keep up.
+
+#[path = "support/test_app.rs"]
+mod test_app;
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use parley_sim::http_client::seed_person;
+use parley_sim::ws_client::{WsConnection, WsEvent};
+use protocol::websocket::{actions, OutgoingMessage, PresencePayload};
+use test_app::{shared_servers, TestApp};
+use tokio::time::Instant;
+
+const BINARY: &str = "node_faults";
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Pair {
+    app: TestApp,
+    bob: String,
+    alice: String,
+    bob_id: String,
+    chat_id: String,
+}
+
+async fn pair(app: TestApp, tag: &str) -> Pair {
+    let bob_id = app.http.sign_up_ok(&seed_person("Bob", tag)).await.unwrap();
+    let alice_id = app.http.sign_up_ok(&seed_person("Alice", tag)).await.unwrap();
+    let bob = app
+        .http
+        .sign_in(&format!("bob.{tag}@email.com"), "1234567890")
+        .await
+        .unwrap()
+        .access_token;
+    let alice = app
+        .http
+        .sign_in(&format!("alice.{tag}@email.com"), "1234567890")
+        .await
+        .unwrap()
+        .access_token;
+    let chat_id = app.http.create_chat(&bob, &alice_id).await.unwrap();
+    Pair {
+        app,
+        bob,
+        alice,
+        bob_id,
+        chat_id,
+    }
+}
+
+async fn connect_to(url: &str, token: &str) -> WsConnection {
+    let mut socket = WsConnection::connect(url, token).await.unwrap();
+    socket.until_action(actions::REPLAY_COMPLETE, WAIT).await.unwrap();
+    socket
+}
+
+fn alive_members(view: &serde_json::Value) -> Vec<String> {
+    view["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|member| member["alive"] == true)
+        .map(|member| member["name"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_peer_is_declared_dead_within_five_seconds_and_its_users_go_offline() {
+    let app = TestApp::spawn(shared_servers(BINARY).await, 2).await;
+    app.wait_cluster_formed().await;
+    let pair = pair(app, "frozen").await;
+    let mut alice = connect_to(&pair.app.app.node_url("node-1"), &pair.alice).await;
+    let _bob = connect_to(&pair.app.app.node_url("node-2"), &pair.bob).await;
+    let (_, online) = alice.until_action(actions::PRESENCE, WAIT).await.unwrap();
+    assert!(online.decode_payload::<PresencePayload>().unwrap().online);
+
+    // SIGSTOP keeps node-2's TCP connections open: only heartbeats can tell.
+    pair.app.app.kill("node-2", Signal::SIGSTOP).unwrap();
+    let frozen_at = Instant::now();
+    let (_, offline) = alice.until_action(actions::PRESENCE, WAIT).await.unwrap();
+    let offline: PresencePayload = offline.decode_payload().unwrap();
+    assert_eq!(
+        (offline.user_id.as_str(), offline.online),
+        (pair.bob_id.as_str(), false)
+    );
+    assert!(
+        frozen_at.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        frozen_at.elapsed()
+    );
+    let node_1 = pair.app.node("node-1");
+    let view = node_1
+        .request(reqwest::Method::GET, "/cluster", None, None)
+        .await
+        .unwrap();
+    assert_eq!(alive_members(&view.body).len(), 1, "{}", view.body);
+
+    // Thawed, it is alive again and its users are back.
+    pair.app.app.kill("node-2", Signal::SIGCONT).unwrap();
+    let (_, back) = alice.until_action(actions::PRESENCE, WAIT).await.unwrap();
+    let back: PresencePayload = back.decode_payload().unwrap();
+    assert_eq!((back.user_id.as_str(), back.online), (pair.bob_id.as_str(), true));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let view = node_1
+            .request(reqwest::Method::GET, "/cluster", None, None)
+            .await
+            .unwrap();
+        if alive_members(&view.body).len() == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node-2 never came back: {}", view.body);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_websockets_with_1001_and_the_node_exits() {
+    let app = TestApp::spawn(shared_servers(BINARY).await, 2).await;
+    let pair = pair(app, "sigterm").await;
+    let mut alice = connect_to(&pair.app.app.node_url("node-1"), &pair.alice).await;
+    pair.app.app.kill("node-1", Signal::SIGTERM).unwrap();
+    let code = loop {
+        match alice.next_event(WAIT).await.unwrap() {
+            WsEvent::Closed(code) => break code,
+            WsEvent::Envelope(_) => continue,
+        }
+    };
+    assert_eq!(code, Some(1001), "going away: reconnect elsewhere");
+    let deadline = Instant::now() + WAIT;
+    while pair
+        .app
+        .app
+        .status()
+        .iter()
+        .any(|component| component.name == "node-1" && component.alive)
+    {
+        assert!(Instant::now() < deadline, "node-1 did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Alice resumes through nginx on the survivor.
+    let again = connect_to(pair.app.http.base_url(), &pair.alice).await;
+    again.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_falls_behind_is_closed_with_1008_and_the_sender_is_not_slowed() {
+    let app = TestApp::spawn_with_args(shared_servers(BINARY).await, 1, &["--outbound-queue-frames", "8"]).await;
+    let pair = pair(app, "slow").await;
+    // Alice connects and then reads nothing at all.
+    let mut alice = connect_to(pair.app.http.base_url(), &pair.alice).await;
+    let mut bob = connect_to(pair.app.http.base_url(), &pair.bob).await;
+    let text = "x".repeat(4000);
+    const FRAMES: usize = 300;
+    let started = Instant::now();
+    for frame in 0..FRAMES {
+        let batch = (0..15)
+            .map(|index| OutgoingMessage {
+                text: text.clone(),
+                status: None,
+                client_id: Some(format!("f{frame}-{index}")),
+            })
+            .collect();
+        bob.send_messages(&pair.chat_id, batch, None).await.unwrap();
+    }
+    let mut acked_frames = 0;
+    while acked_frames < FRAMES {
+        bob.until_action(actions::ACK, WAIT).await.unwrap();
+        acked_frames += 1;
+    }
+    println!("bob's {FRAMES} frames acked in {:?}", started.elapsed());
+
+    // Alice's backlog ends in a 1008 close, not in unbounded memory.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        assert!(Instant::now() < deadline, "no close for the slow reader");
+        match alice.next_event(WAIT).await {
+            Ok(WsEvent::Closed(code)) => break code,
+            Ok(WsEvent::Envelope(_)) => continue,
+            Err(error) => panic!("read failed before the close: {error:#}"),
+        }
+    };
+    assert_eq!(code, Some(1008));
+    // Nothing is lost: a reconnect replays everything.
+    let mut socket = WsConnection::connect(pair.app.http.base_url(), &pair.alice)
+        .await
+        .unwrap();
+    let (_, done) = socket
+        .until_action(actions::REPLAY_COMPLETE, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let replayed: protocol::websocket::ReplayCompletePayload = done.decode_payload().unwrap();
+    assert_eq!(replayed.replayed, (FRAMES * 15) as u64);
+}
+
+/// Firewall rules on loopback that cut the cluster link between two nodes (both
+/// directions, established connections included); removed on drop, even when the test
+/// fails.
+struct ClusterPartition {
+    rules: Vec<Vec<String>>,
+}
+
+impl ClusterPartition {
+    fn cut(ports: &[u16]) -> ClusterPartition {
+        let tag = format!("parley-test-{}", std::process::id());
+        let mut rules = Vec::new();
+        for port in ports {
+            for direction in ["--dport", "--sport"] {
+                let rule: Vec<String> = [
+                    "INPUT",
+                    "-i",
+                    "lo",
+                    "-p",
+                    "tcp",
+                    direction,
+                    &port.to_string(),
+                    "-m",
+                    "comment",
+                    "--comment",
+                    &tag,
+                    "-j",
+                    "DROP",
+                ]
+                .iter()
+                .map(|part| part.to_string())
+                .collect();
+                let status = std::process::Command::new("iptables")
+                    .arg("-I")
+                    .args(&rule)
+                    .status()
+                    .expect("iptables runs (the tests run as root)");
+                assert!(status.success(), "iptables -I {rule:?} failed");
+                rules.push(rule);
+            }
+        }
+        ClusterPartition { rules }
+    }
+}
+
+impl Drop for ClusterPartition {
+    fn drop(&mut self) {
+        for rule in self.rules.drain(..) {
+            let _ = std::process::Command::new("iptables").arg("-D").args(&rule).status();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_peer_is_declared_dead_within_five_seconds_and_comes_back_when_healed() {
+    let app = TestApp::spawn(shared_servers(BINARY).await, 2).await;
+    app.wait_cluster_formed().await;
+    let cluster_ports = app.app.record().cluster_ports;
+    let pair = pair(app, "partition").await;
+    let mut alice = connect_to(&pair.app.app.node_url("node-1"), &pair.alice).await;
+    let _bob = connect_to(&pair.app.app.node_url("node-2"), &pair.bob).await;
+    let (_, online) = alice.until_action(actions::PRESENCE, WAIT).await.unwrap();
+    assert!(online.decode_payload::<PresencePayload>().unwrap().online);
+
+    let partition = ClusterPartition::cut(&cluster_ports);
+    let cut_at = Instant::now();
+    let (_, offline) = alice.until_action(actions::PRESENCE, WAIT).await.unwrap();
+    let offline: PresencePayload = offline.decode_payload().unwrap();
+    assert_eq!(
+        (offline.user_id.as_str(), offline.online),
+        (pair.bob_id.as_str(), false)
+    );
+    assert!(cut_at.elapsed() < Duration::from_secs(5), "took {:?}", cut_at.elapsed());
+
+    drop(partition);
+    let (_, back) = alice
+        .until_action(actions::PRESENCE, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let back: PresencePayload = back.decode_payload().unwrap();
+    assert_eq!((back.user_id.as_str(), back.online), (pair.bob_id.as_str(), true));
+}
