@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Installs what a local Parley cluster (parley-sim) needs on Debian/Ubuntu.
+# Installs what a local Parley cluster (parley-sim) and its tests need on Debian/Ubuntu
+# (iptables: the partition test cuts a cluster link with a firewall rule on loopback).
 # Idempotent: packages already present are not touched, and apt-get update runs only
 # when something is missing. parley-sim runs its own MariaDB, HAProxy and nginx
 # processes on its own ports, so the distribution's system services are kept stopped.
 set -euo pipefail
 
-packages=(mariadb-server mariadb-client haproxy nginx-light wrk jq curl)
+packages=(mariadb-server mariadb-client haproxy nginx-light wrk jq curl iptables)
 system_services=(mariadb nginx haproxy)
 
 if [[ ${EUID} -ne 0 ]]; then
