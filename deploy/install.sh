@@ -88,4 +88,16 @@ for package in "${packages[@]}"; do
         exit 1
     fi
 done
+# websocat, the seed's websocket client, is not packaged by Debian: build it from
+# crates.io (about a minute) when cargo is here and it is missing.
+websocat_version=1.14.1
+if ! command -v websocat >/dev/null 2>&1 && [[ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/websocat" ]]; then
+    if command -v cargo >/dev/null 2>&1; then
+        echo "installing websocat ${websocat_version} with cargo"
+        cargo install --locked --quiet websocat --version "${websocat_version}"
+    else
+        echo "note: no cargo, websocat not installed (the websocat test needs it)" >&2
+    fi
+fi
+
 echo "ready: mariadb $(mariadbd --version 2>/dev/null | awk '{print $3}'), $(haproxy -v | head -n1 | awk '{print "haproxy", $3}'), $(nginx -v 2>&1 | sed 's|.*/|nginx |')"

@@ -171,7 +171,13 @@ impl Chats {
         if let Some(found) =
             history::read_page(&self.database, Freshness::ReadYourWrites(caller), caller, chat_id, page).await?
         {
-            return Ok(found);
+            // Older pages never change. The tail may lack what others committed a moment
+            // ago (a recipient who just got a message live must find it in the history):
+            // one primary-key read on the master tells.
+            let is_tail = found.offset.saturating_add(found.limit) > found.total;
+            if !is_tail || history::last_seq(&self.database, chat_id).await? <= Some(found.total) {
+                return Ok(found);
+            }
         }
         history::read_page(&self.database, Freshness::MasterFirst, caller, chat_id, page)
             .await?

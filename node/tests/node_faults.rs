@@ -97,7 +97,10 @@ async fn a_frozen_peer_is_declared_dead_within_five_seconds_and_its_users_go_off
 
     // Thawed, it is alive again and its users are back.
     pair.app.app.kill("node-2", Signal::SIGCONT).unwrap();
-    let (_, back) = alice.until_action(actions::PRESENCE, WAIT).await.unwrap();
+    let (_, back) = alice
+        .until_action(actions::PRESENCE, Duration::from_secs(20))
+        .await
+        .unwrap();
     let back: PresencePayload = back.decode_payload().unwrap();
     assert_eq!((back.user_id.as_str(), back.online), (pair.bob_id.as_str(), true));
     let deadline = Instant::now() + WAIT;

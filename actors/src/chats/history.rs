@@ -40,6 +40,20 @@ pub(crate) fn status_for(sender: &str, seq: u64, members: &[MemberCursor]) -> &'
     }
 }
 
+/// The chat's newest seq as the master has it (a replica when the master is down).
+pub(crate) async fn last_seq(database: &Database, chat_id: &str) -> Result<Option<u64>, DbError> {
+    database
+        .read(Freshness::MasterFirst, move |conn| {
+            let chat_id = chat_id.to_owned();
+            async move {
+                conn.exec_first("SELECT last_seq FROM chats WHERE id = ?", (chat_id,))
+                    .await
+            }
+            .boxed()
+        })
+        .await
+}
+
 type MessageRow = (String, u64, String, String, NaiveDateTime);
 
 /// The page, or `None` when the caller is not a member of the chat (or it does not exist).
