@@ -9,6 +9,7 @@ pub mod errors;
 pub mod extract;
 mod health_routes;
 mod messenger_routes;
+pub mod openapi;
 
 use std::convert::Infallible;
 
@@ -28,6 +29,8 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Inf
         .or(crate::websocket::routes(state.clone()))
         .unify()
         .or(health_routes::routes(state))
+        .unify()
+        .or(openapi::routes())
         .unify()
         .recover(errors::recover)
         .unify()

@@ -36,7 +36,18 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
         .and(warp::get())
         .and(authenticated)
         .and(warp::ws())
-        .map(|state: AppState, user_id: String, upgrade: Ws| {
+        .map(upgrade_to_session)
+}
+
+/// Upgrades an authenticated request to the messenger websocket.
+#[utoipa::path(get, path = "/messenger/ws", tag = "messenger",
+    params(("token" = String, Query, description = "access token (or send it in Authorization)")),
+    responses(
+        (status = 101, description = "websocket of Envelope text frames: client actions send-message (SendMessagePayload), received and read (CursorPayload); server actions send-message (DeliveryPayload), ack (AckPayload), status (StatusPayload), presence (PresencePayload), replay-complete (ReplayCompletePayload), error (ErrorPayload)"),
+        (status = 401, description = "missing, invalid or expired access token", body = protocol::ErrorBody)))]
+pub(crate) fn upgrade_to_session(state: AppState, user_id: String, upgrade: Ws) -> Response {
+    {
+        {
             let limit = state.limits.max_frame_bytes;
             let services = Arc::clone(&state.messaging);
             // The protocol layer stops only absurd frames; ours are checked after reading so
@@ -48,7 +59,8 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
                 .max_frame_size(hard_limit)
                 .on_upgrade(move |socket| serve_socket(socket, user_id, services, limit))
                 .into_response()
-        })
+        }
+    }
 }
 
 /// The token comes as `?token=` (the seed's websocat command) or in `Authorization`.

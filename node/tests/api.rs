@@ -249,3 +249,67 @@ async fn only_participants_can_read_a_chat() {
         .unwrap();
     assert_eq!(with_stranger.status, 404);
 }
+
+#[tokio::test]
+async fn the_openapi_document_and_swagger_ui_are_served_at_the_seeds_urls() {
+    let app = TestApp::spawn(shared_servers(BINARY).await, 1).await;
+    let http = &app.http;
+    let document = http
+        .request(Method::GET, "/swagger/doc.json", None, None)
+        .await
+        .unwrap();
+    assert_eq!(document.status, 200);
+    assert!(document.body["openapi"].as_str().unwrap_or_default().starts_with("3."));
+    let paths = document.body["paths"].as_object().expect("paths");
+    for path in [
+        "/auth/sign-up",
+        "/auth/sign-in",
+        "/auth/token",
+        "/auth/user/get-by-email",
+        "/auth/user/get-by-token",
+        "/messenger/create-chat",
+        "/messenger/chats",
+        "/messenger/messages",
+        "/messenger/ws",
+        "/health/live",
+        "/health/ready",
+        "/cluster",
+    ] {
+        assert!(paths.contains_key(path), "{path} is documented");
+    }
+    let schemas = document.body["components"]["schemas"].as_object().expect("schemas");
+    for schema in [
+        "SignUpRequest",
+        "ErrorBody",
+        "MessagesPage",
+        "Envelope",
+        "DeliveryPayload",
+        "AckPayload",
+    ] {
+        assert!(schemas.contains_key(schema), "{schema} is in the spec");
+    }
+    let same = http.request(Method::GET, "/openapi.json", None, None).await.unwrap();
+    assert_eq!(same.body, document.body);
+
+    let client = reqwest::Client::new();
+    let page = client
+        .get(format!("{}/swagger/index.html", http.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.text().await.unwrap().contains("swagger-ui"),
+        "the vendored Swagger UI page"
+    );
+    let initializer = client
+        .get(format!("{}/swagger/swagger-initializer.js", http.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(initializer.status(), 200);
+    assert!(
+        initializer.text().await.unwrap().contains("/swagger/doc.json"),
+        "the UI loads our document"
+    );
+}

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// `POST /auth/sign-up` body.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignUpRequest {
     pub email: String,
@@ -19,12 +20,14 @@ pub struct SignUpRequest {
 }
 
 /// `POST /auth/sign-up` answer (201).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignUpResponse {
     pub user_id: String,
 }
 
 /// `POST /auth/sign-in` body.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignInRequest {
     pub email: String,
@@ -32,6 +35,7 @@ pub struct SignInRequest {
 }
 
 /// `POST /auth/sign-in` and `PUT /auth/token` answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenPair {
     pub access_token: String,
@@ -39,18 +43,21 @@ pub struct TokenPair {
 }
 
 /// `PUT /auth/token` body: trade a refresh token for a new pair.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefreshTokenRequest {
     pub refresh_token: String,
 }
 
 /// `GET /auth/user/get-by-email` answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserIdResponse {
     pub user_id: String,
 }
 
 /// `GET /auth/user/get-by-token` answer: the caller's own profile.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserProfile {
     pub user_id: String,

@@ -64,6 +64,7 @@ impl PeerMessage {
 }
 
 /// `GET /cluster` answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterView {
     /// This node's cluster name (`node-1#<incarnation>`).
@@ -72,6 +73,7 @@ pub struct ClusterView {
 }
 
 /// One node as seen from the answering node.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterMember {
     pub name: String,

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// `{"message": "...", "code": "..."}`: `message` is for people (the seed's
 /// field), `code` is a stable identifier for programs.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub message: String,

@@ -10,18 +10,21 @@ pub mod status {
 }
 
 /// `POST /messenger/create-chat` body.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateChatRequest {
     pub companion_id: String,
 }
 
 /// `POST /messenger/create-chat` answer. The same pair of users always gets the same chat.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateChatResponse {
     pub chat_id: String,
 }
 
 /// One member of a chat as listed by `GET /messenger/chats`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Participant {
     pub user_id: String,
@@ -30,6 +33,7 @@ pub struct Participant {
 }
 
 /// One chat of the caller.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatSummary {
     pub chat_id: String,
@@ -42,12 +46,14 @@ pub struct ChatSummary {
 }
 
 /// `GET /messenger/chats` answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatsResponse {
     pub chats: Vec<ChatSummary>,
 }
 
 /// A stored message.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageView {
     /// Global id (a UUID).
@@ -65,6 +71,7 @@ pub struct MessageView {
 }
 
 /// `GET /messenger/messages` answer: one page of a chat's history in `seq` order.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessagesPage {
     pub total: u64,

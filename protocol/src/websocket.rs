@@ -34,6 +34,7 @@ pub mod actions {
 }
 
 /// The envelope of every text frame, both ways.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
     pub topic: String,
@@ -73,6 +74,7 @@ fn to_json<T: Serialize>(value: &T) -> String {
 }
 
 /// One message in a client's `send-message` payload.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutgoingMessage {
     pub text: String,
@@ -85,6 +87,7 @@ pub struct OutgoingMessage {
 }
 
 /// Client `send-message` payload (the seed's).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendMessagePayload {
     pub chat_id: String,
@@ -92,6 +95,7 @@ pub struct SendMessagePayload {
 }
 
 /// One delivered message.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveredMessage {
     pub id: String,
@@ -107,6 +111,7 @@ pub struct DeliveredMessage {
 }
 
 /// Server `send-message` payload: a delivery.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryPayload {
     pub chat_id: String,
@@ -114,6 +119,7 @@ pub struct DeliveryPayload {
 }
 
 /// The commit of one sent message.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageAck {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,6 +130,7 @@ pub struct MessageAck {
 }
 
 /// Server `ack` payload: one entry per message of the acknowledged frame, in order.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AckPayload {
     pub chat_id: String,
@@ -131,6 +138,7 @@ pub struct AckPayload {
 }
 
 /// Client `received` / `read` payload: a cursor move.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CursorPayload {
     pub chat_id: String,
@@ -138,6 +146,7 @@ pub struct CursorPayload {
 }
 
 /// Server `status` payload: `user_id` has received or read everything up to `seq`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusPayload {
     pub chat_id: String,
@@ -148,6 +157,7 @@ pub struct StatusPayload {
 }
 
 /// Server `presence` payload.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PresencePayload {
     pub user_id: String,
@@ -155,6 +165,7 @@ pub struct PresencePayload {
 }
 
 /// Server `replay-complete` payload.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplayCompletePayload {
     /// Messages replayed from the database before live traffic.
@@ -164,6 +175,7 @@ pub struct ReplayCompletePayload {
 }
 
 /// Server `error` payload.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorPayload {
     pub message: String,

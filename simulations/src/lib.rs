@@ -13,6 +13,7 @@
 //! `DatabaseServers` can be shared by `#[tokio::test]`s that each run their own runtime.
 
 pub mod app_tier;
+pub mod chat_client;
 pub mod component;
 pub mod database_servers;
 pub mod deploy_templates;

@@ -1,7 +1,10 @@
 //! `/auth/...`: sign-up, sign-in, token refresh, user lookups.
 
 use chrono::Utc;
-use protocol::auth::{RefreshTokenRequest, SignInRequest, SignUpRequest, SignUpResponse, TokenPair, UserIdResponse};
+use protocol::auth::{
+    RefreshTokenRequest, SignInRequest, SignUpRequest, SignUpResponse, TokenPair, UserIdResponse, UserProfile,
+};
+use protocol::errors::ErrorBody;
 use uuid::Uuid;
 use warp::http::StatusCode;
 use warp::hyper::body::Bytes;
@@ -53,14 +56,18 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
         .unify()
 }
 
-async fn sign_up(state: AppState, body: Bytes) -> Result<Response, ApiError> {
+#[utoipa::path(post, path = "/auth/sign-up", tag = "auth", request_body = SignUpRequest,
+    responses((status = 201, description = "user created", body = SignUpResponse), (status = 400, description = "bad input, named in the message", body = ErrorBody), (status = 409, description = "the email is taken", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 503, description = "the database is unavailable; retry", body = ErrorBody)))]
+pub(crate) async fn sign_up(state: AppState, body: Bytes) -> Result<Response, ApiError> {
     let request: SignUpRequest = json_body(&body)?;
     let user_id = state.accounts.sign_up(&request).await?;
     tracing::info!(%user_id, "user signed up");
     Ok(json_response(StatusCode::CREATED, &SignUpResponse { user_id }))
 }
 
-async fn sign_in(state: AppState, body: Bytes) -> Result<Response, ApiError> {
+#[utoipa::path(post, path = "/auth/sign-in", tag = "auth", request_body = SignInRequest,
+    responses((status = 200, description = "access and refresh tokens", body = TokenPair), (status = 400, description = "bad input, named in the message", body = ErrorBody), (status = 401, description = "wrong email or password (one answer for both)", body = ErrorBody), (status = 503, description = "the database is unavailable; retry", body = ErrorBody)))]
+pub(crate) async fn sign_in(state: AppState, body: Bytes) -> Result<Response, ApiError> {
     let request: SignInRequest = json_body(&body)?;
     let user_id = state.accounts.authenticate(&request.email, &request.password).await?;
     let now = Utc::now();
@@ -81,7 +88,9 @@ async fn sign_in(state: AppState, body: Bytes) -> Result<Response, ApiError> {
     Ok(json_response(StatusCode::OK, &pair))
 }
 
-async fn refresh(state: AppState, body: Bytes) -> Result<Response, ApiError> {
+#[utoipa::path(put, path = "/auth/token", tag = "auth", request_body = RefreshTokenRequest,
+    responses((status = 200, description = "a new pair; the presented refresh token stops working", body = TokenPair), (status = 400, description = "bad input, named in the message", body = ErrorBody), (status = 401, description = "invalid, expired, revoked or reused refresh token (reuse revokes its whole family)", body = ErrorBody), (status = 503, description = "the database is unavailable; retry", body = ErrorBody)))]
+pub(crate) async fn refresh(state: AppState, body: Bytes) -> Result<Response, ApiError> {
     let request: RefreshTokenRequest = json_body(&body)?;
     let claims = state.tokens.verify_refresh(&request.refresh_token)?;
     let family_id = claims.fam.clone().unwrap_or_default();
@@ -113,7 +122,14 @@ async fn refresh(state: AppState, body: Bytes) -> Result<Response, ApiError> {
     }
 }
 
-async fn get_by_email(state: AppState, authorization: Option<String>, query: String) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/auth/user/get-by-email", tag = "auth", security(("access_token" = [])),
+    params(("email" = String, Query, description = "the user email")),
+    responses((status = 200, description = "the user id", body = UserIdResponse), (status = 400, description = "bad input, named in the message", body = ErrorBody), (status = 401, description = "missing, invalid or expired access token", body = ErrorBody), (status = 404, description = "no user with this email", body = ErrorBody), (status = 503, description = "the database is unavailable; retry", body = ErrorBody)))]
+pub(crate) async fn get_by_email(
+    state: AppState,
+    authorization: Option<String>,
+    query: String,
+) -> Result<Response, ApiError> {
     authenticated_user(&state.tokens, authorization.as_deref())?;
     let query = QueryParameters::parse(&query)?;
     let email = query.required("email")?;
@@ -123,7 +139,9 @@ async fn get_by_email(state: AppState, authorization: Option<String>, query: Str
     }
 }
 
-async fn get_by_token(state: AppState, authorization: Option<String>) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/auth/user/get-by-token", tag = "auth", security(("access_token" = [])),
+    responses((status = 200, description = "the caller profile", body = UserProfile), (status = 401, description = "missing, invalid or expired access token", body = ErrorBody), (status = 503, description = "the database is unavailable; retry", body = ErrorBody)))]
+pub(crate) async fn get_by_token(state: AppState, authorization: Option<String>) -> Result<Response, ApiError> {
     let user_id = authenticated_user(&state.tokens, authorization.as_deref())?;
     match state.accounts.profile(&user_id).await? {
         Some(profile) => Ok(json_response(StatusCode::OK, &profile)),

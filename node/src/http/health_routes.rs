@@ -22,19 +22,37 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
     let live = warp::path!("health" / "live")
         .and(warp::get())
         .and(with_state(state.clone()))
-        .map(|state: AppState| report(&state, true));
+        .map(|state: AppState| live(&state));
     let ready = warp::path!("health" / "ready")
         .and(warp::get())
         .and(with_state(state.clone()))
-        .map(|state: AppState| report(&state, false));
+        .map(|state: AppState| ready(&state));
     let cluster = warp::path!("cluster")
         .and(warp::get())
         .and(with_state(state.clone()))
-        .map(|state: AppState| {
-            let local_users = state.messaging.sessions.online_users().len() as u64;
-            json_response(StatusCode::OK, &state.messaging.peers.view(local_users))
-        });
+        .map(|state: AppState| cluster(&state));
     live.or(ready).unify().or(cluster).unify()
+}
+
+/// The cluster as this node sees it.
+#[utoipa::path(get, path = "/cluster", tag = "operations",
+    responses((status = 200, description = "this node first, then every peer heard from", body = protocol::cluster::ClusterView)))]
+pub(crate) fn cluster(state: &AppState) -> Response {
+    let local_users = state.messaging.sessions.online_users().len() as u64;
+    json_response(StatusCode::OK, &state.messaging.peers.view(local_users))
+}
+
+/// The process answers.
+#[utoipa::path(get, path = "/health/live", tag = "operations", responses((status = 200, description = "alive")))]
+pub(crate) fn live(state: &AppState) -> Response {
+    report(state, true)
+}
+
+/// Migrations applied and a database reachable.
+#[utoipa::path(get, path = "/health/ready", tag = "operations",
+    responses((status = 200, description = "ready to serve"), (status = 503, description = "not ready")))]
+pub(crate) fn ready(state: &AppState) -> Response {
+    report(state, false)
 }
 
 fn report(state: &AppState, liveness_only: bool) -> Response {

@@ -1,7 +1,8 @@
 //! `/messenger/...` over HTTP: create a chat, list chats, read history.
 
 use actors::chats::PageRequest;
-use protocol::messenger::{ChatsResponse, CreateChatRequest, CreateChatResponse};
+use protocol::errors::ErrorBody;
+use protocol::messenger::{ChatsResponse, CreateChatRequest, CreateChatResponse, MessagesPage};
 use warp::http::StatusCode;
 use warp::hyper::body::Bytes;
 use warp::reply::Response;
@@ -36,7 +37,14 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
     create_chat.or(chats).unify().or(messages).unify()
 }
 
-async fn create_chat(state: AppState, authorization: Option<String>, body: Bytes) -> Result<Response, ApiError> {
+#[utoipa::path(post, path = "/messenger/create-chat", tag = "messenger", security(("access_token" = [])),
+    request_body = CreateChatRequest,
+    responses((status = 200, description = "the chat of the pair (the same pair always gets the same chat)", body = CreateChatResponse), (status = 400, description = "bad companion_id, or the caller own id", body = ErrorBody), (status = 401, description = "missing, invalid or expired access token", body = ErrorBody), (status = 404, description = "no such user", body = ErrorBody), (status = 503, description = "the database is unavailable; retry", body = ErrorBody)))]
+pub(crate) async fn create_chat(
+    state: AppState,
+    authorization: Option<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let caller = authenticated_user(&state.tokens, authorization.as_deref())?;
     let request: CreateChatRequest = json_body(&body)?;
     let companion = uuid_field("companion_id", &request.companion_id)?;
@@ -44,13 +52,22 @@ async fn create_chat(state: AppState, authorization: Option<String>, body: Bytes
     Ok(json_response(StatusCode::OK, &CreateChatResponse { chat_id }))
 }
 
-async fn list_chats(state: AppState, authorization: Option<String>) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/messenger/chats", tag = "messenger", security(("access_token" = [])),
+    responses((status = 200, description = "the caller chats with participants and unread counts", body = ChatsResponse), (status = 401, description = "missing, invalid or expired access token", body = ErrorBody), (status = 503, description = "the database is unavailable; retry", body = ErrorBody)))]
+pub(crate) async fn list_chats(state: AppState, authorization: Option<String>) -> Result<Response, ApiError> {
     let caller = authenticated_user(&state.tokens, authorization.as_deref())?;
     let chats = state.chats.list_chats(&caller).await?;
     Ok(json_response(StatusCode::OK, &ChatsResponse { chats }))
 }
 
-async fn messages(state: AppState, authorization: Option<String>, query: String) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/messenger/messages", tag = "messenger", security(("access_token" = [])),
+    params(("chat_id" = String, Query, description = "the chat (UUID)"), ("offset" = Option<u64>, Query, description = "messages with seq above offset (default 0)"), ("limit" = Option<u64>, Query, description = "page size, 1 to 1000 (default 100)")),
+    responses((status = 200, description = "one page of the history in seq order", body = MessagesPage), (status = 400, description = "bad input, named in the message", body = ErrorBody), (status = 401, description = "missing, invalid or expired access token", body = ErrorBody), (status = 404, description = "no such chat, or the caller is not in it", body = ErrorBody), (status = 503, description = "the database is unavailable; retry", body = ErrorBody)))]
+pub(crate) async fn messages(
+    state: AppState,
+    authorization: Option<String>,
+    query: String,
+) -> Result<Response, ApiError> {
     let caller = authenticated_user(&state.tokens, authorization.as_deref())?;
     let query = QueryParameters::parse(&query)?;
     let chat_id = uuid_field("chat_id", query.required("chat_id")?)?;
