@@ -8,56 +8,22 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use parley_sim::http_client::seed_person;
 use parley_sim::ws_client::{WsConnection, WsEvent};
 use protocol::websocket::{actions, DeliveryPayload, Envelope, OutgoingMessage, PresencePayload};
-use test_app::{shared_servers, TestApp};
+use test_app::{connect_live, shared_servers, Pair, TestApp};
 use tokio::time::Instant;
 
 const BINARY: &str = "cluster";
 const WAIT: Duration = Duration::from_secs(10);
 
-struct Pair {
-    app: TestApp,
-    bob: String,
-    alice: String,
-    bob_id: String,
-    chat_id: String,
-}
-
 async fn pair(tag: &str) -> Pair {
     let app = TestApp::spawn(shared_servers(BINARY).await, 2).await;
     app.wait_cluster_formed().await;
-    let bob_id = app.http.sign_up_ok(&seed_person("Bob", tag)).await.unwrap();
-    let alice_id = app.http.sign_up_ok(&seed_person("Alice", tag)).await.unwrap();
-    let bob = app
-        .http
-        .sign_in(&format!("bob.{tag}@email.com"), "1234567890")
-        .await
-        .unwrap()
-        .access_token;
-    let alice = app
-        .http
-        .sign_in(&format!("alice.{tag}@email.com"), "1234567890")
-        .await
-        .unwrap()
-        .access_token;
-    let chat_id = app.http.create_chat(&bob, &alice_id).await.unwrap();
-    Pair {
-        app,
-        bob,
-        alice,
-        bob_id,
-        chat_id,
-    }
+    Pair::in_app(app, tag).await
 }
 
 async fn connect_to(pair: &Pair, node: &str, token: &str) -> WsConnection {
-    let mut socket = WsConnection::connect(&pair.app.app.node_url(node), token)
-        .await
-        .unwrap();
-    socket.until_action(actions::REPLAY_COMPLETE, WAIT).await.unwrap();
-    socket
+    connect_live(&pair.app.app.node_url(node), token).await.0
 }
 
 #[tokio::test]
@@ -198,6 +164,28 @@ async fn a_recipient_whose_node_dies_gets_every_message_once_after_reconnecting_
 
     let killed_at = Instant::now();
     pair.app.app.kill("node-1", Signal::SIGKILL).unwrap();
+    // The survivor notices the crash in well under a second (its cluster session closes).
+    let survivor = pair.app.node("node-2");
+    loop {
+        let view = survivor
+            .request(reqwest::Method::GET, "/cluster", None, None)
+            .await
+            .unwrap();
+        let members = view.body["members"].as_array().cloned().unwrap_or_default();
+        let node_1_alive = members.iter().any(|member| {
+            member["name"].as_str().unwrap_or_default().starts_with("node-1#") && member["alive"] == true
+        });
+        if !node_1_alive {
+            break;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(1),
+            "crash not detected within 1 s: {}",
+            view.body
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let detected_after = killed_at.elapsed();
     // Drain until the socket dies.
     while let Ok(WsEvent::Envelope(envelope)) = alice.next_event(WAIT).await {
         inbox.take(&envelope);
@@ -237,7 +225,7 @@ async fn a_recipient_whose_node_dies_gets_every_message_once_after_reconnecting_
     assert_eq!(history.total, TOTAL as u64, "the database holds each message once");
     let resume = first_replayed.expect("something was replayed or delivered after the reconnect");
     println!(
-        "kill to first message after reconnect: {resume:?}; duplicates on the wire: {}",
+        "crash detected after {detected_after:?}; kill to first message after reconnect: {resume:?}; duplicates on the wire: {}",
         inbox.duplicates_on_the_wire
     );
     assert!(resume < Duration::from_secs(1), "resume took {resume:?}");

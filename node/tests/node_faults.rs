@@ -6,52 +6,20 @@ mod test_app;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use parley_sim::http_client::seed_person;
 use parley_sim::ws_client::{WsConnection, WsEvent};
 use protocol::websocket::{actions, OutgoingMessage, PresencePayload};
-use test_app::{shared_servers, TestApp};
+use test_app::{connect_live, shared_servers, Pair, TestApp};
 use tokio::time::Instant;
 
 const BINARY: &str = "node_faults";
 const WAIT: Duration = Duration::from_secs(10);
 
-struct Pair {
-    app: TestApp,
-    bob: String,
-    alice: String,
-    bob_id: String,
-    chat_id: String,
-}
-
 async fn pair(app: TestApp, tag: &str) -> Pair {
-    let bob_id = app.http.sign_up_ok(&seed_person("Bob", tag)).await.unwrap();
-    let alice_id = app.http.sign_up_ok(&seed_person("Alice", tag)).await.unwrap();
-    let bob = app
-        .http
-        .sign_in(&format!("bob.{tag}@email.com"), "1234567890")
-        .await
-        .unwrap()
-        .access_token;
-    let alice = app
-        .http
-        .sign_in(&format!("alice.{tag}@email.com"), "1234567890")
-        .await
-        .unwrap()
-        .access_token;
-    let chat_id = app.http.create_chat(&bob, &alice_id).await.unwrap();
-    Pair {
-        app,
-        bob,
-        alice,
-        bob_id,
-        chat_id,
-    }
+    Pair::in_app(app, tag).await
 }
 
 async fn connect_to(url: &str, token: &str) -> WsConnection {
-    let mut socket = WsConnection::connect(url, token).await.unwrap();
-    socket.until_action(actions::REPLAY_COMPLETE, WAIT).await.unwrap();
-    socket
+    connect_live(url, token).await.0
 }
 
 fn alive_members(view: &serde_json::Value) -> Vec<String> {

@@ -11,52 +11,18 @@ use parley_sim::ws_client::{WsConnection, WsEvent};
 use protocol::websocket::{
     actions, AckPayload, DeliveryPayload, Envelope, ErrorPayload, OutgoingMessage, ReplayCompletePayload, StatusPayload,
 };
-use test_app::{shared_servers, TestApp};
+use test_app::{connect_live, shared_servers, Pair, TestApp};
 
 const BINARY: &str = "websocket";
 const WAIT: Duration = Duration::from_secs(10);
 
 /// Bob and Alice with a chat, signed in.
-struct Pair {
-    app: TestApp,
-    bob: String,
-    alice: String,
-    bob_id: String,
-    alice_id: String,
-    chat_id: String,
-}
-
 async fn pair(tag: &str) -> Pair {
-    let app = TestApp::spawn(shared_servers(BINARY).await, 1).await;
-    let bob_id = app.http.sign_up_ok(&seed_person("Bob", tag)).await.unwrap();
-    let alice_id = app.http.sign_up_ok(&seed_person("Alice", tag)).await.unwrap();
-    let bob = app
-        .http
-        .sign_in(&format!("bob.{tag}@email.com"), "1234567890")
-        .await
-        .unwrap()
-        .access_token;
-    let alice = app
-        .http
-        .sign_in(&format!("alice.{tag}@email.com"), "1234567890")
-        .await
-        .unwrap()
-        .access_token;
-    let chat_id = app.http.create_chat(&bob, &alice_id).await.unwrap();
-    Pair {
-        app,
-        bob,
-        alice,
-        bob_id,
-        alice_id,
-        chat_id,
-    }
+    Pair::in_app(TestApp::spawn(shared_servers(BINARY).await, 1).await, tag).await
 }
 
 async fn connect(pair: &Pair, token: &str) -> (WsConnection, ReplayCompletePayload, Vec<Envelope>) {
-    let mut socket = WsConnection::connect(pair.app.http.base_url(), token).await.unwrap();
-    let (before, done) = socket.until_action(actions::REPLAY_COMPLETE, WAIT).await.unwrap();
-    (socket, done.decode_payload().unwrap(), before)
+    connect_live(pair.app.http.base_url(), token).await
 }
 
 fn texts(deliveries: &[Envelope]) -> Vec<(u64, String)> {
@@ -324,4 +290,33 @@ async fn a_bad_token_is_refused_before_the_upgrade() {
         .unwrap();
     assert_eq!(answer.status, 401);
     assert_eq!(pair.alice_id.len(), 36);
+}
+
+#[tokio::test]
+async fn the_senders_other_sessions_get_the_message_and_the_sending_socket_only_the_ack() {
+    let pair = pair("devices").await;
+    let (mut phone, _, _) = connect(&pair, &pair.bob).await;
+    let (mut laptop, _, _) = connect(&pair, &pair.bob).await;
+    phone
+        .send_messages(&pair.chat_id, vec![text_message("from the phone", Some("p-1"))], None)
+        .await
+        .unwrap();
+    let (before_ack, _) = phone.until_action(actions::ACK, WAIT).await.unwrap();
+    assert!(
+        before_ack
+            .iter()
+            .all(|envelope| envelope.action != actions::SEND_MESSAGE),
+        "the sending socket gets no copy: {before_ack:?}"
+    );
+    let (_, copy) = laptop.until_action(actions::SEND_MESSAGE, WAIT).await.unwrap();
+    let copy: DeliveryPayload = copy.decode_payload().unwrap();
+    assert_eq!(copy.messages[0].text, "from the phone");
+    assert_eq!(copy.messages[0].client_id.as_deref(), Some("p-1"));
+    // Nothing else arrives on the phone for that message.
+    phone
+        .send_messages(&pair.chat_id, vec![text_message("second", None)], None)
+        .await
+        .unwrap();
+    let (between, _) = phone.until_action(actions::ACK, WAIT).await.unwrap();
+    assert!(between.iter().all(|envelope| envelope.action != actions::SEND_MESSAGE));
 }

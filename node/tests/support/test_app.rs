@@ -9,8 +9,10 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use parley_sim::http_client::ParleyHttp;
+use parley_sim::http_client::{seed_person, ParleyHttp};
+use parley_sim::ws_client::WsConnection;
 use parley_sim::{AppTier, AppTierSpec, DatabaseServers, DatabaseServersSpec, PortChoice};
+use protocol::websocket::{actions, Envelope, ReplayCompletePayload};
 use tokio::sync::OnceCell;
 
 /// Cheap password hashing for tests; production keeps OWASP's cost.
@@ -136,4 +138,49 @@ impl TestApp {
     pub fn node(&self, name: &str) -> ParleyHttp {
         ParleyHttp::new(self.app.node_url(name))
     }
+}
+
+/// Bob and Alice of the seed, signed up and signed in, with their chat.
+pub struct Pair {
+    pub app: TestApp,
+    pub bob: String,
+    pub alice: String,
+    pub bob_id: String,
+    pub alice_id: String,
+    pub chat_id: String,
+}
+
+impl Pair {
+    /// Emails are made unique by `tag` (`bob.<tag>@email.com`).
+    pub async fn in_app(app: TestApp, tag: &str) -> Pair {
+        let bob_id = app.http.sign_up_ok(&seed_person("Bob", tag)).await.unwrap();
+        let alice_id = app.http.sign_up_ok(&seed_person("Alice", tag)).await.unwrap();
+        let sign_in = |who: &str| {
+            let email = format!("{who}.{tag}@email.com");
+            let http = app.http.clone();
+            async move { http.sign_in(&email, "1234567890").await.unwrap().access_token }
+        };
+        let bob = sign_in("bob").await;
+        let alice = sign_in("alice").await;
+        let chat_id = app.http.create_chat(&bob, &alice_id).await.unwrap();
+        Pair {
+            app,
+            bob,
+            alice,
+            bob_id,
+            alice_id,
+            chat_id,
+        }
+    }
+}
+
+/// A messenger socket to `url` whose replay is done: the socket, the `replay-complete`
+/// payload and the frames before it.
+pub async fn connect_live(url: &str, token: &str) -> (WsConnection, ReplayCompletePayload, Vec<Envelope>) {
+    let mut socket = WsConnection::connect(url, token).await.unwrap();
+    let (before, done) = socket
+        .until_action(actions::REPLAY_COMPLETE, std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    (socket, done.decode_payload().unwrap(), before)
 }
