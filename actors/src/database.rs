@@ -189,6 +189,21 @@ impl Database {
         D: Send,
         F: for<'t, 'c> Fn(&'t mut Transaction<'c>) -> WriteResult<'t, T, D> + Send + Sync,
     {
+        let writers: &[&str] = match &writer {
+            Some(writer) => std::slice::from_ref(writer),
+            None => &[],
+        };
+        self.write_for(writers, work).await
+    }
+
+    /// [`Database::write`] for a transaction that carries several writers' changes (a
+    /// batch of sends): each of them reads their own writes afterwards.
+    pub async fn write_for<T, D, F>(&self, writers: &[&str], work: F) -> Result<Result<T, D>, DbError>
+    where
+        T: Send,
+        D: Send,
+        F: for<'t, 'c> Fn(&'t mut Transaction<'c>) -> WriteResult<'t, T, D> + Send + Sync,
+    {
         let master = &self.shared.master;
         let timeout = self.shared.timeouts.write;
         let outcome = tokio::time::timeout(timeout, self.write_with_retries(master, timeout, &work)).await;
@@ -201,8 +216,10 @@ impl Database {
         };
         match result {
             Ok((value, gtid)) => {
-                if let (Some(writer), Some(gtid)) = (writer, gtid) {
-                    self.shared.recent_writes.remember(writer, gtid);
+                if let Some(gtid) = gtid {
+                    for writer in writers {
+                        self.shared.recent_writes.remember(writer, gtid.clone());
+                    }
                 }
                 Ok(value)
             }

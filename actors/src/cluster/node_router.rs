@@ -46,7 +46,8 @@ pub enum NodeRouterMessage {
     /// node routes that user's deliveries to the announcing node.
     #[rpc]
     Announce(Vec<u8>, RpcReplyPort<bool>),
-    /// Heartbeat tick (sent by the router to itself).
+    /// Heartbeat tick (sent by the router to itself). The flag carries nothing: every
+    /// variant of a remote-capable message has a serialisable field.
     Tick(bool),
 }
 

@@ -19,7 +19,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 
 use super::session_registry::SessionId;
-use super::store::{self, CommittedMessage, CursorKind, SendError};
+use super::store::{self, CommittedMessage, CursorKind, FrameToCommit, SendError};
 use super::MessagingServices;
 
 /// A chat with no traffic for this long stops; the next send starts it again.
@@ -39,6 +39,8 @@ pub enum ChatMessage {
         origin: Option<SessionId>,
         reply: RpcReplyPort<Result<Vec<CommittedMessage>, SendError>>,
     },
+    /// Commit the queued sends (sent by the chat to itself after a send arrives).
+    Flush,
     /// Move `user`'s received or read cursor and tell the other members.
     MoveCursor {
         user: String,
@@ -63,6 +65,68 @@ pub struct ChatState {
     /// Cached once known; one-to-one chats never change members.
     members: Option<Vec<String>>,
     last_activity: Instant,
+    /// Frames waiting for the next transaction, in arrival order.
+    queued: Vec<QueuedSend>,
+    flush_requested: bool,
+}
+
+/// A frame waiting for its commit, with where its outcome goes.
+pub struct QueuedSend {
+    frame: FrameToCommit,
+    origin: Option<SessionId>,
+    reply: RpcReplyPort<Result<Vec<CommittedMessage>, SendError>>,
+}
+
+/// Messages committed together at most; more wait for the next transaction.
+const MAX_MESSAGES_PER_TRANSACTION: usize = 500;
+
+/// Commits the queued frames (up to the batch bound) in one transaction, answers each
+/// frame's sender, and delivers what was committed.
+async fn flush(
+    myself: &ActorRef<ChatMessage>,
+    state: &mut ChatState,
+    services: &Arc<MessagingServices>,
+) -> Result<(), ActorProcessingErr> {
+    let mut batch = Vec::new();
+    let mut batch_messages = 0;
+    while !state.queued.is_empty()
+        && (batch.is_empty() || batch_messages + state.queued[0].frame.messages.len() <= MAX_MESSAGES_PER_TRANSACTION)
+    {
+        let next = state.queued.remove(0);
+        batch_messages += next.frame.messages.len();
+        batch.push(next);
+    }
+    if !state.queued.is_empty() && !state.flush_requested {
+        state.flush_requested = true;
+        myself.cast(ChatMessage::Flush)?;
+    }
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let frames: Vec<FrameToCommit> = batch.iter().map(|queued| queued.frame.clone()).collect();
+    match store::commit_frames(&services.database, &state.chat_id, &frames).await {
+        Ok(outcomes) => {
+            let members = state.members(services).await.unwrap_or_default();
+            for (queued, outcome) in batch.into_iter().zip(outcomes) {
+                if let Ok(committed) = &outcome {
+                    let delivery = Arc::new(DeliveryPayload {
+                        chat_id: state.chat_id.clone(),
+                        messages: committed.iter().map(|entry| entry.message.clone()).collect(),
+                    });
+                    services.deliver(&members, delivery, queued.origin);
+                }
+                let _ = queued.reply.send(outcome);
+            }
+        }
+        Err(error) => {
+            // Nothing of the batch is stored: every sender gets the error and may resend.
+            let error = Arc::new(error);
+            for queued in batch {
+                let _ = queued.reply.send(Err(SendError::Shared(Arc::clone(&error))));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl ChatState {
@@ -100,6 +164,8 @@ impl Actor for ChatActor {
             services: arguments.services,
             members: None,
             last_activity: Instant::now(),
+            queued: Vec::new(),
+            flush_requested: false,
         })
     }
 
@@ -118,16 +184,21 @@ impl Actor for ChatActor {
                 reply,
             } => {
                 state.last_activity = Instant::now();
-                let outcome = store::commit_messages(&services.database, &sender, &state.chat_id, &messages).await;
-                if let Ok(committed) = &outcome {
-                    let members = state.members(&services).await.unwrap_or_default();
-                    let delivery = Arc::new(DeliveryPayload {
-                        chat_id: state.chat_id.clone(),
-                        messages: committed.iter().map(|entry| entry.message.clone()).collect(),
-                    });
-                    services.deliver(&members, delivery, origin);
+                state.queued.push(QueuedSend {
+                    frame: FrameToCommit { sender, messages },
+                    origin,
+                    reply,
+                });
+                // Sends that arrive while a commit is running queue up behind this flush
+                // and go out together in the next transaction.
+                if !state.flush_requested {
+                    state.flush_requested = true;
+                    myself.cast(ChatMessage::Flush)?;
                 }
-                let _ = reply.send(outcome);
+            }
+            ChatMessage::Flush => {
+                state.flush_requested = false;
+                flush(&myself, state, &services).await?;
             }
             ChatMessage::MoveCursor { user, kind, seq, reply } => {
                 state.last_activity = Instant::now();
@@ -152,7 +223,7 @@ impl Actor for ChatActor {
                 let _ = reply.send(outcome);
             }
             ChatMessage::IdleCheck => {
-                if state.last_activity.elapsed() >= IDLE_AFTER {
+                if state.last_activity.elapsed() >= IDLE_AFTER && state.queued.is_empty() {
                     services.chats.forget(&state.chat_id, &myself).await;
                     myself.stop(Some("idle".to_owned()));
                 }

@@ -313,15 +313,19 @@ async fn handle_client_text(state: &SessionState, text: &str) {
 }
 
 fn send_failure(error: SendError, reference: Option<String>, client_ids: Vec<String>) -> FrameError {
-    let (code, message) = match &error {
-        SendError::ChatNotFound => (codes::CHAT_NOT_FOUND, error.to_string()),
-        SendError::Database(database) if database.is_unavailable() => (
+    let (code, message) = match error.database_error() {
+        None => (codes::CHAT_NOT_FOUND, error.to_string()),
+        Some(database) if database.is_unavailable() => (
             codes::DATABASE_UNAVAILABLE,
-            "the database is unavailable; nothing was stored, send again shortly".to_owned(),
+            "the database is unavailable; send again shortly (a resend with the same client_id is stored once)"
+                .to_owned(),
         ),
-        SendError::Database(database) => {
+        Some(database) => {
             tracing::error!(error = %database, "send failed");
-            (codes::INTERNAL, "internal error; nothing was stored".to_owned())
+            (
+                codes::INTERNAL,
+                "internal error; send again (a resend with the same client_id is stored once)".to_owned(),
+            )
         }
     };
     FrameError {

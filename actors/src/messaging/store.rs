@@ -18,6 +18,20 @@ pub enum SendError {
     ChatNotFound,
     #[error(transparent)]
     Database(#[from] DbError),
+    /// The transaction of a batch of frames failed; every frame of it gets this.
+    #[error(transparent)]
+    Shared(std::sync::Arc<DbError>),
+}
+
+impl SendError {
+    /// The database error behind this one, if any.
+    pub fn database_error(&self) -> Option<&DbError> {
+        match self {
+            SendError::ChatNotFound => None,
+            SendError::Database(error) => Some(error),
+            SendError::Shared(error) => Some(error),
+        }
+    }
 }
 
 /// One committed message of a send, in the order of the frame.
@@ -44,99 +58,103 @@ impl CursorKind {
     }
 }
 
-/// Commits the messages of one frame in one master transaction. The chat row is locked
-/// first, so sequence numbers are gap-free even when several nodes send into one chat;
-/// a `client_id` already stored by this sender returns the original message instead.
-pub async fn commit_messages(
+/// One client frame waiting for its commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameToCommit {
+    pub sender: String,
+    pub messages: Vec<OutgoingMessage>,
+}
+
+/// Commits several frames for one chat in one master transaction, in order. The chat row
+/// is locked first, so sequence numbers are gap-free even when several nodes send into
+/// one chat; a `client_id` already stored by its sender returns the original message.
+/// Each frame gets its own outcome: a sender who is not a member is refused alone.
+pub async fn commit_frames(
     database: &Database,
-    sender: &str,
     chat_id: &str,
-    messages: &[OutgoingMessage],
-) -> Result<Vec<CommittedMessage>, SendError> {
+    frames: &[FrameToCommit],
+) -> Result<Vec<Result<Vec<CommittedMessage>, SendError>>, DbError> {
     // Two retries of one send racing on two nodes meet at the unique (user_id, client_id)
     // key; the loser runs again and finds the winner's row.
     let mut attempts = 0;
     loop {
         attempts += 1;
-        match commit_once(database, sender, chat_id, messages).await {
-            Err(SendError::Database(DbError::Duplicate { key })) if key == "messages_sender_client" && attempts < 3 => {
-                continue
-            }
+        match commit_once(database, chat_id, frames).await {
+            Err(DbError::Duplicate { key }) if key == "messages_sender_client" && attempts < 3 => continue,
             other => return other,
         }
     }
 }
 
 type StoredRow = (String, String, u64, String, NaiveDateTime);
+type FrameOutcomes = Vec<Result<Vec<CommittedMessage>, SendError>>;
 
-async fn commit_once(
-    database: &Database,
-    sender: &str,
-    chat_id: &str,
-    messages: &[OutgoingMessage],
-) -> Result<Vec<CommittedMessage>, SendError> {
-    let committed = database
-        .write(Some(sender), |transaction| {
-            let (sender, chat_id, messages) = (sender.to_owned(), chat_id.to_owned(), messages.to_vec());
+async fn commit_once(database: &Database, chat_id: &str, frames: &[FrameToCommit]) -> Result<FrameOutcomes, DbError> {
+    let writers: Vec<&str> = frames.iter().map(|frame| frame.sender.as_str()).collect();
+    database
+        .write_for(&writers, |transaction| {
+            let (chat_id, frames) = (chat_id.to_owned(), frames.to_vec());
             async move {
                 let last_seq: Option<u64> = transaction
                     .exec_first("SELECT last_seq FROM chats WHERE id = ? FOR UPDATE", (&chat_id,))
                     .await?;
                 let Some(mut seq) = last_seq else {
-                    return Ok(Err(SendError::ChatNotFound));
+                    let refused = frames.iter().map(|_| Err(SendError::ChatNotFound)).collect();
+                    return Ok(Ok::<FrameOutcomes, DbError>(refused));
                 };
-                let member: Option<u8> = transaction
-                    .exec_first(
-                        "SELECT 1 FROM chat_members WHERE chat_id = ? AND user_id = ?",
-                        (&chat_id, &sender),
-                    )
+                let members: Vec<String> = transaction
+                    .exec("SELECT user_id FROM chat_members WHERE chat_id = ?", (&chat_id,))
                     .await?;
-                if member.is_none() {
-                    return Ok(Err(SendError::ChatNotFound));
-                }
                 let first_new_seq = seq + 1;
                 let now = Utc::now().naive_utc().trunc_subsecs(6);
-                let mut committed = Vec::with_capacity(messages.len());
-                for outgoing in messages {
-                    if let Some(client_id) = &outgoing.client_id {
-                        let existing: Option<StoredRow> = transaction
-                            .exec_first(
-                                "SELECT id, chat_id, seq, text, create_time FROM messages WHERE user_id = ? AND client_id = ?",
-                                (&sender, client_id),
+                let mut outcomes = Vec::with_capacity(frames.len());
+                for frame in &frames {
+                    if !members.contains(&frame.sender) {
+                        outcomes.push(Err(SendError::ChatNotFound));
+                        continue;
+                    }
+                    let mut committed = Vec::with_capacity(frame.messages.len());
+                    for outgoing in &frame.messages {
+                        if let Some(client_id) = &outgoing.client_id {
+                            let existing: Option<StoredRow> = transaction
+                                .exec_first(
+                                    "SELECT id, chat_id, seq, text, create_time FROM messages WHERE user_id = ? AND client_id = ?",
+                                    (&frame.sender, client_id),
+                                )
+                                .await?;
+                            if let Some((id, stored_chat, stored_seq, text, create_time)) = existing {
+                                committed.push(CommittedMessage {
+                                    message: delivered(id, stored_chat, stored_seq, &frame.sender, text, create_time, Some(client_id)),
+                                    newly_stored: false,
+                                });
+                                continue;
+                            }
+                        }
+                        seq += 1;
+                        let id = Uuid::now_v7().to_string();
+                        transaction
+                            .exec_drop(
+                                "INSERT INTO messages (id, chat_id, seq, user_id, client_id, text, create_time) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                (&id, &chat_id, seq, &frame.sender, &outgoing.client_id, &outgoing.text, now),
                             )
                             .await?;
-                        if let Some((id, stored_chat, stored_seq, text, create_time)) = existing {
-                            committed.push(CommittedMessage {
-                                message: delivered(id, stored_chat, stored_seq, &sender, text, create_time, Some(client_id)),
-                                newly_stored: false,
-                            });
-                            continue;
-                        }
+                        committed.push(CommittedMessage {
+                            message: delivered(id, chat_id.clone(), seq, &frame.sender, outgoing.text.clone(), now, outgoing.client_id.as_deref()),
+                            newly_stored: true,
+                        });
                     }
-                    seq += 1;
-                    let id = Uuid::now_v7().to_string();
-                    transaction
-                        .exec_drop(
-                            "INSERT INTO messages (id, chat_id, seq, user_id, client_id, text, create_time) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            (&id, &chat_id, seq, &sender, &outgoing.client_id, &outgoing.text, now),
-                        )
-                        .await?;
-                    committed.push(CommittedMessage {
-                        message: delivered(id, chat_id.clone(), seq, &sender, outgoing.text.clone(), now, outgoing.client_id.as_deref()),
-                        newly_stored: true,
-                    });
+                    outcomes.push(Ok(committed));
                 }
                 if seq >= first_new_seq {
                     transaction
                         .exec_drop("UPDATE chats SET last_seq = ? WHERE id = ?", (seq, &chat_id))
                         .await?;
                 }
-                Ok(Ok(committed))
+                Ok(Ok(outcomes))
             }
             .boxed()
         })
-        .await?;
-    committed
+        .await?
 }
 
 fn delivered(
