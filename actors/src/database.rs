@@ -27,6 +27,7 @@ use ractor::ActorRef;
 pub use endpoint::{Endpoint, EndpointRole, EndpointSpec, PoolLimits};
 pub use errors::DbError;
 
+use crate::metrics::Metrics;
 use db_router::DbRouterMessage;
 use errors::{server_error_code, RETRYABLE_TRANSACTION_CODES};
 use recent_writes::RecentWrites;
@@ -97,6 +98,7 @@ struct Shared {
     recent_writes: RecentWrites,
     next_read: AtomicUsize,
     router: ArcSwapOption<ActorRef<DbRouterMessage>>,
+    metrics: Arc<Metrics>,
 }
 
 /// One read attempt's failure, by what it means for the next attempt.
@@ -115,7 +117,7 @@ pub type WriteResult<'t, T, D> = BoxFuture<'t, Result<Result<T, D>, mysql_async:
 
 impl Database {
     /// Opens the pools (lazily: nothing connects yet).
-    pub fn open(config: &DatabaseConfig) -> Result<Database, DbError> {
+    pub fn open(config: &DatabaseConfig, metrics: Arc<Metrics>) -> Result<Database, DbError> {
         let master = Arc::new(Endpoint::open(&config.master, config.pool_limits)?);
         let reads = config
             .reads
@@ -130,6 +132,7 @@ impl Database {
                 recent_writes: RecentWrites::new(config.timeouts.read_your_writes_horizon),
                 next_read: AtomicUsize::new(0),
                 router: ArcSwapOption::empty(),
+                metrics,
             }),
         })
     }
@@ -164,7 +167,15 @@ impl Database {
                 EndpointRole::Read => wait_for_gtid.as_deref(),
                 EndpointRole::Master => None,
             };
-            match self.read_attempt(&endpoint, wait, &work).await {
+            let outcome = self.read_attempt(&endpoint, wait, &work).await;
+            let label = match &outcome {
+                Ok(_) => "ok",
+                Err(AttemptError::Stale) => "stale",
+                Err(AttemptError::Endpoint(_)) => "unavailable",
+                Err(AttemptError::Query(_)) => "error",
+            };
+            self.shared.metrics.count_query(&endpoint.name, "read", label);
+            match outcome {
                 Ok(value) => return Ok(value),
                 Err(AttemptError::Stale) => {
                     last_error = format!("{} has not applied the reader's last write", endpoint.name);
@@ -214,6 +225,12 @@ impl Database {
                 timeout,
             }),
         };
+        let label = match &result {
+            Ok(_) => "ok",
+            Err(error) if error.is_unavailable() => "unavailable",
+            Err(_) => "error",
+        };
+        self.shared.metrics.count_query(&master.name, "write", label);
         match result {
             Ok((value, gtid)) => {
                 if let Some(gtid) = gtid {

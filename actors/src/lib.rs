@@ -14,5 +14,6 @@ pub mod chats;
 pub mod cluster;
 pub mod database;
 pub mod messaging;
+pub mod metrics;
 pub mod supervisor;
 pub mod time_format;

@@ -28,6 +28,7 @@ use protocol::websocket::{actions, DeliveryPayload, Envelope, OutgoingMessage, P
 use crate::cluster::node_router::send_to;
 use crate::cluster::peers::Peers;
 use crate::database::{Database, DbError, Freshness};
+use crate::metrics::Metrics;
 use chat::{ChatDirectory, ChatMessage};
 use frames::FrameLimits;
 use session::SessionMessage;
@@ -66,6 +67,7 @@ pub struct MessagingServices {
     pub sessions: SessionRegistry,
     pub chats: ChatDirectory,
     pub frame_limits: FrameLimits,
+    pub metrics: Arc<Metrics>,
     /// Frames a session may have queued for a slow client before it is closed.
     pub outbound_capacity: usize,
     next_session_id: AtomicU64,
@@ -78,6 +80,7 @@ impl MessagingServices {
         database: Database,
         frame_limits: FrameLimits,
         outbound_capacity: usize,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(MessagingServices {
             node_name,
@@ -86,6 +89,7 @@ impl MessagingServices {
             sessions: SessionRegistry::default(),
             chats: ChatDirectory::default(),
             frame_limits,
+            metrics,
             outbound_capacity,
             next_session_id: AtomicU64::new(1),
         })
@@ -162,6 +166,7 @@ impl MessagingServices {
                 delivery: delivery.as_ref().clone(),
             };
             send_to(self, &node, &message);
+            self.metrics.messages_delivered.with_label_values(&["remote"]).inc();
         }
         self.deliver_locally(members, delivery, except);
     }
@@ -172,6 +177,11 @@ impl MessagingServices {
             for session in self.sessions.sessions_of(member) {
                 if Some(session.session_id) != except {
                     let _ = session.actor.cast(SessionMessage::Deliver(Arc::clone(&delivery)));
+                    let count = delivery.messages.len() as u64;
+                    self.metrics
+                        .messages_delivered
+                        .with_label_values(&["local"])
+                        .inc_by(count);
                 }
             }
         }
@@ -262,10 +272,11 @@ impl MessagingServices {
     }
 }
 
-/// Everyone sharing a chat with `user`.
+/// Everyone sharing a chat with `user`. A replica that knows of none may simply not have
+/// the user's first chat yet: the master confirms.
 async fn companions_of(database: &Database, user: &str) -> Result<Vec<String>, DbError> {
-    database
-        .read(Freshness::Any, move |conn| {
+    let lookup = |freshness| {
+        database.read(freshness, move |conn| {
             let user = user.to_owned();
             async move {
                 conn.exec(
@@ -278,7 +289,12 @@ async fn companions_of(database: &Database, user: &str) -> Result<Vec<String>, D
             }
             .boxed()
         })
-        .await
+    };
+    let companions = lookup(Freshness::Any).await?;
+    if !companions.is_empty() {
+        return Ok(companions);
+    }
+    lookup(Freshness::MasterFirst).await
 }
 
 fn internal(message: String) -> SendError {

@@ -23,6 +23,7 @@ use crate::cluster::node_router::{NodeRouter, NodeRouterArguments};
 use crate::database::db_router::DbRouter;
 use crate::database::Database;
 use crate::messaging::MessagingServices;
+use crate::metrics::Metrics;
 
 /// The root supervisor actor.
 pub struct RootSupervisor;
@@ -42,6 +43,7 @@ pub struct RootSupervisorArguments {
     /// None: a node without a cluster (single node).
     pub membership: Option<MembershipArguments>,
     pub heartbeat_interval: Duration,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Messages of the root supervisor.
@@ -189,6 +191,7 @@ impl Actor for RootSupervisor {
 fn schedule_restart(myself: &ActorRef<RootSupervisorMessage>, state: &mut RootSupervisorState, child: Child) {
     let backoff = restart_backoff(state.restarts);
     state.restarts += 1;
+    state.arguments.metrics.actor_restarts.inc();
     myself.send_after(backoff, move || RootSupervisorMessage::Restart(child));
 }
 

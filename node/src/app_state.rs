@@ -7,6 +7,7 @@ use actors::accounts::Accounts;
 use actors::chats::Chats;
 use actors::database::Database;
 use actors::messaging::MessagingServices;
+use actors::metrics::Metrics;
 
 use crate::tokens::TokenIssuer;
 
@@ -44,6 +45,8 @@ pub struct AppState {
     pub chats: Chats,
     pub tokens: TokenIssuer,
     pub messaging: Arc<MessagingServices>,
+    pub metrics: Arc<Metrics>,
+    pub open_sockets: Arc<crate::websocket::OpenSockets>,
     pub readiness: Readiness,
     pub limits: Limits,
 }

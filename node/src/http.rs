@@ -12,6 +12,7 @@ mod messenger_routes;
 pub mod openapi;
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use warp::hyper::body::Bytes;
 use warp::reply::Response;
@@ -23,6 +24,19 @@ use errors::ApiError;
 /// Every route of the node, with JSON errors and the serving node's name in a header.
 pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let node_name = state.node_name.clone();
+    let metrics = Arc::clone(&state.metrics);
+    let count_request = warp::log::custom(move |info| {
+        let route = route_label(info.path());
+        let status = info.status().as_u16().to_string();
+        metrics
+            .http_requests
+            .with_label_values(&[route, info.method().as_str(), &status])
+            .inc();
+        metrics
+            .http_request_seconds
+            .with_label_values(&[route])
+            .observe(info.elapsed().as_secs_f64());
+    });
     auth_routes::routes(state.clone())
         .or(messenger_routes::routes(state.clone()))
         .unify()
@@ -35,7 +49,37 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Inf
         .recover(errors::recover)
         .unify()
         .with(warp::reply::with::header("x-parley-node", node_name))
+        .with(count_request)
         .map(warp::reply::Reply::into_response)
+}
+
+/// Every route the node serves, as the `route` label of the HTTP metrics (raw paths
+/// would give every chat id its own time series).
+const ROUTES: &[&str] = &[
+    "/auth/sign-up",
+    "/auth/sign-in",
+    "/auth/token",
+    "/auth/user/get-by-email",
+    "/auth/user/get-by-token",
+    "/messenger/create-chat",
+    "/messenger/chats",
+    "/messenger/messages",
+    "/messenger/ws",
+    "/health/live",
+    "/health/ready",
+    "/cluster",
+    "/metrics",
+    "/openapi.json",
+];
+
+fn route_label(path: &str) -> &'static str {
+    if let Some(route) = ROUTES.iter().find(|route| **route == path) {
+        return route;
+    }
+    if path == "/swagger" || path.starts_with("/swagger/") {
+        return "/swagger";
+    }
+    "other"
 }
 
 pub(crate) fn with_state(state: AppState) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {

@@ -20,6 +20,7 @@ use actors::database::migrations::apply_migrations;
 use actors::database::Database;
 use actors::messaging::outbound::close_codes;
 use actors::messaging::MessagingServices;
+use actors::metrics::Metrics;
 use actors::supervisor::{RootSupervisor, RootSupervisorArguments};
 use anyhow::Context;
 use ractor::Actor;
@@ -29,6 +30,9 @@ use app_state::{AppState, Limits, Readiness};
 use config::NodeConfig;
 use tokens::TokenIssuer;
 
+/// How long a stopping node waits for its websockets to finish closing.
+const SOCKET_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Serves the node on `listener` until `shutdown` completes, then drains in-flight
 /// requests and stops the actors.
 pub async fn run(
@@ -37,7 +41,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let jwt_secret = config.jwt_secret()?;
-    let database = Database::open(&config.database()?).context("opening database pools")?;
+    let metrics = Arc::new(Metrics::new());
+    let database = Database::open(&config.database()?, Arc::clone(&metrics)).context("opening database pools")?;
     let passwords = PasswordVault::new(config.scrypt_cost(), config.max_concurrent_hashes)?;
     let readiness = Readiness::default();
     let migrations = tokio::spawn(migrate_until_done(database.clone(), readiness.clone()));
@@ -52,16 +57,19 @@ pub async fn run(
         database.clone(),
         config.frame_limits(),
         config.outbound_queue_frames,
+        Arc::clone(&metrics),
     );
     let supervisor_arguments = RootSupervisorArguments {
         database: database.clone(),
         messaging: Arc::clone(&messaging),
         membership,
         heartbeat_interval: Duration::from_millis(config.heartbeat_interval_ms),
+        metrics: Arc::clone(&metrics),
     };
     let (supervisor, supervisor_task) = Actor::spawn(None, RootSupervisor, supervisor_arguments)
         .await
         .context("starting the root supervisor")?;
+    let open_sockets = Arc::new(websocket::OpenSockets::default());
     let state = AppState {
         node_name: config.node_name.clone(),
         accounts: Accounts::new(database.clone(), passwords),
@@ -73,6 +81,8 @@ pub async fn run(
         ),
         database: database.clone(),
         messaging: Arc::clone(&messaging),
+        metrics,
+        open_sockets: Arc::clone(&open_sockets),
         readiness,
         limits: Limits {
             max_body_bytes: config.max_body_bytes,
@@ -94,6 +104,8 @@ pub async fn run(
         .graceful(shutdown)
         .run()
         .await;
+    // Closed sockets still have their backlog and close frame to write.
+    open_sockets.wait_all_closed(SOCKET_DRAIN_TIMEOUT).await;
     tracing::info!(node = %config.node_name, "node stopping");
     migrations.abort();
     supervisor.stop(Some("node stopping".to_owned()));

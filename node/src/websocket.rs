@@ -50,6 +50,7 @@ pub(crate) fn upgrade_to_session(state: AppState, user_id: String, upgrade: Ws) 
         {
             let limit = state.limits.max_frame_bytes;
             let services = Arc::clone(&state.messaging);
+            let open_sockets = Arc::clone(&state.open_sockets);
             // The protocol layer stops only absurd frames; ours are checked after reading so
             // the socket can still be closed cleanly with 1009 (a frame refused unread
             // leaves bytes behind and the close would turn into a connection reset).
@@ -57,7 +58,7 @@ pub(crate) fn upgrade_to_session(state: AppState, user_id: String, upgrade: Ws) 
             upgrade
                 .max_message_size(hard_limit)
                 .max_frame_size(hard_limit)
-                .on_upgrade(move |socket| serve_socket(socket, user_id, services, limit))
+                .on_upgrade(move |socket| serve_socket(socket, user_id, services, limit, open_sockets))
                 .into_response()
         }
     }
@@ -75,10 +76,57 @@ fn token_user(state: &AppState, authorization: Option<String>, query: &str) -> R
 /// Frames up to this many times the configured limit are read, then refused with 1009.
 const PROTOCOL_LIMIT_FACTOR: usize = 4;
 
-async fn serve_socket(socket: WebSocket, user_id: String, services: Arc<MessagingServices>, frame_limit: usize) {
+/// Counts open sockets so a stopping node can wait for their close frames to go out:
+/// upgraded connections are not part of the HTTP server's graceful drain.
+#[derive(Default)]
+pub struct OpenSockets {
+    count: std::sync::atomic::AtomicUsize,
+    all_closed: tokio::sync::Notify,
+}
+
+impl OpenSockets {
+    fn opened(self: &Arc<Self>) -> OpenSocketGuard {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        OpenSocketGuard(Arc::clone(self))
+    }
+
+    /// Waits until every socket has finished, or `timeout` passed.
+    pub async fn wait_all_closed(&self, timeout: std::time::Duration) {
+        let wait = async {
+            loop {
+                let notified = self.all_closed.notified();
+                if self.count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(timeout, wait).await;
+    }
+}
+
+struct OpenSocketGuard(Arc<OpenSockets>);
+
+impl Drop for OpenSocketGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.0.all_closed.notify_waiters();
+        }
+    }
+}
+
+async fn serve_socket(
+    socket: WebSocket,
+    user_id: String,
+    services: Arc<MessagingServices>,
+    frame_limit: usize,
+    open_sockets: Arc<OpenSockets>,
+) {
+    let _open = open_sockets.opened();
     let (sink, mut stream) = socket.split();
     let (queue, receiver) = OutboundQueue::new(services.outbound_capacity);
-    let writer = tokio::spawn(write_frames(sink, receiver));
+    let services_metrics = Arc::clone(&services.metrics);
+    let writer = tokio::spawn(write_frames(sink, receiver, Arc::clone(&services_metrics)));
     let arguments = SessionArguments {
         user_id: user_id.clone(),
         outbound: queue.clone(),
@@ -95,6 +143,12 @@ async fn serve_socket(socket: WebSocket, user_id: String, services: Arc<Messagin
     };
     tracing::debug!(%user_id, "websocket session started");
     while let Some(frame) = stream.next().await {
+        if frame
+            .as_ref()
+            .is_ok_and(|message| message.is_text() || message.is_binary())
+        {
+            services_metrics.websocket_frames_in.inc();
+        }
         let delivered = match frame {
             Ok(message) if message.as_bytes().len() > frame_limit => {
                 queue.close(close_codes::MESSAGE_TOO_BIG, "frame too large");
@@ -137,7 +191,11 @@ fn is_oversized(error: &warp::Error) -> bool {
 
 /// Drains the outbound queue into the socket. A close request is honoured after the
 /// frames already queued (except for a too-slow client, whose backlog is the problem).
-async fn write_frames(mut sink: futures::stream::SplitSink<WebSocket, Message>, receiver: OutboundReceiver) {
+async fn write_frames(
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    receiver: OutboundReceiver,
+    metrics: Arc<actors::metrics::Metrics>,
+) {
     let OutboundReceiver { mut frames, mut close } = receiver;
     let mut close_pending = true;
     loop {
@@ -165,6 +223,7 @@ async fn write_frames(mut sink: futures::stream::SplitSink<WebSocket, Message>, 
                     if sink.send(Message::text(text)).await.is_err() {
                         return;
                     }
+                    metrics.websocket_frames_out.inc();
                 }
                 None => {
                     let _ = sink.close().await;

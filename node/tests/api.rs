@@ -313,3 +313,55 @@ async fn the_openapi_document_and_swagger_ui_are_served_at_the_seeds_urls() {
         "the UI loads our document"
     );
 }
+
+/// The value of one sample line of a Prometheus text exposition.
+fn sample(metrics: &str, line_prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(line_prefix))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_requests_queries_and_endpoint_health() {
+    let app = TestApp::spawn(shared_servers(BINARY).await, 1).await;
+    let node = app.node("node-1");
+    node.sign_up_ok(&bob()).await.unwrap();
+    let token = node.sign_in("bob@email.com", "1234567890").await.unwrap().access_token;
+    node.user_id_by_email(&token, "bob@email.com").await.unwrap();
+    let missing = node.request(Method::GET, "/no/such/route", None, None).await.unwrap();
+    assert_eq!(missing.status, 404);
+
+    let client = reqwest::Client::new();
+    let response = client.get(format!("{}/metrics", node.base_url())).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let metrics = response.text().await.unwrap();
+    let count = |prefix: &str| sample(&metrics, prefix).unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"));
+    assert_eq!(
+        count(r#"parley_http_requests_total{method="POST",route="/auth/sign-up",status="201"}"#),
+        1.0
+    );
+    assert_eq!(
+        count(r#"parley_http_requests_total{method="GET",route="/auth/user/get-by-email",status="200"}"#),
+        1.0
+    );
+    assert_eq!(
+        count(r#"parley_http_requests_total{method="GET",route="other",status="404"}"#),
+        1.0
+    );
+    assert!(count(r#"parley_http_request_duration_seconds_count{route="/auth/sign-in"}"#) >= 1.0);
+    assert!(count(r#"parley_database_queries_total{endpoint="master",kind="write",outcome="ok"}"#) >= 2.0);
+    assert!(count(r#"parley_database_queries_total{endpoint="haproxy-read",kind="read",outcome="ok"}"#) >= 1.0);
+    assert_eq!(count(r#"parley_database_endpoint_healthy{endpoint="master"}"#), 1.0);
+    assert_eq!(
+        count(r#"parley_database_endpoint_healthy{endpoint="haproxy-read"}"#),
+        1.0
+    );
+    assert_eq!(count("parley_cluster_members"), 1.0);
+    assert_eq!(count("parley_websocket_sessions"), 0.0);
+}

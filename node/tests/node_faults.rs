@@ -116,7 +116,9 @@ async fn sigterm_closes_websockets_with_1001_and_the_node_exits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_falls_behind_is_closed_with_1008_and_the_sender_is_not_slowed() {
-    let app = TestApp::spawn_with_args(shared_servers(BINARY).await, 1, &["--outbound-queue-frames", "8"]).await;
+    // A small queue so the backlog overflows quickly; still room for a burst of acks
+    // (a batch of frames is acked at once).
+    let app = TestApp::spawn_with_args(shared_servers(BINARY).await, 1, &["--outbound-queue-frames", "64"]).await;
     let pair = pair(app, "slow").await;
     // Alice connects and then reads nothing at all.
     let mut alice = connect_to(pair.app.http.base_url(), &pair.alice).await;

@@ -90,6 +90,29 @@ async fn the_seeds_websocat_frames_reach_alice_and_the_history() {
     assert_eq!(history.total, 3);
     let stored: Vec<_> = history.messages.iter().map(|m| (m.seq, m.text.clone())).collect();
     assert_eq!(stored, received);
+
+    let metrics = reqwest::get(format!("{}/metrics", pair.app.app.node_url("node-1")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    assert_eq!(value("parley_messages_committed_total"), 3.0);
+    assert_eq!(value(r#"parley_messages_delivered_total{scope="local"}"#), 3.0);
+    assert!(value("parley_websocket_frames_in_total") >= 3.0);
+    assert!(
+        value("parley_websocket_frames_out_total") >= 6.0,
+        "3 acks and 3 deliveries at least"
+    );
+    assert_eq!(value("parley_websocket_sessions"), 2.0);
 }
 
 #[tokio::test]

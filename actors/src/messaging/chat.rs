@@ -109,6 +109,8 @@ async fn flush(
             let members = state.members(services).await.unwrap_or_default();
             for (queued, outcome) in batch.into_iter().zip(outcomes) {
                 if let Ok(committed) = &outcome {
+                    let stored = committed.iter().filter(|entry| entry.newly_stored).count() as u64;
+                    services.metrics.messages_committed.inc_by(stored);
                     let delivery = Arc::new(DeliveryPayload {
                         chat_id: state.chat_id.clone(),
                         messages: committed.iter().map(|entry| entry.message.clone()).collect(),

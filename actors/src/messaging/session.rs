@@ -193,6 +193,10 @@ impl Actor for Session {
 /// reader), then tells the session to go live.
 fn start_replay(myself: &ActorRef<SessionMessage>, state: &SessionState, pending: Vec<DeliveredMessage>) {
     let replayed = pending.len() as u64;
+    if replayed > 0 {
+        state.services.metrics.resume_replays.inc();
+        state.services.metrics.resume_replayed_messages.inc_by(replayed);
+    }
     let mut replayed_up_to: HashMap<String, u64> = HashMap::new();
     let mut by_chat: Vec<(String, Vec<DeliveredMessage>)> = Vec::new();
     for message in pending {

@@ -31,7 +31,11 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
         .and(warp::get())
         .and(with_state(state.clone()))
         .map(|state: AppState| cluster(&state));
-    live.or(ready).unify().or(cluster).unify()
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .map(|state: AppState| metrics(&state));
+    live.or(ready).unify().or(cluster).unify().or(metrics).unify()
 }
 
 /// The cluster as this node sees it.
@@ -40,6 +44,33 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
 pub(crate) fn cluster(state: &AppState) -> Response {
     let local_users = state.messaging.sessions.online_users().len() as u64;
     json_response(StatusCode::OK, &state.messaging.peers.view(local_users))
+}
+
+/// Prometheus metrics of this node (names prefixed `parley_`).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
+pub(crate) fn metrics(state: &AppState) -> Response {
+    let metrics = &state.metrics;
+    // Gauges mirroring state kept elsewhere are read now rather than kept in step.
+    metrics
+        .websocket_sessions
+        .set(state.messaging.sessions.session_count() as i64);
+    metrics
+        .cluster_members
+        .set(state.messaging.peers.live_peer_names().len() as i64 + 1);
+    for endpoint in state.database.endpoints() {
+        let healthy = i64::from(endpoint.is_healthy());
+        metrics
+            .database_endpoint_healthy
+            .with_label_values(&[endpoint.name.as_str()])
+            .set(healthy);
+    }
+    let mut response = Response::new(metrics.render().into());
+    response.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
 }
 
 /// The process answers.

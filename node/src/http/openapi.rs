@@ -40,6 +40,7 @@ pub const DOCUMENT_PATHS: [&str; 2] = ["/swagger/doc.json", "/openapi.json"];
         health_routes::live,
         health_routes::ready,
         health_routes::cluster,
+        health_routes::metrics,
     ),
     components(schemas(
         Envelope,
