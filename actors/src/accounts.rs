@@ -213,6 +213,13 @@ impl Accounts {
     }
 
     /// Rotates `presented_id` into `next`; see [`RotationOutcome`].
+    /// Signs out: every refresh token of the presented token's sign-in stops working.
+    pub async fn revoke_refresh_family(&self, presented_id: &str, user_id: &str) -> Result<bool, AccountError> {
+        refresh_tokens::revoke_family(&self.database, presented_id, user_id)
+            .await
+            .map_err(Into::into)
+    }
+
     pub async fn rotate_refresh_token(
         &self,
         presented_id: &str,

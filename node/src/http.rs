@@ -59,6 +59,7 @@ const ROUTES: &[&str] = &[
     "/auth/sign-up",
     "/auth/sign-in",
     "/auth/token",
+    "/auth/sign-out",
     "/auth/user/get-by-email",
     "/auth/user/get-by-token",
     "/messenger/create-chat",

@@ -190,7 +190,28 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_its_family() {
     assert_eq!(refresh(&first.access_token).await.status, 401);
     // A fresh sign-in starts a new family that works.
     let fresh = http.sign_in("bob@email.com", "1234567890").await.unwrap();
-    assert_eq!(refresh(&fresh.refresh_token).await.status, 200);
+    let rotated = refresh(&fresh.refresh_token).await;
+    assert_eq!(rotated.status, 200);
+    let current = rotated.body["refresh_token"].as_str().unwrap().to_owned();
+
+    // Signing out with any token of the family ends it; a second sign-out is refused.
+    let other_session = http.sign_in("bob@email.com", "1234567890").await.unwrap();
+    let sign_out = |token: &str| {
+        let body = serde_json::json!({ "refresh_token": token }).to_string();
+        async move {
+            http.request(Method::POST, "/auth/sign-out", None, Some(&body))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(sign_out(&current).await.status, 204);
+    assert_eq!(refresh(&current).await.status, 401, "signed out");
+    assert_eq!(sign_out(&current).await.status, 401);
+    assert_eq!(
+        refresh(&other_session.refresh_token).await.status,
+        200,
+        "other sign-ins are untouched"
+    );
 }
 
 #[tokio::test]

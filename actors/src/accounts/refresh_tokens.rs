@@ -54,6 +54,27 @@ async fn insert<Q: Queryable>(queryable: &mut Q, record: &RefreshTokenRecord) ->
         .await
 }
 
+/// Revokes the family of `presented_id` (sign-out). Returns false when the token is
+/// unknown or its family is revoked already.
+pub(super) async fn revoke_family(database: &Database, presented_id: &str, user_id: &str) -> Result<bool, DbError> {
+    database
+        .write(Some(user_id), |transaction| {
+            let (presented_id, user_id) = (presented_id.to_owned(), user_id.to_owned());
+            async move {
+                transaction
+                    .exec_drop(
+                        "UPDATE refresh_tokens SET revoked = 1 WHERE revoked = 0 AND user_id = ? AND family_id = \
+                         (SELECT family_id FROM (SELECT family_id FROM refresh_tokens WHERE id = ?) AS presented)",
+                        (&user_id, &presented_id),
+                    )
+                    .await?;
+                Ok(Ok::<bool, DbError>(transaction.affected_rows() > 0))
+            }
+            .boxed()
+        })
+        .await?
+}
+
 pub(super) async fn rotate(
     database: &Database,
     presented_id: &str,

@@ -34,6 +34,11 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
         .and(with_state(state.clone()))
         .and(body_bytes(&state))
         .then(|state, body| async move { respond(refresh(state, body).await) });
+    let sign_out = warp::path!("auth" / "sign-out")
+        .and(warp::post())
+        .and(with_state(state.clone()))
+        .and(body_bytes(&state))
+        .then(|state, body| async move { respond(sign_out(state, body).await) });
     let by_email = warp::path!("auth" / "user" / "get-by-email")
         .and(warp::get())
         .and(with_state(state.clone()))
@@ -49,6 +54,8 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
         .or(sign_in)
         .unify()
         .or(refresh)
+        .unify()
+        .or(sign_out)
         .unify()
         .or(by_email)
         .unify()
@@ -120,6 +127,23 @@ pub(crate) async fn refresh(state: AppState, body: Bytes) -> Result<Response, Ap
             "the refresh token is invalid, revoked or expired",
         )),
     }
+}
+
+#[utoipa::path(post, path = "/auth/sign-out", tag = "auth", request_body = RefreshTokenRequest,
+    responses((status = 204, description = "every refresh token of this sign-in is revoked"), (status = 400, description = "bad input, named in the message", body = ErrorBody), (status = 401, description = "invalid, expired or already revoked refresh token", body = ErrorBody), (status = 503, description = "the database is unavailable; retry", body = ErrorBody)))]
+pub(crate) async fn sign_out(state: AppState, body: Bytes) -> Result<Response, ApiError> {
+    let request: RefreshTokenRequest = json_body(&body)?;
+    let claims = state.tokens.verify_refresh(&request.refresh_token)?;
+    if !state.accounts.revoke_refresh_family(&claims.jti, &claims.sub).await? {
+        return Err(ApiError::unauthorized(
+            "the refresh token is invalid or already revoked",
+        ));
+    }
+    tracing::info!(user_id = %claims.sub, "signed out");
+    Ok(warp::reply::Reply::into_response(warp::reply::with_status(
+        warp::reply(),
+        StatusCode::NO_CONTENT,
+    )))
 }
 
 #[utoipa::path(get, path = "/auth/user/get-by-email", tag = "auth", security(("access_token" = [])),

@@ -31,6 +31,7 @@ pub const DOCUMENT_PATHS: [&str; 2] = ["/swagger/doc.json", "/openapi.json"];
         auth_routes::sign_up,
         auth_routes::sign_in,
         auth_routes::refresh,
+        auth_routes::sign_out,
         auth_routes::get_by_email,
         auth_routes::get_by_token,
         messenger_routes::create_chat,
