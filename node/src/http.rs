@@ -37,14 +37,17 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Inf
             .with_label_values(&[route])
             .observe(info.elapsed().as_secs_f64());
     });
+    // Each group is boxed: the nested filter types otherwise grow past the compiler's
+    // recursion limit, and boxing costs one dynamic call per group.
     auth_routes::routes(state.clone())
-        .or(messenger_routes::routes(state.clone()))
+        .boxed()
+        .or(messenger_routes::routes(state.clone()).boxed())
         .unify()
-        .or(crate::websocket::routes(state.clone()))
+        .or(crate::websocket::routes(state.clone()).boxed())
         .unify()
-        .or(health_routes::routes(state))
+        .or(health_routes::routes(state).boxed())
         .unify()
-        .or(openapi::routes())
+        .or(openapi::routes().boxed())
         .unify()
         .recover(errors::recover)
         .unify()
