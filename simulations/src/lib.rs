@@ -17,6 +17,7 @@ pub mod chat_client;
 pub mod component;
 pub mod database_servers;
 pub mod deploy_templates;
+pub mod failover;
 pub mod http_client;
 pub mod local_cluster;
 pub mod mariadb_admin;

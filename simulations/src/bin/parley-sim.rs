@@ -1,12 +1,17 @@
 //! `parley-sim`: run a whole Parley cluster on this machine, and break it on purpose.
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use nix::sys::signal::Signal;
+use parley_sim::failover::{
+    attach_or_start_cluster, restart_dead_components, run_failover_experiment, write_timeline_svg, ClusterOrigin,
+    FailoverConfig, ScriptedFault,
+};
 use parley_sim::local_cluster::{remove_state_dir, DEFAULT_PUBLIC_PORT, STATE_FILE_NAME};
 use parley_sim::{ClusterSpec, ComponentStatus, LocalCluster};
 use tokio::signal::unix::{signal, SignalKind};
@@ -44,6 +49,62 @@ enum Command {
     Start { name: String },
     /// Stop everything and delete the state dir.
     Down,
+    /// The seed's fault-tolerance experiment: HTTP and websocket load while components
+    /// are killed, then a report. Uses the running cluster, or starts one for the run.
+    /// Exits with 1 if any request failed or any message was lost or shown twice.
+    Failover(FailoverArgs),
+}
+
+#[derive(Args)]
+struct FailoverArgs {
+    /// Seconds of load.
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// Concurrent get-by-email loops, like wrk's connections.
+    #[arg(long, default_value_t = 10)]
+    http_connections: usize,
+    /// Chats, each between a sending and a receiving websocket user.
+    #[arg(long, default_value_t = 50)]
+    pairs: usize,
+    /// Messages per second each pair's sender sends.
+    #[arg(long, default_value_t = 2.0)]
+    message_rate: f64,
+    /// AT:ACTION:NAME, AT in seconds from the start of the load, ACTION one of kill
+    /// (SIGKILL), term (SIGTERM), start, stop (SIGSTOP), cont (SIGCONT); repeatable.
+    /// Default: replica-1 and node-1 SIGKILLed at half time.
+    #[arg(long = "fault", value_name = "AT:ACTION:NAME")]
+    faults: Vec<ScriptedFault>,
+    /// No faults at all: a baseline run.
+    #[arg(long, conflicts_with = "faults")]
+    no_faults: bool,
+    /// Also write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Also draw the timeline (requests/s, failures, p99, messages/s, faults) as SVG here.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
+    /// Exit with 0 even if requests failed or messages were lost.
+    #[arg(long)]
+    allow_failures: bool,
+    /// Seconds to wait after the load for the last acks and deliveries.
+    #[arg(long, default_value_t = 30)]
+    settle_timeout: u64,
+    /// On an already running cluster, leave the components the faults killed dead
+    /// (by default they are started again afterwards).
+    #[arg(long)]
+    leave_broken: bool,
+    /// Nodes of a cluster this command starts itself.
+    #[arg(long, default_value_t = 2)]
+    nodes: usize,
+    /// nginx's port of a cluster this command starts itself.
+    #[arg(long, default_value_t = DEFAULT_PUBLIC_PORT)]
+    port: u16,
+    /// The parley binary for a cluster this command starts itself.
+    #[arg(long)]
+    parley_bin: Option<PathBuf>,
+    /// Extra node argument for a cluster this command starts itself (repeatable).
+    #[arg(long = "node-arg", allow_hyphen_values = true)]
+    node_args: Vec<String>,
 }
 
 #[derive(Args)]
@@ -66,11 +127,14 @@ struct UpArgs {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,parley_sim=info")),
+                // A failover run has a hundred chat clients, each logging its reconnect.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("warn,parley_sim=info,parley_sim::chat_client=warn")
+                }),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -80,14 +144,13 @@ async fn main() -> anyhow::Result<()> {
         .context("reading the current directory")?
         .join(&cli.state_dir);
     match cli.command {
-        Command::Up(arguments) => up(&state_dir, arguments).await,
-        Command::Status { json } => status(&state_dir, json),
+        Command::Up(arguments) => up(&state_dir, arguments).await?,
+        Command::Status { json } => status(&state_dir, json)?,
         Command::Kill { name, signal } => {
             let cluster = load_cluster(&state_dir)?;
             let signal = parse_signal(&signal)?;
             cluster.kill(&name, signal)?;
             println!("sent {signal} to {name}");
-            Ok(())
         }
         Command::Start { name } => {
             let cluster = load_cluster(&state_dir)?;
@@ -96,9 +159,77 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("starting {name}"))?;
             println!("{name} is ready");
-            Ok(())
         }
-        Command::Down => down(&state_dir).await,
+        Command::Down => down(&state_dir).await?,
+        Command::Failover(arguments) => return failover(&state_dir, arguments).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn failover(state_dir: &Path, arguments: FailoverArgs) -> anyhow::Result<ExitCode> {
+    let duration = Duration::from_secs(arguments.duration);
+    let mut config = FailoverConfig::seed_experiment(duration);
+    config.http_connections = arguments.http_connections;
+    config.pairs = arguments.pairs;
+    config.message_rate_per_pair = arguments.message_rate;
+    config.settle_timeout = Duration::from_secs(arguments.settle_timeout);
+    config.progress_on_stderr = true;
+    if arguments.no_faults {
+        config.faults.clear();
+    } else if !arguments.faults.is_empty() {
+        config.faults = arguments.faults;
+    }
+
+    let mut stop_signals = StopSignals::install()?;
+    let new_cluster_spec = || {
+        let mut spec = ClusterSpec::with_fixed_ports(state_dir.to_path_buf(), arguments.nodes, arguments.port);
+        spec.parley_bin = arguments.parley_bin.clone();
+        spec.node_extra_args = arguments.node_args.clone();
+        spec
+    };
+    let (cluster, origin) = tokio::select! {
+        attached = attach_or_start_cluster(state_dir, new_cluster_spec) => attached?,
+        received = stop_signals.next() => bail!("interrupted by {received} while starting the cluster"),
+    };
+    if origin == ClusterOrigin::StartedForThisRun {
+        eprintln!("started a cluster in {} for this run", state_dir.display());
+    }
+    let outcome = tokio::select! {
+        outcome = run_failover_experiment(&cluster, &config) => outcome,
+        received = stop_signals.next() => Err(anyhow::anyhow!("interrupted by {received}")),
+    };
+    if let Ok(report) = &outcome {
+        print!("{}", report.render_table());
+        if let Some(path) = &arguments.json {
+            std::fs::write(path, report.to_json()?).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("report written to {}", path.display());
+        }
+        if let Some(path) = &arguments.plot {
+            write_timeline_svg(report, path)?;
+            eprintln!("timeline plotted in {}", path.display());
+        }
+    }
+    match origin {
+        ClusterOrigin::StartedForThisRun => {
+            eprintln!(
+                "stopping the cluster; its logs stay in {} (parley-sim down removes them)",
+                state_dir.display()
+            );
+            cluster.shutdown().await?;
+        }
+        ClusterOrigin::AlreadyRunning if !arguments.leave_broken => {
+            let restarted = restart_dead_components(&cluster).await?;
+            if !restarted.is_empty() {
+                eprintln!("started again: {}", restarted.join(", "));
+            }
+        }
+        ClusterOrigin::AlreadyRunning => {}
+    }
+    let report = outcome?;
+    if report.passed() || arguments.allow_failures {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::FAILURE)
     }
 }
 

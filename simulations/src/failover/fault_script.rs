@@ -1,0 +1,391 @@
+//! The faults an experiment injects, each at a given second: parsed from `AT:ACTION:NAME`,
+//! checked against the cluster's components before the load starts, and carried out while
+//! it runs.
+//!
+//! A fault is an action on one named target. Actions that need more than a signal (a
+//! network partition, the master down for N seconds, HAProxy scenarios) become further
+//! [`FaultAction`] variants with their own parsing and execution; the schedule, the record
+//! and the report stay as they are.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context};
+use nix::sys::signal::Signal;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::LocalCluster;
+
+/// What happens to the target component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultAction {
+    /// SIGKILL: the process dies without any cleanup.
+    Kill,
+    /// SIGTERM: a graceful shutdown (a node closes its sockets with 1001).
+    Terminate,
+    /// Start the component again and wait until it serves (a replica: caught up).
+    Start,
+    /// SIGSTOP: the process freezes with its sockets open.
+    Stop,
+    /// SIGCONT: a frozen process resumes.
+    Continue,
+}
+
+impl FaultAction {
+    /// The word used on the command line and in reports.
+    pub fn label(self) -> &'static str {
+        match self {
+            FaultAction::Kill => "kill",
+            FaultAction::Terminate => "term",
+            FaultAction::Start => "start",
+            FaultAction::Stop => "stop",
+            FaultAction::Continue => "cont",
+        }
+    }
+
+    fn signal(self) -> Option<Signal> {
+        match self {
+            FaultAction::Kill => Some(Signal::SIGKILL),
+            FaultAction::Terminate => Some(Signal::SIGTERM),
+            FaultAction::Stop => Some(Signal::SIGSTOP),
+            FaultAction::Continue => Some(Signal::SIGCONT),
+            FaultAction::Start => None,
+        }
+    }
+}
+
+impl FromStr for FaultAction {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> anyhow::Result<Self> {
+        Ok(match text.trim().to_ascii_lowercase().as_str() {
+            "kill" | "sigkill" => FaultAction::Kill,
+            "term" | "sigterm" => FaultAction::Terminate,
+            "start" | "restart" => FaultAction::Start,
+            "stop" | "sigstop" => FaultAction::Stop,
+            "cont" | "sigcont" => FaultAction::Continue,
+            other => bail!("unknown fault action {other:?} (known: kill, term, start, stop, cont)"),
+        })
+    }
+}
+
+impl fmt::Display for FaultAction {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.label())
+    }
+}
+
+/// One fault on the experiment's schedule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScriptedFault {
+    /// From the start of the load.
+    pub at: Duration,
+    pub action: FaultAction,
+    /// A component name: master, replica-1, haproxy, node-2, nginx, …
+    pub target: String,
+}
+
+impl ScriptedFault {
+    pub fn new(at: Duration, action: FaultAction, target: impl Into<String>) -> ScriptedFault {
+        ScriptedFault {
+            at,
+            action,
+            target: target.into(),
+        }
+    }
+
+    /// The seed's experiment: one replica and one app instance die at half time.
+    pub fn seed_experiment(duration: Duration) -> Vec<ScriptedFault> {
+        let half_time = duration / 2;
+        vec![
+            ScriptedFault::new(half_time, FaultAction::Kill, "replica-1"),
+            ScriptedFault::new(half_time, FaultAction::Kill, "node-1"),
+        ]
+    }
+}
+
+impl FromStr for ScriptedFault {
+    type Err = anyhow::Error;
+
+    /// `AT:ACTION:NAME`, AT in seconds (fractions allowed), e.g. `30:kill:node-1`.
+    fn from_str(text: &str) -> anyhow::Result<Self> {
+        let mut parts = text.splitn(3, ':');
+        let (Some(at), Some(action), Some(target)) = (parts.next(), parts.next(), parts.next()) else {
+            bail!("fault {text:?} is not AT:ACTION:NAME (e.g. 30:kill:node-1)");
+        };
+        let seconds: f64 = at
+            .trim()
+            .parse()
+            .with_context(|| format!("fault {text:?}: {at:?} is not a number of seconds"))?;
+        ensure!(
+            seconds.is_finite() && seconds >= 0.0,
+            "fault {text:?}: the time must be zero or more seconds"
+        );
+        let target = target.trim();
+        ensure!(!target.is_empty(), "fault {text:?} names no component");
+        Ok(ScriptedFault {
+            at: Duration::from_secs_f64(seconds),
+            action: action.parse().with_context(|| format!("fault {text:?}"))?,
+            target: target.to_owned(),
+        })
+    }
+}
+
+/// What became of one scripted fault, for the report.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FaultRecord {
+    /// When it was scheduled, in seconds from the start of the load.
+    pub at_s: f64,
+    pub action: String,
+    pub name: String,
+    /// When it was actually carried out.
+    pub executed_at_s: f64,
+    /// When it was complete: a `start` waits until the component serves again.
+    pub completed_at_s: f64,
+    /// None: it worked.
+    pub error: Option<String>,
+}
+
+/// Refuses a schedule that cannot work before any load starts: an unknown component,
+/// or a fault after the end of the load.
+pub fn validate_schedule(
+    faults: &[ScriptedFault],
+    component_names: &[String],
+    duration: Duration,
+) -> anyhow::Result<()> {
+    for fault in faults {
+        ensure!(
+            component_names.contains(&fault.target),
+            "fault {}:{}:{} names no component of this cluster (known: {})",
+            fault.at.as_secs_f64(),
+            fault.action,
+            fault.target,
+            component_names.join(", ")
+        );
+        ensure!(
+            fault.at < duration,
+            "fault {}:{}:{} falls after the end of the {} s load",
+            fault.at.as_secs_f64(),
+            fault.action,
+            fault.target,
+            duration.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// Carries out every fault at its time, relative to `load_started_at`. Each moment of the
+/// schedule runs concurrently with the others, so a slow `start` never delays the faults
+/// after it.
+pub async fn run_fault_schedule(
+    cluster: &LocalCluster,
+    faults: &[ScriptedFault],
+    load_started_at: Instant,
+) -> Vec<FaultRecord> {
+    let mut moments: Vec<(Duration, Vec<&ScriptedFault>)> = Vec::new();
+    for fault in faults {
+        match moments.iter_mut().find(|(at, _)| *at == fault.at) {
+            Some((_, same_moment)) => same_moment.push(fault),
+            None => moments.push((fault.at, vec![fault])),
+        }
+    }
+    let executions = moments
+        .iter()
+        .map(|(at, same_moment)| execute_moment(cluster, *at, same_moment, load_started_at));
+    let mut records: Vec<FaultRecord> = futures::future::join_all(executions)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    records.sort_by(|left, right| left.executed_at_s.total_cmp(&right.executed_at_s));
+    records
+}
+
+/// The faults scheduled for one moment: signals first, all at once, then restarts.
+async fn execute_moment(
+    cluster: &LocalCluster,
+    at: Duration,
+    same_moment: &[&ScriptedFault],
+    load_started_at: Instant,
+) -> Vec<FaultRecord> {
+    tokio::time::sleep_until(load_started_at + at).await;
+    let executed_at_s = load_started_at.elapsed().as_secs_f64();
+    for fault in same_moment {
+        tracing::info!(at_s = executed_at_s, action = %fault.action, component = %fault.target, "injecting fault");
+    }
+    let (signalled, started): (Vec<&ScriptedFault>, Vec<&ScriptedFault>) = same_moment
+        .iter()
+        .copied()
+        .partition(|fault| fault.action.signal().is_some());
+    let mut outcomes = send_signals_together(cluster, &signalled, load_started_at);
+    let restarts = started.iter().map(|fault| async move {
+        let outcome = cluster
+            .start_component(&fault.target)
+            .await
+            .with_context(|| format!("starting {}", fault.target));
+        (*fault, outcome, load_started_at.elapsed().as_secs_f64())
+    });
+    outcomes.extend(futures::future::join_all(restarts).await);
+    outcomes
+        .into_iter()
+        .map(|(fault, outcome, completed_at_s)| {
+            if let Err(error) = &outcome {
+                tracing::warn!(action = %fault.action, component = %fault.target, "fault failed: {error:#}");
+            }
+            FaultRecord {
+                at_s: fault.at.as_secs_f64(),
+                action: fault.action.label().to_owned(),
+                name: fault.target.clone(),
+                executed_at_s,
+                completed_at_s,
+                error: outcome.err().map(|error| format!("{error:#}")),
+            }
+        })
+        .collect()
+}
+
+type FaultOutcome<'fault> = (&'fault ScriptedFault, anyhow::Result<()>, f64);
+
+/// After SIGKILL, `kill` blocks until the process group is gone (tens of ms for MariaDB):
+/// each signal gets a thread of its own so the faults of one moment land together, and
+/// the runtime's worker hands its other tasks on meanwhile.
+fn send_signals_together<'fault>(
+    cluster: &LocalCluster,
+    faults: &[&'fault ScriptedFault],
+    load_started_at: Instant,
+) -> Vec<FaultOutcome<'fault>> {
+    let send_all = || {
+        std::thread::scope(|scope| {
+            let senders: Vec<_> = faults
+                .iter()
+                .map(|fault| {
+                    let fault: &'fault ScriptedFault = fault;
+                    scope.spawn(move || {
+                        let signal = fault.action.signal().expect("only signal faults are sent here");
+                        let outcome = cluster
+                            .kill(&fault.target, signal)
+                            .with_context(|| format!("sending {signal} to {}", fault.target));
+                        (fault, outcome, load_started_at.elapsed().as_secs_f64())
+                    })
+                })
+                .collect();
+            senders
+                .into_iter()
+                .zip(faults)
+                .map(|(sender, fault)| {
+                    sender.join().unwrap_or_else(|_| {
+                        let panicked = Err(anyhow::anyhow!("signalling {} panicked", fault.target));
+                        (*fault, panicked, load_started_at.elapsed().as_secs_f64())
+                    })
+                })
+                .collect()
+        })
+    };
+    if faults.is_empty() {
+        return Vec::new();
+    }
+    if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(send_all)
+    } else {
+        send_all()
+    }
+}
+
+/// Components a schedule left frozen (a `stop` with no later `cont`): they are resumed
+/// after the experiment, so the cluster is not left hanging.
+pub fn components_left_frozen(faults: &[ScriptedFault]) -> Vec<String> {
+    let mut ordered: Vec<&ScriptedFault> = faults.iter().collect();
+    ordered.sort_by_key(|fault| fault.at);
+    let mut frozen: Vec<String> = Vec::new();
+    for fault in ordered {
+        match fault.action {
+            FaultAction::Stop => {
+                if !frozen.contains(&fault.target) {
+                    frozen.push(fault.target.clone());
+                }
+            }
+            FaultAction::Continue | FaultAction::Kill | FaultAction::Terminate | FaultAction::Start => {
+                frozen.retain(|name| *name != fault.target)
+            }
+        }
+    }
+    frozen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_parse_from_at_action_name() {
+        let fault: ScriptedFault = "12.5:kill:node-1".parse().unwrap();
+        assert_eq!(
+            fault,
+            ScriptedFault::new(Duration::from_millis(12_500), FaultAction::Kill, "node-1")
+        );
+        let fault: ScriptedFault = "3:TERM:replica-2".parse().unwrap();
+        assert_eq!(fault.action, FaultAction::Terminate);
+        assert_eq!(
+            "0:start:nginx".parse::<ScriptedFault>().unwrap().action,
+            FaultAction::Start
+        );
+        assert_eq!(
+            "1:stop:master".parse::<ScriptedFault>().unwrap().action,
+            FaultAction::Stop
+        );
+        assert_eq!(
+            "1:cont:master".parse::<ScriptedFault>().unwrap().action,
+            FaultAction::Continue
+        );
+    }
+
+    #[test]
+    fn malformed_faults_are_refused_with_the_reason() {
+        for bad in [
+            "kill:node-1",
+            "x:kill:node-1",
+            "-1:kill:node-1",
+            "3:explode:node-1",
+            "3:kill:",
+        ] {
+            assert!(bad.parse::<ScriptedFault>().is_err(), "{bad} was accepted");
+        }
+        let error = "3:explode:node-1".parse::<ScriptedFault>().unwrap_err();
+        assert!(format!("{error:#}").contains("unknown fault action"), "{error:#}");
+    }
+
+    #[test]
+    fn the_seed_experiment_kills_a_replica_and_a_node_at_half_time() {
+        let faults = ScriptedFault::seed_experiment(Duration::from_secs(60));
+        assert_eq!(
+            faults,
+            [
+                ScriptedFault::new(Duration::from_secs(30), FaultAction::Kill, "replica-1"),
+                ScriptedFault::new(Duration::from_secs(30), FaultAction::Kill, "node-1"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_schedule_must_name_known_components_within_the_load() {
+        let names: Vec<String> = ["master", "node-1"].iter().map(|name| name.to_string()).collect();
+        let duration = Duration::from_secs(10);
+        let good = [ScriptedFault::new(Duration::from_secs(5), FaultAction::Kill, "node-1")];
+        assert!(validate_schedule(&good, &names, duration).is_ok());
+        let unknown = [ScriptedFault::new(Duration::from_secs(5), FaultAction::Kill, "node-9")];
+        assert!(validate_schedule(&unknown, &names, duration).is_err());
+        let too_late = [ScriptedFault::new(Duration::from_secs(10), FaultAction::Kill, "node-1")];
+        assert!(validate_schedule(&too_late, &names, duration).is_err());
+    }
+
+    #[test]
+    fn a_stop_without_a_later_cont_leaves_the_component_frozen() {
+        let schedule: Vec<ScriptedFault> = ["2:stop:node-1", "4:cont:node-1", "5:stop:node-2", "3:stop:master"]
+            .iter()
+            .map(|text| text.parse().unwrap())
+            .collect();
+        assert_eq!(components_left_frozen(&schedule), ["master", "node-2"]);
+    }
+}

@@ -1,0 +1,347 @@
+//! The experiment's result: a JSON document (`--json`) and a table next to the seed's
+//! own figures.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::chat_load::{ChatPlacement, DuplicateDelivery, LostMessage};
+use super::fault_script::FaultRecord;
+use super::http_load::HttpProblem;
+
+/// The seed's wrk run (10 connections, 60 s, one replica and one app instance stopped).
+pub const SEED_REQUESTS: u64 = 100_102;
+pub const SEED_REQUESTS_PER_SECOND: f64 = 1_666.75;
+pub const SEED_LATENCY_AVERAGE_MS: f64 = 3.25;
+pub const SEED_NON_2XX: u64 = 3;
+pub const SEED_CPU_CORES: usize = 12;
+
+/// Problems printed in the table; the JSON holds every one kept.
+const PROBLEMS_IN_TABLE: usize = 10;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ExperimentSettings {
+    pub duration_s: f64,
+    pub http_connections: usize,
+    pub pairs: usize,
+    pub message_rate_per_pair: f64,
+    pub nodes: Vec<String>,
+    /// Of the machine that ran everything (the seed's: 12).
+    pub cpu_cores: usize,
+    /// In every email this run signed up.
+    pub run_tag: String,
+    pub placement: ChatPlacement,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HttpSummary {
+    /// Responses of any status.
+    pub requests: u64,
+    pub rps: f64,
+    pub avg_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub non_2xx: u64,
+    /// Requests with no response: connection refused or reset, a body cut short, a timeout.
+    pub errors: u64,
+    pub responses_by_node: BTreeMap<String, u64>,
+    pub problems: Vec<HttpProblem>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WebsocketSummary {
+    pub sent: u64,
+    pub acked: u64,
+    /// Refused for good by the server (never expected here).
+    pub refused: u64,
+    /// Neither acked nor refused when the wait for the stragglers ended.
+    pub unacked: u64,
+    /// Distinct messages the recipients' applications got.
+    pub delivered: u64,
+    /// Acked but never delivered to the recipient.
+    pub lost: u64,
+    /// Handed to a recipient's application twice (same id, or one client id stored twice).
+    pub duplicates: u64,
+    /// Copies the ChatClients dropped by id: at-least-once delivery doing its job.
+    pub redeliveries_absorbed: u64,
+    /// Two ids at one seq of a chat: a server bug if ever non-zero.
+    pub sequence_conflicts: u64,
+    pub reconnects: u64,
+    pub resumes: u64,
+    pub resume_p50_ms: f64,
+    pub resume_p99_ms: f64,
+    pub resume_max_ms: f64,
+    pub delivery_p50_ms: f64,
+    pub delivery_p99_ms: f64,
+    pub delivery_max_ms: f64,
+    /// Every ack and every delivery arrived within the wait after the load.
+    pub settled: bool,
+    pub lost_messages: Vec<LostMessage>,
+    pub duplicate_deliveries: Vec<DuplicateDelivery>,
+}
+
+/// One second of the run (the load, then the wait for stragglers).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TimelineSecond {
+    pub second: u64,
+    /// Responses completed in this second.
+    pub http_rps: u64,
+    pub http_errors: u64,
+    pub http_non_2xx: u64,
+    pub http_p99_ms: f64,
+    pub ws_delivered: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FailoverReport {
+    pub experiment: ExperimentSettings,
+    pub http: HttpSummary,
+    pub ws: WebsocketSummary,
+    pub faults: Vec<FaultRecord>,
+    pub timeline: Vec<TimelineSecond>,
+    /// non-2xx + errors + lost + duplicates + unacked + refused + sequence conflicts +
+    /// faults that could not be carried out.
+    pub failures: u64,
+}
+
+impl FailoverReport {
+    pub fn count_failures(http: &HttpSummary, ws: &WebsocketSummary, faults: &[FaultRecord]) -> u64 {
+        let failed_faults = faults.iter().filter(|fault| fault.error.is_some()).count() as u64;
+        http.non_2xx
+            + http.errors
+            + ws.lost
+            + ws.duplicates
+            + ws.unacked
+            + ws.refused
+            + ws.sequence_conflicts
+            + failed_faults
+    }
+
+    pub fn passed(&self) -> bool {
+        self.failures == 0
+    }
+
+    pub fn to_json(&self) -> anyhow::Result<String> {
+        Ok(serde_json::to_string_pretty(self)?)
+    }
+
+    /// The human-readable report for stdout.
+    pub fn render_table(&self) -> String {
+        let mut out = String::new();
+        let experiment = &self.experiment;
+        let _ = writeln!(
+            out,
+            "parley-sim failover: {} s, {} http connections, {} chat pairs at {} msg/s each, nodes {}",
+            experiment.duration_s,
+            experiment.http_connections,
+            experiment.pairs,
+            experiment.message_rate_per_pair,
+            experiment.nodes.join(", ")
+        );
+        let placement: Vec<String> = experiment
+            .placement
+            .users_by_node
+            .iter()
+            .map(|(node, users)| format!("{users} on {node}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "chat users at the start: {}; {} of {} pairs span two nodes",
+            placement.join(", "),
+            experiment.placement.cross_node_pairs,
+            experiment.pairs
+        );
+        self.render_faults(&mut out);
+        self.render_http(&mut out);
+        self.render_websocket(&mut out);
+        self.render_verdict(&mut out);
+        out
+    }
+
+    fn render_faults(&self, out: &mut String) {
+        let _ = writeln!(out, "\nfaults");
+        if self.faults.is_empty() {
+            let _ = writeln!(out, "  none");
+        }
+        for fault in &self.faults {
+            let outcome = match &fault.error {
+                None => format!("done at {:.1} s", fault.completed_at_s),
+                Some(error) => format!("FAILED: {error}"),
+            };
+            let _ = writeln!(
+                out,
+                "  {:>6.1} s  {:<5} {:<10} {outcome}",
+                fault.executed_at_s, fault.action, fault.name
+            );
+        }
+    }
+
+    fn render_http(&self, out: &mut String) {
+        let http = &self.http;
+        let row = |out: &mut String, label: &str, seed: String, parley: String| {
+            let _ = writeln!(out, "  {label:<34} {seed:>14}   {parley:>22}");
+        };
+        let _ = writeln!(out, "\nhttp: get-by-email through nginx");
+        row(out, "", "seed (wrk)".into(), "parley".into());
+        row(
+            out,
+            "cpu cores (everything on one machine)",
+            SEED_CPU_CORES.to_string(),
+            self.experiment.cpu_cores.to_string(),
+        );
+        row(out, "requests", thousands(SEED_REQUESTS), thousands(http.requests));
+        row(
+            out,
+            "requests/s",
+            format!("{SEED_REQUESTS_PER_SECOND:.2}"),
+            format!("{:.2}", http.rps),
+        );
+        row(
+            out,
+            "latency avg",
+            format!("{SEED_LATENCY_AVERAGE_MS:.2} ms"),
+            format!("{:.2} ms", http.avg_ms),
+        );
+        row(
+            out,
+            "latency p50 / p90 / p99",
+            "-".into(),
+            format!("{:.2} / {:.2} / {:.2} ms", http.p50_ms, http.p90_ms, http.p99_ms),
+        );
+        row(out, "latency max", "-".into(), format!("{:.2} ms", http.max_ms));
+        row(
+            out,
+            "non-2xx responses",
+            SEED_NON_2XX.to_string(),
+            http.non_2xx.to_string(),
+        );
+        row(out, "connection errors", "-".into(), http.errors.to_string());
+        let by_node: Vec<String> = http
+            .responses_by_node
+            .iter()
+            .map(|(node, count)| format!("{node} {}", thousands(*count)))
+            .collect();
+        let _ = writeln!(out, "  answered by: {}", by_node.join(", "));
+        for problem in http.problems.iter().take(PROBLEMS_IN_TABLE) {
+            let status = problem
+                .status
+                .map_or("no response".to_owned(), |status| status.to_string());
+            let node = problem.node.as_deref().unwrap_or("-");
+            let _ = writeln!(
+                out,
+                "  ! {} x {status} from {node} between {:.2} s and {:.2} s: {}",
+                thousands(problem.count),
+                problem.first_at_s,
+                problem.last_at_s,
+                problem.detail.trim()
+            );
+        }
+    }
+
+    fn render_websocket(&self, out: &mut String) {
+        let ws = &self.ws;
+        let row = |out: &mut String, label: &str, value: String| {
+            let _ = writeln!(out, "  {label:<34} {value:>14}");
+        };
+        let _ = writeln!(out, "\nwebsocket chat (the seed measured none)");
+        row(out, "sent", thousands(ws.sent));
+        row(out, "acked", thousands(ws.acked));
+        row(out, "refused / unacked", format!("{} / {}", ws.refused, ws.unacked));
+        row(out, "delivered to recipients", thousands(ws.delivered));
+        row(out, "lost (acked, never delivered)", ws.lost.to_string());
+        row(out, "duplicates (handed over twice)", ws.duplicates.to_string());
+        row(out, "redeliveries absorbed by id", ws.redeliveries_absorbed.to_string());
+        row(out, "sequence conflicts", ws.sequence_conflicts.to_string());
+        row(out, "reconnects", ws.reconnects.to_string());
+        row(
+            out,
+            "resume p50 / p99 / max",
+            format!(
+                "{:.0} / {:.0} / {:.0} ms",
+                ws.resume_p50_ms, ws.resume_p99_ms, ws.resume_max_ms
+            ),
+        );
+        row(
+            out,
+            "send to delivery p50 / p99 / max",
+            format!(
+                "{:.1} / {:.1} / {:.1} ms",
+                ws.delivery_p50_ms, ws.delivery_p99_ms, ws.delivery_max_ms
+            ),
+        );
+        if !ws.settled {
+            let _ = writeln!(
+                out,
+                "  ! the wait after the load ended with acks or deliveries still missing"
+            );
+        }
+        for lost in ws.lost_messages.iter().take(PROBLEMS_IN_TABLE) {
+            let _ = writeln!(
+                out,
+                "  ! lost: pair {} chat {} seq {} id {} client id {} (acked at {:.2} s)",
+                lost.pair, lost.chat_id, lost.seq, lost.id, lost.client_id, lost.acked_at_s
+            );
+        }
+        for duplicate in ws.duplicate_deliveries.iter().take(PROBLEMS_IN_TABLE) {
+            let _ = writeln!(
+                out,
+                "  ! duplicate: pair {} seq {} id {} (first delivered as {}) client id {} at {:.2} s",
+                duplicate.pair,
+                duplicate.seq,
+                duplicate.id,
+                duplicate.first_id,
+                duplicate.client_id.as_deref().unwrap_or("-"),
+                duplicate.at_s
+            );
+        }
+    }
+
+    fn render_verdict(&self, out: &mut String) {
+        if self.passed() {
+            let _ = writeln!(out, "\nresult: pass (no failed request, nothing lost, nothing twice)");
+        } else {
+            let _ = writeln!(
+                out,
+                "\nresult: FAIL, {} failures (non-2xx {}, errors {}, lost {}, duplicates {}, unacked {}, refused {}, sequence conflicts {}, failed faults {})",
+                self.failures,
+                self.http.non_2xx,
+                self.http.errors,
+                self.ws.lost,
+                self.ws.duplicates,
+                self.ws.unacked,
+                self.ws.refused,
+                self.ws.sequence_conflicts,
+                self.faults.iter().filter(|fault| fault.error.is_some()).count()
+            );
+        }
+    }
+}
+
+/// 100102 → "100,102".
+pub fn thousands(value: u64) -> String {
+    let digits = value.to_string();
+    let groups: Vec<&str> = digits
+        .as_bytes()
+        .rchunks(3)
+        .rev()
+        .map(|group| std::str::from_utf8(group).expect("decimal digits are ascii"))
+        .collect();
+    groups.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_are_grouped_by_commas() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(100_102), "100,102");
+        assert_eq!(thousands(12_345_678), "12,345,678");
+    }
+}

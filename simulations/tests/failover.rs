@@ -1,0 +1,217 @@
+//! `parley-sim failover` as a library call, short, against a fresh two-node cluster: the
+//! seed's experiment (replica-1 and node-1 SIGKILLed at half time) and a graceful node
+//! shutdown. Each must end with no failed request, no lost and no duplicated message,
+//! every send acked, and the users of the dead node back within a second.
+//!
+//! Needs the `parley` binary next to this test's target dir (`cargo build -p parley-node`
+//! into the same CARGO_TARGET_DIR) or PARLEY_BIN.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use parley_sim::app_tier::resolve_parley_binary;
+use parley_sim::failover::{run_failover_experiment, FailoverConfig, FailoverReport, ScriptedFault};
+use parley_sim::readiness::{poll_until_ready, Probe};
+use parley_sim::{ClusterSpec, LocalCluster};
+
+/// Cheap password hashing: sign-ups are setup here, not the subject.
+const CHEAP_SCRYPT_ARGS: [&str; 2] = ["--scrypt-log-n", "10"];
+const EXPERIMENT_DURATION: Duration = Duration::from_secs(14);
+const HALF_TIME: Duration = Duration::from_secs(7);
+/// A user of a dead node must be live on the other one within this.
+const RESUME_P99_BOUND_MS: f64 = 1000.0;
+
+/// Two experiments at once would share two cores and measure each other.
+static ONE_EXPERIMENT_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct ExperimentCluster {
+    cluster: LocalCluster,
+    // Dropped last: the cluster's datadirs and logs live in it.
+    state_dir: StateDirKeptOnFailure,
+}
+
+/// A failed scenario keeps the node logs for whoever reads the failure.
+struct StateDirKeptOnFailure(tempfile::TempDir);
+
+impl StateDirKeptOnFailure {
+    fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+}
+
+impl Drop for StateDirKeptOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.disable_cleanup(true);
+            eprintln!("the cluster's logs are kept in {}", self.0.path().display());
+        }
+    }
+}
+
+async fn start_cluster() -> anyhow::Result<ExperimentCluster> {
+    resolve_parley_binary(None).context("build the node first: cargo build -p parley-node, or set PARLEY_BIN")?;
+    let state_dir = tempfile::tempdir()?;
+    let mut spec = ClusterSpec::with_free_ports(state_dir.path().to_path_buf(), 2);
+    spec.node_extra_args = CHEAP_SCRYPT_ARGS.iter().map(|arg| arg.to_string()).collect();
+    let cluster = LocalCluster::start(spec).await?;
+    Ok(ExperimentCluster {
+        cluster,
+        state_dir: StateDirKeptOnFailure(state_dir),
+    })
+}
+
+fn short_experiment(faults: Vec<ScriptedFault>) -> FailoverConfig {
+    let mut config = FailoverConfig::seed_experiment(EXPERIMENT_DURATION);
+    config.http_connections = 4;
+    config.pairs = 10;
+    config.message_rate_per_pair = 4.0;
+    config.faults = faults;
+    config.progress_on_stderr = true;
+    config
+}
+
+/// The figures every scenario must reach, whatever it broke.
+fn assert_nothing_failed_or_lost(report: &FailoverReport, logs_in: &std::path::Path) {
+    let context = format!("node logs in {}; report:\n{}", logs_in.display(), report.render_table());
+    assert_eq!(
+        report.http.non_2xx, 0,
+        "non-2xx answers: {:#?}\n{context}",
+        report.http.problems
+    );
+    assert_eq!(
+        report.http.errors, 0,
+        "requests without an answer: {:#?}\n{context}",
+        report.http.problems
+    );
+    assert!(
+        report.http.requests >= 500,
+        "the http load barely ran ({} requests)\n{context}",
+        report.http.requests
+    );
+    let load_seconds = EXPERIMENT_DURATION.as_secs() as usize;
+    let silent_seconds: Vec<u64> = report.timeline[..load_seconds]
+        .iter()
+        .filter(|second| second.http_rps == 0)
+        .map(|second| second.second)
+        .collect();
+    assert!(
+        silent_seconds.is_empty(),
+        "seconds without an http answer: {silent_seconds:?}\n{context}"
+    );
+
+    let expected_sends = 10.0 * 4.0 * EXPERIMENT_DURATION.as_secs_f64();
+    assert!(
+        report.ws.sent as f64 >= expected_sends * 0.9,
+        "only {} of about {expected_sends} messages were sent\n{context}",
+        report.ws.sent
+    );
+    assert_eq!(
+        report.ws.acked, report.ws.sent,
+        "every sent message is acked\n{context}"
+    );
+    assert_eq!((report.ws.refused, report.ws.unacked), (0, 0), "{context}");
+    assert_eq!(report.ws.lost, 0, "lost: {:#?}\n{context}", report.ws.lost_messages);
+    assert_eq!(
+        report.ws.duplicates, 0,
+        "twice: {:#?}\n{context}",
+        report.ws.duplicate_deliveries
+    );
+    assert_eq!(report.ws.sequence_conflicts, 0, "{context}");
+    assert_eq!(report.ws.delivered, report.ws.acked, "{context}");
+    assert!(report.ws.settled, "{context}");
+    assert!(report.passed(), "{context}");
+    for fault in &report.faults {
+        assert_eq!(fault.error, None, "{context}");
+        assert!(
+            (fault.executed_at_s - fault.at_s).abs() < 0.5,
+            "fault {fault:?} ran late\n{context}"
+        );
+    }
+}
+
+/// The users of the dead node came back, quickly.
+fn assert_users_of_the_dead_node_resumed(report: &FailoverReport, dead_node: &str) {
+    let context = report.render_table();
+    let users_there: u64 = report
+        .experiment
+        .placement
+        .users_by_node
+        .iter()
+        .filter(|(node, _)| node.starts_with(dead_node))
+        .map(|(_, users)| users)
+        .sum();
+    assert!(
+        users_there > 0,
+        "no chat user was on {dead_node}: the fault proved nothing\n{context}"
+    );
+    assert!(
+        report.ws.resumes >= users_there,
+        "{users_there} users were on {dead_node} but only {} resumed\n{context}",
+        report.ws.resumes
+    );
+    assert!(
+        report.ws.resume_p99_ms <= RESUME_P99_BOUND_MS,
+        "resume p99 {} ms\n{context}",
+        report.ws.resume_p99_ms
+    );
+}
+
+async fn wait_until_dead(cluster: &LocalCluster, name: &str) -> anyhow::Result<()> {
+    poll_until_ready(&format!("{name} to exit"), Duration::from_secs(15), || async {
+        let alive = cluster
+            .status()
+            .into_iter()
+            .any(|status| status.name == name && status.alive);
+        Ok(if alive {
+            Probe::NotYet(anyhow::anyhow!("{name} still runs"))
+        } else {
+            Probe::Ready(())
+        })
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_experiment_loses_no_request_and_no_message() -> anyhow::Result<()> {
+    let _serial = ONE_EXPERIMENT_AT_A_TIME.lock().await;
+    let experiment = start_cluster().await?;
+    let config = short_experiment(ScriptedFault::seed_experiment(EXPERIMENT_DURATION));
+    assert_eq!(config.faults.len(), 2);
+    assert!(config.faults.iter().all(|fault| fault.at == HALF_TIME));
+
+    let report = run_failover_experiment(&experiment.cluster, &config).await?;
+    println!("{}", report.render_table());
+
+    assert_nothing_failed_or_lost(&report, experiment.state_dir.path());
+    assert_users_of_the_dead_node_resumed(&report, "node-1");
+    let actions: Vec<(&str, &str)> = report
+        .faults
+        .iter()
+        .map(|fault| (fault.action.as_str(), fault.name.as_str()))
+        .collect();
+    assert_eq!(actions.len(), 2);
+    assert!(actions.contains(&("kill", "replica-1")) && actions.contains(&("kill", "node-1")));
+    wait_until_dead(&experiment.cluster, "node-1").await?;
+    wait_until_dead(&experiment.cluster, "replica-1").await?;
+    experiment.cluster.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_shut_down_gracefully_costs_no_request_and_no_message() -> anyhow::Result<()> {
+    let _serial = ONE_EXPERIMENT_AT_A_TIME.lock().await;
+    let experiment = start_cluster().await?;
+    let config = short_experiment(vec![format!("{}:term:node-1", HALF_TIME.as_secs()).parse()?]);
+
+    let report = run_failover_experiment(&experiment.cluster, &config).await?;
+    println!("{}", report.render_table());
+
+    assert_nothing_failed_or_lost(&report, experiment.state_dir.path());
+    assert_users_of_the_dead_node_resumed(&report, "node-1");
+    assert_eq!(report.faults.len(), 1);
+    assert_eq!(
+        (report.faults[0].action.as_str(), report.faults[0].name.as_str()),
+        ("term", "node-1")
+    );
+    wait_until_dead(&experiment.cluster, "node-1").await?;
+    experiment.cluster.shutdown().await
+}
