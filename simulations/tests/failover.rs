@@ -215,3 +215,44 @@ async fn a_node_shut_down_gracefully_costs_no_request_and_no_message() -> anyhow
     wait_until_dead(&experiment.cluster, "node-1").await?;
     experiment.cluster.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_master_down_for_ten_seconds_costs_no_read_and_loses_no_message() -> anyhow::Result<()> {
+    let _serial = ONE_EXPERIMENT_AT_A_TIME.lock().await;
+    let experiment = start_cluster().await?;
+    // Reads keep going from the replicas; sends are refused with database_unavailable,
+    // resent by the clients, and all stored once the master is back.
+    let mut config = short_experiment(vec!["4:kill:master".parse()?, "14:start:master".parse()?]);
+    config.duration = Duration::from_secs(20);
+
+    let report = run_failover_experiment(&experiment.cluster, &config).await?;
+    println!("{}", report.render_table());
+
+    assert_nothing_failed_or_lost(&report, experiment.state_dir.path());
+    let actions: Vec<_> = report
+        .faults
+        .iter()
+        .map(|fault| (fault.action.as_str(), fault.name.as_str()))
+        .collect();
+    assert_eq!(actions, [("kill", "master"), ("start", "master")]);
+    experiment.cluster.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_killed_costs_no_request_reads_fall_back() -> anyhow::Result<()> {
+    let _serial = ONE_EXPERIMENT_AT_A_TIME.lock().await;
+    let experiment = start_cluster().await?;
+    let config = short_experiment(vec!["4:kill:haproxy".parse()?, "10:start:haproxy".parse()?]);
+
+    let report = run_failover_experiment(&experiment.cluster, &config).await?;
+    println!("{}", report.render_table());
+
+    assert_nothing_failed_or_lost(&report, experiment.state_dir.path());
+    let actions: Vec<_> = report
+        .faults
+        .iter()
+        .map(|fault| (fault.action.as_str(), fault.name.as_str()))
+        .collect();
+    assert_eq!(actions, [("kill", "haproxy"), ("start", "haproxy")]);
+    experiment.cluster.shutdown().await
+}
