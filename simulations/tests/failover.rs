@@ -171,6 +171,15 @@ async fn wait_until_dead(cluster: &LocalCluster, name: &str) -> anyhow::Result<(
     .await
 }
 
+/// The faults the experiment carried out, as (action, component).
+fn fault_actions(report: &FailoverReport) -> Vec<(&str, &str)> {
+    report
+        .faults
+        .iter()
+        .map(|fault| (fault.action.as_str(), fault.name.as_str()))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_experiment_loses_no_request_and_no_message() -> anyhow::Result<()> {
     let _serial = ONE_EXPERIMENT_AT_A_TIME.lock().await;
@@ -184,11 +193,7 @@ async fn the_seed_experiment_loses_no_request_and_no_message() -> anyhow::Result
 
     assert_nothing_failed_or_lost(&report, experiment.state_dir.path());
     assert_users_of_the_dead_node_resumed(&report, "node-1");
-    let actions: Vec<(&str, &str)> = report
-        .faults
-        .iter()
-        .map(|fault| (fault.action.as_str(), fault.name.as_str()))
-        .collect();
+    let actions = fault_actions(&report);
     assert_eq!(actions.len(), 2);
     assert!(actions.contains(&("kill", "replica-1")) && actions.contains(&("kill", "node-1")));
     wait_until_dead(&experiment.cluster, "node-1").await?;
@@ -229,11 +234,7 @@ async fn the_master_down_for_ten_seconds_costs_no_read_and_loses_no_message() ->
     println!("{}", report.render_table());
 
     assert_nothing_failed_or_lost(&report, experiment.state_dir.path());
-    let actions: Vec<_> = report
-        .faults
-        .iter()
-        .map(|fault| (fault.action.as_str(), fault.name.as_str()))
-        .collect();
+    let actions = fault_actions(&report);
     assert_eq!(actions, [("kill", "master"), ("start", "master")]);
     experiment.cluster.shutdown().await
 }
@@ -248,11 +249,7 @@ async fn haproxy_killed_costs_no_request_reads_fall_back() -> anyhow::Result<()>
     println!("{}", report.render_table());
 
     assert_nothing_failed_or_lost(&report, experiment.state_dir.path());
-    let actions: Vec<_> = report
-        .faults
-        .iter()
-        .map(|fault| (fault.action.as_str(), fault.name.as_str()))
-        .collect();
+    let actions = fault_actions(&report);
     assert_eq!(actions, [("kill", "haproxy"), ("start", "haproxy")]);
     experiment.cluster.shutdown().await
 }
