@@ -6,7 +6,8 @@
 # processes on its own ports, so the distribution's system services are kept stopped.
 set -euo pipefail
 
-packages=(mariadb-server mariadb-client haproxy nginx-light wrk jq curl iptables)
+# fonts-dejavu-core: the font `parley-sim failover --plot out.png` draws its labels with.
+packages=(mariadb-server mariadb-client haproxy nginx-light wrk jq curl iptables fonts-dejavu-core)
 system_services=(mariadb nginx haproxy)
 
 if [[ ${EUID} -ne 0 ]]; then

@@ -82,8 +82,12 @@ impl Chats {
                             (Uuid::new_v4().to_string(), &key),
                         )
                         .await?;
-                    let chat_id: Option<String> =
-                        transaction.exec_first("SELECT id FROM chats WHERE direct_key = ?", (&key,)).await?;
+                    // A locking read: a plain one would read this transaction's snapshot,
+                    // taken before a concurrent creation of the same pair committed the row
+                    // the insert above just ran into.
+                    let chat_id: Option<String> = transaction
+                        .exec_first("SELECT id FROM chats WHERE direct_key = ? FOR UPDATE", (&key,))
+                        .await?;
                     let Some(chat_id) = chat_id else {
                         return Ok(Err(ChatError::ChatNotFound));
                     };

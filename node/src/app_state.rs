@@ -24,6 +24,7 @@ pub struct Limits {
 #[derive(Debug, Clone, Default)]
 pub struct Readiness {
     migrations_applied: Arc<AtomicBool>,
+    draining: Arc<AtomicBool>,
 }
 
 impl Readiness {
@@ -33,6 +34,15 @@ impl Readiness {
 
     pub fn migrations_applied(&self) -> bool {
         self.migrations_applied.load(Ordering::Acquire)
+    }
+
+    /// The node is stopping: it still answers, but asks every client to go elsewhere.
+    pub fn mark_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 }
 

@@ -107,6 +107,14 @@ pub struct NodeConfig {
     #[arg(long, env = "PARLEY_CLUSTER_ADVERTISE_HOST")]
     pub cluster_advertise_host: Option<String>,
 
+    /// On SIGTERM, how long the node keeps answering (every response with
+    /// `Connection: close`, readiness 503, websocket upgrades 503) before it stops
+    /// accepting, in milliseconds. nginx reuses idle connections to a node; closed while
+    /// nginx sends a POST on one, the POST fails and nginx may not retry it. Answering
+    /// with `Connection: close` for a while retires the connections nginx is using.
+    #[arg(long, env = "PARLEY_SHUTDOWN_LAME_DUCK_MS", default_value_t = 1000)]
+    pub shutdown_lame_duck_ms: u64,
+
     /// Interval of heartbeats between nodes, in milliseconds.
     #[arg(long, env = "PARLEY_HEARTBEAT_INTERVAL_MS", default_value_t = 500)]
     pub heartbeat_interval_ms: u64,

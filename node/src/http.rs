@@ -24,6 +24,7 @@ use errors::ApiError;
 /// Every route of the node, with JSON errors and the serving node's name in a header.
 pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let node_name = state.node_name.clone();
+    let readiness = state.readiness.clone();
     let metrics = Arc::clone(&state.metrics);
     let count_request = warp::log::custom(move |info| {
         let route = route_label(info.path());
@@ -54,6 +55,19 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Inf
         .with(warp::reply::with::header("x-parley-node", node_name))
         .with(count_request)
         .map(warp::reply::Reply::into_response)
+        .map(move |response| close_connection_while_draining(&readiness, response))
+}
+
+/// A stopping node retires each connection after its response, so nginx never sends a
+/// request on a connection the node is about to close.
+fn close_connection_while_draining(readiness: &crate::app_state::Readiness, mut response: Response) -> Response {
+    if readiness.is_draining() && response.status() != warp::http::StatusCode::SWITCHING_PROTOCOLS {
+        response.headers_mut().insert(
+            warp::http::header::CONNECTION,
+            warp::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// Every route the node serves, as the `route` label of the HTTP metrics (raw paths

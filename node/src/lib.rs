@@ -83,7 +83,7 @@ pub async fn run(
         messaging: Arc::clone(&messaging),
         metrics,
         open_sockets: Arc::clone(&open_sockets),
-        readiness,
+        readiness: readiness.clone(),
         limits: Limits {
             max_body_bytes: config.max_body_bytes,
             max_page_size: config.max_page_size,
@@ -95,9 +95,15 @@ pub async fn run(
     // On shutdown, websockets are closed with 1001 (clients reconnect to another node)
     // so that the graceful drain does not wait on them forever.
     let closing = Arc::clone(&messaging);
+    let draining = readiness.clone();
+    let lame_duck = Duration::from_millis(config.shutdown_lame_duck_ms);
     let shutdown = async move {
         shutdown.await;
+        tracing::info!(?lame_duck, "node draining");
+        draining.mark_draining();
         closing.close_all(close_codes::GOING_AWAY, "node shutting down").await;
+        // A protocol period, not a wait for something: see `shutdown_lame_duck_ms`.
+        tokio::time::sleep(lame_duck).await;
     };
     warp::serve(http::routes(state))
         .incoming(listener)

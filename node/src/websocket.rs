@@ -8,8 +8,10 @@ use actors::messaging::outbound::{close_codes, OutboundQueue, OutboundReceiver};
 use actors::messaging::session::{Session, SessionArguments, SessionMessage};
 use actors::messaging::MessagingServices;
 use futures::{SinkExt, StreamExt};
+use protocol::errors::codes;
 use ractor::Actor;
 use warp::filters::ws::{Message, WebSocket, Ws};
+use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
@@ -46,22 +48,27 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
         (status = 101, description = "websocket of Envelope text frames: client actions send-message (SendMessagePayload), received and read (CursorPayload); server actions send-message (DeliveryPayload), ack (AckPayload), status (StatusPayload), presence (PresencePayload), replay-complete (ReplayCompletePayload), error (ErrorPayload)"),
         (status = 401, description = "missing, invalid or expired access token", body = protocol::ErrorBody)))]
 pub(crate) fn upgrade_to_session(state: AppState, user_id: String, upgrade: Ws) -> Response {
-    {
-        {
-            let limit = state.limits.max_frame_bytes;
-            let services = Arc::clone(&state.messaging);
-            let open_sockets = Arc::clone(&state.open_sockets);
-            // The protocol layer stops only absurd frames; ours are checked after reading so
-            // the socket can still be closed cleanly with 1009 (a frame refused unread
-            // leaves bytes behind and the close would turn into a connection reset).
-            let hard_limit = limit.saturating_mul(PROTOCOL_LIMIT_FACTOR);
-            upgrade
-                .max_message_size(hard_limit)
-                .max_frame_size(hard_limit)
-                .on_upgrade(move |socket| serve_socket(socket, user_id, services, limit, open_sockets))
-                .into_response()
-        }
+    if state.readiness.is_draining() {
+        // nginx retries a refused upgrade (a GET) on the next node.
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            codes::NOT_READY,
+            "this node is shutting down, connect again",
+        )
+        .into_response();
     }
+    let limit = state.limits.max_frame_bytes;
+    let services = Arc::clone(&state.messaging);
+    let open_sockets = Arc::clone(&state.open_sockets);
+    // The protocol layer stops only absurd frames; ours are checked after reading so
+    // the socket can still be closed cleanly with 1009 (a frame refused unread
+    // leaves bytes behind and the close would turn into a connection reset).
+    let hard_limit = limit.saturating_mul(PROTOCOL_LIMIT_FACTOR);
+    upgrade
+        .max_message_size(hard_limit)
+        .max_frame_size(hard_limit)
+        .on_upgrade(move |socket| serve_socket(socket, user_id, services, limit, open_sockets))
+        .into_response()
 }
 
 /// The token comes as `?token=` (the seed's websocat command) or in `Authorization`.

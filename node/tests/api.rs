@@ -25,6 +25,33 @@ fn alice() -> SignUpRequest {
 }
 
 #[tokio::test]
+async fn both_users_creating_their_chat_at_the_same_moment_get_the_same_one() {
+    let app = TestApp::spawn(shared_servers(BINARY).await, 2).await;
+    let http = &app.http;
+    let bob_id = http.sign_up_ok(&bob()).await.unwrap();
+    let alice_id = http.sign_up_ok(&alice()).await.unwrap();
+    let bob_token = http.sign_in("bob@email.com", "1234567890").await.unwrap().access_token;
+    let alice_token = http
+        .sign_in("alice@email.com", "1234567890")
+        .await
+        .unwrap()
+        .access_token;
+    // Both sides at once, through nginx onto both nodes: the losers of the race for the
+    // unique pair must find the winner's chat, not a 404.
+    let creations = (0..8).map(|attempt| {
+        let (token, companion) = if attempt % 2 == 0 {
+            (&bob_token, &alice_id)
+        } else {
+            (&alice_token, &bob_id)
+        };
+        http.create_chat(token, companion)
+    });
+    let chat_ids: Vec<String> = futures::future::try_join_all(creations).await.unwrap();
+    assert!(chat_ids.iter().all(|chat_id| *chat_id == chat_ids[0]), "{chat_ids:?}");
+    assert_eq!(http.chats(&bob_token).await.unwrap().chats.len(), 1);
+}
+
+#[tokio::test]
 async fn the_seed_walkthrough_works_through_nginx() {
     let app = TestApp::spawn(shared_servers(BINARY).await, 2).await;
     let http = &app.http;

@@ -115,6 +115,70 @@ async fn sigterm_closes_websockets_with_1001_and_the_node_exits() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_answers_with_connection_close_and_turns_new_users_away_before_it_exits() {
+    let app = TestApp::spawn_with_args(shared_servers(BINARY).await, 2, &["--shutdown-lame-duck-ms", "4000"]).await;
+    let pair = pair(app, "lameduck").await;
+    let node_1 = pair.app.app.node_url("node-1");
+    let mut alice = connect_to(&node_1, &pair.alice).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    pair.app.app.kill("node-1", Signal::SIGTERM).unwrap();
+    let code = loop {
+        match alice.next_event(WAIT).await.unwrap() {
+            WsEvent::Closed(code) => break code,
+            WsEvent::Envelope(_) => continue,
+        }
+    };
+    assert_eq!(code, Some(1001));
+
+    // Still answering, but not ready, and every answer retires its connection.
+    let ready = client
+        .get(format!("{node_1}/health/ready"))
+        .send()
+        .await
+        .expect("node-1 still answers during its lame-duck period");
+    assert_eq!(ready.status(), 503);
+    assert_eq!(
+        ready.headers().get("connection").map(|value| value.to_str().unwrap()),
+        Some("close")
+    );
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["draining"], true, "{body}");
+    let lookup = client
+        .get(format!(
+            "{node_1}/auth/user/get-by-email?email=alice.lameduck%40email.com"
+        ))
+        .header("Authorization", &pair.bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lookup.status(), 200, "requests are still served while draining");
+    assert_eq!(
+        lookup.headers().get("connection").map(|value| value.to_str().unwrap()),
+        Some("close")
+    );
+    // A new websocket is refused with a status nginx retries elsewhere.
+    let Err(refused) = WsConnection::connect(&node_1, &pair.alice).await else {
+        panic!("an upgrade on a draining node must be refused");
+    };
+    assert!(format!("{refused:#}").contains("503"), "{refused:#}");
+
+    let deadline = Instant::now() + WAIT;
+    while pair
+        .app
+        .app
+        .status()
+        .iter()
+        .any(|component| component.name == "node-1" && component.alive)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "node-1 did not exit after its lame-duck period"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_falls_behind_is_closed_with_1008_and_the_sender_is_not_slowed() {
     // A small queue so the backlog overflows quickly; still room for a burst of acks
     // (a batch of frames is acked at once).

@@ -1,6 +1,7 @@
 //! The app tier: N `parley` nodes for one database, and nginx in front of them.
 
 mod nginx_launch;
+mod node_isolation;
 mod node_launch;
 
 use std::path::{Path, PathBuf};
@@ -238,6 +239,7 @@ impl AppTier {
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         self.components.terminate_all(crate::component::SHUTDOWN_GRACE).await;
         self.owns_processes = false;
+        self.heal_all_and_release_cgroups();
         Ok(())
     }
 
@@ -281,6 +283,7 @@ impl Drop for AppTier {
     fn drop(&mut self) {
         if self.owns_processes {
             self.components.kill_all_blocking();
+            self.heal_all_and_release_cgroups();
         }
     }
 }

@@ -27,13 +27,13 @@ use tokio::time::Instant;
 
 pub use chat_load::{ChatPlacement, DuplicateDelivery, LostMessage};
 pub use experiment_cluster::{attach_or_start_cluster, restart_dead_components, wait_until_mesh_formed, ClusterOrigin};
-pub use fault_script::{FaultAction, FaultRecord, ScriptedFault};
+pub use fault_script::{FaultAction, FaultRecord, FaultSpec, ScriptedFault};
 pub use http_load::HttpProblem;
 pub use report::{
     ExperimentSettings, FailoverReport, HttpSummary, TimelineSecond, WebsocketSummary, SEED_CPU_CORES,
     SEED_LATENCY_AVERAGE_MS, SEED_NON_2XX, SEED_REQUESTS, SEED_REQUESTS_PER_SECOND,
 };
-pub use timeline_plot::write_timeline_svg;
+pub use timeline_plot::write_timeline_plot;
 
 use crate::http_client::ParleyHttp;
 use crate::LocalCluster;
@@ -47,6 +47,8 @@ pub struct FailoverConfig {
     pub duration: Duration,
     /// Concurrent get-by-email loops (wrk's connections).
     pub http_connections: usize,
+    /// Concurrent `POST /messenger/create-chat` loops beside them.
+    pub http_post_connections: usize,
     /// Chats, each with a sending and a receiving user.
     pub pairs: usize,
     /// Messages per second each pair's sender sends.
@@ -70,6 +72,7 @@ impl FailoverConfig {
         FailoverConfig {
             duration,
             http_connections: 10,
+            http_post_connections: 0,
             pairs: 50,
             message_rate_per_pair: 2.0,
             faults: ScriptedFault::seed_experiment(duration),
@@ -138,6 +141,8 @@ pub async fn run_failover_experiment(
             connections: config.http_connections,
             token: http_users.looker.access_token.clone(),
             looked_up_email: http_users.looked_up.email.replace('@', "%40"),
+            post_connections: config.http_post_connections,
+            companion_id: http_users.looked_up.user_id.clone(),
             request_timeout: config.http_request_timeout,
         },
         load_started_at,
@@ -161,10 +166,16 @@ pub async fn run_failover_experiment(
             .kill(&name, Signal::SIGCONT)
             .with_context(|| format!("resuming {name}, left frozen by the schedule"))?;
     }
+    for name in fault_script::nodes_left_partitioned(&config.faults) {
+        cluster
+            .heal_node(&name)
+            .with_context(|| format!("healing {name}, left partitioned by the schedule"))?;
+    }
 
     let settings = ExperimentSettings {
         duration_s: config.duration.as_secs_f64(),
         http_connections: config.http_connections,
+        http_post_connections: config.http_post_connections,
         pairs: config.pairs,
         message_rate_per_pair: config.message_rate_per_pair,
         nodes: cluster.app.node_names(),
@@ -246,6 +257,7 @@ fn assemble_report(
         non_2xx,
         errors,
         responses_by_node: http_outcome.responses_by_node,
+        responses_by_request: http_outcome.responses_by_request,
         problems: http_outcome.problems,
     };
     let ws = WebsocketSummary {

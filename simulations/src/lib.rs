@@ -21,6 +21,7 @@ pub mod failover;
 pub mod http_client;
 pub mod local_cluster;
 pub mod mariadb_admin;
+pub mod network_partition;
 pub mod ports;
 pub mod process_control;
 pub mod readiness;

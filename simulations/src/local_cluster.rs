@@ -214,6 +214,16 @@ impl LocalCluster {
         }
     }
 
+    /// Cuts a node off from its peers, the database and nginx (see `network_partition`).
+    pub fn partition_node(&self, name: &str) -> anyhow::Result<()> {
+        self.app.partition_node(name)
+    }
+
+    /// Removes a node's partition; false if it had none.
+    pub fn heal_node(&self, name: &str) -> anyhow::Result<bool> {
+        self.app.heal_node(name)
+    }
+
     /// Restarts one component and waits until it is back in service, then records its
     /// new pid.
     pub async fn start_component(&self, name: &str) -> anyhow::Result<()> {
@@ -236,6 +246,7 @@ impl LocalCluster {
         identities.sort_by_key(|identity| identity.pid);
         identities.dedup();
         terminate_process_groups(&identities, SHUTDOWN_GRACE).await;
+        self.app.heal_all_and_release_cgroups();
         self.servers.disown_processes();
         self.app.disown_processes();
         tracing::info!(state_dir = %self.state_dir.display(), "cluster stopped");

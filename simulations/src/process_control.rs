@@ -39,6 +39,10 @@ pub struct LaunchCommand {
     pub working_dir: Option<PathBuf>,
     /// stdout and stderr are appended here.
     pub log_path: PathBuf,
+    /// A cgroup (v2) directory the process joins before it runs, so that every socket it
+    /// ever opens is in that cgroup (see `network_partition`).
+    #[serde(default)]
+    pub cgroup: Option<PathBuf>,
 }
 
 impl LaunchCommand {
@@ -133,6 +137,9 @@ fn spawn_now(command: &LaunchCommand, mode: SpawnMode) -> io::Result<u32> {
     if let Some(directory) = &command.working_dir {
         process.current_dir(directory);
     }
+    if let Some(cgroup) = &command.cgroup {
+        join_cgroup_before_exec(&mut process, cgroup)?;
+    }
     match mode {
         SpawnMode::TiedToThisProcess => {
             let launcher_pid = std::process::id() as libc::pid_t;
@@ -173,6 +180,33 @@ fn spawn_now(command: &LaunchCommand, mode: SpawnMode) -> io::Result<u32> {
     // Dropping std's Child neither kills nor reaps; reaping is done by pid (see reap_if_exited).
     drop(child);
     Ok(pid)
+}
+
+/// Makes the child write itself into `cgroup`'s `cgroup.procs` between fork and exec.
+fn join_cgroup_before_exec(process: &mut Command, cgroup: &std::path::Path) -> io::Result<()> {
+    // A restarted component finds its cgroup again even if someone removed it.
+    std::fs::create_dir_all(cgroup)?;
+    let procs = std::ffi::CString::new(cgroup.join("cgroup.procs").into_os_string().into_encoded_bytes())
+        .map_err(|_| io::Error::other("cgroup path with a NUL byte"))?;
+    // SAFETY: only async-signal-safe calls (open, write, close) between fork and exec; the
+    // path was allocated before the fork.
+    unsafe {
+        process.pre_exec(move || {
+            let descriptor = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if descriptor < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // "0" is the writing process itself.
+            let written = libc::write(descriptor, b"0".as_ptr().cast(), 1);
+            let error = io::Error::last_os_error();
+            libc::close(descriptor);
+            if written != 1 {
+                return Err(error);
+            }
+            Ok(())
+        });
+    }
+    Ok(())
 }
 
 fn lock_tied_groups() -> std::sync::MutexGuard<'static, BTreeSet<i32>> {

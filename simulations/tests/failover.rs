@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use parley_sim::app_tier::resolve_parley_binary;
-use parley_sim::failover::{run_failover_experiment, FailoverConfig, FailoverReport, ScriptedFault};
+use parley_sim::failover::{
+    run_failover_experiment, wait_until_mesh_formed, FailoverConfig, FailoverReport, FaultSpec, ScriptedFault,
+};
 use parley_sim::readiness::{poll_until_ready, Probe};
 use parley_sim::{ClusterSpec, LocalCluster};
 
@@ -70,8 +72,18 @@ fn short_experiment(faults: Vec<ScriptedFault>) -> FailoverConfig {
     config
 }
 
+/// Whether the HTTP load may stall for a while. A partitioned node answers nothing, and
+/// nginx only learns that from a request that times out (5 s): the requests in flight
+/// to it wait that long before nginx retries them elsewhere. Every other fault is seen
+/// at once (refused connections, resets), so there every second must have answers.
+#[derive(PartialEq)]
+enum HttpStalls {
+    Never,
+    WhileNginxTimesOutASilentNode,
+}
+
 /// The figures every scenario must reach, whatever it broke.
-fn assert_nothing_failed_or_lost(report: &FailoverReport, logs_in: &std::path::Path) {
+fn assert_nothing_failed_or_lost(report: &FailoverReport, logs_in: &std::path::Path, stalls: HttpStalls) {
     let context = format!("node logs in {}; report:\n{}", logs_in.display(), report.render_table());
     assert_eq!(
         report.http.non_2xx, 0,
@@ -88,18 +100,18 @@ fn assert_nothing_failed_or_lost(report: &FailoverReport, logs_in: &std::path::P
         "the http load barely ran ({} requests)\n{context}",
         report.http.requests
     );
-    let load_seconds = EXPERIMENT_DURATION.as_secs() as usize;
+    let load_seconds = report.experiment.duration_s as usize;
     let silent_seconds: Vec<u64> = report.timeline[..load_seconds]
         .iter()
         .filter(|second| second.http_rps == 0)
         .map(|second| second.second)
         .collect();
     assert!(
-        silent_seconds.is_empty(),
+        silent_seconds.is_empty() || stalls == HttpStalls::WhileNginxTimesOutASilentNode,
         "seconds without an http answer: {silent_seconds:?}\n{context}"
     );
 
-    let expected_sends = 10.0 * 4.0 * EXPERIMENT_DURATION.as_secs_f64();
+    let expected_sends = 10.0 * 4.0 * report.experiment.duration_s;
     assert!(
         report.ws.sent as f64 >= expected_sends * 0.9,
         "only {} of about {expected_sends} messages were sent\n{context}",
@@ -131,6 +143,12 @@ fn assert_nothing_failed_or_lost(report: &FailoverReport, logs_in: &std::path::P
 
 /// The users of the dead node came back, quickly.
 fn assert_users_of_the_dead_node_resumed(report: &FailoverReport, dead_node: &str) {
+    assert_users_of_the_lost_node_resumed_within(report, dead_node, RESUME_P99_BOUND_MS);
+}
+
+/// The users of a node that died or vanished resumed elsewhere, within `p99_bound_ms`
+/// of noticing.
+fn assert_users_of_the_lost_node_resumed_within(report: &FailoverReport, dead_node: &str, p99_bound_ms: f64) {
     let context = report.render_table();
     let users_there: u64 = report
         .experiment
@@ -150,7 +168,7 @@ fn assert_users_of_the_dead_node_resumed(report: &FailoverReport, dead_node: &st
         report.ws.resumes
     );
     assert!(
-        report.ws.resume_p99_ms <= RESUME_P99_BOUND_MS,
+        report.ws.resume_p99_ms <= p99_bound_ms,
         "resume p99 {} ms\n{context}",
         report.ws.resume_p99_ms
     );
@@ -191,7 +209,7 @@ async fn the_seed_experiment_loses_no_request_and_no_message() -> anyhow::Result
     let report = run_failover_experiment(&experiment.cluster, &config).await?;
     println!("{}", report.render_table());
 
-    assert_nothing_failed_or_lost(&report, experiment.state_dir.path());
+    assert_nothing_failed_or_lost(&report, experiment.state_dir.path(), HttpStalls::Never);
     assert_users_of_the_dead_node_resumed(&report, "node-1");
     let actions = fault_actions(&report);
     assert_eq!(actions.len(), 2);
@@ -205,17 +223,31 @@ async fn the_seed_experiment_loses_no_request_and_no_message() -> anyhow::Result
 async fn a_node_shut_down_gracefully_costs_no_request_and_no_message() -> anyhow::Result<()> {
     let _serial = ONE_EXPERIMENT_AT_A_TIME.lock().await;
     let experiment = start_cluster().await?;
-    let config = short_experiment(vec![format!("{}:term:node-1", HALF_TIME.as_secs()).parse()?]);
+    let mut config = short_experiment(vec![format!("{}:term:node-1", HALF_TIME.as_secs()).parse()?]);
+    // Writes too: nginx never retries a POST that reached a node, so a node that stops
+    // must answer every request it accepted.
+    config.http_post_connections = 2;
 
     let report = run_failover_experiment(&experiment.cluster, &config).await?;
     println!("{}", report.render_table());
 
-    assert_nothing_failed_or_lost(&report, experiment.state_dir.path());
+    assert_nothing_failed_or_lost(&report, experiment.state_dir.path(), HttpStalls::Never);
     assert_users_of_the_dead_node_resumed(&report, "node-1");
     assert_eq!(report.faults.len(), 1);
     assert_eq!(
         (report.faults[0].action.as_str(), report.faults[0].name.as_str()),
         ("term", "node-1")
+    );
+    let posts_answered = report
+        .http
+        .responses_by_request
+        .get("create-chat")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        posts_answered >= 100,
+        "only {posts_answered} create-chat posts were answered\n{}",
+        report.render_table()
     );
     wait_until_dead(&experiment.cluster, "node-1").await?;
     experiment.cluster.shutdown().await
@@ -233,7 +265,7 @@ async fn the_master_down_for_ten_seconds_costs_no_read_and_loses_no_message() ->
     let report = run_failover_experiment(&experiment.cluster, &config).await?;
     println!("{}", report.render_table());
 
-    assert_nothing_failed_or_lost(&report, experiment.state_dir.path());
+    assert_nothing_failed_or_lost(&report, experiment.state_dir.path(), HttpStalls::Never);
     let actions = fault_actions(&report);
     assert_eq!(actions, [("kill", "master"), ("start", "master")]);
     experiment.cluster.shutdown().await
@@ -248,8 +280,49 @@ async fn haproxy_killed_costs_no_request_reads_fall_back() -> anyhow::Result<()>
     let report = run_failover_experiment(&experiment.cluster, &config).await?;
     println!("{}", report.render_table());
 
-    assert_nothing_failed_or_lost(&report, experiment.state_dir.path());
+    assert_nothing_failed_or_lost(&report, experiment.state_dir.path(), HttpStalls::Never);
     let actions = fault_actions(&report);
     assert_eq!(actions, [("kill", "haproxy"), ("start", "haproxy")]);
+    experiment.cluster.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_node_loses_its_users_to_the_other_and_nothing_is_delivered_twice() -> anyhow::Result<()> {
+    let _serial = ONE_EXPERIMENT_AT_A_TIME.lock().await;
+    let experiment = start_cluster().await?;
+    // node-1 keeps running but nothing reaches it and nothing it sends leaves: its users'
+    // sockets fall silent, they move to node-2 through nginx and resume there.
+    let FaultSpec(faults) = "4:partition=10:node-1".parse()?;
+    let mut config = short_experiment(faults);
+    config.duration = Duration::from_secs(22);
+
+    let report = run_failover_experiment(&experiment.cluster, &config).await?;
+    println!("{}", report.render_table());
+
+    assert_nothing_failed_or_lost(
+        &report,
+        experiment.state_dir.path(),
+        HttpStalls::WhileNginxTimesOutASilentNode,
+    );
+    // Resuming may first try node-1 through nginx (1 s connect timeout) before node-2.
+    assert_users_of_the_lost_node_resumed_within(&report, "node-1", 3000.0);
+    assert_eq!(fault_actions(&report), [("partition", "node-1"), ("heal", "node-1")]);
+    let by_node = &report.http.responses_by_node;
+    assert!(
+        by_node.get("node-2").copied().unwrap_or(0) > by_node.get("node-1").copied().unwrap_or(0),
+        "node-2 should have carried the load while node-1 was cut off: {by_node:?}"
+    );
+
+    // Healed, node-1 is a member again and serves: no node was left believing it alone.
+    wait_until_mesh_formed(&experiment.cluster, Duration::from_secs(20)).await?;
+    let ready = format!("{}/health/ready", experiment.cluster.app.node_url("node-1"));
+    poll_until_ready("node-1 to be ready after the heal", Duration::from_secs(20), || async {
+        Ok(match parley_sim::readiness::http_get_status(&ready).await {
+            Ok(200) => Probe::Ready(()),
+            Ok(status) => Probe::NotYet(anyhow::anyhow!("{ready} answered {status}")),
+            Err(error) => Probe::NotYet(error),
+        })
+    })
+    .await?;
     experiment.cluster.shutdown().await
 }

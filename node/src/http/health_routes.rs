@@ -14,6 +14,8 @@ struct Health<'a> {
     status: &'a str,
     node: &'a str,
     migrations_applied: bool,
+    /// Stopping: answering its last requests, not taking new users.
+    draining: bool,
     master_healthy: bool,
     healthy_read_endpoints: Vec<String>,
 }
@@ -79,7 +81,7 @@ pub(crate) fn live(state: &AppState) -> Response {
     report(state, true)
 }
 
-/// Migrations applied and a database reachable.
+/// Migrations applied, a database reachable, and not stopping.
 #[utoipa::path(get, path = "/health/ready", tag = "operations",
     responses((status = 200, description = "ready to serve"), (status = 503, description = "not ready")))]
 pub(crate) fn ready(state: &AppState) -> Response {
@@ -96,7 +98,8 @@ fn report(state: &AppState, liveness_only: bool) -> Response {
         .map(|endpoint| endpoint.name.clone())
         .collect();
     let migrations_applied = state.readiness.migrations_applied();
-    let ready = migrations_applied && (master_healthy || !healthy_read_endpoints.is_empty());
+    let draining = state.readiness.is_draining();
+    let ready = !draining && migrations_applied && (master_healthy || !healthy_read_endpoints.is_empty());
     let (status, label) = match (liveness_only, ready) {
         (true, _) => (StatusCode::OK, "live"),
         (false, true) => (StatusCode::OK, "ready"),
@@ -106,6 +109,7 @@ fn report(state: &AppState, liveness_only: bool) -> Response {
         status: label,
         node: &state.node_name,
         migrations_applied,
+        draining,
         master_healthy,
         healthy_read_endpoints,
     };

@@ -85,6 +85,7 @@ pub fn nginx_launch_command(layout: &NginxLayout) -> anyhow::Result<LaunchComman
         env: Vec::new(),
         working_dir: Some(layout.directory.clone()),
         log_path: layout.log_path.clone(),
+        cgroup: None,
     })
 }
 

@@ -9,8 +9,8 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use nix::sys::signal::Signal;
 use parley_sim::failover::{
-    attach_or_start_cluster, restart_dead_components, run_failover_experiment, write_timeline_svg, ClusterOrigin,
-    FailoverConfig, ScriptedFault,
+    attach_or_start_cluster, restart_dead_components, run_failover_experiment, write_timeline_plot, ClusterOrigin,
+    FailoverConfig, FaultAction, FaultSpec,
 };
 use parley_sim::local_cluster::{remove_state_dir, DEFAULT_PUBLIC_PORT, STATE_FILE_NAME};
 use parley_sim::{ClusterSpec, ComponentStatus, LocalCluster};
@@ -47,6 +47,10 @@ enum Command {
     },
     /// Start a killed component again and wait until it is back in service.
     Start { name: String },
+    /// Cut a node off from its peers, the database and nginx (iptables; needs root).
+    Partition { name: String },
+    /// Undo `partition`.
+    Heal { name: String },
     /// Stop everything and delete the state dir.
     Down,
     /// The seed's fault-tolerance experiment: HTTP and websocket load while components
@@ -70,17 +74,24 @@ struct FailoverArgs {
     #[arg(long, default_value_t = 2.0)]
     message_rate: f64,
     /// AT:ACTION:NAME, AT in seconds from the start of the load, ACTION one of kill
-    /// (SIGKILL), term (SIGTERM), start, stop (SIGSTOP), cont (SIGCONT); repeatable.
+    /// (SIGKILL), term (SIGTERM), start, stop (SIGSTOP), cont (SIGCONT), partition (a
+    /// node cut off from peers, database and nginx), heal; or down=SECONDS (killed, then
+    /// started after that long) and partition=SECONDS (healed after that long). Repeatable.
     /// Default: replica-1 and node-1 SIGKILLed at half time.
     #[arg(long = "fault", value_name = "AT:ACTION:NAME")]
-    faults: Vec<ScriptedFault>,
+    faults: Vec<FaultSpec>,
+    /// Concurrent POST /messenger/create-chat loops beside the get-by-email ones (writes
+    /// through the master; nginx must not retry them, so a node must not drop them).
+    #[arg(long, default_value_t = 0)]
+    post_connections: usize,
     /// No faults at all: a baseline run.
     #[arg(long, conflicts_with = "faults")]
     no_faults: bool,
     /// Also write the report as JSON here.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-    /// Also draw the timeline (requests/s, failures, p99, messages/s, faults) as SVG here.
+    /// Also draw the timeline (requests/s, failures, p99, messages/s, faults) here, as PNG
+    /// if FILE ends in .png (needs fonts-dejavu-core), else as SVG.
     #[arg(long, value_name = "FILE")]
     plot: Option<PathBuf>,
     /// Exit with 0 even if requests failed or messages were lost.
@@ -160,6 +171,17 @@ async fn main() -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("starting {name}"))?;
             println!("{name} is ready");
         }
+        Command::Partition { name } => {
+            load_cluster(&state_dir)?.partition_node(&name)?;
+            println!("{name} is cut off; `parley-sim heal {name}` undoes it");
+        }
+        Command::Heal { name } => {
+            if load_cluster(&state_dir)?.heal_node(&name)? {
+                println!("{name} is reachable again");
+            } else {
+                println!("{name} was not partitioned");
+            }
+        }
         Command::Down => down(&state_dir).await?,
         Command::Failover(arguments) => return failover(&state_dir, arguments).await,
     }
@@ -177,8 +199,13 @@ async fn failover(state_dir: &Path, arguments: FailoverArgs) -> anyhow::Result<E
     if arguments.no_faults {
         config.faults.clear();
     } else if !arguments.faults.is_empty() {
-        config.faults = arguments.faults;
+        config.faults = arguments
+            .faults
+            .into_iter()
+            .flat_map(|FaultSpec(faults)| faults)
+            .collect();
     }
+    config.http_post_connections = arguments.post_connections;
 
     let mut stop_signals = StopSignals::install()?;
     let new_cluster_spec = || {
@@ -198,6 +225,16 @@ async fn failover(state_dir: &Path, arguments: FailoverArgs) -> anyhow::Result<E
         outcome = run_failover_experiment(&cluster, &config) => outcome,
         received = stop_signals.next() => Err(anyhow::anyhow!("interrupted by {received}")),
     };
+    // An interrupted run must not leave a node cut off (a finished one healed already).
+    for fault in config
+        .faults
+        .iter()
+        .filter(|fault| fault.action == FaultAction::Partition)
+    {
+        if let Err(error) = cluster.heal_node(&fault.target) {
+            eprintln!("could not heal {}: {error:#}", fault.target);
+        }
+    }
     if let Ok(report) = &outcome {
         print!("{}", report.render_table());
         if let Some(path) = &arguments.json {
@@ -205,7 +242,7 @@ async fn failover(state_dir: &Path, arguments: FailoverArgs) -> anyhow::Result<E
             eprintln!("report written to {}", path.display());
         }
         if let Some(path) = &arguments.plot {
-            write_timeline_svg(report, path)?;
+            write_timeline_plot(report, path)?;
             eprintln!("timeline plotted in {}", path.display());
         }
     }

@@ -69,6 +69,7 @@ pub fn haproxy_launch_command(layout: &HaproxyLayout) -> anyhow::Result<LaunchCo
         env: Vec::new(),
         working_dir: Some(layout.directory.clone()),
         log_path: layout.log_path.clone(),
+        cgroup: None,
     })
 }
 

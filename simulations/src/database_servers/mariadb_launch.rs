@@ -166,6 +166,7 @@ pub fn server_launch_command(layout: &MariadbServerLayout) -> anyhow::Result<Lau
         env: Vec::new(),
         working_dir: Some(layout.directory.clone()),
         log_path: layout.log_path.clone(),
+        cgroup: None,
     })
 }
 

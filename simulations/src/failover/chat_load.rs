@@ -163,6 +163,10 @@ impl RunningChatLoad {
             let start_client = |token: &str, role: PairRole, label: &str| {
                 let mut config = ChatClientConfig::new(settings.base_url.clone(), token);
                 config.client_id_prefix = format!("pair{}-{label}", pair.pair_index);
+                // A partitioned node keeps its sockets open and silent; the experiment
+                // wants its users to notice within seconds, not the default 15.
+                config.keepalive_interval = Duration::from_secs(1);
+                config.silence_timeout = Duration::from_secs(5);
                 let (client, events) = ChatClient::start(config);
                 let consumer = tokio::spawn(consume_events(
                     events,

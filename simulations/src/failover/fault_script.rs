@@ -31,6 +31,10 @@ pub enum FaultAction {
     Stop,
     /// SIGCONT: a frozen process resumes.
     Continue,
+    /// A node is cut off from its peers, the database and nginx; it keeps running.
+    Partition,
+    /// A partitioned node is reachable again.
+    Heal,
 }
 
 impl FaultAction {
@@ -42,7 +46,14 @@ impl FaultAction {
             FaultAction::Start => "start",
             FaultAction::Stop => "stop",
             FaultAction::Continue => "cont",
+            FaultAction::Partition => "partition",
+            FaultAction::Heal => "heal",
         }
+    }
+
+    /// Partitions exist only between processes that talk over the network as nodes do.
+    fn applies_to_nodes_only(self) -> bool {
+        matches!(self, FaultAction::Partition | FaultAction::Heal)
     }
 
     fn signal(self) -> Option<Signal> {
@@ -51,7 +62,7 @@ impl FaultAction {
             FaultAction::Terminate => Some(Signal::SIGTERM),
             FaultAction::Stop => Some(Signal::SIGSTOP),
             FaultAction::Continue => Some(Signal::SIGCONT),
-            FaultAction::Start => None,
+            FaultAction::Start | FaultAction::Partition | FaultAction::Heal => None,
         }
     }
 }
@@ -66,7 +77,12 @@ impl FromStr for FaultAction {
             "start" | "restart" => FaultAction::Start,
             "stop" | "sigstop" => FaultAction::Stop,
             "cont" | "sigcont" => FaultAction::Continue,
-            other => bail!("unknown fault action {other:?} (known: kill, term, start, stop, cont)"),
+            "partition" | "cut" => FaultAction::Partition,
+            "heal" => FaultAction::Heal,
+            other => bail!(
+                "unknown fault action {other:?} (known: kill, term, start, stop, cont, partition, heal, \
+                 and down=SECONDS or partition=SECONDS for a fault undone after that long)"
+            ),
         })
     }
 }
@@ -115,22 +131,56 @@ impl FromStr for ScriptedFault {
         let (Some(at), Some(action), Some(target)) = (parts.next(), parts.next(), parts.next()) else {
             bail!("fault {text:?} is not AT:ACTION:NAME (e.g. 30:kill:node-1)");
         };
-        let seconds: f64 = at
-            .trim()
-            .parse()
-            .with_context(|| format!("fault {text:?}: {at:?} is not a number of seconds"))?;
-        ensure!(
-            seconds.is_finite() && seconds >= 0.0,
-            "fault {text:?}: the time must be zero or more seconds"
-        );
+        let at = parse_seconds(text, at)?;
         let target = target.trim();
         ensure!(!target.is_empty(), "fault {text:?} names no component");
         Ok(ScriptedFault {
-            at: Duration::from_secs_f64(seconds),
+            at,
             action: action.parse().with_context(|| format!("fault {text:?}"))?,
             target: target.to_owned(),
         })
     }
+}
+
+/// One `--fault` of the command line: a single fault, or one with a duration that is
+/// undone after it (`20:down=10:master` kills the master at 20 s and starts it at 30 s;
+/// `20:partition=5:node-1` heals the partition at 25 s).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultSpec(pub Vec<ScriptedFault>);
+
+impl FromStr for FaultSpec {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> anyhow::Result<Self> {
+        let mut parts = text.splitn(3, ':');
+        let (Some(at), Some(action), Some(target)) = (parts.next(), parts.next(), parts.next()) else {
+            bail!("fault {text:?} is not AT:ACTION:NAME (e.g. 30:kill:node-1)");
+        };
+        let Some((timed_action, seconds)) = action.split_once('=') else {
+            return Ok(FaultSpec(vec![text.parse()?]));
+        };
+        let (first, undo) = match timed_action.trim().to_ascii_lowercase().as_str() {
+            "down" => (FaultAction::Kill, FaultAction::Start),
+            "partition" | "cut" => (FaultAction::Partition, FaultAction::Heal),
+            other => bail!("fault {text:?}: only down=SECONDS and partition=SECONDS take a duration, not {other:?}"),
+        };
+        let lasting = parse_seconds(text, seconds)?;
+        let fault: ScriptedFault = format!("{at}:{first}:{target}").parse()?;
+        let undone = ScriptedFault::new(fault.at + lasting, undo, fault.target.clone());
+        Ok(FaultSpec(vec![fault, undone]))
+    }
+}
+
+fn parse_seconds(fault_text: &str, seconds: &str) -> anyhow::Result<Duration> {
+    let value: f64 = seconds
+        .trim()
+        .parse()
+        .with_context(|| format!("fault {fault_text:?}: {seconds:?} is not a number of seconds"))?;
+    ensure!(
+        value.is_finite() && value >= 0.0,
+        "fault {fault_text:?}: a time must be zero or more seconds"
+    );
+    Ok(Duration::from_secs_f64(value))
 }
 
 /// What became of one scripted fault, for the report.
@@ -163,6 +213,13 @@ pub fn validate_schedule(
             fault.action,
             fault.target,
             component_names.join(", ")
+        );
+        ensure!(
+            !fault.action.applies_to_nodes_only() || fault.target.starts_with("node-"),
+            "fault {}:{}:{}: only nodes can be partitioned",
+            fault.at.as_secs_f64(),
+            fault.action,
+            fault.target
         );
         ensure!(
             fault.at < duration,
@@ -203,7 +260,8 @@ pub async fn run_fault_schedule(
     records
 }
 
-/// The faults scheduled for one moment: signals first, all at once, then restarts.
+/// The faults scheduled for one moment: the instant ones (signals, partitions) first,
+/// all at once, then restarts.
 async fn execute_moment(
     cluster: &LocalCluster,
     at: Duration,
@@ -215,11 +273,11 @@ async fn execute_moment(
     for fault in same_moment {
         tracing::info!(at_s = executed_at_s, action = %fault.action, component = %fault.target, "injecting fault");
     }
-    let (signalled, started): (Vec<&ScriptedFault>, Vec<&ScriptedFault>) = same_moment
+    let (instant, started): (Vec<&ScriptedFault>, Vec<&ScriptedFault>) = same_moment
         .iter()
         .copied()
-        .partition(|fault| fault.action.signal().is_some());
-    let mut outcomes = send_signals_together(cluster, &signalled, load_started_at);
+        .partition(|fault| fault.action != FaultAction::Start);
+    let mut outcomes = inflict_together(cluster, &instant, load_started_at);
     let restarts = started.iter().map(|fault| async move {
         let outcome = cluster
             .start_component(&fault.target)
@@ -248,10 +306,11 @@ async fn execute_moment(
 
 type FaultOutcome<'fault> = (&'fault ScriptedFault, anyhow::Result<()>, f64);
 
-/// After SIGKILL, `kill` blocks until the process group is gone (tens of ms for MariaDB):
-/// each signal gets a thread of its own so the faults of one moment land together, and
-/// the runtime's worker hands its other tasks on meanwhile.
-fn send_signals_together<'fault>(
+/// After SIGKILL, `kill` blocks until the process group is gone (tens of ms for MariaDB),
+/// and a partition runs iptables a few times: each fault gets a thread of its own so the
+/// faults of one moment land together, and the runtime's worker hands its other tasks on
+/// meanwhile.
+fn inflict_together<'fault>(
     cluster: &LocalCluster,
     faults: &[&'fault ScriptedFault],
     load_started_at: Instant,
@@ -263,10 +322,7 @@ fn send_signals_together<'fault>(
                 .map(|fault| {
                     let fault: &'fault ScriptedFault = fault;
                     scope.spawn(move || {
-                        let signal = fault.action.signal().expect("only signal faults are sent here");
-                        let outcome = cluster
-                            .kill(&fault.target, signal)
-                            .with_context(|| format!("sending {signal} to {}", fault.target));
+                        let outcome = inflict(cluster, fault);
                         (fault, outcome, load_started_at.elapsed().as_secs_f64())
                     })
                 })
@@ -276,7 +332,7 @@ fn send_signals_together<'fault>(
                 .zip(faults)
                 .map(|(sender, fault)| {
                     sender.join().unwrap_or_else(|_| {
-                        let panicked = Err(anyhow::anyhow!("signalling {} panicked", fault.target));
+                        let panicked = Err(anyhow::anyhow!("{} on {} panicked", fault.action, fault.target));
                         (*fault, panicked, load_started_at.elapsed().as_secs_f64())
                     })
                 })
@@ -291,6 +347,38 @@ fn send_signals_together<'fault>(
     } else {
         send_all()
     }
+}
+
+fn inflict(cluster: &LocalCluster, fault: &ScriptedFault) -> anyhow::Result<()> {
+    match (fault.action, fault.action.signal()) {
+        (FaultAction::Partition, _) => cluster.partition_node(&fault.target),
+        (FaultAction::Heal, _) => cluster.heal_node(&fault.target).and_then(|had_partition| {
+            ensure!(had_partition, "{} was not partitioned", fault.target);
+            Ok(())
+        }),
+        (_, Some(signal)) => cluster
+            .kill(&fault.target, signal)
+            .with_context(|| format!("sending {signal} to {}", fault.target)),
+        (FaultAction::Start, None) => unreachable!("starts are not instant"),
+        (_, None) => bail!("{} has no way to be inflicted", fault.action),
+    }
+}
+
+/// Nodes a schedule left partitioned (no later `heal`; a restarted node is born into the
+/// same cgroup and ports, so killing it heals nothing): they are healed after the
+/// experiment, so the cluster is not left cut.
+pub fn nodes_left_partitioned(faults: &[ScriptedFault]) -> Vec<String> {
+    let mut ordered: Vec<&ScriptedFault> = faults.iter().collect();
+    ordered.sort_by_key(|fault| fault.at);
+    let mut partitioned: Vec<String> = Vec::new();
+    for fault in ordered {
+        match fault.action {
+            FaultAction::Partition if !partitioned.contains(&fault.target) => partitioned.push(fault.target.clone()),
+            FaultAction::Heal => partitioned.retain(|name| *name != fault.target),
+            _ => {}
+        }
+    }
+    partitioned
 }
 
 /// Components a schedule left frozen (a `stop` with no later `cont`): they are resumed
@@ -309,6 +397,7 @@ pub fn components_left_frozen(faults: &[ScriptedFault]) -> Vec<String> {
             FaultAction::Continue | FaultAction::Kill | FaultAction::Terminate | FaultAction::Start => {
                 frozen.retain(|name| *name != fault.target)
             }
+            FaultAction::Partition | FaultAction::Heal => {}
         }
     }
     frozen
@@ -387,5 +476,65 @@ mod tests {
             .map(|text| text.parse().unwrap())
             .collect();
         assert_eq!(components_left_frozen(&schedule), ["master", "node-2"]);
+    }
+
+    #[test]
+    fn a_fault_with_a_duration_is_undone_after_it() {
+        let FaultSpec(down) = "20:down=10:master".parse().unwrap();
+        assert_eq!(
+            down,
+            [
+                ScriptedFault::new(Duration::from_secs(20), FaultAction::Kill, "master"),
+                ScriptedFault::new(Duration::from_secs(30), FaultAction::Start, "master"),
+            ]
+        );
+        let FaultSpec(partition) = "4.5:partition=3:node-2".parse().unwrap();
+        assert_eq!(
+            partition,
+            [
+                ScriptedFault::new(Duration::from_millis(4_500), FaultAction::Partition, "node-2"),
+                ScriptedFault::new(Duration::from_millis(7_500), FaultAction::Heal, "node-2"),
+            ]
+        );
+        let FaultSpec(single) = "3:heal:node-1".parse().unwrap();
+        assert_eq!(
+            single,
+            [ScriptedFault::new(Duration::from_secs(3), FaultAction::Heal, "node-1")]
+        );
+        for bad in ["3:kill=2:node-1", "3:down=x:master", "3:down=-1:master", "3:down=2"] {
+            assert!(bad.parse::<FaultSpec>().is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn only_nodes_can_be_partitioned() {
+        let names: Vec<String> = ["master", "node-1"].iter().map(|name| name.to_string()).collect();
+        let duration = Duration::from_secs(10);
+        let node = [ScriptedFault::new(
+            Duration::from_secs(1),
+            FaultAction::Partition,
+            "node-1",
+        )];
+        assert!(validate_schedule(&node, &names, duration).is_ok());
+        let master = [ScriptedFault::new(
+            Duration::from_secs(1),
+            FaultAction::Partition,
+            "master",
+        )];
+        assert!(validate_schedule(&master, &names, duration).is_err());
+    }
+
+    #[test]
+    fn a_partition_without_a_later_heal_is_left_to_heal_afterwards() {
+        let schedule: Vec<ScriptedFault> = [
+            "1:partition:node-1",
+            "2:heal:node-1",
+            "3:partition:node-2",
+            "4:kill:node-2",
+        ]
+        .iter()
+        .map(|text| text.parse().unwrap())
+        .collect();
+        assert_eq!(nodes_left_partitioned(&schedule), ["node-2"]);
     }
 }

@@ -1,6 +1,8 @@
 //! The seed's wrk load, written out: N connections, each a loop of
 //! `GET /auth/user/get-by-email?email=…` through nginx with a token, one request at a
-//! time on a keep-alive connection, every request timed.
+//! time on a keep-alive connection, every request timed. Optionally more connections
+//! looping `POST /messenger/create-chat` (a write through the master that nginx must
+//! not retry, so a node going away must not drop it).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +31,27 @@ pub struct HttpLoadSettings {
     /// The raw access token, as the seed's wrk script sends it.
     pub token: String,
     pub looked_up_email: String,
+    /// Loops of `POST /messenger/create-chat` with this companion (the looked-up user:
+    /// the same chat every time, so the writes are idempotent).
+    pub post_connections: usize,
+    pub companion_id: String,
     pub request_timeout: Duration,
+}
+
+/// The request a connection repeats.
+#[derive(Debug, Clone)]
+enum RepeatedRequest {
+    GetByEmail { url: String },
+    CreateChat { url: String, body: String },
+}
+
+impl RepeatedRequest {
+    fn label(&self) -> &'static str {
+        match self {
+            RepeatedRequest::GetByEmail { .. } => "get-by-email",
+            RepeatedRequest::CreateChat { .. } => "create-chat",
+        }
+    }
 }
 
 /// Running totals the progress line reads while the load runs.
@@ -101,6 +123,8 @@ pub struct HttpLoadOutcome {
     /// Indexed by the second (from the start of the load) in which a request completed.
     pub seconds: Vec<HttpSecond>,
     pub responses_by_node: BTreeMap<String, u64>,
+    /// `get-by-email`, `create-chat`: what each kind of loop got answered.
+    pub responses_by_request: BTreeMap<String, u64>,
     pub problems: Vec<HttpProblem>,
     /// From the start of the load until the last connection stopped.
     pub elapsed: Duration,
@@ -116,6 +140,9 @@ impl HttpLoadOutcome {
         }
         for (node, count) in other.responses_by_node {
             *self.responses_by_node.entry(node).or_default() += count;
+        }
+        for (request, count) in other.responses_by_request {
+            *self.responses_by_request.entry(request).or_default() += count;
         }
         for problem in other.problems {
             record_problem(&mut self.problems, problem);
@@ -140,13 +167,18 @@ pub struct RunningHttpLoad {
 impl RunningHttpLoad {
     pub fn start(settings: &HttpLoadSettings, load_started_at: Instant, load_ends_at: Instant) -> anyhow::Result<Self> {
         let live = Arc::new(HttpLiveCounters::default());
-        let url = format!(
-            "{}/auth/user/get-by-email?email={}",
-            settings.base_url.trim_end_matches('/'),
-            settings.looked_up_email
-        );
-        let mut connections = Vec::with_capacity(settings.connections);
-        for _ in 0..settings.connections {
+        let base_url = settings.base_url.trim_end_matches('/');
+        let get_by_email = RepeatedRequest::GetByEmail {
+            url: format!("{base_url}/auth/user/get-by-email?email={}", settings.looked_up_email),
+        };
+        let create_chat = RepeatedRequest::CreateChat {
+            url: format!("{base_url}/messenger/create-chat"),
+            body: serde_json::json!({ "companion_id": settings.companion_id }).to_string(),
+        };
+        let requests = std::iter::repeat_n(get_by_email, settings.connections)
+            .chain(std::iter::repeat_n(create_chat, settings.post_connections));
+        let mut connections = Vec::with_capacity(settings.connections + settings.post_connections);
+        for request in requests {
             // One client per connection, each holding one keep-alive connection, as wrk does.
             let client = reqwest::Client::builder()
                 .no_proxy()
@@ -156,7 +188,7 @@ impl RunningHttpLoad {
                 .context("building an http client")?;
             connections.push(tokio::spawn(run_connection(
                 client,
-                url.clone(),
+                request,
                 settings.token.clone(),
                 load_started_at,
                 load_ends_at,
@@ -181,7 +213,7 @@ impl RunningHttpLoad {
 
 async fn run_connection(
     client: reqwest::Client,
-    url: String,
+    request: RepeatedRequest,
     token: String,
     load_started_at: Instant,
     load_ends_at: Instant,
@@ -190,7 +222,7 @@ async fn run_connection(
     let mut outcome = HttpLoadOutcome::default();
     while Instant::now() < load_ends_at {
         let sent_at = Instant::now();
-        let answer = request_once(&client, &url, &token).await;
+        let answer = request_once(&client, &request, &token).await;
         let completed_at = Instant::now();
         let second = completed_at.duration_since(load_started_at).as_secs() as usize;
         let at_s = completed_at.duration_since(load_started_at).as_secs_f64();
@@ -203,6 +235,10 @@ async fn run_connection(
                 if let Some(node) = &response.node {
                     *outcome.responses_by_node.entry(node.clone()).or_default() += 1;
                 }
+                *outcome
+                    .responses_by_request
+                    .entry(request.label().to_owned())
+                    .or_default() += 1;
                 if !(200..300).contains(&response.status) {
                     live.non_2xx.fetch_add(1, Ordering::Relaxed);
                     outcome.second_mut(second).non_2xx += 1;
@@ -248,15 +284,26 @@ struct AnsweredRequest {
     body_start: String,
 }
 
-async fn request_once(client: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<AnsweredRequest> {
-    let response = client
-        .get(url)
+async fn request_once(
+    client: &reqwest::Client,
+    request: &RepeatedRequest,
+    token: &str,
+) -> anyhow::Result<AnsweredRequest> {
+    let what = request.label();
+    let builder = match request {
+        RepeatedRequest::GetByEmail { url } => client.get(url),
+        RepeatedRequest::CreateChat { url, body } => client
+            .post(url)
+            .header("Content-Type", "application/json")
+            .body(body.clone()),
+    };
+    let response = builder
         .header("Authorization", token)
         .send()
         .await
         // The url is the same for every request; without it identical failures group.
         .map_err(reqwest::Error::without_url)
-        .context("sending get-by-email")?;
+        .with_context(|| format!("sending {what}"))?;
     let status = response.status().as_u16();
     let node = response
         .headers()
@@ -268,7 +315,7 @@ async fn request_once(client: &reqwest::Client, url: &str, token: &str) -> anyho
         .bytes()
         .await
         .map_err(reqwest::Error::without_url)
-        .context("reading the get-by-email body")?;
+        .with_context(|| format!("reading the {what} body"))?;
     let body_start = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
     Ok(AnsweredRequest {
         status,

@@ -24,6 +24,8 @@ const PROBLEMS_IN_TABLE: usize = 10;
 pub struct ExperimentSettings {
     pub duration_s: f64,
     pub http_connections: usize,
+    /// Of which none are get-by-email: `POST /messenger/create-chat` loops.
+    pub http_post_connections: usize,
     pub pairs: usize,
     pub message_rate_per_pair: f64,
     pub nodes: Vec<String>,
@@ -48,6 +50,8 @@ pub struct HttpSummary {
     /// Requests with no response: connection refused or reset, a body cut short, a timeout.
     pub errors: u64,
     pub responses_by_node: BTreeMap<String, u64>,
+    /// Responses to each kind of request (`get-by-email`, `create-chat`).
+    pub responses_by_request: BTreeMap<String, u64>,
     pub problems: Vec<HttpProblem>,
 }
 
@@ -134,9 +138,10 @@ impl FailoverReport {
         let experiment = &self.experiment;
         let _ = writeln!(
             out,
-            "parley-sim failover: {} s, {} http connections, {} chat pairs at {} msg/s each, nodes {}",
+            "parley-sim failover: {} s, {} http connections ({} posting), {} chat pairs at {} msg/s each, nodes {}",
             experiment.duration_s,
-            experiment.http_connections,
+            experiment.http_connections + experiment.http_post_connections,
+            experiment.http_post_connections,
             experiment.pairs,
             experiment.message_rate_per_pair,
             experiment.nodes.join(", ")
@@ -184,7 +189,10 @@ impl FailoverReport {
         let row = |out: &mut String, label: &str, seed: String, parley: String| {
             let _ = writeln!(out, "  {label:<34} {seed:>14}   {parley:>22}");
         };
-        let _ = writeln!(out, "\nhttp: get-by-email through nginx");
+        let _ = writeln!(
+            out,
+            "\nhttp: get-by-email (and create-chat posts, if any) through nginx"
+        );
         row(out, "", "seed (wrk)".into(), "parley".into());
         row(
             out,
@@ -225,6 +233,14 @@ impl FailoverReport {
             .map(|(node, count)| format!("{node} {}", thousands(*count)))
             .collect();
         let _ = writeln!(out, "  answered by: {}", by_node.join(", "));
+        if http.responses_by_request.len() > 1 {
+            let by_request: Vec<String> = http
+                .responses_by_request
+                .iter()
+                .map(|(request, count)| format!("{request} {}", thousands(*count)))
+                .collect();
+            let _ = writeln!(out, "  answers by request: {}", by_request.join(", "));
+        }
         for problem in http.problems.iter().take(PROBLEMS_IN_TABLE) {
             let status = problem
                 .status

@@ -1,8 +1,13 @@
-//! `--plot FILE`: the run's timeline as an SVG, one panel per figure (HTTP requests/s,
-//! HTTP failures, HTTP p99, websocket messages/s) over the same seconds, with every
-//! fault drawn as a labelled vertical line so a dip can be read against its cause.
+//! `--plot FILE`: the run's timeline as a PNG or SVG (by the file's extension), one
+//! panel per figure (HTTP requests/s, HTTP failures, HTTP p99, websocket messages/s) over
+//! the same seconds, with every fault drawn as a labelled vertical line so a dip can be
+//! read against its cause.
+//!
+//! An SVG names its font and leaves the drawing of letters to the viewer; a PNG needs the
+//! glyphs here, so the PNG path loads DejaVu Sans (Debian's `fonts-dejavu-core`) once.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use anyhow::Context;
 use plotters::coord::Shift;
@@ -38,12 +43,52 @@ struct FaultMark {
     label: String,
 }
 
-pub fn write_timeline_svg(report: &FailoverReport, path: &Path) -> anyhow::Result<()> {
-    let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+/// Where Debian's `fonts-dejavu-core` puts the one font the PNG plot uses.
+const DEJAVU_SANS: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+/// Writes the plot as PNG if `path` ends in `.png`, else as SVG.
+pub fn write_timeline_plot(report: &FailoverReport, path: &Path) -> anyhow::Result<()> {
+    let is_png = path
+        .extension()
+        .is_some_and(|extension| extension.eq_ignore_ascii_case("png"));
+    if is_png {
+        register_font_for_bitmaps()?;
+        let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+        draw_timeline(root, report)
+    } else {
+        let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+        draw_timeline(root, report)
+    }
+    .with_context(|| format!("writing {}", path.display()))
+}
+
+fn register_font_for_bitmaps() -> anyhow::Result<()> {
+    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            let bytes = std::fs::read(DEJAVU_SANS).map_err(|error| {
+                format!("reading {DEJAVU_SANS} (install fonts-dejavu-core, or plot to .svg): {error}")
+            })?;
+            // plotters keeps fonts for the life of the process.
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+                .map_err(|_| format!("{DEJAVU_SANS} is not a font plotters can read"))
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn draw_timeline<Backend>(root: DrawingArea<Backend, Shift>, report: &FailoverReport) -> anyhow::Result<()>
+where
+    Backend: DrawingBackend,
+    Backend::ErrorType: 'static,
+{
     root.fill(&WHITE).context("drawing the plot background")?;
     let title = format!(
         "parley-sim failover: {} s, {} http connections, {} chat pairs",
-        report.experiment.duration_s, report.experiment.http_connections, report.experiment.pairs
+        report.experiment.duration_s,
+        report.experiment.http_connections + report.experiment.http_post_connections,
+        report.experiment.pairs
     );
     let root = root
         .titled(&title, ("sans-serif", 22))
@@ -57,13 +102,13 @@ pub fn write_timeline_svg(report: &FailoverReport, path: &Path) -> anyhow::Resul
     for (area, panel) in root.split_evenly((panels.len(), 1)).iter().zip(&panels) {
         draw_panel(area, panel, timeline, &marks)?;
     }
-    root.present().with_context(|| format!("writing {}", path.display()))
+    root.present().context("writing the plot")
 }
 
 fn panels() -> Vec<Panel> {
     vec![
         Panel {
-            caption: "http get-by-email through nginx",
+            caption: "http requests through nginx",
             counts: true,
             unit: "requests/s",
             series: vec![PanelSeries {
@@ -129,12 +174,16 @@ fn fault_marks(report: &FailoverReport) -> Vec<FaultMark> {
     marks
 }
 
-fn draw_panel(
-    area: &DrawingArea<SVGBackend<'_>, Shift>,
+fn draw_panel<Backend>(
+    area: &DrawingArea<Backend, Shift>,
     panel: &Panel,
     timeline: &[TimelineSecond],
     marks: &[FaultMark],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<()>
+where
+    Backend: DrawingBackend,
+    Backend::ErrorType: 'static,
+{
     let x_end = (timeline.len().max(1)) as f64;
     let highest = panel
         .series
@@ -234,6 +283,7 @@ mod tests {
             experiment: ExperimentSettings {
                 duration_s: 10.0,
                 http_connections: 4,
+                http_post_connections: 0,
                 pairs: 2,
                 message_rate_per_pair: 2.0,
                 nodes: vec!["node-1".into(), "node-2".into()],
@@ -252,6 +302,7 @@ mod tests {
                 non_2xx: 0,
                 errors: 1,
                 responses_by_node: Default::default(),
+                responses_by_request: Default::default(),
                 problems: Vec::new(),
             },
             ws: WebsocketSummary {
@@ -286,7 +337,7 @@ mod tests {
     fn the_svg_has_four_panels_and_labels_each_fault_moment_once() {
         let directory = tempfile::tempdir().unwrap();
         let path = directory.path().join("timeline.svg");
-        write_timeline_svg(&report_with_faults(), &path).unwrap();
+        write_timeline_plot(&report_with_faults(), &path).unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(200)]);
         for caption in [
@@ -304,5 +355,36 @@ mod tests {
         );
         assert_eq!(svg.matches("kill node-2").count(), 4);
         assert!(svg.matches("<polyline").count() >= 5, "a line per series");
+    }
+
+    #[test]
+    fn the_png_draws_a_red_line_through_every_panel_at_each_fault_moment() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("timeline.png");
+        write_timeline_plot(&report_with_faults(), &path).unwrap();
+        let image = image::open(&path).unwrap().to_rgb8();
+        assert_eq!(image.dimensions(), (WIDTH, HEIGHT));
+        let fault_color = [FAULT_COLOR.0, FAULT_COLOR.1, FAULT_COLOR.2];
+        // A fault line crosses all four panels; the labels and the error series are red
+        // too, but short.
+        let line_columns: Vec<u32> = (0..WIDTH)
+            .filter(|&x| (0..HEIGHT).filter(|&y| image.get_pixel(x, y).0 == fault_color).count() > 400)
+            .collect();
+        let separate_lines = line_columns.windows(2).filter(|pair| pair[1] - pair[0] > 5).count() + 1;
+        assert_eq!(
+            separate_lines, 2,
+            "two fault moments (5 s, 8 s) drawn as lines; red columns at {line_columns:?}"
+        );
+        let at_five = line_columns[0] as f64;
+        let at_eight = *line_columns.last().unwrap() as f64;
+        // Where these two lines put second 0 and second 10: the axis must start in the
+        // left margin (past the y labels) and end inside the image.
+        let pixels_per_second = (at_eight - at_five) / 3.0;
+        let second_zero = at_five - 5.0 * pixels_per_second;
+        let second_ten = second_zero + 10.0 * pixels_per_second;
+        assert!(
+            (40.0..150.0).contains(&second_zero) && second_ten <= WIDTH as f64,
+            "the lines are not at 5 s and 8 s of a 0-10 s axis: {line_columns:?}"
+        );
     }
 }
