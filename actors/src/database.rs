@@ -17,6 +17,7 @@ mod recent_writes;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use arc_swap::ArcSwapOption;
 use futures::future::BoxFuture;
@@ -167,7 +168,8 @@ impl Database {
                 EndpointRole::Read => wait_for_gtid.as_deref(),
                 EndpointRole::Master => None,
             };
-            let outcome = self.read_attempt(&endpoint, wait, &work).await;
+            let read_span = tracing::info_span!("db.read", db.endpoint = %endpoint.name);
+            let outcome = self.read_attempt(&endpoint, wait, &work).instrument(read_span).await;
             let label = match &outcome {
                 Ok(_) => "ok",
                 Err(AttemptError::Stale) => "stale",
@@ -217,7 +219,10 @@ impl Database {
     {
         let master = &self.shared.master;
         let timeout = self.shared.timeouts.write;
-        let outcome = tokio::time::timeout(timeout, self.write_with_retries(master, timeout, &work)).await;
+        let write_span = tracing::info_span!("db.write", db.endpoint = %master.name);
+        let outcome = tokio::time::timeout(timeout, self.write_with_retries(master, timeout, &work))
+            .instrument(write_span)
+            .await;
         let result = match outcome {
             Ok(result) => result,
             Err(_) => Err(DbError::Timeout {

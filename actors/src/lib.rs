@@ -17,3 +17,4 @@ pub mod messaging;
 pub mod metrics;
 pub mod supervisor;
 pub mod time_format;
+pub mod trace_context;

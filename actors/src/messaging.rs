@@ -29,6 +29,7 @@ use crate::cluster::node_router::send_to;
 use crate::cluster::peers::Peers;
 use crate::database::{Database, DbError, Freshness};
 use crate::metrics::Metrics;
+use crate::trace_context::TracePropagation;
 use chat::{ChatDirectory, ChatMessage};
 use frames::FrameLimits;
 use session::SessionMessage;
@@ -70,6 +71,8 @@ pub struct MessagingServices {
     pub metrics: Arc<Metrics>,
     /// Frames a session may have queued for a slow client before it is closed.
     pub outbound_capacity: usize,
+    /// Carries traces over the cluster hop.
+    pub trace_propagation: Arc<dyn TracePropagation>,
     next_session_id: AtomicU64,
 }
 
@@ -81,6 +84,7 @@ impl MessagingServices {
         frame_limits: FrameLimits,
         outbound_capacity: usize,
         metrics: Arc<Metrics>,
+        trace_propagation: Arc<dyn TracePropagation>,
     ) -> Arc<Self> {
         Arc::new(MessagingServices {
             node_name,
@@ -91,6 +95,7 @@ impl MessagingServices {
             frame_limits,
             metrics,
             outbound_capacity,
+            trace_propagation,
             next_session_id: AtomicU64::new(1),
         })
     }
@@ -109,10 +114,13 @@ impl MessagingServices {
         messages: Vec<OutgoingMessage>,
         origin: Option<SessionId>,
     ) -> Result<PendingOutcome<Vec<CommittedMessage>>, SendError> {
+        // The frame's span (the caller's) follows the messages into the chat's commit.
+        let trace = tracing::Span::current();
         self.submit_to_chat(chat_id, |reply| ChatMessage::Send {
             sender: sender.to_owned(),
             messages: messages.clone(),
             origin,
+            trace: trace.clone(),
             reply,
         })
         .await
@@ -157,26 +165,43 @@ impl MessagingServices {
     }
 
     /// Hands committed messages to every session of `members`, except the socket they
-    /// came from: local sessions directly, and one hop per peer hosting any of them.
-    pub fn deliver(&self, members: &[String], delivery: Arc<DeliveryPayload>, except: Option<SessionId>) {
+    /// came from: local sessions directly, and one hop per peer hosting any of them. The
+    /// deliveries continue the trace of `trace`.
+    pub fn deliver(
+        &self,
+        members: &[String],
+        delivery: Arc<DeliveryPayload>,
+        except: Option<SessionId>,
+        trace: &tracing::Span,
+    ) {
+        let traceparent = self.trace_propagation.traceparent_of(trace);
         for (node, recipients) in self.peers.nodes_hosting(members) {
             let message = PeerMessage::Deliver {
                 from: self.peers.node_name().to_owned(),
                 recipients,
                 delivery: delivery.as_ref().clone(),
+                traceparent: traceparent.clone(),
             };
             send_to(self, &node, &message);
             self.metrics.messages_delivered.with_label_values(&["remote"]).inc();
         }
-        self.deliver_locally(members, delivery, except);
+        self.deliver_locally(members, delivery, except, trace);
     }
 
     /// Hands committed messages to the local sessions of `members` only.
-    pub fn deliver_locally(&self, members: &[String], delivery: Arc<DeliveryPayload>, except: Option<SessionId>) {
+    pub fn deliver_locally(
+        &self,
+        members: &[String],
+        delivery: Arc<DeliveryPayload>,
+        except: Option<SessionId>,
+        trace: &tracing::Span,
+    ) {
         for member in members {
             for session in self.sessions.sessions_of(member) {
                 if Some(session.session_id) != except {
-                    let _ = session.actor.cast(SessionMessage::Deliver(Arc::clone(&delivery)));
+                    let _ = session
+                        .actor
+                        .cast(SessionMessage::Deliver(Arc::clone(&delivery), trace.clone()));
                     let count = delivery.messages.len() as u64;
                     self.metrics
                         .messages_delivered

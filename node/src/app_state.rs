@@ -58,5 +58,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub open_sockets: Arc<crate::websocket::OpenSockets>,
     pub readiness: Readiness,
+    /// Continues a caller's trace (`traceparent` header) in the request's span.
+    pub trace_propagation: Arc<dyn actors::trace_context::TracePropagation>,
     pub limits: Limits,
 }

@@ -107,6 +107,11 @@ pub struct NodeConfig {
     #[arg(long, env = "PARLEY_CLUSTER_ADVERTISE_HOST")]
     pub cluster_advertise_host: Option<String>,
 
+    /// Where spans go over OTLP/gRPC (e.g. Jaeger's `http://jaeger:4317`); unset or
+    /// empty: no spans are exported.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// On SIGTERM, how long the node keeps answering (every response with
     /// `Connection: close`, readiness 503, websocket upgrades 503) before it stops
     /// accepting, in milliseconds. nginx reuses idle connections to a node; closed while

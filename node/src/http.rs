@@ -25,6 +25,7 @@ use errors::ApiError;
 pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let node_name = state.node_name.clone();
     let readiness = state.readiness.clone();
+    let trace_propagation = Arc::clone(&state.trace_propagation);
     let metrics = Arc::clone(&state.metrics);
     let count_request = warp::log::custom(move |info| {
         let route = route_label(info.path());
@@ -54,8 +55,30 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Inf
         .unify()
         .with(warp::reply::with::header("x-parley-node", node_name))
         .with(count_request)
+        .with(warp::trace(move |info| request_span(&*trace_propagation, &info)))
         .map(warp::reply::Reply::into_response)
         .map(move |response| close_connection_while_draining(&readiness, response))
+}
+
+/// One span per request, continuing the caller's trace when it sends `traceparent`.
+fn request_span(
+    propagation: &dyn actors::trace_context::TracePropagation,
+    info: &warp::trace::Info<'_>,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "http.request",
+        http.method = %info.method(),
+        http.route = route_label(info.path()),
+    );
+    if let Some(traceparent) = info
+        .request_headers()
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+    {
+        propagation.continue_trace(&span, traceparent);
+    }
+    span
 }
 
 /// A stopping node retires each connection after its response, so nginx never sends a

@@ -5,6 +5,7 @@
 pub mod app_state;
 pub mod config;
 pub mod http;
+pub mod telemetry;
 pub mod tokens;
 pub mod websocket;
 
@@ -22,6 +23,7 @@ use actors::messaging::outbound::close_codes;
 use actors::messaging::MessagingServices;
 use actors::metrics::Metrics;
 use actors::supervisor::{RootSupervisor, RootSupervisorArguments};
+use actors::trace_context::TracePropagation;
 use anyhow::Context;
 use ractor::Actor;
 use tokio::net::TcpListener;
@@ -38,6 +40,7 @@ const SOCKET_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn run(
     listener: TcpListener,
     config: NodeConfig,
+    trace_propagation: Arc<dyn TracePropagation>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let jwt_secret = config.jwt_secret()?;
@@ -58,6 +61,7 @@ pub async fn run(
         config.frame_limits(),
         config.outbound_queue_frames,
         Arc::clone(&metrics),
+        Arc::clone(&trace_propagation),
     );
     let supervisor_arguments = RootSupervisorArguments {
         database: database.clone(),
@@ -84,6 +88,7 @@ pub async fn run(
         metrics,
         open_sockets: Arc::clone(&open_sockets),
         readiness: readiness.clone(),
+        trace_propagation,
         limits: Limits {
             max_body_bytes: config.max_body_bytes,
             max_page_size: config.max_page_size,

@@ -3,21 +3,19 @@
 use anyhow::Context;
 use clap::Parser;
 use parley_node::config::NodeConfig;
+use parley_node::telemetry::Telemetry;
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = NodeConfig::parse();
-    // Colours only on a terminal: nodes usually log to files.
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let telemetry = Telemetry::install(&config.node_name, config.otlp_endpoint.as_deref())?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    parley_node::run(listener, config, shutdown_signal()).await
+    let outcome = parley_node::run(listener, config, telemetry.propagation(), shutdown_signal()).await;
+    telemetry.shutdown().await;
+    outcome
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -26,6 +26,9 @@ pub enum PeerMessage {
         from: String,
         recipients: Vec<String>,
         delivery: DeliveryPayload,
+        /// W3C `traceparent` of the commit, so the recipient's node continues its trace.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        traceparent: Option<String>,
     },
     /// A member's cursor moved, for `recipients` on the receiver.
     Status {

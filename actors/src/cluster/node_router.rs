@@ -143,8 +143,17 @@ fn handle_peer_message(services: &Arc<MessagingServices>, message: PeerMessage) 
         }
         PeerMessage::Presence { from, user_id, online } => services.peers.set_presence(&from, &user_id, online),
         PeerMessage::Deliver {
-            recipients, delivery, ..
-        } => services.deliver_locally(&recipients, Arc::new(delivery), None),
+            from,
+            recipients,
+            delivery,
+            traceparent,
+        } => {
+            let span = tracing::info_span!(parent: None, "cluster.deliver", from = %from, chat_id = %delivery.chat_id);
+            if let Some(traceparent) = &traceparent {
+                services.trace_propagation.continue_trace(&span, traceparent);
+            }
+            services.deliver_locally(&recipients, Arc::new(delivery), None, &span);
+        }
         PeerMessage::Status { recipients, status, .. } => services.notify_status_locally(&recipients, Arc::new(status)),
         PeerMessage::PresenceChanged {
             recipients, presence, ..

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use protocol::websocket::{DeliveryPayload, OutgoingMessage, StatusPayload};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
+use tracing::Instrument;
 
 use super::session_registry::SessionId;
 use super::store::{self, CommittedMessage, CursorKind, FrameToCommit, SendError};
@@ -37,6 +38,8 @@ pub enum ChatMessage {
         messages: Vec<OutgoingMessage>,
         /// The sending socket: it gets the ack, not a copy of the delivery.
         origin: Option<SessionId>,
+        /// The frame's span: the commit and the deliveries continue its trace.
+        trace: tracing::Span,
         reply: RpcReplyPort<Result<Vec<CommittedMessage>, SendError>>,
     },
     /// Commit the queued sends (sent by the chat to itself after a send arrives).
@@ -74,6 +77,7 @@ pub struct ChatState {
 pub struct QueuedSend {
     frame: FrameToCommit,
     origin: Option<SessionId>,
+    trace: tracing::Span,
     reply: RpcReplyPort<Result<Vec<CommittedMessage>, SendError>>,
 }
 
@@ -104,7 +108,22 @@ async fn flush(
         return Ok(());
     }
     let frames: Vec<FrameToCommit> = batch.iter().map(|queued| queued.frame.clone()).collect();
-    match store::commit_frames(&services.database, &state.chat_id, &frames).await {
+    // One transaction serves several frames, each with its own trace: the commit belongs
+    // to the first frame's trace and is linked from the others.
+    let commit_span = tracing::info_span!(
+        parent: &batch[0].trace,
+        "chat.commit",
+        chat_id = %state.chat_id,
+        frames = batch.len(),
+        messages = batch_messages,
+    );
+    for queued in &batch[1..] {
+        commit_span.follows_from(&queued.trace);
+    }
+    let committed = store::commit_frames(&services.database, &state.chat_id, &frames)
+        .instrument(commit_span)
+        .await;
+    match committed {
         Ok(outcomes) => {
             let members = state.members(services).await.unwrap_or_default();
             for (queued, outcome) in batch.into_iter().zip(outcomes) {
@@ -115,7 +134,9 @@ async fn flush(
                         chat_id: state.chat_id.clone(),
                         messages: committed.iter().map(|entry| entry.message.clone()).collect(),
                     });
-                    services.deliver(&members, delivery, queued.origin);
+                    let deliver_span =
+                        tracing::info_span!(parent: &queued.trace, "chat.deliver", chat_id = %state.chat_id);
+                    services.deliver(&members, delivery, queued.origin, &deliver_span);
                 }
                 let _ = queued.reply.send(outcome);
             }
@@ -183,12 +204,14 @@ impl Actor for ChatActor {
                 sender,
                 messages,
                 origin,
+                trace,
                 reply,
             } => {
                 state.last_activity = Instant::now();
                 state.queued.push(QueuedSend {
                     frame: FrameToCommit { sender, messages },
                     origin,
+                    trace,
                     reply,
                 });
                 // Sends that arrive while a commit is running queue up behind this flush

@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use tracing::Instrument;
 
 use protocol::websocket::{
     actions, AckPayload, DeliveredMessage, DeliveryPayload, Envelope, ErrorPayload, MessageAck, PresencePayload,
@@ -56,8 +57,8 @@ pub enum SessionMessage {
     ClientText(String),
     /// A binary frame from the client (refused with an error frame).
     ClientBinary,
-    /// Messages committed in one of the user's chats.
-    Deliver(Arc<DeliveryPayload>),
+    /// Messages committed in one of the user's chats, with the span of their delivery.
+    Deliver(Arc<DeliveryPayload>, tracing::Span),
     /// A member's cursor moved in one of the user's chats.
     Status(Arc<StatusPayload>),
     /// A companion went online or offline.
@@ -155,16 +156,30 @@ impl Actor for Session {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SessionMessage::ClientText(text) => handle_client_text(state, &text).await,
+            SessionMessage::ClientText(text) => {
+                // Each frame starts a trace of its own; the chat's commit and the
+                // deliveries, here and on other nodes, continue it.
+                let frame_span = tracing::info_span!(parent: None, "ws.frame", user_id = %state.user_id);
+                handle_client_text(state, &text).instrument(frame_span).await
+            }
             SessionMessage::ClientBinary => state.push(&error_envelope(&FrameError {
                 code: codes::BINARY_NOT_SUPPORTED,
                 message: "binary frames are not supported; send JSON text frames".to_owned(),
                 reference: None,
                 client_ids: Vec::new(),
             })),
-            SessionMessage::Deliver(delivery) => match &mut state.phase {
+            SessionMessage::Deliver(delivery, trace) => match &mut state.phase {
                 Phase::Replaying { held_back } => held_back.push(delivery),
-                Phase::Live => state.push(&delivery_envelope(&delivery)),
+                Phase::Live => {
+                    let _delivering = tracing::info_span!(
+                        parent: &trace,
+                        "socket.deliver",
+                        user_id = %state.user_id,
+                        messages = delivery.messages.len(),
+                    )
+                    .entered();
+                    state.push(&delivery_envelope(&delivery));
+                }
             },
             SessionMessage::Status(status) => state.push(&Envelope::messenger(actions::STATUS, status.as_ref(), None)),
             SessionMessage::Presence(presence) => {

@@ -5,6 +5,7 @@ use futures::FutureExt;
 use mysql_async::prelude::Queryable;
 use protocol::messenger::status;
 use protocol::websocket::{DeliveredMessage, OutgoingMessage};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::database::{Database, DbError, Freshness};
@@ -79,7 +80,9 @@ pub async fn commit_frames(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        match commit_once(database, chat_id, frames).await {
+        let messages: usize = frames.iter().map(|frame| frame.messages.len()).sum();
+        let insert_span = tracing::info_span!("db.insert", db.table = "messages", messages, attempt = attempts);
+        match commit_once(database, chat_id, frames).instrument(insert_span).await {
             Err(DbError::Duplicate { key }) if key == "messages_sender_client" && attempts < 3 => continue,
             other => return other,
         }

@@ -1,0 +1,295 @@
+//! Traces over OTLP: a real gRPC collector in the test receives what two nodes export,
+//! and one message's trace must run from Bob's frame on node-2 to Alice's socket on
+//! node-1, through the commit on the master.
+
+#[path = "support/test_app.rs"]
+mod test_app;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use protocol::websocket::{actions, Envelope, OutgoingMessage, SendMessagePayload};
+use test_app::{connect_live, shared_servers, Pair, TestApp};
+use tokio::time::Instant;
+
+const BINARY: &str = "tracing";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// One span as the collector received it.
+#[derive(Debug, Clone)]
+struct ReceivedSpan {
+    trace_id: Vec<u8>,
+    span_id: Vec<u8>,
+    parent_span_id: Vec<u8>,
+    name: String,
+    /// `service.instance.id` of the exporting node.
+    instance: String,
+    service: String,
+    attributes: BTreeMap<String, String>,
+}
+
+/// An OTLP trace collector: every exported span lands in `spans`.
+#[derive(Default, Clone)]
+struct Collector {
+    spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+}
+
+fn text_of(attributes: &[KeyValue]) -> BTreeMap<String, String> {
+    attributes
+        .iter()
+        .filter_map(|attribute| {
+            let value = match attribute.value.as_ref()?.value.as_ref()? {
+                Value::StringValue(text) => text.clone(),
+                Value::IntValue(number) => number.to_string(),
+                Value::BoolValue(flag) => flag.to_string(),
+                other => format!("{other:?}"),
+            };
+            Some((attribute.key.clone(), value))
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut received = Vec::new();
+        for resource_spans in request.into_inner().resource_spans {
+            let resource = text_of(
+                &resource_spans
+                    .resource
+                    .map(|resource| resource.attributes)
+                    .unwrap_or_default(),
+            );
+            for scope_spans in resource_spans.scope_spans {
+                for span in scope_spans.spans {
+                    received.push(ReceivedSpan {
+                        trace_id: span.trace_id,
+                        span_id: span.span_id,
+                        parent_span_id: span.parent_span_id,
+                        name: span.name,
+                        instance: resource.get("service.instance.id").cloned().unwrap_or_default(),
+                        service: resource.get("service.name").cloned().unwrap_or_default(),
+                        attributes: text_of(&span.attributes),
+                    });
+                }
+            }
+        }
+        self.spans.lock().unwrap().extend(received);
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+impl Collector {
+    /// Serves OTLP/gRPC on a free loopback port; returns its endpoint.
+    async fn start(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let service = TraceServiceServer::new(self.clone());
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+                .await
+                .unwrap();
+        });
+        endpoint
+    }
+
+    fn spans(&self) -> Vec<ReceivedSpan> {
+        self.spans.lock().unwrap().clone()
+    }
+}
+
+/// The spans of the trace holding a `socket.deliver` span on `recipient_node`, once that
+/// trace also holds the sender's frame on `sender_node`.
+fn cross_node_trace(spans: &[ReceivedSpan], sender_node: &str, recipient_node: &str) -> Option<Vec<ReceivedSpan>> {
+    let delivered_traces: BTreeSet<&Vec<u8>> = spans
+        .iter()
+        .filter(|span| span.name == "socket.deliver" && span.instance == recipient_node)
+        .map(|span| &span.trace_id)
+        .collect();
+    delivered_traces.into_iter().find_map(|trace_id| {
+        let trace: Vec<ReceivedSpan> = spans
+            .iter()
+            .filter(|span| &span.trace_id == trace_id)
+            .cloned()
+            .collect();
+        let has_frame = trace
+            .iter()
+            .any(|span| span.name == "ws.frame" && span.instance == sender_node);
+        has_frame.then_some(trace)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_follows_a_message_from_the_senders_frame_to_the_recipients_socket_on_another_node() {
+    let collector = Collector::default();
+    let endpoint = collector.start().await;
+    let app = TestApp::spawn_with_args(shared_servers(BINARY).await, 2, &["--otlp-endpoint", &endpoint]).await;
+    app.wait_cluster_formed().await;
+    let pair = Pair::in_app(app, "traced").await;
+    let (mut alice, _, _) = connect_live(&pair.app.app.node_url("node-1"), &pair.alice).await;
+    let (mut bob, _, _) = connect_live(&pair.app.app.node_url("node-2"), &pair.bob).await;
+
+    let payload = SendMessagePayload {
+        chat_id: pair.chat_id.clone(),
+        messages: vec![OutgoingMessage {
+            text: "traced hello".to_owned(),
+            status: None,
+            client_id: Some("trace-1".to_owned()),
+        }],
+    };
+    bob.send_text(Envelope::messenger(actions::SEND_MESSAGE, &payload, None).to_text())
+        .await
+        .unwrap();
+    bob.until_action(actions::ACK, WAIT).await.unwrap();
+    alice.until_action(actions::SEND_MESSAGE, WAIT).await.unwrap();
+
+    let deadline = Instant::now() + WAIT;
+    let trace = loop {
+        if let Some(trace) = cross_node_trace(&collector.spans(), "node-2", "node-1") {
+            break trace;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no trace from node-2's frame to node-1's socket among {:#?}",
+            collector
+                .spans()
+                .iter()
+                .map(|span| (&span.instance, &span.name))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    let names_on = |instance: &str| -> BTreeSet<String> {
+        trace
+            .iter()
+            .filter(|span| span.instance == instance)
+            .map(|span| span.name.clone())
+            .collect()
+    };
+    let on_sender = names_on("node-2");
+    let on_recipient = names_on("node-1");
+    for expected in ["ws.frame", "chat.commit", "db.insert", "db.write", "chat.deliver"] {
+        assert!(
+            on_sender.contains(expected),
+            "{expected} missing on node-2: {on_sender:?}"
+        );
+    }
+    for expected in ["cluster.deliver", "socket.deliver"] {
+        assert!(
+            on_recipient.contains(expected),
+            "{expected} missing on node-1: {on_recipient:?}"
+        );
+    }
+    assert!(trace.iter().all(|span| span.service == "parley"), "{trace:#?}");
+    let write = trace.iter().find(|span| span.name == "db.write").unwrap();
+    assert_eq!(write.attributes.get("db.endpoint").map(String::as_str), Some("master"));
+
+    // The tree holds together: every parent named in the trace is a span of it, and the
+    // hop's span on node-1 hangs under node-2's delivery span.
+    let ids: BTreeSet<&Vec<u8>> = trace.iter().map(|span| &span.span_id).collect();
+    let roots: Vec<&str> = trace
+        .iter()
+        .filter(|span| span.parent_span_id.is_empty())
+        .map(|span| span.name.as_str())
+        .collect();
+    assert_eq!(roots, ["ws.frame"], "one root, the sender's frame");
+    for span in &trace {
+        assert!(
+            span.parent_span_id.is_empty() || ids.contains(&span.parent_span_id),
+            "{} has a parent outside the trace",
+            span.name
+        );
+    }
+    let hop = trace.iter().find(|span| span.name == "cluster.deliver").unwrap();
+    let hop_parent = trace.iter().find(|span| span.span_id == hop.parent_span_id).unwrap();
+    assert_eq!(
+        (hop_parent.name.as_str(), hop_parent.instance.as_str()),
+        ("chat.deliver", "node-2")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_request_continues_the_callers_trace() {
+    let collector = Collector::default();
+    let endpoint = collector.start().await;
+    let app = TestApp::spawn_with_args(shared_servers(BINARY).await, 1, &["--otlp-endpoint", &endpoint]).await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let response = client
+        .get(format!("{}/health/ready", app.app.node_url("node-1")))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let spans = collector.spans();
+        let request = spans.iter().find(|span| {
+            span.name == "http.request"
+                && span.trace_id == hex_bytes(trace_id)
+                && span.attributes.get("http.route").map(String::as_str) == Some("/health/ready")
+        });
+        if let Some(request) = request {
+            assert_eq!(request.parent_span_id, hex_bytes("00f067aa0ba902b7"));
+            assert_eq!(request.instance, "node-1");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no http.request span in trace {trace_id}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_collector_is_unreachable_serves_as_usual() {
+    // A port nobody listens on: every export fails, requests must not notice.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    drop(silent);
+    let app = TestApp::spawn_with_args(shared_servers(BINARY).await, 1, &["--otlp-endpoint", &endpoint]).await;
+    let pair = Pair::in_app(app, "untraced").await;
+    let (mut alice, _, _) = connect_live(pair.app.http.base_url(), &pair.alice).await;
+    let (mut bob, _, _) = connect_live(pair.app.http.base_url(), &pair.bob).await;
+    for index in 0..20 {
+        let payload = SendMessagePayload {
+            chat_id: pair.chat_id.clone(),
+            messages: vec![OutgoingMessage {
+                text: format!("message {index}"),
+                status: None,
+                client_id: Some(format!("untraced-{index}")),
+            }],
+        };
+        let started = Instant::now();
+        bob.send_text(Envelope::messenger(actions::SEND_MESSAGE, &payload, None).to_text())
+            .await
+            .unwrap();
+        bob.until_action(actions::ACK, WAIT).await.unwrap();
+        alice.until_action(actions::SEND_MESSAGE, WAIT).await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "message {index} took {:?} with the collector gone",
+            started.elapsed()
+        );
+    }
+}
+
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|index| u8::from_str_radix(&hex[index..index + 2], 16).unwrap())
+        .collect()
+}
