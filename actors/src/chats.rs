@@ -146,7 +146,14 @@ impl Chats {
             participants
                 .entry(chat_id)
                 .or_default()
-                .push(Participant { user_id, name, surname });
+                // Presence lives in the node's session registry, not the database: the
+                // HTTP layer fills it in.
+                .push(Participant {
+                    user_id,
+                    name,
+                    surname,
+                    online: false,
+                });
         }
         let unread: HashMap<String, u64> = unread.into_iter().collect();
         Ok(chats

@@ -10,6 +10,7 @@ pub mod extract;
 mod health_routes;
 mod messenger_routes;
 pub mod openapi;
+mod web_page_routes;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -49,6 +50,8 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Inf
         .unify()
         .or(openapi::routes().boxed())
         .unify()
+        .or(web_page_routes::routes().boxed())
+        .unify()
         .recover(errors::recover)
         .unify()
         .with(warp::reply::with::header("x-parley-node", node_name))
@@ -74,6 +77,9 @@ const ROUTES: &[&str] = &[
     "/cluster",
     "/metrics",
     "/openapi.json",
+    "/",
+    "/web/app.js",
+    "/web/app.css",
 ];
 
 fn route_label(path: &str) -> &'static str {
