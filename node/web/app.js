@@ -289,8 +289,14 @@ async function loadHistory(chat) {
   scheduleReports();
 }
 
-async function openChat(chatId) {
+// A chat this page has just heard of: listed with its participants by the next loadChats.
+function ensureChat(chatId) {
   if (!state.chats.has(chatId)) state.chats.set(chatId, newChat(chatId));
+  return state.chats.get(chatId);
+}
+
+async function openChat(chatId) {
+  ensureChat(chatId);
   state.openChatId = chatId;
   renderChatList();
   renderConversation();
@@ -325,6 +331,7 @@ async function startChat() {
     const answer = await api("POST", "/messenger/create-chat", { companion_id: state.foundUserId });
     byId("find-result").hidden = true;
     byId("find-form").reset();
+    ensureChat(answer.chat_id);
     await loadChats();
     await openChat(answer.chat_id);
   } catch (error) {
@@ -413,8 +420,7 @@ function onDelivery(delivery, replayedChats) {
   let chat = state.chats.get(delivery.chat_id);
   if (!chat) {
     // A chat someone else started: learn its participants.
-    chat = newChat(delivery.chat_id);
-    state.chats.set(delivery.chat_id, chat);
+    chat = ensureChat(delivery.chat_id);
     loadChats().catch((error) => showError(`Could not load the chats: ${describe(error)}`));
   }
   for (const message of delivery.messages) {
@@ -598,10 +604,22 @@ function timeOf(createTime) {
   return Number.isNaN(date.getTime()) ? "" : date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 }
 
+let renderedChatList = "";
+
 function renderChatList() {
   const list = byId("chat-list");
-  list.replaceChildren();
   byId("no-chats").hidden = state.chats.size > 0;
+  // Rebuilt only when something shown changed, so a click never lands on a replaced row.
+  const shown = JSON.stringify(
+    [...state.chats.values()].map((chat) => {
+      const companion = companionOf(chat);
+      const online = companion !== null && state.onlineUsers.has(companion.user_id);
+      return [chat.chat_id, chatTitle(chat), chat.unread, online, chat.chat_id === state.openChatId];
+    }),
+  );
+  if (shown === renderedChatList && list.children.length === state.chats.size) return;
+  renderedChatList = shown;
+  list.replaceChildren();
   for (const chat of state.chats.values()) {
     const companion = companionOf(chat);
     const online = companion !== null && state.onlineUsers.has(companion.user_id);

@@ -127,8 +127,12 @@ async fn chat_through_a_node_crash(
     })
     .await?;
     bob.send("Hello, Alice!").await?;
+    // Acked: it has its seq, and a mark past `sending` (Alice's page may already have
+    // reported it received or read).
     bob.wait_until("the first message acked", PAGE_WAIT, |page| {
-        page.messages.len() == 1 && page.messages[0].mark.as_deref() == Some("created")
+        page.messages.len() == 1
+            && page.messages[0].seq == Some(1)
+            && matches!(page.messages[0].mark.as_deref(), Some("created" | "received" | "read"))
     })
     .await?;
 
@@ -142,7 +146,7 @@ async fn chat_through_a_node_crash(
         .await?;
     ensure!(listed.chats[0].online, "Bob is online but his dot is not: {listed:?}");
     alice.screenshot(screenshots, "1-new-chat-unread").await?;
-    alice.open_chat("Bob Tallor").await?;
+    alice.open_chat("Bob Tallor", PAGE_WAIT).await?;
     alice
         .wait_until("Bob's message shown, nothing unread", PAGE_WAIT, |page| {
             page.texts() == ["Hello, Alice!"] && page.chats[0].unread_badge.is_none()
@@ -169,7 +173,7 @@ async fn chat_through_a_node_crash(
         bob.reload().await?;
         bob.wait_until("live again after a reload", PAGE_WAIT, PageSnapshot::is_live)
             .await?;
-        bob.open_chat("Alice Swift").await?;
+        bob.open_chat("Alice Swift", PAGE_WAIT).await?;
         bob_page = bob
             .wait_until("the chat reopened", PAGE_WAIT, |page| page.messages.len() == 2)
             .await?;
@@ -269,7 +273,7 @@ async fn renews_an_expired_access_token(cluster: &LocalCluster, page: &ChatPage)
         page.access_token().await? != expired_token,
         "the page kept its expired token"
     );
-    page.open_chat("Bob Tallor").await?;
+    page.open_chat("Bob Tallor", PAGE_WAIT).await?;
     page.wait_until("the history shown again", PAGE_WAIT, |page| {
         page.texts() == before.texts()
     })

@@ -174,15 +174,26 @@ impl ChatPage {
         self.click("start-chat-button").await
     }
 
-    /// Clicks the chat whose name is `name` in the chat list.
-    pub async fn open_chat(&self, name: &str) -> anyhow::Result<()> {
-        let items = self.client.find_all(Locator::Css("#chat-list li.chat")).await?;
-        for item in items {
-            if item.find(Locator::Css(".chat-name")).await?.text().await? == name {
-                return Ok(item.click().await?);
-            }
-        }
-        anyhow::bail!("{}: no chat named {name} in the list", self.who)
+    /// Clicks the chat whose name is `name` in the chat list, waiting for it to be listed.
+    pub async fn open_chat(&self, name: &str, timeout: Duration) -> anyhow::Result<()> {
+        let row = format!(r#"//ul[@id="chat-list"]/li[span[@class="chat-name"]="{name}"]"#);
+        let row = row.as_str();
+        poll_until_ready(
+            &format!("{}: opening the chat {name}", self.who),
+            timeout,
+            || async move {
+                // The row may not be listed yet, or be rebuilt between finding and clicking.
+                let clicked = match self.client.find(Locator::XPath(row)).await {
+                    Ok(element) => element.click().await,
+                    Err(error) => Err(error),
+                };
+                Ok(match clicked {
+                    Ok(()) => Probe::Ready(()),
+                    Err(error) => Probe::NotYet(error.into()),
+                })
+            },
+        )
+        .await
     }
 
     /// Types a message into the open chat and presses Send.
