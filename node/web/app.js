@@ -57,6 +57,7 @@ function newChat(chatId) {
     participants: [],
     listedLastSeq: 0, // last_seq when the chat list was fetched: unread counted up to it
     unread: 0,
+    readUpTo: 0, // the highest seq this page reported read, on any connection
     messages: new Map(), // seq -> message: one entry per seq, so duplicates never show
     contiguousTop: 0, // every seq up to here is held (or was received before)
     reportedReceived: 0, // on the current connection
@@ -247,7 +248,10 @@ async function loadChats() {
     }
     chat.participants = summary.participants;
     chat.listedLastSeq = summary.last_seq;
-    chat.unread = summary.unread;
+    // The list may come from a replica behind what this page already holds or has read:
+    // add what the page holds beyond it, and drop what the page read.
+    const readByThisPage = chat.readUpTo >= summary.last_seq;
+    chat.unread = (readByThisPage ? 0 : summary.unread) + heldUnreadAbove(chat, summary.last_seq);
     // Who is online now; `presence` frames tell the changes from here on.
     for (const participant of summary.participants) {
       if (participant.user_id === state.session.user_id) continue;
@@ -437,6 +441,15 @@ function onDelivery(delivery, replayedChats) {
   scheduleReports();
 }
 
+// Messages of others held above `seq` that this page has not reported read.
+function heldUnreadAbove(chat, seq) {
+  let count = 0;
+  for (const message of chat.messages.values()) {
+    if (message.user_id !== state.session.user_id && message.seq > seq && message.seq > chat.readUpTo) count += 1;
+  }
+  return count;
+}
+
 // Holds a message unless its seq is already held. Returns whether it was new.
 function acceptMessage(chat, message) {
   if (chat.messages.has(message.seq)) return false;
@@ -451,7 +464,8 @@ function acceptMessage(chat, message) {
     text: message.text,
     create_time: message.create_time,
   });
-  if (message.user_id !== state.session.user_id && message.seq > chat.listedLastSeq) chat.unread += 1;
+  const countedByTheList = message.seq <= chat.listedLastSeq || message.seq <= chat.readUpTo;
+  if (message.user_id !== state.session.user_id && !countedByTheList) chat.unread += 1;
   raiseContiguousTop(chat, chat.contiguousTop);
   return true;
 }
@@ -478,7 +492,10 @@ function onStatus(status) {
   if (!chat) return;
   if (status.user_id === state.session.user_id) {
     // Another page of ours read this chat.
-    if (status.status === "read" && status.seq >= chat.listedLastSeq) chat.unread = 0;
+    if (status.status === "read") {
+      chat.readUpTo = Math.max(chat.readUpTo, status.seq);
+      chat.unread = Math.min(chat.unread, heldUnreadAbove(chat, status.seq));
+    }
   } else {
     chat.companionReceived = Math.max(chat.companionReceived, status.seq);
     if (status.status === "read") chat.companionRead = Math.max(chat.companionRead, status.seq);
@@ -570,7 +587,7 @@ function sendReports() {
       chat.reportedRead = top;
       chat.reportedReceived = Math.max(chat.reportedReceived, top);
       chat.unread = 0;
-      chat.listedLastSeq = Math.max(chat.listedLastSeq, top);
+      chat.readUpTo = Math.max(chat.readUpTo, top);
     } else if (top > chat.reportedReceived) {
       if (!sendFrame("received", { chat_id: chat.chat_id, seq: top })) return;
       chat.reportedReceived = top;
@@ -587,6 +604,7 @@ function renderStatusLine(phase, detail) {
   if (!state.session) line.dataset.state = "signed-out";
   const current = line.dataset.state;
   line.dataset.node = current === "live" ? state.liveNode : "";
+  line.dataset.replayed = current === "live" ? String(state.lastReplayed) : "";
   const http = state.httpNode ? ` · HTTP answered by ${state.httpNode}` : "";
   const texts = {
     "signed-out": "Not signed in",

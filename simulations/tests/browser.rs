@@ -1,8 +1,9 @@
 //! The web page in a real browser: Bob and Alice, each in their own headless Chromium
 //! (Debian's, driven through chromedriver), sign up, sign in, find each other by email
 //! and chat through nginx on a real local cluster. Then the node serving Alice's socket
-//! is SIGKILLed while Bob keeps writing: Alice's page must reconnect by itself and show
-//! every message exactly once, in order, and her read marks must reach Bob's page.
+//! hangs (SIGSTOP) and is SIGKILLed while Bob keeps writing: Alice's page must reconnect
+//! by itself and show every message exactly once, in order, and her read marks must
+//! reach Bob's page.
 //!
 //! Screenshots of both pages go to `<target>/tmp/browser-screenshots/<run>/` (printed).
 //! Needs the `parley` binary (built by `cargo test --workspace`) and Debian's
@@ -32,6 +33,8 @@ use reqwest::Method;
 const PAGE_WAIT: Duration = Duration::from_secs(20);
 const PASSWORD: &str = "1234567890";
 const MESSAGES_WHILE_ALICE_IS_AWAY: usize = 5;
+/// The first of them, sent while her node hangs before it dies.
+const MESSAGES_WHILE_ALICES_NODE_HANGS: usize = 3;
 /// The 1 s lifetime plus the node's 5 s leeway, with room to spare.
 const TOKEN_EXPIRY_WAIT: Duration = Duration::from_secs(15);
 
@@ -183,25 +186,53 @@ async fn chat_through_a_node_crash(
     bob.screenshot(screenshots, "2-before-crash").await?;
     alice.screenshot(screenshots, "2-before-crash").await?;
 
-    cluster.kill(&alice_node, Signal::SIGKILL)?;
+    // Alice's node first hangs (SIGSTOP), so Bob's next messages are committed while
+    // nothing can reach her page; then it dies (SIGKILL) and Bob goes on writing.
     let mut expected = vec!["Hello, Alice!".to_owned(), "Hi Bob!".to_owned()];
-    for number in 1..=MESSAGES_WHILE_ALICE_IS_AWAY {
+    let shown_before_the_crash = expected.clone();
+    let bob_sends = |number: usize, expected: &mut Vec<String>| {
         let text = format!("While you were away, {number}");
-        bob.send(&text).await?;
-        expected.push(text);
+        expected.push(text.clone());
+        async move { bob.send(&text).await }
+    };
+    cluster.kill(&alice_node, Signal::SIGSTOP)?;
+    for number in 1..=MESSAGES_WHILE_ALICES_NODE_HANGS {
+        bob_sends(number, &mut expected).await?;
+    }
+    bob.wait_until("the messages sent while Alice's node hangs acked", PAGE_WAIT, |page| {
+        page.texts() == expected && page.messages.iter().all(|message| message.seq.is_some())
+    })
+    .await?;
+    let frozen = alice.snapshot().await?;
+    ensure!(
+        frozen.texts() == shown_before_the_crash,
+        "a hung node delivered to alice: {frozen:?}"
+    );
+    cluster.kill(&alice_node, Signal::SIGKILL)?;
+    for number in MESSAGES_WHILE_ALICES_NODE_HANGS + 1..=MESSAGES_WHILE_ALICE_IS_AWAY {
+        bob_sends(number, &mut expected).await?;
     }
     bob.wait_until("every message acked", PAGE_WAIT, |page| {
         page.texts() == expected && page.messages.iter().all(|message| message.seq.is_some())
     })
     .await?;
 
-    // Alice's page reconnects by itself, on the surviving node, and catches up.
+    // Alice's page reconnects by itself, on the surviving node, and catches up: at least
+    // the messages sent while her node hung come from the replay.
     let recovered = alice
         .wait_until("reconnected elsewhere with every message", PAGE_WAIT, |page| {
             page.is_live() && page.status_node != alice_node && page.texts() == expected
         })
         .await?;
-    println!("browser test: alice reconnected on {}", serving_node(&recovered)?);
+    ensure!(
+        recovered.replayed >= Some(MESSAGES_WHILE_ALICES_NODE_HANGS as u64),
+        "the missed messages did not come from the replay: {recovered:?}"
+    );
+    println!(
+        "browser test: alice reconnected on {}: {}",
+        serving_node(&recovered)?,
+        recovered.status_text
+    );
     bob.wait_until("Alice's read marks on every message", PAGE_WAIT, |page| {
         page.messages
             .iter()

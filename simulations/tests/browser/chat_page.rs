@@ -18,6 +18,7 @@ const text = (element, selector) => { const found = element.querySelector(select
 return {
   status_state: line.dataset.state,
   status_node: line.dataset.node,
+  replayed: line.dataset.replayed ? Number(line.dataset.replayed) : null,
   status_text: line.textContent,
   error: byId("error-banner").hidden ? null : byId("error-text").textContent,
   auth_notice: byId("auth-notice").textContent,
@@ -44,6 +45,8 @@ return {
 pub struct PageSnapshot {
     pub status_state: String,
     pub status_node: String,
+    /// Messages the server replayed when the current connection opened.
+    pub replayed: Option<u64>,
     pub status_text: String,
     pub error: Option<String>,
     pub auth_notice: String,
