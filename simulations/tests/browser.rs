@@ -35,6 +35,7 @@ const PASSWORD: &str = "1234567890";
 const MESSAGES_WHILE_ALICE_IS_AWAY: usize = 5;
 /// The first of them, sent while her node hangs before it dies.
 const MESSAGES_WHILE_ALICES_NODE_HANGS: usize = 3;
+const ALICES_MESSAGE_TO_A_HUNG_NODE: &str = "Bob, are you there?";
 /// The 1 s lifetime plus the node's 5 s leeway, with room to spare.
 const TOKEN_EXPIRY_WAIT: Duration = Duration::from_secs(15);
 
@@ -186,82 +187,11 @@ async fn chat_through_a_node_crash(
     bob.screenshot(screenshots, "2-before-crash").await?;
     alice.screenshot(screenshots, "2-before-crash").await?;
 
-    // Alice's node first hangs (SIGSTOP), so Bob's next messages are committed while
-    // nothing can reach her page; then it dies (SIGKILL) and Bob goes on writing.
-    let mut expected = vec!["Hello, Alice!".to_owned(), "Hi Bob!".to_owned()];
-    let shown_before_the_crash = expected.clone();
-    let bob_sends = |number: usize, expected: &mut Vec<String>| {
-        let text = format!("While you were away, {number}");
-        expected.push(text.clone());
-        async move { bob.send(&text).await }
-    };
-    cluster.kill(&alice_node, Signal::SIGSTOP)?;
-    for number in 1..=MESSAGES_WHILE_ALICES_NODE_HANGS {
-        bob_sends(number, &mut expected).await?;
-    }
-    bob.wait_until("the messages sent while Alice's node hangs acked", PAGE_WAIT, |page| {
-        page.texts() == expected && page.messages.iter().all(|message| message.seq.is_some())
-    })
-    .await?;
-    let frozen = alice.snapshot().await?;
-    ensure!(
-        frozen.texts() == shown_before_the_crash,
-        "a hung node delivered to alice: {frozen:?}"
-    );
-    cluster.kill(&alice_node, Signal::SIGKILL)?;
-    for number in MESSAGES_WHILE_ALICES_NODE_HANGS + 1..=MESSAGES_WHILE_ALICE_IS_AWAY {
-        bob_sends(number, &mut expected).await?;
-    }
-    bob.wait_until("every message acked", PAGE_WAIT, |page| {
-        page.texts() == expected && page.messages.iter().all(|message| message.seq.is_some())
-    })
-    .await?;
-
-    // Alice's page reconnects by itself, on the surviving node, and catches up: at least
-    // the messages sent while her node hung come from the replay.
-    let recovered = alice
-        .wait_until("reconnected elsewhere with every message", PAGE_WAIT, |page| {
-            page.is_live() && page.status_node != alice_node && page.texts() == expected
-        })
-        .await?;
-    ensure!(
-        recovered.replayed >= Some(MESSAGES_WHILE_ALICES_NODE_HANGS as u64),
-        "the missed messages did not come from the replay: {recovered:?}"
-    );
+    let recovered = crash_alices_node(cluster, &alice_node, bob, alice).await?;
     println!(
         "browser test: alice reconnected on {}: {}",
         serving_node(&recovered)?,
         recovered.status_text
-    );
-    bob.wait_until("Alice's read marks on every message", PAGE_WAIT, |page| {
-        page.messages
-            .iter()
-            .filter(|message| message.mine)
-            .all(|message| message.mark.as_deref() == Some("read"))
-    })
-    .await?;
-    bob.wait_until("Alice online again", PAGE_WAIT, |page| page.chats[0].online)
-        .await?;
-
-    // Exactly once, in order: checked again after the read marks' round trip, so a late
-    // duplicate would have had time to show.
-    let alice_page = alice.snapshot().await?;
-    ensure!(alice_page.texts() == expected, "alice shows {:?}", alice_page.texts());
-    let seqs: Vec<u64> = alice_page.messages.iter().filter_map(|message| message.seq).collect();
-    ensure!(
-        seqs == (1..=expected.len() as u64).collect::<Vec<_>>(),
-        "alice's seqs {seqs:?}"
-    );
-    let mut ids: Vec<&str> = alice_page
-        .messages
-        .iter()
-        .filter_map(|message| message.id.as_deref())
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ensure!(
-        ids.len() == expected.len(),
-        "alice's messages have repeated or missing ids"
     );
     renews_an_expired_access_token(cluster, alice).await?;
     for page in [bob, alice] {
@@ -310,4 +240,106 @@ async fn renews_an_expired_access_token(cluster: &LocalCluster, page: &ChatPage)
     })
     .await?;
     Ok(())
+}
+
+/// Alice's node first hangs (SIGSTOP): Bob's next messages are committed while nothing
+/// can reach her page, and a message she writes reaches only the hung node, which never
+/// acks it. Then it dies (SIGKILL) and Bob writes more. Her page must reconnect by
+/// itself elsewhere, get the missed messages from the replay, resend hers (stored once),
+/// and both pages must show every message once, in the same order. Returns Alice's page.
+async fn crash_alices_node(
+    cluster: &LocalCluster,
+    alice_node: &str,
+    bob: &ChatPage,
+    alice: &ChatPage,
+) -> anyhow::Result<PageSnapshot> {
+    let before: Vec<String> = alice
+        .snapshot()
+        .await?
+        .texts()
+        .iter()
+        .map(|text| text.to_string())
+        .collect();
+    let mut bob_texts = Vec::new();
+    cluster.kill(alice_node, Signal::SIGSTOP)?;
+    for number in 1..=MESSAGES_WHILE_ALICE_IS_AWAY {
+        if number == MESSAGES_WHILE_ALICES_NODE_HANGS + 1 {
+            alice.send(ALICES_MESSAGE_TO_A_HUNG_NODE).await?;
+            let waiting = [before.as_slice(), &[ALICES_MESSAGE_TO_A_HUNG_NODE.to_owned()]].concat();
+            alice
+                .wait_until(
+                    "her message waiting for its ack, nothing new shown",
+                    PAGE_WAIT,
+                    |page| {
+                        page.texts() == waiting
+                            && page.messages.last().and_then(|last| last.mark.as_deref()) == Some("sending")
+                    },
+                )
+                .await?;
+            cluster.kill(alice_node, Signal::SIGKILL)?;
+        }
+        let text = format!("While you were away, {number}");
+        bob.send(&text).await?;
+        bob_texts.push(text);
+        if number == MESSAGES_WHILE_ALICES_NODE_HANGS {
+            let sent = [before.as_slice(), &bob_texts].concat();
+            bob.wait_until("his messages acked while Alice's node hangs", PAGE_WAIT, |page| {
+                page.texts() == sent && page.messages.iter().all(|message| message.seq.is_some())
+            })
+            .await?;
+        }
+    }
+
+    let recovered = alice
+        .wait_until("reconnected elsewhere, every message shown once", PAGE_WAIT, |page| {
+            page.is_live() && page.status_node != alice_node && holds_every_message_once(page, &before, &bob_texts)
+        })
+        .await?;
+    ensure!(
+        recovered.replayed >= Some(MESSAGES_WHILE_ALICES_NODE_HANGS as u64),
+        "the missed messages did not come from the replay: {recovered:?}"
+    );
+    let order = recovered.texts();
+    bob.wait_until("the same messages in the same order, his all read", PAGE_WAIT, |page| {
+        page.texts() == order
+            && page.messages.iter().all(|message| message.seq.is_some())
+            && page
+                .messages
+                .iter()
+                .filter(|message| message.mine)
+                .all(|message| message.mark.as_deref() == Some("read"))
+    })
+    .await?;
+    bob.wait_until("Alice online again", PAGE_WAIT, |page| page.chats[0].online)
+        .await?;
+    // Checked again after the read marks' round trip, so a late duplicate would show.
+    let again = alice.snapshot().await?;
+    ensure!(again.texts() == order, "alice's page changed: {again:?}");
+    Ok(recovered)
+}
+
+/// `before`, then Bob's messages in order with Alice's one message somewhere among them;
+/// each shown once, with gap-free seqs and distinct ids.
+fn holds_every_message_once(page: &PageSnapshot, before: &[String], bob_texts: &[String]) -> bool {
+    let texts = page.texts();
+    let seqs: Vec<Option<u64>> = page.messages.iter().map(|message| message.seq).collect();
+    let gap_free: Vec<Option<u64>> = (1..=texts.len() as u64).map(Some).collect();
+    let mut ids: Vec<Option<&str>> = page.messages.iter().map(|message| message.id.as_deref()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let bobs: Vec<&str> = texts
+        .iter()
+        .copied()
+        .filter(|text| bob_texts.iter().any(|bob| bob == text))
+        .collect();
+    texts.len() == before.len() + bob_texts.len() + 1
+        && texts[..before.len()] == *before
+        && bobs == bob_texts
+        && texts
+            .iter()
+            .filter(|text| **text == ALICES_MESSAGE_TO_A_HUNG_NODE)
+            .count()
+            == 1
+        && seqs == gap_free
+        && ids.len() == texts.len()
 }
