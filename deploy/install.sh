@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what a local Parley cluster (parley-sim) and its tests need on Debian/Ubuntu
-# (iptables: the partition test cuts a cluster link with a firewall rule on loopback).
+# (iptables: the partition test cuts a cluster link with a firewall rule on loopback;
+# chromium, chromium-driver and a font: the browser test drives the web page headless).
 # Idempotent: packages already present are not touched, and apt-get update runs only
 # when something is missing. parley-sim runs its own MariaDB, HAProxy and nginx
 # processes on its own ports, so the distribution's system services are kept stopped.
 set -euo pipefail
 
-# fonts-dejavu-core: the font `parley-sim failover --plot out.png` draws its labels with.
-packages=(mariadb-server mariadb-client haproxy nginx-light wrk jq curl iptables fonts-dejavu-core)
+# chromium, chromium-driver: the browser test of the web page. fonts-dejavu-core: the font
+# `parley-sim failover --plot out.png` draws its labels with.
+packages=(mariadb-server mariadb-client haproxy nginx-light wrk jq curl iptables chromium chromium-driver fonts-dejavu-core)
 system_services=(mariadb nginx haproxy)
 
 if [[ ${EUID} -ne 0 ]]; then

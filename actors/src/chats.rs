@@ -150,7 +150,14 @@ impl Chats {
             participants
                 .entry(chat_id)
                 .or_default()
-                .push(Participant { user_id, name, surname });
+                // Presence lives in the node's session registry, not the database: the
+                // HTTP layer fills it in.
+                .push(Participant {
+                    user_id,
+                    name,
+                    surname,
+                    online: false,
+                });
         }
         let unread: HashMap<String, u64> = unread.into_iter().collect();
         Ok(chats
@@ -172,14 +179,19 @@ impl Chats {
         chat_id: &str,
         page: PageRequest,
     ) -> Result<MessagesPage, ChatError> {
-        if let Some(found) =
+        if let Some(mut found) =
             history::read_page(&self.database, Freshness::ReadYourWrites(caller), caller, chat_id, page).await?
         {
-            // Older pages never change. The tail may lack what others committed a moment
-            // ago (a recipient who just got a message live must find it in the history):
-            // one primary-key read on the master tells.
+            // The messages of a page never change, but a replica may lag behind what the
+            // caller has already seen live: messages others committed a moment ago (on
+            // the tail) and receipts (the status of any message). Two primary-key reads
+            // on the master tell; the message rows stay on the replica.
+            let Some(marks) = history::master_marks(&self.database, chat_id).await? else {
+                return Err(ChatError::ChatNotFound);
+            };
             let is_tail = found.offset.saturating_add(found.limit) > found.total;
-            if !is_tail || history::last_seq(&self.database, chat_id).await? <= Some(found.total) {
+            if !is_tail || marks.last_seq <= found.total {
+                history::restatus(&mut found, &marks.members);
                 return Ok(found);
             }
         }

@@ -10,6 +10,7 @@ pub mod extract;
 mod health_routes;
 mod messenger_routes;
 pub mod openapi;
+mod web_page_routes;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -50,6 +51,8 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Inf
         .or(health_routes::routes(state).boxed())
         .unify()
         .or(openapi::routes().boxed())
+        .unify()
+        .or(web_page_routes::routes().boxed())
         .unify()
         .recover(errors::recover)
         .unify()
@@ -111,6 +114,9 @@ const ROUTES: &[&str] = &[
     "/cluster",
     "/metrics",
     "/openapi.json",
+    "/",
+    "/web/app.js",
+    "/web/app.css",
 ];
 
 fn route_label(path: &str) -> &'static str {

@@ -362,6 +362,57 @@ async fn the_openapi_document_and_swagger_ui_are_served_at_the_seeds_urls() {
     );
 }
 
+#[tokio::test]
+async fn the_web_page_is_served_through_nginx_from_the_binary() {
+    let app = TestApp::spawn(shared_servers(BINARY).await, 1).await;
+    let client = reqwest::Client::new();
+    let get = |path: &'static str| {
+        let url = format!("{}{path}", app.http.base_url());
+        let client = client.clone();
+        async move {
+            let response = client.get(url).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{path}");
+            let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
+            let (content_type, cache_control) = (header("content-type"), header("cache-control"));
+            assert!(cache_control.contains("max-age="), "{path}: {cache_control}");
+            assert!(
+                header("content-security-policy").contains("default-src 'self'"),
+                "{path}"
+            );
+            (content_type, response.text().await.unwrap())
+        }
+    };
+    let (html_type, html) = get("/").await;
+    assert!(html_type.starts_with("text/html"), "{html_type}");
+    assert!(html.contains(r#"<script src="/web/app.js">"#), "{html}");
+    assert!(html.contains(r#"href="/web/app.css""#), "{html}");
+    let (script_type, script) = get("/web/app.js").await;
+    assert!(script_type.starts_with("text/javascript"), "{script_type}");
+    assert!(script.contains("/messenger/ws?token="));
+    let (style_type, _) = get("/web/app.css").await;
+    assert!(style_type.starts_with("text/css"), "{style_type}");
+    // Works with no internet: nothing is loaded from another origin.
+    for (name, text) in [("index.html", &html), ("app.js", &script)] {
+        assert!(
+            !text.contains("http://") && !text.contains("https://") && !text.contains("//cdn"),
+            "{name} refers to another origin"
+        );
+    }
+    // Each file is its own route label in the metrics (one node: nginx had no choice).
+    let metrics = client
+        .get(format!("{}/metrics", app.http.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for route in ["/", "/web/app.js", "/web/app.css"] {
+        let line = format!(r#"parley_http_requests_total{{method="GET",route="{route}",status="200"}} 1"#);
+        assert!(metrics.lines().any(|sample| sample == line), "no {line} in\n{metrics}");
+    }
+}
+
 /// The value of one sample line of a Prometheus text exposition.
 fn sample(metrics: &str, line_prefix: &str) -> Option<f64> {
     metrics

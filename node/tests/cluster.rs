@@ -89,6 +89,51 @@ async fn presence_crosses_nodes_within_a_second() {
     );
 }
 
+/// Whether `user_id` is listed online in `token`'s only chat, as `node` answers.
+async fn listed_online(pair: &Pair, node: &str, token: &str, user_id: &str) -> bool {
+    let chats = pair.app.node(node).chats(token).await.unwrap().chats;
+    let participant = chats[0]
+        .participants
+        .iter()
+        .find(|participant| participant.user_id == user_id)
+        .unwrap_or_else(|| panic!("{user_id} is not listed: {chats:?}"));
+    participant.online
+}
+
+#[tokio::test]
+async fn the_chat_list_tells_who_is_online_across_nodes() {
+    let pair = pair("listed-online").await;
+    // The chat was written through another node: lists read from replicas show it once
+    // replication has caught up.
+    let deadline = Instant::now() + WAIT;
+    for (node, token) in [("node-1", &pair.alice), ("node-2", &pair.alice), ("node-1", &pair.bob)] {
+        while pair.app.node(node).chats(token).await.unwrap().chats.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the chat never appeared in the lists of {node}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert!(!listed_online(&pair, "node-1", &pair.alice, &pair.bob_id).await);
+    let bob = connect_to(&pair, "node-2", &pair.bob).await;
+    // connect_live returns after replay-complete, and the session announced itself to
+    // every peer before its replay: node-1 already knows.
+    assert!(listed_online(&pair, "node-1", &pair.alice, &pair.bob_id).await);
+    assert!(listed_online(&pair, "node-2", &pair.alice, &pair.bob_id).await);
+    assert!(!listed_online(&pair, "node-1", &pair.bob, &pair.alice_id).await);
+
+    bob.close().await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while listed_online(&pair, "node-1", &pair.alice, &pair.bob_id).await {
+        assert!(
+            Instant::now() < deadline,
+            "bob still listed online {WAIT:?} after closing"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// What Alice's application holds: every message once, in seq order.
 #[derive(Default)]
 struct Inbox {

@@ -30,6 +30,10 @@ pub struct Participant {
     pub user_id: String,
     pub name: String,
     pub surname: String,
+    /// Connected to some node of the cluster when the list was made, as the answering
+    /// node knows it; `presence` frames on the websocket tell the changes after that.
+    #[serde(default)]
+    pub online: bool,
 }
 
 /// One chat of the caller.
@@ -89,5 +93,13 @@ mod tests {
         let body = r#"{"companion_id": "6a3b2f50-7d0c-4a4e-9f0e-0d1f8c2b3a41"}"#;
         let request: CreateChatRequest = serde_json::from_str(body).unwrap();
         assert_eq!(request.companion_id, "6a3b2f50-7d0c-4a4e-9f0e-0d1f8c2b3a41");
+    }
+
+    #[test]
+    fn a_participant_without_the_online_field_still_decodes() {
+        // Lists written before the field existed (older nodes) read as offline.
+        let body = r#"{"user_id": "u1", "name": "Bob", "surname": "Tallor"}"#;
+        let participant: Participant = serde_json::from_str(body).unwrap();
+        assert!(!participant.online);
     }
 }

@@ -40,18 +40,54 @@ pub(crate) fn status_for(sender: &str, seq: u64, members: &[MemberCursor]) -> &'
     }
 }
 
-/// The chat's newest seq as the master has it (a replica when the master is down).
-pub(crate) async fn last_seq(database: &Database, chat_id: &str) -> Result<Option<u64>, DbError> {
-    database
+/// What the master says of a chat now: its newest seq and every member's cursors. Two
+/// primary-key reads; the master answers them when it is up (a replica otherwise).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChatMarks {
+    pub last_seq: u64,
+    pub members: Vec<MemberCursor>,
+}
+
+pub(crate) async fn master_marks(database: &Database, chat_id: &str) -> Result<Option<ChatMarks>, DbError> {
+    let (last_seq, members) = database
         .read(Freshness::MasterFirst, move |conn| {
             let chat_id = chat_id.to_owned();
             async move {
-                conn.exec_first("SELECT last_seq FROM chats WHERE id = ?", (chat_id,))
-                    .await
+                let last_seq: Option<u64> = conn
+                    .exec_first("SELECT last_seq FROM chats WHERE id = ?", (&chat_id,))
+                    .await?;
+                let members: Vec<(String, u64, u64)> = conn
+                    .exec(
+                        "SELECT user_id, received_seq, read_seq FROM chat_members WHERE chat_id = ?",
+                        (&chat_id,),
+                    )
+                    .await?;
+                Ok((last_seq, members))
             }
             .boxed()
         })
-        .await
+        .await?;
+    Ok(last_seq.map(|last_seq| ChatMarks {
+        last_seq,
+        members: cursors(members),
+    }))
+}
+
+/// Gives every message of `page` the status `members`' cursors make it.
+pub(crate) fn restatus(page: &mut MessagesPage, members: &[MemberCursor]) {
+    for message in &mut page.messages {
+        message.status = status_for(&message.user_id, message.seq, members).to_owned();
+    }
+}
+
+fn cursors(rows: Vec<(String, u64, u64)>) -> Vec<MemberCursor> {
+    rows.into_iter()
+        .map(|(user_id, received_seq, read_seq)| MemberCursor {
+            user_id,
+            received_seq,
+            read_seq,
+        })
+        .collect()
 }
 
 type MessageRow = (String, u64, String, String, NaiveDateTime);
@@ -91,14 +127,7 @@ pub(crate) async fn read_page(
         })
         .await?;
     let (members, last_seq, rows) = found;
-    let members: Vec<MemberCursor> = members
-        .into_iter()
-        .map(|(user_id, received_seq, read_seq)| MemberCursor {
-            user_id,
-            received_seq,
-            read_seq,
-        })
-        .collect();
+    let members = cursors(members);
     let (Some(total), true) = (last_seq, members.iter().any(|member| member.user_id == caller)) else {
         return Ok(None);
     };

@@ -56,7 +56,10 @@ pub(crate) async fn create_chat(
     responses((status = 200, description = "the caller chats with participants and unread counts", body = ChatsResponse), (status = 401, description = "missing, invalid or expired access token", body = ErrorBody), (status = 503, description = "the database is unavailable; retry", body = ErrorBody)))]
 pub(crate) async fn list_chats(state: AppState, authorization: Option<String>) -> Result<Response, ApiError> {
     let caller = authenticated_user(&state.tokens, authorization.as_deref())?;
-    let chats = state.chats.list_chats(&caller).await?;
+    let mut chats = state.chats.list_chats(&caller).await?;
+    for participant in chats.iter_mut().flat_map(|chat| chat.participants.iter_mut()) {
+        participant.online = state.messaging.online_anywhere(&participant.user_id);
+    }
     Ok(json_response(StatusCode::OK, &ChatsResponse { chats }))
 }
 

@@ -1,0 +1,233 @@
+//! One person's browser on Parley's web page: what they type and click (real WebDriver
+//! input), and what the page shows them (read from the DOM).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use fantoccini::{Client, Locator};
+use parley_sim::readiness::{poll_until_ready, Probe};
+use protocol::auth::SignUpRequest;
+use serde::Deserialize;
+
+/// What the page shows, read in one go so every check sees one consistent moment.
+const SNAPSHOT_SCRIPT: &str = r##"
+const byId = (id) => document.getElementById(id);
+const line = byId("status-line");
+const text = (element, selector) => { const found = element.querySelector(selector); return found ? found.textContent : null; };
+return {
+  status_state: line.dataset.state,
+  status_node: line.dataset.node,
+  replayed: line.dataset.replayed ? Number(line.dataset.replayed) : null,
+  status_text: line.textContent,
+  error: byId("error-banner").hidden ? null : byId("error-text").textContent,
+  auth_notice: byId("auth-notice").textContent,
+  signed_in: !byId("chat-screen").hidden,
+  find_result_shown: !byId("find-result").hidden,
+  conversation_title: byId("conversation-title").textContent,
+  chats: [...document.querySelectorAll("#chat-list li.chat")].map((item) => ({
+    name: text(item, ".chat-name"),
+    unread_badge: text(item, ".unread-count"),
+    online: item.querySelector(".presence-dot").classList.contains("online"),
+    open: item.classList.contains("open"),
+  })),
+  messages: [...document.querySelectorAll("#messages li.message")].map((item) => ({
+    text: text(item, ".message-text"),
+    seq: item.dataset.seq ? Number(item.dataset.seq) : null,
+    id: item.dataset.id || null,
+    mine: item.classList.contains("mine"),
+    mark: item.querySelector(".mark") ? item.querySelector(".mark").dataset.mark : null,
+  })),
+};
+"##;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PageSnapshot {
+    pub status_state: String,
+    pub status_node: String,
+    /// Messages the server replayed when the current connection opened.
+    pub replayed: Option<u64>,
+    pub status_text: String,
+    pub error: Option<String>,
+    pub auth_notice: String,
+    pub signed_in: bool,
+    pub find_result_shown: bool,
+    pub conversation_title: String,
+    pub chats: Vec<ChatListEntry>,
+    pub messages: Vec<ShownMessage>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatListEntry {
+    pub name: String,
+    pub unread_badge: Option<String>,
+    pub online: bool,
+    pub open: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ShownMessage {
+    pub text: String,
+    /// None while the message waits for its ack.
+    pub seq: Option<u64>,
+    pub id: Option<String>,
+    pub mine: bool,
+    /// created, received or read on one's own messages; sending before the ack.
+    pub mark: Option<String>,
+}
+
+impl PageSnapshot {
+    pub fn is_live(&self) -> bool {
+        self.signed_in && self.status_state == "live" && !self.status_node.is_empty()
+    }
+
+    pub fn texts(&self) -> Vec<&str> {
+        self.messages.iter().map(|message| message.text.as_str()).collect()
+    }
+}
+
+pub struct ChatPage {
+    pub who: String,
+    client: Client,
+}
+
+impl ChatPage {
+    pub async fn open(who: &str, client: Client, url: &str) -> anyhow::Result<ChatPage> {
+        client
+            .goto(url)
+            .await
+            .with_context(|| format!("{who}: opening {url}"))?;
+        Ok(ChatPage {
+            who: who.to_owned(),
+            client,
+        })
+    }
+
+    pub async fn snapshot(&self) -> anyhow::Result<PageSnapshot> {
+        let value = self
+            .client
+            .execute(SNAPSHOT_SCRIPT, Vec::new())
+            .await
+            .with_context(|| format!("{}: reading the page", self.who))?;
+        serde_json::from_value(value).with_context(|| format!("{}: decoding the page snapshot", self.who))
+    }
+
+    /// Polls the page until `condition` holds; fails after `timeout` showing the page.
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        condition: impl Fn(&PageSnapshot) -> bool,
+    ) -> anyhow::Result<PageSnapshot> {
+        let condition = &condition;
+        poll_until_ready(&format!("{}: {what}", self.who), timeout, || async move {
+            let snapshot = self.snapshot().await?;
+            Ok(if condition(&snapshot) {
+                Probe::Ready(snapshot)
+            } else {
+                Probe::NotYet(anyhow::anyhow!("the page shows {snapshot:#?}"))
+            })
+        })
+        .await
+    }
+
+    async fn type_into(&self, element_id: &str, text: &str) -> anyhow::Result<()> {
+        let element = self.client.find(Locator::Id(element_id)).await?;
+        element.clear().await?;
+        element
+            .send_keys(text)
+            .await
+            .with_context(|| format!("{}: typing into #{element_id}", self.who))
+    }
+
+    async fn click(&self, element_id: &str) -> anyhow::Result<()> {
+        let element = self.client.find(Locator::Id(element_id)).await?;
+        element
+            .click()
+            .await
+            .with_context(|| format!("{}: clicking #{element_id}", self.who))
+    }
+
+    pub async fn sign_up(&self, person: &SignUpRequest) -> anyhow::Result<()> {
+        self.type_into("sign-up-email", &person.email).await?;
+        self.type_into("sign-up-password", &person.password).await?;
+        self.type_into("sign-up-name", &person.name).await?;
+        self.type_into("sign-up-surname", &person.surname).await?;
+        // The seed's RFC 3339 birthday; the form asks for the date part.
+        self.type_into("sign-up-birthday", &person.birthday[..10]).await?;
+        let sex = self.client.find(Locator::Id("sign-up-sex")).await?;
+        sex.select_by_value(&person.sex).await?;
+        self.type_into("sign-up-city", &person.city).await?;
+        self.type_into("sign-up-interests", &person.interests).await?;
+        self.click("sign-up-button").await
+    }
+
+    pub async fn sign_in(&self, email: &str, password: &str) -> anyhow::Result<()> {
+        self.type_into("sign-in-email", email).await?;
+        self.type_into("sign-in-password", password).await?;
+        self.click("sign-in-button").await
+    }
+
+    /// Finds `email` and starts a chat with them (the chat opens).
+    pub async fn start_chat_with(&self, email: &str, timeout: Duration) -> anyhow::Result<()> {
+        self.type_into("find-email", email).await?;
+        self.click("find-button").await?;
+        self.wait_until(&format!("{email} found"), timeout, |page| page.find_result_shown)
+            .await?;
+        self.click("start-chat-button").await
+    }
+
+    /// Clicks the chat whose name is `name` in the chat list, waiting for it to be listed.
+    pub async fn open_chat(&self, name: &str, timeout: Duration) -> anyhow::Result<()> {
+        let row = format!(r#"//ul[@id="chat-list"]/li[span[@class="chat-name"]="{name}"]"#);
+        let row = row.as_str();
+        poll_until_ready(
+            &format!("{}: opening the chat {name}", self.who),
+            timeout,
+            || async move {
+                // The row may not be listed yet, or be rebuilt between finding and clicking.
+                let clicked = match self.client.find(Locator::XPath(row)).await {
+                    Ok(element) => element.click().await,
+                    Err(error) => Err(error),
+                };
+                Ok(match clicked {
+                    Ok(()) => Probe::Ready(()),
+                    Err(error) => Probe::NotYet(error.into()),
+                })
+            },
+        )
+        .await
+    }
+
+    /// Types a message into the open chat and presses Send.
+    pub async fn send(&self, text: &str) -> anyhow::Result<()> {
+        self.type_into("message-text", text).await?;
+        self.click("send-button").await
+    }
+
+    /// The access token the page keeps in its session storage.
+    pub async fn access_token(&self) -> anyhow::Result<String> {
+        let script = r#"return JSON.parse(sessionStorage.getItem("parley.session")).access_token;"#;
+        let token = self.client.execute(script, Vec::new()).await?;
+        token
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("{}: no access token in the session storage: {token}", self.who))
+    }
+
+    pub async fn reload(&self) -> anyhow::Result<()> {
+        Ok(self.client.refresh().await?)
+    }
+
+    /// Writes a PNG of the page as `<dir>/<who>-<moment>.png` and returns its path.
+    pub async fn screenshot(&self, dir: &Path, moment: &str) -> anyhow::Result<PathBuf> {
+        let png = self.client.screenshot().await?;
+        let path = dir.join(format!("{}-{moment}.png", self.who));
+        std::fs::write(&path, png).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    pub async fn close(self) -> anyhow::Result<()> {
+        Ok(self.client.close().await?)
+    }
+}
