@@ -103,4 +103,15 @@ if ! command -v websocat >/dev/null 2>&1 && [[ ! -x "${CARGO_HOME:-$HOME/.cargo}
     fi
 fi
 
+# schemathesis (PyPI) fuzzes a node against its own OpenAPI document in the tests.
+schemathesis_version=4.32.5
+if ! python3 -c "import importlib.metadata as m; assert m.version('schemathesis') == '${schemathesis_version}'" 2>/dev/null; then
+    if python3 -m pip --version >/dev/null 2>&1; then
+        echo "installing schemathesis ${schemathesis_version} with pip"
+        python3 -m pip install --quiet --disable-pip-version-check "schemathesis==${schemathesis_version}"
+    else
+        echo "note: no pip, schemathesis not installed (the OpenAPI fuzz test needs it)" >&2
+    fi
+fi
+
 echo "ready: mariadb $(mariadbd --version 2>/dev/null | awk '{print $3}'), $(haproxy -v | head -n1 | awk '{print "haproxy", $3}'), $(nginx -v 2>&1 | sed 's|.*/|nginx |')"

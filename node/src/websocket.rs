@@ -46,7 +46,9 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
     params(("token" = String, Query, description = "access token (or send it in Authorization)")),
     responses(
         (status = 101, description = "websocket of Envelope text frames: client actions send-message (SendMessagePayload), received and read (CursorPayload); server actions send-message (DeliveryPayload), ack (AckPayload), status (StatusPayload), presence (PresencePayload), replay-complete (ReplayCompletePayload), error (ErrorPayload)"),
-        (status = 401, description = "missing, invalid or expired access token", body = protocol::ErrorBody)))]
+        (status = 400, description = "not a websocket handshake (no Upgrade header)", body = protocol::ErrorBody),
+        (status = 401, description = "missing, invalid or expired access token", body = protocol::ErrorBody),
+        (status = 503, description = "this node is shutting down; connect again (nginx does)", body = protocol::ErrorBody)))]
 pub(crate) fn upgrade_to_session(state: AppState, user_id: String, upgrade: Ws) -> Response {
     if state.readiness.is_draining() {
         // nginx retries a refused upgrade (a GET) on the next node.
