@@ -100,7 +100,7 @@ SOURCES
         docker import --change 'CMD ["bash"]' --change 'ENV LANG=C.UTF-8' - "${bootstrapped_base_image}" >/dev/null
     "${sudo_prefix[@]}" rm -rf "${root}"
     trap - EXIT
-    echo "build-images: imported ${bootstrapped_base_image} ($(elapsed))"
+    echo "build-images: imported ${bootstrapped_base_image} (at $(elapsed))"
 }
 
 choose_base_image() {
@@ -169,7 +169,7 @@ build_image() {
     if [[ -n ${previous_id} && ${previous_id} != "${current_id}" ]]; then
         docker rmi "${previous_id}" >/dev/null 2>&1 || true
     fi
-    echo "build-images: parley-${name}:${tag} ($(elapsed))"
+    echo "build-images: parley-${name}:${tag} (at $(elapsed))"
 }
 
 resolve_parley_binary

@@ -278,6 +278,38 @@ impl Drop for ComposeProject {
     }
 }
 
+/// Names of every compose project that still has a container, network or volume here.
+pub fn projects_present() -> anyhow::Result<Vec<String>> {
+    let label_format = format!("{{{{.Label \"{PROJECT_LABEL}\"}}}}");
+    let filter = format!("label={PROJECT_LABEL}");
+    let mut names = Vec::new();
+    for listing in [&["ps", "--all"][..], &["network", "ls"][..], &["volume", "ls"][..]] {
+        let output = std::process::Command::new("docker")
+            .args(listing)
+            .args(["--filter", &filter, "--format", &label_format])
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running docker {}", listing.join(" ")))?;
+        if !output.status.success() {
+            bail!(
+                "docker {} failed: {}",
+                listing.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        names.extend(
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .map(str::trim)
+                .map(str::to_owned),
+        );
+    }
+    names.retain(|name| !name.is_empty());
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
 /// SIGKILLs containers together with `docker kill`, as an operator would. Takes ids
 /// looked up beforehand (`container_ids`): docker-compose v1 needs about a second per
 /// lookup, which would delay the fault.

@@ -24,8 +24,9 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use load_with_kills::{run_load_with_kills, LoadOutcome, LoadWithKills};
 use parley_sim::app_tier::resolve_parley_binary;
-use parley_sim::compose_stack::{build_images, locate_compose_dir, ComposeProject, ComposeTool};
+use parley_sim::compose_stack::{build_images, locate_compose_dir, projects_present, ComposeProject, ComposeTool};
 use parley_sim::http_client::ParleyHttp;
+use parley_sim::pid_is_alive;
 use parley_sim::ports::pick_free_ports;
 use parley_sim::readiness::{http_get_status, poll_until_ready, Probe};
 use protocol::cluster::ClusterView;
@@ -33,6 +34,8 @@ use seed_walkthrough::{exchange_seed_frames, run_seed_curl_commands, SignUps, SE
 
 /// Images of this test; the base image is shared with `compose/build-images.sh` users.
 const IMAGE_TAG: &str = "e2e";
+/// Project names are this, the test process's pid, and a random part.
+const PROJECT_PREFIX: &str = "parley-e2e-";
 const NODES: [&str; 2] = ["node-1", "node-2"];
 const KILLED: [&str; 2] = ["node-2", "replica-2"];
 const STACK_READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -84,7 +87,8 @@ async fn compose_stack_serves_the_seed_walkthrough_and_survives_docker_kill_unde
     timer.done("images built");
 
     let port = pick_free_ports(1)?[0];
-    let project_name = format!("parley-e2e-{}-{:08x}", std::process::id(), rand::random::<u32>());
+    remove_projects_of_dead_runs(&tool, &compose_dir)?;
+    let project_name = format!("{PROJECT_PREFIX}{}-{:08x}", std::process::id(), rand::random::<u32>());
     let environment = [
         ("PARLEY_IMAGE_TAG", IMAGE_TAG.to_owned()),
         ("PARLEY_HTTP_PORT", port.to_string()),
@@ -120,6 +124,23 @@ async fn compose_stack_serves_the_seed_walkthrough_and_survives_docker_kill_unde
         leftovers.is_empty(),
         "down -v left {leftovers:?} of project {project_name}"
     );
+    Ok(())
+}
+
+/// A run killed before its guard could act (a CI timeout, say) leaves its project
+/// behind; the pid in the name tells that its test process is gone.
+fn remove_projects_of_dead_runs(tool: &ComposeTool, compose_dir: &std::path::Path) -> anyhow::Result<()> {
+    for name in projects_present()? {
+        let pid = name
+            .strip_prefix(PROJECT_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !pid_is_alive(pid)) {
+            eprintln!("compose: removing {name}, left behind by a test run that died");
+            // Its guard's Drop takes it down and removes whatever carries its label.
+            drop(ComposeProject::new(tool.clone(), &name, compose_dir, Vec::new()));
+        }
+    }
     Ok(())
 }
 
