@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what a local Parley cluster (parley-sim) and its tests need on Debian/Ubuntu
 # (iptables: the partition test cuts a cluster link with a firewall rule on loopback;
-# chromium, chromium-driver and a font: the browser test drives the web page headless).
+# chromium, chromium-driver and a font: the browser test drives the web page headless;
+# debootstrap: compose/build-images.sh makes the Debian base image with it when no
+# registry is reachable; Docker and its compose tool, for the compose deployment and its
+# test, only when missing).
 # Idempotent: packages already present are not touched, and apt-get update runs only
 # when something is missing. parley-sim runs its own MariaDB, HAProxy and nginx
 # processes on its own ports, so the distribution's system services are kept stopped.
@@ -9,7 +12,8 @@ set -euo pipefail
 
 # chromium, chromium-driver: the browser test of the web page. fonts-dejavu-core: the font
 # `parley-sim failover --plot out.png` draws its labels with.
-packages=(mariadb-server mariadb-client haproxy nginx-light wrk jq curl iptables chromium chromium-driver fonts-dejavu-core)
+# debootstrap: the compose base image.
+packages=(mariadb-server mariadb-client haproxy nginx-light wrk jq curl iptables chromium chromium-driver fonts-dejavu-core debootstrap)
 system_services=(mariadb nginx haproxy)
 
 if [[ ${EUID} -ne 0 ]]; then
@@ -21,6 +25,15 @@ fi
 package_is_installed() {
     [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" == "install ok installed" ]]
 }
+
+# Docker from Debian's packages only where there is no docker at all: a machine with
+# Docker's own packages (docker-ce, the compose plugin) keeps them.
+if ! command -v docker >/dev/null 2>&1; then
+    packages+=(docker.io)
+fi
+if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then
+    packages+=(docker-compose)
+fi
 
 missing_packages=()
 for package in "${packages[@]}"; do
@@ -91,6 +104,21 @@ for package in "${packages[@]}"; do
         exit 1
     fi
 done
+# The compose test needs a running Docker engine; start it if the init system can.
+if ! docker info >/dev/null 2>&1; then
+    echo "starting the docker engine"
+    if [[ -d /run/systemd/system ]]; then
+        "${sudo_prefix[@]}" systemctl start docker || true
+    elif [[ -x /etc/init.d/docker ]]; then
+        "${sudo_prefix[@]}" /etc/init.d/docker start || true
+    fi
+    for _ in $(seq 1 50); do
+        docker info >/dev/null 2>&1 && break
+        sleep 0.2
+    done
+    docker info >/dev/null 2>&1 || echo "warning: the docker engine is not running (the compose test needs it)" >&2
+fi
+
 # websocat, the seed's websocket client, is not packaged by Debian: build it from
 # crates.io (about a minute) when cargo is here and it is missing.
 websocat_version=1.14.1

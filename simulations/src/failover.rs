@@ -9,11 +9,11 @@
 //! then:  wait (bounded) for every ack and delivery ─ close clients ─ report
 //! ```
 
-mod chat_load;
+pub mod chat_load;
 mod experiment_cluster;
-mod experiment_users;
+pub mod experiment_users;
 mod fault_script;
-mod http_load;
+pub mod http_load;
 mod latency_statistics;
 mod report;
 mod timeline_plot;

@@ -8,6 +8,8 @@
 //! * [`DatabaseServers`]: master, replica-1, replica-2 and HAProxy, replicated and caught up.
 //! * [`AppTier`]: N `parley` nodes and nginx in front of them, for one database.
 //! * [`LocalCluster`]: both, persisted in `<state_dir>/cluster.json` for the CLI.
+//! * [`compose_stack`]: the same system as the docker compose deployment (`compose/`),
+//!   driven through docker compose for the end-to-end test.
 //!
 //! Nothing here keeps a tokio runtime object or a connection pool between calls, so one
 //! `DatabaseServers` can be shared by `#[tokio::test]`s that each run their own runtime.
@@ -15,6 +17,7 @@
 pub mod app_tier;
 pub mod chat_client;
 pub mod component;
+pub mod compose_stack;
 pub mod database_servers;
 pub mod deploy_templates;
 pub mod failover;

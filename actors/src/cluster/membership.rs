@@ -135,12 +135,12 @@ impl Actor for Membership {
 }
 
 async fn connect_missing_seeds(myself: &ActorRef<MembershipMessage>, state: &mut MembershipState) {
-    let own_address = state.arguments.listen.to_string();
+    let own_addresses = own_addresses(&state.arguments);
     let seeds: Vec<String> = state
         .arguments
         .seeds
         .iter()
-        .filter(|seed| **seed != own_address)
+        .filter(|seed| !own_addresses.contains(*seed))
         .cloned()
         .collect();
     if seeds.is_empty() {
@@ -159,10 +159,6 @@ async fn connect_missing_seeds(myself: &ActorRef<MembershipMessage>, state: &mut
         state.isolated_since = None;
         return;
     }
-    // Two nodes dialling each other at once leave one session torn down by ractor_cluster,
-    // and the remote actors announced over it vanish with it. So only the node with the
-    // lower address dials; the other dials too only after waiting alone for a while (its
-    // seed list may not be the mirror image of the other's).
     let isolated_for = match (sessions.is_empty(), state.isolated_since) {
         (false, _) => {
             state.isolated_since = None;
@@ -174,13 +170,24 @@ async fn connect_missing_seeds(myself: &ActorRef<MembershipMessage>, state: &mut
             Duration::ZERO
         }
     };
-    let dial_everyone = isolated_for >= DIAL_EVERYONE_AFTER;
-    let connected: HashSet<String> = sessions.values().map(|session| session.peer_addr.clone()).collect();
-    for seed in seeds {
-        if !dial_everyone && seed.as_str() < own_address.as_str() {
-            continue;
-        }
-        if connected.contains(&seed) || !state.in_flight.insert(seed.clone()) {
+    // A session is known by the socket's peer address and by the address the peer
+    // advertises (its `host:port` as the seed lists name it, e.g. `node-2:4369` under
+    // docker, where the socket only shows an IP).
+    let connected: HashSet<String> = sessions
+        .values()
+        .flat_map(|session| {
+            let advertised = session.peer_name.as_ref().map(|name| name.connection_string.clone());
+            std::iter::once(session.peer_addr.clone()).chain(advertised)
+        })
+        .collect();
+    let to_dial = seeds_to_dial(
+        &advertised_address(&state.arguments),
+        &seeds,
+        &connected,
+        isolated_for >= DIAL_EVERYONE_AFTER,
+    );
+    for seed in to_dial {
+        if !state.in_flight.insert(seed.clone()) {
             continue;
         }
         let (server, reporter) = (state.server.clone(), myself.clone());
@@ -194,5 +201,82 @@ async fn connect_missing_seeds(myself: &ActorRef<MembershipMessage>, state: &mut
             }
             let _ = reporter.cast(MembershipMessage::ConnectFinished(seed));
         });
+    }
+}
+
+/// The `host:port` peers know this node by: the advertised host (a docker service name,
+/// say) with the cluster port.
+fn advertised_address(arguments: &MembershipArguments) -> String {
+    format!("{}:{}", arguments.advertise_host, arguments.listen.port())
+}
+
+/// Seed entries that are this node itself: its listen address (`0.0.0.0:4369` under
+/// docker) and its advertised one, so every node can share one seed list.
+fn own_addresses(arguments: &MembershipArguments) -> HashSet<String> {
+    HashSet::from([arguments.listen.to_string(), advertised_address(arguments)])
+}
+
+/// The seeds to dial now. Two nodes dialling each other at once leave one session torn
+/// down by ractor_cluster, and the remote actors announced over it vanish with it. So
+/// only the node whose advertised address sorts lower dials; the other dials too only
+/// after waiting alone for a while (its seed list may not be the mirror image of the
+/// other's). Both sides compare the same two strings, advertised addresses, so they
+/// agree on who dials also when the seeds are host names rather than IPs.
+fn seeds_to_dial(
+    advertised_address: &str,
+    seeds: &[String],
+    connected: &HashSet<String>,
+    dial_everyone: bool,
+) -> Vec<String> {
+    seeds
+        .iter()
+        .filter(|seed| dial_everyone || seed.as_str() > advertised_address)
+        .filter(|seed| !connected.contains(*seed))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arguments(listen: &str, advertise_host: &str) -> MembershipArguments {
+        MembershipArguments {
+            listen: listen.parse().unwrap(),
+            advertise_host: advertise_host.to_owned(),
+            seeds: Vec::new(),
+            cookie: String::new(),
+            cluster_name: "node".to_owned(),
+        }
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|item| (*item).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_node_recognises_itself_by_listen_and_advertised_address() {
+        let own = own_addresses(&arguments("0.0.0.0:4369", "node-1"));
+        assert!(own.contains("node-1:4369"));
+        assert!(own.contains("0.0.0.0:4369"));
+        assert!(!own.contains("node-2:4369"));
+    }
+
+    #[test]
+    fn with_host_name_seeds_exactly_one_of_two_nodes_dials() {
+        let nobody = HashSet::new();
+        let node_1 = seeds_to_dial("node-1:4369", &strings(&["node-2:4369"]), &nobody, false);
+        let node_2 = seeds_to_dial("node-2:4369", &strings(&["node-1:4369"]), &nobody, false);
+        assert_eq!(node_1, ["node-2:4369"]);
+        assert!(node_2.is_empty());
+        let lonely_node_2 = seeds_to_dial("node-2:4369", &strings(&["node-1:4369"]), &nobody, true);
+        assert_eq!(lonely_node_2, ["node-1:4369"]);
+    }
+
+    #[test]
+    fn a_seed_connected_under_its_advertised_name_is_not_dialled_again() {
+        let connected = HashSet::from(["172.18.0.5:4369".to_owned(), "node-2:4369".to_owned()]);
+        let seeds = strings(&["node-2:4369", "node-3:4369"]);
+        assert_eq!(seeds_to_dial("node-1:4369", &seeds, &connected, false), ["node-3:4369"]);
     }
 }

@@ -1,0 +1,110 @@
+#!/bin/bash
+# Entrypoint of Parley's MariaDB image. One server, by PARLEY_MARIADB_ROLE:
+#   master   binlog on, takes writes; on the first start creates the database and the
+#            users (replication, app, HAProxy's check user) from deploy/mariadb/bootstrap-master.sql
+#   replica  read_only; on the first start points itself at the master with GTID
+#            (deploy/mariadb/replica-setup.sql); users and data arrive by replication
+# The first start runs on a private socket with networking off, so nothing (HAProxy,
+# a node, the healthcheck) sees a half-initialised server.
+set -euo pipefail
+
+role=${PARLEY_MARIADB_ROLE:?set PARLEY_MARIADB_ROLE to master or replica}
+server_id=${PARLEY_MARIADB_SERVER_ID:?set PARLEY_MARIADB_SERVER_ID (unique per server)}
+database=${PARLEY_DATABASE:-parley}
+# Replicas reach the master through HAProxy's write frontend: in the seed's networks the
+# replicas live behind HAProxy and cannot see the master directly.
+source_host=${PARLEY_REPLICATION_SOURCE_HOST:-haproxy}
+source_port=${PARLEY_REPLICATION_SOURCE_PORT:-3306}
+
+datadir=/var/lib/mysql
+config=/etc/parley/mariadb.cnf
+init_socket=/run/mysqld/initialising.sock
+init_marker=${datadir}/.parley-initialised
+templates=/etc/parley/templates
+
+log() {
+    echo "parley-mariadb (${PARLEY_MARIADB_ROLE:-?}): $*" >&2
+}
+trap 'log "failed at line ${LINENO}: ${BASH_COMMAND}"' ERR
+
+# Passwords go into SQL string literals and mysql:// URLs; this alphabet needs no
+# escaping in either.
+require_password() {
+    local name=$1 value=${!1:-}
+    if [[ ! ${value} =~ ^[A-Za-z0-9._~-]{16,}$ ]]; then
+        log "${name} must be at least 16 characters of A-Z a-z 0-9 . _ ~ - (see compose/.env)"
+        exit 1
+    fi
+}
+
+case ${role} in
+    master) template=master.cnf ;;
+    replica) template=replica.cnf ;;
+    *) log "PARLEY_MARIADB_ROLE must be master or replica"; exit 1 ;;
+esac
+require_password MARIADB_REPLICATION_PASSWORD
+[[ ${role} == master ]] && require_password MARIADB_APP_PASSWORD
+
+mkdir -p /run/mysqld
+chown mysql:mysql /run/mysqld "${datadir}"
+render-template "${templates}/${template}" "${config}" \
+    user=mysql port=3306 bind_address=0.0.0.0 \
+    socket=/run/mysqld/mysqld.sock pid_file=/run/mysqld/mysqld.pid \
+    datadir="${datadir}" tmpdir=/tmp server_id="${server_id}" \
+    log_error=/var/log/mysql/error.log
+# The error log goes to the container's output (docker logs) instead of a file.
+sed -i '/^log_error[[:space:]]*=/d' "${config}"
+
+run_sql() {
+    mariadb --socket="${init_socket}" -uroot --batch
+}
+
+initialise() {
+    if [[ -n $(ls -A "${datadir}") ]]; then
+        # Only a first start that died half way leaves this; it holds no data yet.
+        log "the data directory holds an unfinished initialisation; starting it over"
+        find "${datadir}" -mindepth 1 -delete
+    fi
+    log "initialising ${datadir}"
+    # Without a binlog: every server starts with an empty GTID history, so a replica
+    # replays the master's whole binlog, users included.
+    mariadb-install-db --defaults-file="${config}" --skip-test-db --skip-log-bin >/dev/null
+    mariadbd --defaults-file="${config}" --skip-networking --socket="${init_socket}" &
+    local server_pid=$! deadline=$((SECONDS + 60))
+    until mariadb-admin --socket="${init_socket}" -uroot ping >/dev/null 2>&1; do
+        if ! kill -0 "${server_pid}" 2>/dev/null || ((SECONDS > deadline)); then
+            log "the server did not come up for its initialisation"
+            exit 1
+        fi
+        sleep 0.2
+    done
+    if [[ ${role} == master ]]; then
+        # The operators' way in is `docker compose exec master mariadb` (root over the
+        # socket); the template's TCP admin user gets a password nobody keeps.
+        local admin_password
+        admin_password=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+        render-template "${templates}/bootstrap-master.sql" /tmp/bootstrap.sql \
+            replication_host=% replication_password="${MARIADB_REPLICATION_PASSWORD}" \
+            app_host=% app_password="${MARIADB_APP_PASSWORD}" \
+            admin_host=localhost admin_password="${admin_password}"
+        {
+            cat /tmp/bootstrap.sql
+            echo "CREATE DATABASE IF NOT EXISTS \`${database}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;"
+        } | run_sql
+    else
+        render-template "${templates}/replica-setup.sql" /tmp/replica-setup.sql \
+            master_host="${source_host}" master_port="${source_port}" \
+            replication_password="${MARIADB_REPLICATION_PASSWORD}"
+        run_sql </tmp/replica-setup.sql
+    fi
+    rm -f /tmp/bootstrap.sql /tmp/replica-setup.sql
+    mariadb-admin --socket="${init_socket}" -uroot shutdown
+    wait "${server_pid}" || true
+    touch "${init_marker}"
+    log "initialised"
+}
+
+if [[ ! -e ${init_marker} ]]; then
+    initialise
+fi
+exec mariadbd --defaults-file="${config}"

@@ -1,0 +1,39 @@
+#!/bin/bash
+# Entrypoint of Parley's nginx image: renders deploy/nginx/nginx.conf with one upstream
+# server per node of PARLEY_NODES (comma separated service names) and runs nginx in the
+# foreground.
+set -euo pipefail
+
+nodes=${PARLEY_NODES:?set PARLEY_NODES, e.g. node-1,node-2}
+node_port=${PARLEY_NODE_HTTP_PORT:-8080}
+access_log=${NGINX_ACCESS_LOG:-/dev/stdout}
+temp_dir=/var/lib/nginx/parley
+config=/etc/nginx/parley.conf
+
+upstream_servers=""
+IFS=',' read -r -a node_names <<<"${nodes}"
+for node in "${node_names[@]}"; do
+    node=${node//[[:space:]]/}
+    [[ -n ${node} ]] || continue
+    # Same as parley-sim: a node that fails once is skipped for 2 s, the request goes on
+    # to the next one.
+    upstream_servers+="server ${node}:${node_port} max_fails=1 fail_timeout=2s;"$'\n        '
+done
+if [[ -z ${upstream_servers} ]]; then
+    echo "parley-nginx: PARLEY_NODES names no node" >&2
+    exit 1
+fi
+
+mkdir -p "${temp_dir}"
+chown www-data:www-data "${temp_dir}"
+render-template /etc/parley/templates/nginx.conf "${config}" \
+    user_directive="user www-data;" \
+    pid_file=/run/nginx.pid \
+    error_log=/dev/stderr \
+    access_log="${access_log}" \
+    temp_dir="${temp_dir}" \
+    upstream_servers="${upstream_servers%$'\n        '}" \
+    listen=80
+
+nginx -t -q -c "${config}"
+exec nginx -c "${config}"
