@@ -12,6 +12,7 @@
 
 pub mod chat;
 pub mod frames;
+pub mod ordered_replies;
 pub mod outbound;
 pub mod session;
 pub mod session_registry;

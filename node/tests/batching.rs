@@ -39,6 +39,7 @@ async fn frames_queued_behind_a_commit_share_the_next_transaction() {
         bob.send_messages(&pair.chat_id, vec![message], None).await.unwrap();
     }
     let mut seqs_by_frame = vec![0; FRAMES];
+    let mut acked_frames = Vec::with_capacity(FRAMES);
     for _ in 0..FRAMES {
         let (_, ack) = bob.until_action(actions::ACK, Duration::from_secs(30)).await.unwrap();
         let ack: AckPayload = ack.decode_payload().unwrap();
@@ -51,11 +52,17 @@ async fn frames_queued_behind_a_commit_share_the_next_transaction() {
             .parse()
             .unwrap();
         seqs_by_frame[index] = entry.seq;
+        acked_frames.push(index);
     }
     let after = master_transactions(&servers.root_url("master")).await;
 
     let expected: Vec<u64> = (1..=FRAMES as u64).collect();
     assert_eq!(seqs_by_frame, expected, "frames commit in the order sent, gap-free");
+    assert_eq!(
+        acked_frames,
+        (0..FRAMES).collect::<Vec<_>>(),
+        "acks arrive in the order the frames were sent"
+    );
     let transactions = after - before;
     println!("{FRAMES} frames in {transactions} master transactions");
     assert!(

@@ -29,6 +29,7 @@ use ractor_cluster::RactorMessage;
 use crate::cluster::node_router::{announce_offline, announce_online};
 
 use super::frames::{codes, parse_client_frame, ClientCommand, FrameError};
+use super::ordered_replies::OrderedReplies;
 use super::outbound::{close_codes, OutboundQueue};
 use super::session_registry::{RegisteredSession, SessionId};
 use super::store::{self, SendError};
@@ -84,6 +85,8 @@ pub struct SessionState {
     user_id: String,
     session_id: SessionId,
     outbound: OutboundQueue,
+    /// Answers to the client's frames, in frame order.
+    replies: OrderedReplies,
     services: Arc<MessagingServices>,
     phase: Phase,
 }
@@ -132,6 +135,7 @@ impl Actor for Session {
         Ok(SessionState {
             user_id: arguments.user_id,
             session_id,
+            replies: OrderedReplies::start(arguments.outbound.clone()),
             outbound: arguments.outbound,
             services,
             phase: Phase::Replaying { held_back: Vec::new() },
@@ -162,12 +166,15 @@ impl Actor for Session {
                 let frame_span = tracing::info_span!(parent: None, "ws.frame", user_id = %state.user_id);
                 handle_client_text(state, &text).instrument(frame_span).await
             }
-            SessionMessage::ClientBinary => state.push(&error_envelope(&FrameError {
-                code: codes::BINARY_NOT_SUPPORTED,
-                message: "binary frames are not supported; send JSON text frames".to_owned(),
-                reference: None,
-                client_ids: Vec::new(),
-            })),
+            SessionMessage::ClientBinary => state.replies.queue_now(
+                error_envelope(&FrameError {
+                    code: codes::BINARY_NOT_SUPPORTED,
+                    message: "binary frames are not supported; send JSON text frames".to_owned(),
+                    reference: None,
+                    client_ids: Vec::new(),
+                })
+                .to_text(),
+            ),
             SessionMessage::Deliver(delivery, trace) => match &mut state.phase {
                 Phase::Replaying { held_back } => held_back.push(delivery),
                 Phase::Live => {
@@ -269,10 +276,9 @@ fn go_live(state: &mut SessionState, replayed_up_to: HashMap<String, u64>) {
 async fn handle_client_text(state: &SessionState, text: &str) {
     let command = match parse_client_frame(text, &state.services.frame_limits) {
         Ok(command) => command,
-        Err(error) => return state.push(&error_envelope(&error)),
+        Err(error) => return state.replies.queue_now(error_envelope(&error).to_text()),
     };
     let services = &state.services;
-    let outbound = state.outbound.clone();
     match command {
         ClientCommand::Send {
             reference,
@@ -283,12 +289,12 @@ async fn handle_client_text(state: &SessionState, text: &str) {
                 .iter()
                 .filter_map(|message| message.client_id.clone())
                 .collect();
-            // Queued here, in frame order; the commit's outcome is awaited in its own task
-            // so deliveries to this socket keep flowing meanwhile.
+            // Queued on the chat here, in frame order; the answer waits in the ordered
+            // replies so deliveries to this socket keep flowing meanwhile.
             let pending = services
                 .submit_send(&chat_id, &state.user_id, messages, Some(state.session_id))
                 .await;
-            tokio::spawn(async move {
+            state.replies.queue(async move {
                 let outcome = match pending {
                     Ok(pending) => pending.wait().await,
                     Err(error) => Err(error),
@@ -308,7 +314,7 @@ async fn handle_client_text(state: &SessionState, text: &str) {
                     }
                     Err(error) => error_envelope(&send_failure(error, reference, client_ids)),
                 };
-                let _ = outbound.push(envelope.to_text());
+                Some(envelope.to_text())
             });
         }
         ClientCommand::MoveCursor {
@@ -318,14 +324,14 @@ async fn handle_client_text(state: &SessionState, text: &str) {
             seq,
         } => {
             let pending = services.submit_cursor_move(&chat_id, &state.user_id, kind, seq).await;
-            tokio::spawn(async move {
+            state.replies.queue(async move {
                 let outcome = match pending {
                     Ok(pending) => pending.wait().await.map(|_| ()),
                     Err(error) => Err(error),
                 };
-                if let Err(error) = outcome {
-                    let _ = outbound.push(error_envelope(&send_failure(error, reference, Vec::new())).to_text());
-                }
+                outcome
+                    .err()
+                    .map(|error| error_envelope(&send_failure(error, reference, Vec::new())).to_text())
             });
         }
     }
