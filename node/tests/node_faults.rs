@@ -22,6 +22,21 @@ async fn connect_to(url: &str, token: &str) -> WsConnection {
     connect_live(url, token).await.0
 }
 
+/// Polls until the node's process is gone, failing after `WAIT`.
+async fn wait_until_exited(pair: &Pair, node: &str, when: &str) {
+    let deadline = Instant::now() + WAIT;
+    while pair
+        .app
+        .app
+        .status()
+        .iter()
+        .any(|component| component.name == node && component.alive)
+    {
+        assert!(Instant::now() < deadline, "{node} did not exit {when}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn alive_members(view: &serde_json::Value) -> Vec<String> {
     view["members"]
         .as_array()
@@ -98,17 +113,7 @@ async fn sigterm_closes_websockets_with_1001_and_the_node_exits() {
         }
     };
     assert_eq!(code, Some(1001), "going away: reconnect elsewhere");
-    let deadline = Instant::now() + WAIT;
-    while pair
-        .app
-        .app
-        .status()
-        .iter()
-        .any(|component| component.name == "node-1" && component.alive)
-    {
-        assert!(Instant::now() < deadline, "node-1 did not exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_exited(&pair, "node-1", "after SIGTERM").await;
     // Alice resumes through nginx on the survivor.
     let again = connect_to(pair.app.http.base_url(), &pair.alice).await;
     again.close().await.unwrap();
@@ -162,20 +167,7 @@ async fn a_stopping_node_answers_with_connection_close_and_turns_new_users_away_
     };
     assert!(format!("{refused:#}").contains("503"), "{refused:#}");
 
-    let deadline = Instant::now() + WAIT;
-    while pair
-        .app
-        .app
-        .status()
-        .iter()
-        .any(|component| component.name == "node-1" && component.alive)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "node-1 did not exit after its lame-duck period"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_exited(&pair, "node-1", "after its lame-duck period").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -86,35 +86,23 @@ impl PartitionTarget<'_> {
 
     fn rules(&self) -> Vec<Vec<String>> {
         let tag = self.rule_tag();
-        let mut rules = vec![words(&[
+        let dropped = |chain: &str, matches: &[&str]| -> Vec<String> {
+            let tail = ["-m", "comment", "--comment", tag.as_str(), "-j", "DROP"];
+            std::iter::once(chain)
+                .chain(matches.iter().copied())
+                .chain(tail)
+                .map(str::to_owned)
+                .collect()
+        };
+        let mut rules = vec![dropped(
             "OUTPUT",
-            "-m",
-            "cgroup",
-            "--path",
-            &self.cgroup.path_in_hierarchy,
-            "-m",
-            "comment",
-            "--comment",
-            &tag,
-            "-j",
-            "DROP",
-        ])];
+            &["-m", "cgroup", "--path", &self.cgroup.path_in_hierarchy],
+        )];
         for port in self.listening_ports {
-            rules.push(words(&[
+            rules.push(dropped(
                 "INPUT",
-                "-i",
-                "lo",
-                "-p",
-                "tcp",
-                "--dport",
-                &port.to_string(),
-                "-m",
-                "comment",
-                "--comment",
-                &tag,
-                "-j",
-                "DROP",
-            ]));
+                &["-i", "lo", "-p", "tcp", "--dport", &port.to_string()],
+            ));
         }
         rules
     }
@@ -171,10 +159,6 @@ fn split_rule(rule: &str) -> Vec<String> {
     rule.split_whitespace()
         .map(|word| word.trim_matches('"').to_owned())
         .collect()
-}
-
-fn words(parts: &[&str]) -> Vec<String> {
-    parts.iter().map(|part| part.to_string()).collect()
 }
 
 fn iptables(arguments: &[String]) -> anyhow::Result<()> {
