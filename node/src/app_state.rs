@@ -24,6 +24,7 @@ pub struct Limits {
 #[derive(Debug, Clone, Default)]
 pub struct Readiness {
     migrations_applied: Arc<AtomicBool>,
+    cluster_joined: Arc<AtomicBool>,
     draining: Arc<AtomicBool>,
 }
 
@@ -34,6 +35,15 @@ impl Readiness {
 
     pub fn migrations_applied(&self) -> bool {
         self.migrations_applied.load(Ordering::Acquire)
+    }
+
+    /// The node has heard from a peer, or has none to wait for.
+    pub fn mark_cluster_joined(&self) {
+        self.cluster_joined.store(true, Ordering::Release);
+    }
+
+    pub fn cluster_joined(&self) -> bool {
+        self.cluster_joined.load(Ordering::Acquire)
     }
 
     /// The node is stopping: it still answers, but asks every client to go elsewhere.

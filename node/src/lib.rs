@@ -32,6 +32,10 @@ use app_state::{AppState, Limits, Readiness};
 use config::NodeConfig;
 use tokens::TokenIssuer;
 
+/// How long a node with seeds waits to hear from a peer before it serves alone: every
+/// peer may be down, and a lone survivor that restarts must still serve.
+const CLUSTER_JOIN_GRACE: Duration = Duration::from_secs(5);
+
 /// How long a stopping node waits for its websockets to finish closing.
 const SOCKET_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -63,6 +67,11 @@ pub async fn run(
         Arc::clone(&metrics),
         Arc::clone(&trace_propagation),
     );
+    let joining = tokio::spawn(wait_for_cluster_join(
+        Arc::clone(&messaging),
+        readiness.clone(),
+        !config.cluster_seeds.is_empty(),
+    ));
     let supervisor_arguments = RootSupervisorArguments {
         database: database.clone(),
         messaging: Arc::clone(&messaging),
@@ -119,10 +128,32 @@ pub async fn run(
     open_sockets.wait_all_closed(SOCKET_DRAIN_TIMEOUT).await;
     tracing::info!(node = %config.node_name, "node stopping");
     migrations.abort();
+    joining.abort();
     supervisor.stop(Some("node stopping".to_owned()));
     let _ = supervisor_task.await;
     database.close().await;
     Ok(())
+}
+
+/// Marks the cluster joined once a peer is heard from, or at once without seeds, or
+/// after [`CLUSTER_JOIN_GRACE`] when no seed answers.
+async fn wait_for_cluster_join(messaging: Arc<MessagingServices>, readiness: Readiness, has_seeds: bool) {
+    if has_seeds {
+        let deadline = tokio::time::Instant::now() + CLUSTER_JOIN_GRACE;
+        let mut checks = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            checks.tick().await;
+            if !messaging.peers.live_peer_names().is_empty() {
+                tracing::info!("cluster joined");
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(grace = ?CLUSTER_JOIN_GRACE, "no peer answered; serving alone until one does");
+                break;
+            }
+        }
+    }
+    readiness.mark_cluster_joined();
 }
 
 /// Applies migrations, retrying while the master is unreachable; the node reports

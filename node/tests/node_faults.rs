@@ -303,3 +303,40 @@ async fn a_partitioned_peer_is_declared_dead_within_five_seconds_and_comes_back_
     let back: PresencePayload = back.decode_payload().unwrap();
     assert_eq!((back.user_id.as_str(), back.online), (pair.bob_id.as_str(), true));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_is_ready_only_once_it_knows_its_peers_and_serves_alone_when_they_are_gone() {
+    let app = TestApp::spawn(shared_servers(BINARY).await, 2).await;
+    app.wait_cluster_formed().await;
+    let node_1 = app.node("node-1");
+
+    // Ready means joined: the first answer after the restart already lists node-2.
+    app.app.kill("node-1", Signal::SIGKILL).unwrap();
+    app.app.start_component("node-1").await.unwrap();
+    let view = node_1
+        .request(reqwest::Method::GET, "/cluster", None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        alive_members(&view.body).len(),
+        2,
+        "ready before joining: {}",
+        view.body
+    );
+
+    // With every peer gone, a restarted node waits out the join grace and serves alone.
+    app.app.kill("node-2", Signal::SIGKILL).unwrap();
+    app.app.kill("node-1", Signal::SIGKILL).unwrap();
+    app.app.start_component("node-1").await.unwrap();
+    let ready = node_1
+        .request(reqwest::Method::GET, "/health/ready", None, None)
+        .await
+        .unwrap();
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert_eq!(ready.body["cluster_joined"], true, "{}", ready.body);
+    let view = node_1
+        .request(reqwest::Method::GET, "/cluster", None, None)
+        .await
+        .unwrap();
+    assert_eq!(alive_members(&view.body).len(), 1, "{}", view.body);
+}

@@ -14,6 +14,8 @@ struct Health<'a> {
     status: &'a str,
     node: &'a str,
     migrations_applied: bool,
+    /// Heard from a peer (or has no seeds, or none answered within the join grace).
+    cluster_joined: bool,
     /// Stopping: answering its last requests, not taking new users.
     draining: bool,
     master_healthy: bool,
@@ -81,7 +83,7 @@ pub(crate) fn live(state: &AppState) -> Response {
     report(state, true)
 }
 
-/// Migrations applied, a database reachable, and not stopping.
+/// Migrations applied, the cluster joined, a database reachable, and not stopping.
 #[utoipa::path(get, path = "/health/ready", tag = "operations",
     responses((status = 200, description = "ready to serve"), (status = 503, description = "not ready")))]
 pub(crate) fn ready(state: &AppState) -> Response {
@@ -99,7 +101,9 @@ fn report(state: &AppState, liveness_only: bool) -> Response {
         .collect();
     let migrations_applied = state.readiness.migrations_applied();
     let draining = state.readiness.is_draining();
-    let ready = !draining && migrations_applied && (master_healthy || !healthy_read_endpoints.is_empty());
+    let cluster_joined = state.readiness.cluster_joined();
+    let ready =
+        !draining && migrations_applied && cluster_joined && (master_healthy || !healthy_read_endpoints.is_empty());
     let (status, label) = match (liveness_only, ready) {
         (true, _) => (StatusCode::OK, "live"),
         (false, true) => (StatusCode::OK, "ready"),
@@ -109,6 +113,7 @@ fn report(state: &AppState, liveness_only: bool) -> Response {
         status: label,
         node: &state.node_name,
         migrations_applied,
+        cluster_joined,
         draining,
         master_healthy,
         healthy_read_endpoints,
