@@ -171,6 +171,24 @@ async fn a_reconnecting_user_gets_everything_above_the_received_cursor_in_order(
     let (_, replay, before) = connect(&pair, &pair.alice).await;
     assert_eq!(replay.replayed, 2);
     assert_eq!(texts(&before), [(4, sent[3].clone()), (5, sent[4].clone())]);
+
+    // Four resumes replayed something: 5, 5, 5 and 2 messages.
+    let metrics = reqwest::get(format!("{}/metrics", pair.app.app.node_url("node-1")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(|line| line == "parley_resume_replays_total 4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == "parley_resume_replayed_messages_total 17"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
