@@ -70,5 +70,7 @@ pub struct AppState {
     pub readiness: Readiness,
     /// Continues a caller's trace (`traceparent` header) in the request's span.
     pub trace_propagation: Arc<dyn actors::trace_context::TracePropagation>,
+    /// Sign-in attempts per email and per client address.
+    pub sign_in_limits: Arc<crate::http::rate_limits::SignInLimits>,
     pub limits: Limits,
 }

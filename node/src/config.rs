@@ -64,6 +64,20 @@ pub struct NodeConfig {
     #[arg(long, env = "PARLEY_MAX_CONCURRENT_HASHES", default_value_t = 2)]
     pub max_concurrent_hashes: usize,
 
+    /// Password hashes waiting for their turn at most; further sign-ins and sign-ups get a
+    /// 429 at once instead of a long wait.
+    #[arg(long, env = "PARLEY_MAX_QUEUED_HASHES", default_value_t = 16)]
+    pub max_queued_hashes: usize,
+
+    /// Sign-in attempts per email and minute on this node (10 at once); 0: no limit.
+    #[arg(long, env = "PARLEY_SIGN_IN_PER_EMAIL_PER_MINUTE", default_value_t = 10)]
+    pub sign_in_per_email_per_minute: u32,
+
+    /// Sign-in attempts per client address and minute on this node (a third of it at
+    /// once); behind nginx the address is its `X-Real-IP`. 0: no limit.
+    #[arg(long, env = "PARLEY_SIGN_IN_PER_ADDRESS_PER_MINUTE", default_value_t = 600)]
+    pub sign_in_per_address_per_minute: u32,
+
     /// Largest HTTP request body accepted, in bytes.
     #[arg(long, env = "PARLEY_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: u64,

@@ -10,6 +10,7 @@ pub mod extract;
 mod health_routes;
 mod messenger_routes;
 pub mod openapi;
+pub mod rate_limits;
 mod web_page_routes;
 
 use std::convert::Infallible;

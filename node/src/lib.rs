@@ -30,6 +30,7 @@ use tokio::net::TcpListener;
 
 use app_state::{AppState, Limits, Readiness};
 use config::NodeConfig;
+use http::rate_limits::{KeyedRateLimiter, SignInLimits};
 use tokens::TokenIssuer;
 
 /// How long a node with seeds waits to hear from a peer before it serves alone: every
@@ -50,7 +51,18 @@ pub async fn run(
     let jwt_secret = config.jwt_secret()?;
     let metrics = Arc::new(Metrics::new());
     let database = Database::open(&config.database()?, Arc::clone(&metrics)).context("opening database pools")?;
-    let passwords = PasswordVault::new(config.scrypt_cost(), config.max_concurrent_hashes)?;
+    let passwords = PasswordVault::new(
+        config.scrypt_cost(),
+        config.max_concurrent_hashes,
+        config.max_queued_hashes,
+    )?;
+    let sign_in_limits = Arc::new(SignInLimits {
+        per_email: KeyedRateLimiter::new(config.sign_in_per_email_per_minute, config.sign_in_per_email_per_minute),
+        per_address: KeyedRateLimiter::new(
+            config.sign_in_per_address_per_minute,
+            config.sign_in_per_address_per_minute / 3,
+        ),
+    });
     let readiness = Readiness::default();
     let migrations = tokio::spawn(migrate_until_done(database.clone(), readiness.clone()));
     // The incarnation tells a restarted node apart from its old self in the cluster.
@@ -98,6 +110,7 @@ pub async fn run(
         open_sockets: Arc::clone(&open_sockets),
         readiness: readiness.clone(),
         trace_propagation,
+        sign_in_limits,
         limits: Limits {
             max_body_bytes: config.max_body_bytes,
             max_page_size: config.max_page_size,

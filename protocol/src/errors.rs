@@ -24,5 +24,8 @@ pub mod codes {
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
     pub const DATABASE_UNAVAILABLE: &str = "database_unavailable";
     pub const NOT_READY: &str = "not_ready";
+    /// Too many attempts (sign-in per email or per client address, or a full hashing
+    /// queue): the answer is a 429 with `Retry-After`.
+    pub const RATE_LIMITED: &str = "rate_limited";
     pub const INTERNAL: &str = "internal";
 }

@@ -1,5 +1,7 @@
 //! `/auth/...`: sign-up, sign-in, token refresh, user lookups.
 
+use std::net::IpAddr;
+
 use chrono::Utc;
 use protocol::auth::{
     RefreshTokenRequest, SignInRequest, SignUpRequest, SignUpResponse, TokenPair, UserIdResponse, UserProfile,
@@ -15,6 +17,7 @@ use actors::accounts::{RefreshTokenRecord, RotationOutcome};
 
 use super::errors::ApiError;
 use super::extract::{authenticated_user, json_body, QueryParameters};
+use super::rate_limits::client_address;
 use super::{authorization, body_bytes, json_response, raw_query, respond, with_state};
 use crate::app_state::AppState;
 
@@ -27,8 +30,15 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
     let sign_in = warp::path!("auth" / "sign-in")
         .and(warp::post())
         .and(with_state(state.clone()))
+        .and(warp::addr::remote())
+        .and(warp::header::optional::<String>("x-real-ip"))
         .and(body_bytes(&state))
-        .then(|state, body| async move { respond(sign_in(state, body).await) });
+        .then(
+            |state, peer: Option<std::net::SocketAddr>, real_ip: Option<String>, body| async move {
+                let client = client_address(peer, real_ip.as_deref());
+                respond(sign_in(state, client, body).await)
+            },
+        );
     let refresh = warp::path!("auth" / "token")
         .and(warp::put())
         .and(with_state(state.clone()))
@@ -64,7 +74,7 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
 }
 
 #[utoipa::path(post, path = "/auth/sign-up", tag = "auth", request_body = SignUpRequest,
-    responses((status = 201, description = "user created", body = SignUpResponse), (status = 400, description = "bad input, named in the message", body = ErrorBody), (status = 409, description = "the email is taken", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 503, description = "the database is unavailable; retry", body = ErrorBody)))]
+    responses((status = 201, description = "user created", body = SignUpResponse), (status = 400, description = "bad input, named in the message", body = ErrorBody), (status = 409, description = "the email is taken", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 429, description = "too many password hashes waiting; see Retry-After", body = ErrorBody), (status = 503, description = "the database is unavailable; retry", body = ErrorBody)))]
 pub(crate) async fn sign_up(state: AppState, body: Bytes) -> Result<Response, ApiError> {
     let request: SignUpRequest = json_body(&body)?;
     let user_id = state.accounts.sign_up(&request).await?;
@@ -73,9 +83,15 @@ pub(crate) async fn sign_up(state: AppState, body: Bytes) -> Result<Response, Ap
 }
 
 #[utoipa::path(post, path = "/auth/sign-in", tag = "auth", request_body = SignInRequest,
-    responses((status = 200, description = "access and refresh tokens", body = TokenPair), (status = 400, description = "bad input, named in the message", body = ErrorBody), (status = 401, description = "wrong email or password (one answer for both)", body = ErrorBody), (status = 503, description = "the database is unavailable; retry", body = ErrorBody)))]
-pub(crate) async fn sign_in(state: AppState, body: Bytes) -> Result<Response, ApiError> {
+    responses((status = 200, description = "access and refresh tokens", body = TokenPair), (status = 400, description = "bad input, named in the message", body = ErrorBody), (status = 401, description = "wrong email or password (one answer for both)", body = ErrorBody), (status = 429, description = "too many attempts for this email or from this address, or too many password checks waiting; see Retry-After", body = ErrorBody), (status = 503, description = "the database is unavailable; retry", body = ErrorBody)))]
+pub(crate) async fn sign_in(state: AppState, client: IpAddr, body: Bytes) -> Result<Response, ApiError> {
     let request: SignInRequest = json_body(&body)?;
+    if let Err(wait) = state.sign_in_limits.check(&request.email, client) {
+        return Err(ApiError::too_many_requests(
+            "too many sign-in attempts; try again later",
+            wait.as_secs_f64().ceil() as u64,
+        ));
+    }
     let user_id = state.accounts.authenticate(&request.email, &request.password).await?;
     let now = Utc::now();
     let refresh = state.tokens.issue_refresh(&user_id, &Uuid::new_v4().to_string(), now);

@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 
+use actors::accounts::passwords::HashingError;
 use actors::accounts::AccountError;
 use actors::chats::ChatError;
 use actors::database::DbError;
@@ -19,6 +20,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for `Retry-After` (a 503 always says 1).
+    pub retry_after_seconds: Option<u64>,
 }
 
 impl ApiError {
@@ -27,6 +30,15 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after_seconds: None,
+        }
+    }
+
+    /// A 429: try again in `retry_after_seconds`.
+    pub fn too_many_requests(message: impl Into<String>, retry_after_seconds: u64) -> ApiError {
+        ApiError {
+            retry_after_seconds: Some(retry_after_seconds.max(1)),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, codes::RATE_LIMITED, message)
         }
     }
 
@@ -48,10 +60,15 @@ impl ApiError {
             code: self.code.to_owned(),
         };
         let mut response = warp::reply::with_status(warp::reply::json(&body), self.status).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        let retry_after = match (self.retry_after_seconds, self.status) {
+            (Some(seconds), _) => Some(seconds),
+            (None, StatusCode::SERVICE_UNAVAILABLE) => Some(1),
+            (None, _) => None,
+        };
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -86,6 +103,9 @@ impl From<AccountError> for ApiError {
             AccountError::EmailTaken => ApiError::new(StatusCode::CONFLICT, codes::CONFLICT, error.to_string()),
             AccountError::InvalidCredentials => {
                 ApiError::new(StatusCode::UNAUTHORIZED, codes::INVALID_CREDENTIALS, error.to_string())
+            }
+            AccountError::Hashing(HashingError::Busy) => {
+                ApiError::too_many_requests("too many sign-ins are being checked; try again shortly", 1)
             }
             AccountError::Hashing(hashing) => {
                 tracing::error!(error = %hashing, "password hashing failed");

@@ -71,6 +71,12 @@ impl TestApp {
 
     /// Like [`TestApp::spawn`], with extra flags for every node.
     pub async fn spawn_with_args(servers: &DatabaseServers, nodes: usize, extra_args: &[&str]) -> TestApp {
+        let all: Vec<&str> = TEST_NODE_ARGS.iter().chain(extra_args).copied().collect();
+        TestApp::spawn_with_only_args(servers, nodes, &all).await
+    }
+
+    /// Nodes with exactly these flags: not even the tests' cheap password hashing.
+    pub async fn spawn_with_only_args(servers: &DatabaseServers, nodes: usize, node_args: &[&str]) -> TestApp {
         let index = NEXT_APP.fetch_add(1, Ordering::Relaxed);
         let database = format!("parley_t{}_{index}", std::process::id());
         servers
@@ -92,11 +98,7 @@ impl TestApp {
                 parley_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_parley"))),
                 jwt_secret: "parley-test-secret-0123456789abcdef0123456789".to_owned(),
                 cluster_cookie: "parley-test-cookie-0123456789abcdef0123456789".to_owned(),
-                node_extra_args: TEST_NODE_ARGS
-                    .iter()
-                    .chain(extra_args)
-                    .map(|arg| arg.to_string())
-                    .collect(),
+                node_extra_args: node_args.iter().map(|arg| arg.to_string()).collect(),
                 detach: false,
             },
         )

@@ -1,0 +1,174 @@
+//! Sign-in floods and rate limits against a real node: the hashing queue is bounded (the
+//! excess gets a 429 at once), memory stays bounded, other requests stay fast, and the
+//! per-email and per-address limits answer 429 with `Retry-After`.
+
+#[path = "support/test_app.rs"]
+mod test_app;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parley_sim::http_client::seed_person;
+use test_app::{shared_servers, TestApp};
+use tokio::time::Instant;
+
+const BINARY: &str = "sign_in_flood";
+/// Two hashes at OWASP cost (128 MiB each) plus the node itself, with room to spare.
+const RSS_BOUND_MIB: u64 = 512;
+const FLOOD: usize = 200;
+
+fn resident_mib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+async fn sign_in_status(
+    client: &reqwest::Client,
+    node_url: &str,
+    email: &str,
+    client_address: &str,
+) -> (u16, Option<String>) {
+    let response = client
+        .post(format!("{node_url}/auth/sign-in"))
+        .header("X-Real-IP", client_address)
+        .json(&serde_json::json!({ "email": email, "password": "wrong password" }))
+        .send()
+        .await
+        .expect("every sign-in gets an answer");
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    (response.status().as_u16(), retry_after)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_sign_ins_at_once_get_401_or_429_while_lookups_stay_fast_and_memory_bounded() {
+    // OWASP cost (the default), not the tests' cheap hashing: memory is the point.
+    let app = TestApp::spawn_with_only_args(shared_servers(BINARY).await, 1, &[]).await;
+    let node = app.node("node-1");
+    let node_url = app.app.node_url("node-1");
+    node.sign_up_ok(&seed_person("Bob", "flood")).await.unwrap();
+    let token = node
+        .sign_in("bob.flood@email.com", "1234567890")
+        .await
+        .unwrap()
+        .access_token;
+    let pid = app
+        .app
+        .status()
+        .into_iter()
+        .find(|component| component.name == "node-1")
+        .unwrap()
+        .pid;
+
+    let flood_over = Arc::new(AtomicBool::new(false));
+    let peak_mib = Arc::new(AtomicU64::new(0));
+    let memory_watch = tokio::spawn({
+        let (flood_over, peak_mib) = (flood_over.clone(), peak_mib.clone());
+        async move {
+            while !flood_over.load(Ordering::Acquire) {
+                if let Some(mib) = resident_mib(pid) {
+                    peak_mib.fetch_max(mib, Ordering::AcqRel);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    let lookups = tokio::spawn({
+        let (flood_over, node, token) = (flood_over.clone(), node.clone(), token.clone());
+        async move {
+            let mut slowest = Duration::ZERO;
+            let mut answered = 0;
+            while !flood_over.load(Ordering::Acquire) {
+                let started = Instant::now();
+                node.user_id_by_email(&token, "bob.flood@email.com").await.unwrap();
+                slowest = slowest.max(started.elapsed());
+                answered += 1;
+            }
+            (answered, slowest)
+        }
+    });
+
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    // Each attempt from its own address and for its own email: only the hashing queue
+    // stands in the way, not the per-address or per-email limits.
+    let attempts = (0..FLOOD).map(|index| {
+        let (client, node_url) = (client.clone(), node_url.clone());
+        async move {
+            let address = format!("10.0.{}.{}", index / 250, index % 250 + 1);
+            sign_in_status(&client, &node_url, &format!("flood{index}@email.com"), &address).await
+        }
+    });
+    let answers = futures::future::join_all(attempts).await;
+    flood_over.store(true, Ordering::Release);
+    memory_watch.await.unwrap();
+    let (lookups_answered, slowest_lookup) = lookups.await.unwrap();
+
+    let refused: Vec<&(u16, Option<String>)> = answers.iter().filter(|(status, _)| *status == 429).collect();
+    let checked = answers.iter().filter(|(status, _)| *status == 401).count();
+    assert_eq!(refused.len() + checked, FLOOD, "only 401 and 429: {answers:?}");
+    assert!(
+        refused.len() >= FLOOD / 2,
+        "a queue of 16 behind 2 hashes must refuse most of {FLOOD}: {} refused",
+        refused.len()
+    );
+    assert!(refused
+        .iter()
+        .all(|(_, retry_after)| retry_after.as_deref() == Some("1")));
+    let peak = peak_mib.load(Ordering::Acquire);
+    println!(
+        "{checked} checked, {} refused, peak RSS {peak} MiB, {lookups_answered} lookups, slowest {slowest_lookup:?}",
+        refused.len()
+    );
+    assert!(peak > 0 && peak <= RSS_BOUND_MIB, "peak RSS {peak} MiB");
+    assert!(lookups_answered > 0, "no lookup ran during the flood");
+    assert!(
+        slowest_lookup < Duration::from_secs(1),
+        "a lookup took {slowest_lookup:?} during the flood"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ins_past_the_per_email_and_per_address_limits_get_429_with_retry_after() {
+    let app = TestApp::spawn_with_args(
+        shared_servers(BINARY).await,
+        1,
+        &[
+            "--sign-in-per-email-per-minute",
+            "3",
+            "--sign-in-per-address-per-minute",
+            "15",
+        ],
+    )
+    .await;
+    let node_url = app.app.node_url("node-1");
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+
+    // Per email: 3 at once, then one every 20 s, whatever the address.
+    for attempt in 0..3 {
+        let address = format!("10.1.0.{}", attempt + 1);
+        let (status, _) = sign_in_status(&client, &node_url, "target@email.com", &address).await;
+        assert_eq!(status, 401, "attempt {attempt}");
+    }
+    let (status, retry_after) = sign_in_status(&client, &node_url, "Target@Email.com ", "10.1.0.9").await;
+    assert_eq!(status, 429, "the same email, however written");
+    let retry_after: u64 = retry_after.expect("Retry-After").parse().unwrap();
+    assert!((1..=20).contains(&retry_after), "{retry_after}");
+
+    // Per address: 5 at once (a third of 15 a minute), whatever the email.
+    for attempt in 0..5 {
+        let (status, _) = sign_in_status(&client, &node_url, &format!("guess{attempt}@email.com"), "10.2.0.1").await;
+        assert_eq!(status, 401, "attempt {attempt}");
+    }
+    let (status, retry_after) = sign_in_status(&client, &node_url, "guess9@email.com", "10.2.0.1").await;
+    assert_eq!(status, 429);
+    assert!(retry_after.is_some());
+    // Another address is not affected, and the limits cost the database nothing.
+    let (status, _) = sign_in_status(&client, &node_url, "guess9@email.com", "10.2.0.2").await;
+    assert_eq!(status, 401);
+}
