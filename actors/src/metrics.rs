@@ -36,6 +36,10 @@ pub struct Metrics {
     pub cluster_members: IntGauge,
     /// Children restarted by the root supervisor.
     pub actor_restarts: IntCounter,
+    /// Spans dropped because the export queue was full (the collector absent or slow).
+    pub trace_spans_dropped: IntCounter,
+    /// Span batches the collector did not take (refused, unreachable, timed out).
+    pub trace_exports_failed: IntCounter,
 }
 
 fn registered<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
@@ -107,6 +111,14 @@ impl Metrics {
             actor_restarts: counter(
                 "parley_actor_restarts_total",
                 "children restarted by the root supervisor",
+            ),
+            trace_spans_dropped: counter(
+                "parley_trace_spans_dropped_total",
+                "spans dropped because the export queue was full",
+            ),
+            trace_exports_failed: counter(
+                "parley_trace_exports_failed_total",
+                "span batches the collector did not take",
             ),
             registry,
         }

@@ -40,16 +40,25 @@ const CLUSTER_JOIN_GRACE: Duration = Duration::from_secs(5);
 /// How long a stopping node waits for its websockets to finish closing.
 const SOCKET_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What the node reports through: its metrics, and how traces cross the cluster hop.
+pub struct Observability {
+    pub metrics: Arc<Metrics>,
+    pub trace_propagation: Arc<dyn TracePropagation>,
+}
+
 /// Serves the node on `listener` until `shutdown` completes, then drains in-flight
 /// requests and stops the actors.
 pub async fn run(
     listener: TcpListener,
     config: NodeConfig,
-    trace_propagation: Arc<dyn TracePropagation>,
+    observability: Observability,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let Observability {
+        metrics,
+        trace_propagation,
+    } = observability;
     let jwt_secret = config.jwt_secret()?;
-    let metrics = Arc::new(Metrics::new());
     let database = Database::open(&config.database()?, Arc::clone(&metrics)).context("opening database pools")?;
     let passwords = PasswordVault::new(
         config.scrypt_cost(),

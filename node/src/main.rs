@@ -2,18 +2,27 @@
 
 use anyhow::Context;
 use clap::Parser;
+use std::sync::Arc;
+
+use actors::metrics::Metrics;
 use parley_node::config::NodeConfig;
 use parley_node::telemetry::Telemetry;
+use parley_node::Observability;
 use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = NodeConfig::parse();
-    let telemetry = Telemetry::install(&config.node_name, config.otlp_endpoint.as_deref())?;
+    let metrics = Arc::new(Metrics::new());
+    let telemetry = Telemetry::install(&config.node_name, config.otlp_endpoint.as_deref(), &metrics)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    let outcome = parley_node::run(listener, config, telemetry.propagation(), shutdown_signal()).await;
+    let observability = Observability {
+        metrics,
+        trace_propagation: telemetry.propagation(),
+    };
+    let outcome = parley_node::run(listener, config, observability, shutdown_signal()).await;
     telemetry.shutdown().await;
     outcome
 }

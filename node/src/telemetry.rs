@@ -6,9 +6,13 @@
 //! worker drains in batches; when the collector is absent, slow or dying the queue fills
 //! and further spans are dropped, and each export attempt gives up after a timeout.
 
+mod export_queue;
+
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use actors::metrics::Metrics;
 use actors::trace_context::{NoTracePropagation, TracePropagation};
 use anyhow::Context;
 use opentelemetry::propagation::TextMapPropagator;
@@ -16,7 +20,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter as _};
 use opentelemetry_sdk::Resource;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::{EnvFilter, Targets};
@@ -42,8 +46,9 @@ pub struct Telemetry {
 
 impl Telemetry {
     /// Installs the global subscriber. With `otlp_endpoint`, spans of the node's own
-    /// crates are exported with `service.name=parley`, `service.instance.id=<node_name>`.
-    pub fn install(node_name: &str, otlp_endpoint: Option<&str>) -> anyhow::Result<Telemetry> {
+    /// crates are exported with `service.name=parley`, `service.instance.id=<node_name>`;
+    /// `metrics` counts the spans dropped and the exports that failed.
+    pub fn install(node_name: &str, otlp_endpoint: Option<&str>, metrics: &Metrics) -> anyhow::Result<Telemetry> {
         // Colours only on a terminal: nodes usually log to files.
         let log_layer = tracing_subscriber::fmt::layer()
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -52,25 +57,30 @@ impl Telemetry {
             tracing_subscriber::registry().with(log_layer).init();
             return Ok(Telemetry { provider: None });
         };
-        let exporter = SpanExporter::builder()
+        let mut exporter = SpanExporter::builder()
             .with_tonic()
             .with_endpoint(endpoint)
             .with_timeout(EXPORT_TIMEOUT)
             .build()
             .with_context(|| format!("building the OTLP exporter for {endpoint}"))?;
-        let batches = BatchConfigBuilder::default()
-            .with_max_queue_size(EXPORT_QUEUE_SPANS)
-            .with_max_export_batch_size(EXPORT_BATCH_SPANS)
-            .with_scheduled_delay(EXPORT_INTERVAL)
+        let resource = Resource::builder()
+            .with_service_name("parley")
+            .with_attribute(KeyValue::new("service.instance.id", node_name.to_owned()))
             .build();
+        exporter.set_resource(&resource);
+        let queue = export_queue::BoundedExportQueue::start(
+            exporter,
+            export_queue::ExportQueueSettings {
+                capacity: EXPORT_QUEUE_SPANS,
+                batch_spans: EXPORT_BATCH_SPANS,
+                interval: EXPORT_INTERVAL,
+                export_timeout: EXPORT_TIMEOUT,
+            },
+            metrics,
+        );
         let provider = SdkTracerProvider::builder()
-            .with_span_processor(BatchSpanProcessor::builder(exporter).with_batch_config(batches).build())
-            .with_resource(
-                Resource::builder()
-                    .with_service_name("parley")
-                    .with_attribute(KeyValue::new("service.instance.id", node_name.to_owned()))
-                    .build(),
-            )
+            .with_span_processor(queue)
+            .with_resource(resource)
             .build();
         // Only the node's own spans: the actor framework's and the drivers' would drown
         // the message's path in noise.
@@ -88,10 +98,10 @@ impl Telemetry {
     }
 
     /// How the actors carry traces over the cluster hop.
-    pub fn propagation(&self) -> std::sync::Arc<dyn TracePropagation> {
+    pub fn propagation(&self) -> Arc<dyn TracePropagation> {
         match self.provider {
-            Some(_) => std::sync::Arc::new(W3cTracePropagation::default()),
-            None => std::sync::Arc::new(NoTracePropagation),
+            Some(_) => Arc::new(W3cTracePropagation::default()),
+            None => Arc::new(NoTracePropagation),
         }
     }
 

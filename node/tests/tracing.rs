@@ -285,6 +285,22 @@ async fn a_node_whose_collector_is_unreachable_serves_as_usual() {
             started.elapsed()
         );
     }
+    // The spans had nowhere to go, and the node says so.
+    let metrics_url = format!("{}/metrics", pair.app.app.node_url("node-1"));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let metrics = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
+        let failed = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("parley_trace_exports_failed_total "))
+            .and_then(|value| value.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no parley_trace_exports_failed_total in\n{metrics}"));
+        if failed >= 1.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failed export counted:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn hex_bytes(hex: &str) -> Vec<u8> {
