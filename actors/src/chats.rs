@@ -30,6 +30,9 @@ pub enum ChatError {
     /// so outsiders learn nothing about which chats exist.
     #[error("chat not found")]
     ChatNotFound,
+    /// The caller is in as many chats as a user may be.
+    #[error("you are in {0} chats, the most allowed; no new chat can be started")]
+    TooManyChats(u64),
     #[error(transparent)]
     Database(#[from] DbError),
 }
@@ -38,6 +41,8 @@ pub enum ChatError {
 #[derive(Clone)]
 pub struct Chats {
     database: Database,
+    /// Chats a user may start at most (chats others start with them are not refused).
+    max_chats_per_user: u64,
 }
 
 /// `<smaller id>:<larger id>`: the same pair always maps to the same chat.
@@ -50,8 +55,11 @@ fn direct_key(first: &str, second: &str) -> String {
 }
 
 impl Chats {
-    pub fn new(database: Database) -> Chats {
-        Chats { database }
+    pub fn new(database: Database, max_chats_per_user: u64) -> Chats {
+        Chats {
+            database,
+            max_chats_per_user,
+        }
     }
 
     /// The one-to-one chat of `caller` and `companion`, created if it does not exist yet.
@@ -60,6 +68,7 @@ impl Chats {
             return Err(ChatError::ChatWithSelf);
         }
         let key = direct_key(caller, companion);
+        let max_chats = self.max_chats_per_user;
         let created = self
             .database
             .write(Some(caller), |transaction| {
@@ -73,6 +82,18 @@ impl Chats {
                     }
                     if !known.contains(&caller) {
                         return Ok(Err(ChatError::UnknownUser(caller)));
+                    }
+                    let existing: Option<String> = transaction
+                        .exec_first("SELECT id FROM chats WHERE direct_key = ? FOR UPDATE", (&key,))
+                        .await?;
+                    if existing.is_none() {
+                        let chats_of_caller: Option<u64> = transaction
+                            .exec_first("SELECT COUNT(*) FROM chat_members WHERE user_id = ?", (&caller,))
+                            .await?;
+                        let chats_of_caller = chats_of_caller.unwrap_or(0);
+                        if chats_of_caller >= max_chats {
+                            return Ok(Err(ChatError::TooManyChats(chats_of_caller)));
+                        }
                     }
                     // Concurrent creations of the same pair meet at the unique direct_key.
                     transaction

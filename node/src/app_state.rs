@@ -18,6 +18,8 @@ pub struct Limits {
     pub max_page_size: u64,
     /// Largest websocket frame; a larger one closes the socket with 1009.
     pub max_frame_bytes: usize,
+    /// Websockets one user may have open on this node.
+    pub max_sockets_per_user: usize,
 }
 
 /// Whether the node may take traffic.

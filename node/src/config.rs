@@ -64,6 +64,15 @@ pub struct NodeConfig {
     #[arg(long, env = "PARLEY_MAX_CONCURRENT_HASHES", default_value_t = 2)]
     pub max_concurrent_hashes: usize,
 
+    /// Chats a user may start; at the limit, create-chat answers 403 `limit_reached`
+    /// (chats others start with them still work).
+    #[arg(long, env = "PARLEY_MAX_CHATS_PER_USER", default_value_t = 1000)]
+    pub max_chats_per_user: u64,
+
+    /// Websockets one user may have open on this node; one more is refused with 429.
+    #[arg(long, env = "PARLEY_MAX_SOCKETS_PER_USER", default_value_t = 8)]
+    pub max_sockets_per_user: usize,
+
     /// Password hashes waiting for their turn at most; further sign-ins and sign-ups get a
     /// 429 at once instead of a long wait.
     #[arg(long, env = "PARLEY_MAX_QUEUED_HASHES", default_value_t = 16)]

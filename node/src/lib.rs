@@ -107,7 +107,7 @@ pub async fn run(
     let state = AppState {
         node_name: config.node_name.clone(),
         accounts: Accounts::new(database.clone(), passwords),
-        chats: Chats::new(database.clone()),
+        chats: Chats::new(database.clone(), config.max_chats_per_user),
         tokens: TokenIssuer::new(
             &jwt_secret,
             config.access_token_ttl_seconds,
@@ -124,6 +124,7 @@ pub async fn run(
             max_body_bytes: config.max_body_bytes,
             max_page_size: config.max_page_size,
             max_frame_bytes: config.max_frame_bytes,
+            max_sockets_per_user: config.max_sockets_per_user,
         },
     };
     let address = listener.local_addr().context("reading the listen address")?;

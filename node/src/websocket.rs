@@ -48,6 +48,7 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
         (status = 101, description = "websocket of Envelope text frames: client actions send-message (SendMessagePayload), received and read (CursorPayload); server actions send-message (DeliveryPayload), ack (AckPayload), status (StatusPayload), presence (PresencePayload), replay-complete (ReplayCompletePayload), error (ErrorPayload)"),
         (status = 400, description = "not a websocket handshake (no Upgrade header)", body = protocol::ErrorBody),
         (status = 401, description = "missing, invalid or expired access token", body = protocol::ErrorBody),
+        (status = 429, description = "the user has the most websockets allowed open on this node", body = protocol::ErrorBody),
         (status = 503, description = "this node is shutting down; connect again (nginx does)", body = protocol::ErrorBody)))]
 pub(crate) fn upgrade_to_session(state: AppState, user_id: String, upgrade: Ws) -> Response {
     if state.readiness.is_draining() {
@@ -56,6 +57,15 @@ pub(crate) fn upgrade_to_session(state: AppState, user_id: String, upgrade: Ws) 
             StatusCode::SERVICE_UNAVAILABLE,
             codes::NOT_READY,
             "this node is shutting down, connect again",
+        )
+        .into_response();
+    }
+    // Counted before the upgrade: two upgrades racing may both pass, by one socket.
+    let open = state.messaging.sessions.sessions_of(&user_id).len();
+    if open >= state.limits.max_sockets_per_user {
+        return ApiError::too_many_requests(
+            format!("you have {open} websockets open on this node, the most allowed; close one first"),
+            1,
         )
         .into_response();
     }

@@ -27,5 +27,7 @@ pub mod codes {
     /// Too many attempts (sign-in per email or per client address, or a full hashing
     /// queue): the answer is a 429 with `Retry-After`.
     pub const RATE_LIMITED: &str = "rate_limited";
+    /// A per-user limit (chats started, open websockets) is reached.
+    pub const LIMIT_REACHED: &str = "limit_reached";
     pub const INTERNAL: &str = "internal";
 }

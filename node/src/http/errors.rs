@@ -121,6 +121,7 @@ impl From<ChatError> for ApiError {
         match error {
             ChatError::UnknownUser(_) | ChatError::ChatNotFound => ApiError::not_found(error.to_string()),
             ChatError::ChatWithSelf => ApiError::bad_request(codes::INVALID_PARAMETER, error.to_string()),
+            ChatError::TooManyChats(_) => ApiError::new(StatusCode::FORBIDDEN, codes::LIMIT_REACHED, error.to_string()),
             ChatError::Database(database) => database.into(),
         }
     }

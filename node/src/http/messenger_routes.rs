@@ -39,7 +39,7 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
 
 #[utoipa::path(post, path = "/messenger/create-chat", tag = "messenger", security(("access_token" = [])),
     request_body = CreateChatRequest,
-    responses((status = 200, description = "the chat of the pair (the same pair always gets the same chat)", body = CreateChatResponse), (status = 400, description = "bad companion_id, or the caller own id", body = ErrorBody), (status = 401, description = "missing, invalid or expired access token", body = ErrorBody), (status = 404, description = "no such user", body = ErrorBody), (status = 503, description = "the database is unavailable; retry", body = ErrorBody)))]
+    responses((status = 200, description = "the chat of the pair (the same pair always gets the same chat)", body = CreateChatResponse), (status = 400, description = "bad companion_id, or the caller own id", body = ErrorBody), (status = 401, description = "missing, invalid or expired access token", body = ErrorBody), (status = 403, description = "the caller is in the most chats allowed (limit_reached)", body = ErrorBody), (status = 404, description = "no such user", body = ErrorBody), (status = 503, description = "the database is unavailable; retry", body = ErrorBody)))]
 pub(crate) async fn create_chat(
     state: AppState,
     authorization: Option<String>,
