@@ -15,6 +15,7 @@
 //! `DatabaseServers` can be shared by `#[tokio::test]`s that each run their own runtime.
 
 pub mod app_tier;
+pub mod bench;
 pub mod chat_client;
 pub mod component;
 pub mod compose_stack;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use nix::sys::signal::Signal;
+use parley_sim::bench::{run_benchmarks, BenchConfig};
 use parley_sim::failover::{
     attach_or_start_cluster, restart_dead_components, run_failover_experiment, write_timeline_plot, ClusterOrigin,
     FailoverConfig, FaultAction, FaultSpec,
@@ -57,6 +58,27 @@ enum Command {
     /// are killed, then a report. Uses the running cluster, or starts one for the run.
     /// Exits with 1 if any request failed or any message was lost or shown twice.
     Failover(FailoverArgs),
+    /// Benchmarks, each next to what the database itself does in the same run:
+    /// http_read, messages (default: all). Uses the running cluster or starts one.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Which benchmarks (http_read, messages); none: all.
+    names: Vec<String>,
+    /// Seconds each side of each measurement runs.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Also write the figures as JSON here.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Nodes of a cluster this command starts itself.
+    #[arg(long, default_value_t = 2)]
+    nodes: usize,
+    /// nginx's port of a cluster this command starts itself.
+    #[arg(long, default_value_t = DEFAULT_PUBLIC_PORT)]
+    port: u16,
 }
 
 #[derive(Args)]
@@ -184,6 +206,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Down => down(&state_dir).await?,
         Command::Failover(arguments) => return failover(&state_dir, arguments).await,
+        Command::Bench(arguments) => bench(&state_dir, arguments).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -268,6 +291,26 @@ async fn failover(state_dir: &Path, arguments: FailoverArgs) -> anyhow::Result<E
     } else {
         Ok(ExitCode::FAILURE)
     }
+}
+
+async fn bench(state_dir: &Path, arguments: BenchArgs) -> anyhow::Result<()> {
+    let config = BenchConfig {
+        names: arguments.names,
+        duration: Duration::from_secs(arguments.duration),
+    };
+    let new_cluster_spec = || ClusterSpec::with_fixed_ports(state_dir.to_path_buf(), arguments.nodes, arguments.port);
+    let (cluster, origin) = attach_or_start_cluster(state_dir, new_cluster_spec).await?;
+    let outcome = run_benchmarks(&cluster, &config).await;
+    if origin == ClusterOrigin::StartedForThisRun {
+        cluster.shutdown().await?;
+    }
+    let report = outcome?;
+    print!("{}", report.render_table());
+    if let Some(path) = &arguments.json {
+        std::fs::write(path, report.to_json()?).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("figures written to {}", path.display());
+    }
+    Ok(())
 }
 
 async fn up(state_dir: &Path, arguments: UpArgs) -> anyhow::Result<()> {

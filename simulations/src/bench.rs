@@ -1,0 +1,139 @@
+//! `parley-sim bench`: Parley's figures next to what the database itself sustains, in the
+//! same run on the same machine, as ratios (machines here are noisy; ratios travel).
+//!
+//! ```text
+//! http_read   get-by-email through nginx   vs  the same point query on HAProxy's read port
+//! messages    messages delivered across nodes  vs  single-row INSERTs on the master
+//! ```
+//!
+//! Both sides run at the same concurrency for the same time. Implemented so far:
+//! `http_read` and `messages`; `latency`, `memory` and `storm` are the next ones.
+
+mod db_baseline;
+mod http_read;
+mod messages;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::bail;
+use serde::Serialize;
+
+use crate::LocalCluster;
+
+pub use http_read::HttpReadFigures;
+pub use messages::MessageFigures;
+
+/// The benchmarks `bench` knows, in the order they run.
+pub const BENCHMARKS: &[&str] = &["http_read", "messages"];
+
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Which to run; empty: all.
+    pub names: Vec<String>,
+    /// How long each side of each measurement runs.
+    pub duration: Duration,
+}
+
+/// One measurement: Parley's figure, the baseline's, their ratio and the target.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Comparison {
+    pub parley: f64,
+    pub baseline: f64,
+    pub ratio: f64,
+    /// The ratio the issue asks for at least.
+    pub target_ratio: f64,
+}
+
+impl Comparison {
+    pub fn new(parley: f64, baseline: f64, target_ratio: f64) -> Comparison {
+        let ratio = if baseline > 0.0 { parley / baseline } else { 0.0 };
+        Comparison {
+            parley: round2(parley),
+            baseline: round2(baseline),
+            ratio: round2(ratio),
+            target_ratio,
+        }
+    }
+
+    pub fn meets_target(&self) -> bool {
+        self.ratio >= self.target_ratio
+    }
+}
+
+fn round2(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
+/// Everything one `bench` run measured, keyed as `--json` writes it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BenchReport {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_read: Option<HttpReadFigures>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<MessageFigures>,
+    pub cpu_cores: usize,
+    pub duration_s: f64,
+}
+
+impl BenchReport {
+    /// One line per measurement: figure, baseline, ratio, target.
+    pub fn render_table(&self) -> String {
+        let mut lines = vec![format!(
+            "parley-sim bench: {} s per side, {} cores, everything on this machine",
+            self.duration_s, self.cpu_cores
+        )];
+        let mut row = |name: &str, unit: &str, comparison: &Comparison| {
+            lines.push(format!(
+                "  {name:<16} parley {:>10.1} {unit}   baseline {:>10.1} {unit}   ratio {:>5.2}   target >= {:.2}  {}",
+                comparison.parley,
+                comparison.baseline,
+                comparison.ratio,
+                comparison.target_ratio,
+                if comparison.meets_target() { "met" } else { "MISSED" }
+            ));
+        };
+        if let Some(http_read) = &self.http_read {
+            for (concurrency, comparison) in &http_read.by_concurrency {
+                row(&format!("http_read {concurrency}"), "/s", comparison);
+            }
+        }
+        if let Some(messages) = &self.messages {
+            row("messages", "/s", &messages.comparison);
+        }
+        lines.join("\n") + "\n"
+    }
+
+    pub fn to_json(&self) -> anyhow::Result<String> {
+        Ok(serde_json::to_string_pretty(self)?)
+    }
+}
+
+/// Runs the chosen benchmarks against `cluster`.
+pub async fn run_benchmarks(cluster: &LocalCluster, config: &BenchConfig) -> anyhow::Result<BenchReport> {
+    for name in &config.names {
+        if !BENCHMARKS.contains(&name.as_str()) {
+            bail!("unknown benchmark {name:?} (known: {})", BENCHMARKS.join(", "));
+        }
+    }
+    let wanted = |name: &str| config.names.is_empty() || config.names.iter().any(|wanted| wanted == name);
+    let mut report = BenchReport {
+        cpu_cores: std::thread::available_parallelism().map_or(0, usize::from),
+        duration_s: config.duration.as_secs_f64(),
+        ..BenchReport::default()
+    };
+    if wanted("http_read") {
+        report.http_read = Some(http_read::measure(cluster, config.duration).await?);
+    }
+    if wanted("messages") {
+        report.messages = Some(messages::measure(cluster, config.duration).await?);
+    }
+    Ok(report)
+}
+
+/// `c10`, `c64`: the JSON key of a concurrency.
+fn concurrency_key(concurrency: usize) -> String {
+    format!("c{concurrency}")
+}
+
+type ByConcurrency = BTreeMap<String, Comparison>;

@@ -1,0 +1,72 @@
+//! `parley-sim bench` as a library call, short, on a fresh cluster: every benchmark
+//! measures both sides, reports their ratio and the JSON keys of the issue, and the
+//! message benchmark loses and duplicates nothing. (The figures themselves are for
+//! BENCHMARKS.md from a quiet machine, not for assertions here.)
+
+use std::time::Duration;
+
+use parley_sim::app_tier::resolve_parley_binary;
+use parley_sim::bench::{run_benchmarks, BenchConfig};
+use parley_sim::{ClusterSpec, LocalCluster};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_benchmark_reports_parley_the_baseline_and_their_ratio() -> anyhow::Result<()> {
+    resolve_parley_binary(None)?;
+    let state = tempfile::tempdir()?;
+    let mut spec = ClusterSpec::with_free_ports(state.path().to_path_buf(), 2);
+    spec.node_extra_args = vec!["--scrypt-log-n".into(), "10".into()];
+    let cluster = LocalCluster::start(spec).await?;
+    let config = BenchConfig {
+        names: Vec::new(),
+        duration: Duration::from_secs(2),
+    };
+    let report = run_benchmarks(&cluster, &config).await?;
+    println!("{}", report.render_table());
+
+    let http_read = report.http_read.as_ref().expect("http_read ran");
+    for key in ["c10", "c64"] {
+        let comparison = &http_read.by_concurrency[key];
+        assert!(
+            comparison.parley > 0.0 && comparison.baseline > 0.0,
+            "{key}: {comparison:?}"
+        );
+        let ratio = comparison.parley / comparison.baseline;
+        assert!((comparison.ratio - ratio).abs() < 0.01, "{key}: {comparison:?}");
+    }
+    let messages = report.messages.as_ref().expect("messages ran");
+    assert!(
+        messages.parley_per_s > 0.0 && messages.baseline_per_s > 0.0,
+        "{messages:?}"
+    );
+    assert_eq!((messages.lost, messages.duplicates), (0, 0), "{messages:?}");
+
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()?)?;
+    for pointer in [
+        "/http_read/parley_rps",
+        "/http_read/baseline_rps",
+        "/http_read/ratio",
+        "/http_read/c10/ratio",
+        "/http_read/c64/ratio",
+        "/messages/parley_per_s",
+        "/messages/baseline_per_s",
+        "/messages/ratio",
+    ] {
+        assert!(
+            json.pointer(pointer).is_some_and(|value| value.is_number()),
+            "{pointer} in {json}"
+        );
+    }
+    assert!(
+        run_benchmarks(
+            &cluster,
+            &BenchConfig {
+                names: vec!["nonsense".into()],
+                duration: Duration::from_secs(1)
+            }
+        )
+        .await
+        .is_err(),
+        "an unknown benchmark is refused"
+    );
+    cluster.shutdown().await
+}
