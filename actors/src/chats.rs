@@ -83,18 +83,6 @@ impl Chats {
                     if !known.contains(&caller) {
                         return Ok(Err(ChatError::UnknownUser(caller)));
                     }
-                    let existing: Option<String> = transaction
-                        .exec_first("SELECT id FROM chats WHERE direct_key = ? FOR UPDATE", (&key,))
-                        .await?;
-                    if existing.is_none() {
-                        let chats_of_caller: Option<u64> = transaction
-                            .exec_first("SELECT COUNT(*) FROM chat_members WHERE user_id = ?", (&caller,))
-                            .await?;
-                        let chats_of_caller = chats_of_caller.unwrap_or(0);
-                        if chats_of_caller >= max_chats {
-                            return Ok(Err(ChatError::TooManyChats(chats_of_caller)));
-                        }
-                    }
                     // Concurrent creations of the same pair meet at the unique direct_key.
                     transaction
                         .exec_drop(
@@ -103,6 +91,17 @@ impl Chats {
                             (Uuid::new_v4().to_string(), &key),
                         )
                         .await?;
+                    // 1: this transaction created the chat; 0: it existed. Only a new chat
+                    // counts against the caller's limit (refused, the insert is rolled back).
+                    if transaction.affected_rows() == 1 {
+                        let chats_of_caller: Option<u64> = transaction
+                            .exec_first("SELECT COUNT(*) FROM chat_members WHERE user_id = ?", (&caller,))
+                            .await?;
+                        let chats_of_caller = chats_of_caller.unwrap_or(0);
+                        if chats_of_caller >= max_chats {
+                            return Ok(Err(ChatError::TooManyChats(chats_of_caller)));
+                        }
+                    }
                     // A locking read: a plain one would read this transaction's snapshot,
                     // taken before a concurrent creation of the same pair committed the row
                     // the insert above just ran into.
