@@ -4,13 +4,15 @@
 //! ```text
 //! http_read   get-by-email through nginx   vs  the same point query on HAProxy's read port
 //! messages    messages delivered across nodes  vs  single-row INSERTs on the master
+//! latency     send → recipient at half of that  vs  one INSERT's commit
 //! ```
 //!
 //! Both sides run at the same concurrency for the same time. Implemented so far:
-//! `http_read` and `messages`; `latency`, `memory` and `storm` are the next ones.
+//! `http_read`, `messages` and `latency`; `memory` and `storm` are the next ones.
 
 mod db_baseline;
 mod http_read;
+mod latency;
 mod messages;
 
 use std::collections::BTreeMap;
@@ -22,10 +24,15 @@ use serde::Serialize;
 use crate::LocalCluster;
 
 pub use http_read::HttpReadFigures;
+pub use latency::LatencyFigures;
 pub use messages::MessageFigures;
 
 /// The benchmarks `bench` knows, in the order they run.
-pub const BENCHMARKS: &[&str] = &["http_read", "messages"];
+pub const BENCHMARKS: &[&str] = &["http_read", "messages", "latency"];
+
+/// What `latency` offers when `messages` did not run first to say what half of the
+/// maximum is.
+const LATENCY_DEFAULT_OFFERED_PER_S: f64 = 200.0;
 
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
@@ -72,6 +79,8 @@ pub struct BenchReport {
     pub http_read: Option<HttpReadFigures>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub messages: Option<MessageFigures>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencyFigures>,
     pub cpu_cores: usize,
     pub duration_s: f64,
 }
@@ -101,6 +110,19 @@ impl BenchReport {
         if let Some(messages) = &self.messages {
             row("messages", "/s", &messages.comparison);
         }
+        if let Some(latency) = &self.latency {
+            lines.push(format!(
+                "  latency          p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms at {:.0} msg/s   baseline commit p50 {:.2} ms, p99 {:.2} ms   target p99 <= {:.0} ms  {}",
+                latency.p50_ms,
+                latency.p99_ms,
+                latency.max_ms,
+                latency.offered_per_s,
+                latency.baseline_commit_p50_ms,
+                latency.baseline_commit_p99_ms,
+                latency.target_p99_ms,
+                if latency.meets_target() { "met" } else { "MISSED" }
+            ));
+        }
         lines.join("\n") + "\n"
     }
 
@@ -127,6 +149,13 @@ pub async fn run_benchmarks(cluster: &LocalCluster, config: &BenchConfig) -> any
     }
     if wanted("messages") {
         report.messages = Some(messages::measure(cluster, config.duration).await?);
+    }
+    if wanted("latency") {
+        let offered = report
+            .messages
+            .as_ref()
+            .map_or(LATENCY_DEFAULT_OFFERED_PER_S, |messages| messages.parley_per_s / 2.0);
+        report.latency = Some(latency::measure(cluster, config.duration, offered).await?);
     }
     Ok(report)
 }

@@ -14,7 +14,7 @@ mod experiment_cluster;
 pub mod experiment_users;
 mod fault_script;
 pub mod http_load;
-mod latency_statistics;
+pub mod latency_statistics;
 mod report;
 mod timeline_plot;
 

@@ -39,6 +39,16 @@ async fn each_benchmark_reports_parley_the_baseline_and_their_ratio() -> anyhow:
         "{messages:?}"
     );
     assert_eq!((messages.lost, messages.duplicates), (0, 0), "{messages:?}");
+    let latency = report.latency.as_ref().expect("latency ran");
+    assert!(
+        latency.p50_ms > 0.0 && latency.p50_ms <= latency.p99_ms && latency.p99_ms <= latency.max_ms,
+        "{latency:?}"
+    );
+    assert!(
+        (latency.offered_per_s - messages.parley_per_s / 2.0).abs() < 1.0,
+        "half the measured maximum"
+    );
+    assert!(latency.baseline_commit_p50_ms > 0.0, "{latency:?}");
 
     let json: serde_json::Value = serde_json::from_str(&report.to_json()?)?;
     for pointer in [
@@ -50,6 +60,8 @@ async fn each_benchmark_reports_parley_the_baseline_and_their_ratio() -> anyhow:
         "/messages/parley_per_s",
         "/messages/baseline_per_s",
         "/messages/ratio",
+        "/latency/p50_ms",
+        "/latency/p99_ms",
     ] {
         assert!(
             json.pointer(pointer).is_some_and(|value| value.is_number()),

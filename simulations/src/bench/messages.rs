@@ -60,8 +60,7 @@ pub async fn measure(cluster: &LocalCluster, duration: Duration) -> anyhow::Resu
         &master_url,
         SENDERS,
         duration,
-        "INSERT INTO bench_messages (chat_id, seq, user_id, text, create_time) \
-         VALUES (?, ?, ?, ?, UTC_TIMESTAMP(6))",
+        BASELINE_INSERT,
         move |loop_index, done| Params::from((format!("bench-chat-{loop_index}"), done, "bench-user", text.clone())),
     )
     .await?;
@@ -76,8 +75,12 @@ pub async fn measure(cluster: &LocalCluster, duration: Duration) -> anyhow::Resu
     })
 }
 
+/// One message, the naive way: a transaction of its own.
+pub(super) const BASELINE_INSERT: &str = "INSERT INTO bench_messages (chat_id, seq, user_id, text, create_time) \
+                                          VALUES (?, ?, ?, ?, UTC_TIMESTAMP(6))";
+
 /// A table shaped like `messages` (same engine, same durability), emptied.
-async fn prepare_baseline_table(master_url: &str) -> anyhow::Result<()> {
+pub(super) async fn prepare_baseline_table(master_url: &str) -> anyhow::Result<()> {
     let pool = mysql_async::Pool::new(master_url);
     let mut conn = pool.get_conn().await?;
     conn.query_drop(

@@ -26,6 +26,10 @@ impl LatencySamples {
         self.microseconds.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.microseconds.is_empty()
+    }
+
     /// The nearest-rank percentile in milliseconds (0 without samples); `fraction` in [0, 1].
     pub fn percentile_ms(&mut self, fraction: f64) -> f64 {
         if self.microseconds.is_empty() {
