@@ -204,8 +204,8 @@ impl Chats {
         {
             // The messages of a page never change, but a replica may lag behind what the
             // caller has already seen live: messages others committed a moment ago (on
-            // the tail) and receipts (the status of any message). Two primary-key reads
-            // on the master tell; the message rows stay on the replica.
+            // the tail) and receipts (the status of any message). One primary-key read
+            // on the master tells; the message rows stay on the replica.
             let Some(marks) = history::master_marks(&self.database, chat_id).await? else {
                 return Err(ChatError::ChatNotFound);
             };

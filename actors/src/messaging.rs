@@ -175,8 +175,14 @@ impl MessagingServices {
         except: Option<SessionId>,
         trace: &tracing::Span,
     ) {
-        let traceparent = self.trace_propagation.traceparent_of(trace);
-        for (node, recipients) in self.peers.nodes_hosting(members) {
+        let remote = self.peers.nodes_hosting(members);
+        // Only a hop needs the trace as text.
+        let traceparent = if remote.is_empty() {
+            None
+        } else {
+            self.trace_propagation.traceparent_of(trace)
+        };
+        for (node, recipients) in remote {
             let message = PeerMessage::Deliver {
                 from: self.peers.node_name().to_owned(),
                 recipients,

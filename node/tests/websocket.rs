@@ -25,6 +25,16 @@ async fn connect(pair: &Pair, token: &str) -> (WsConnection, ReplayCompletePaylo
     connect_live(pair.app.http.base_url(), token).await
 }
 
+/// node-1's Prometheus text.
+async fn node_1_metrics(pair: &Pair) -> String {
+    reqwest::get(format!("{}/metrics", pair.app.app.node_url("node-1")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 fn texts(deliveries: &[Envelope]) -> Vec<(u64, String)> {
     deliveries
         .iter()
@@ -91,12 +101,7 @@ async fn the_seeds_websocat_frames_reach_alice_and_the_history() {
     let stored: Vec<_> = history.messages.iter().map(|m| (m.seq, m.text.clone())).collect();
     assert_eq!(stored, received);
 
-    let metrics = reqwest::get(format!("{}/metrics", pair.app.app.node_url("node-1")))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = node_1_metrics(&pair).await;
     let value = |name: &str| {
         metrics
             .lines()
@@ -173,12 +178,7 @@ async fn a_reconnecting_user_gets_everything_above_the_received_cursor_in_order(
     assert_eq!(texts(&before), [(4, sent[3].clone()), (5, sent[4].clone())]);
 
     // Four resumes replayed something: 5, 5, 5 and 2 messages.
-    let metrics = reqwest::get(format!("{}/metrics", pair.app.app.node_url("node-1")))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = node_1_metrics(&pair).await;
     assert!(
         metrics.lines().any(|line| line == "parley_resume_replays_total 4"),
         "{metrics}"

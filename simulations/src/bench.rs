@@ -30,6 +30,10 @@ pub use messages::MessageFigures;
 /// The benchmarks `bench` knows, in the order they run.
 pub const BENCHMARKS: &[&str] = &["http_read", "messages", "latency"];
 
+/// Chats, each with one steady sender, in the message benchmarks: the concurrency of
+/// Parley's side and of the baseline's.
+const CHAT_SENDERS: usize = 20;
+
 /// What `latency` offers when `messages` did not run first to say what half of the
 /// maximum is.
 const LATENCY_DEFAULT_OFFERED_PER_S: f64 = 200.0;

@@ -216,27 +216,7 @@ impl ComposeProject {
     /// Everything that still carries the project's label.
     pub fn leftovers(&self) -> anyhow::Result<Leftovers> {
         let filter = format!("label={PROJECT_LABEL}={}", self.name);
-        let list = |args: &[&str]| -> anyhow::Result<Vec<String>> {
-            let output = std::process::Command::new("docker")
-                .args(args)
-                .args(["--filter", &filter, "--quiet"])
-                .stdin(Stdio::null())
-                .output()
-                .with_context(|| format!("running docker {}", args.join(" ")))?;
-            if !output.status.success() {
-                bail!(
-                    "docker {} failed: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&output.stderr).trim()
-                );
-            }
-            Ok(String::from_utf8_lossy(&output.stdout)
-                .lines()
-                .map(str::trim)
-                .filter(|line| !line.is_empty())
-                .map(str::to_owned)
-                .collect())
-        };
+        let list = |listing: &[&str]| docker_lines(listing, &["--filter", &filter, "--quiet"]);
         Ok(Leftovers {
             containers: list(&["ps", "--all"])?,
             networks: list(&["network", "ls"])?,
@@ -284,30 +264,38 @@ pub fn projects_present() -> anyhow::Result<Vec<String>> {
     let filter = format!("label={PROJECT_LABEL}");
     let mut names = Vec::new();
     for listing in [&["ps", "--all"][..], &["network", "ls"][..], &["volume", "ls"][..]] {
-        let output = std::process::Command::new("docker")
-            .args(listing)
-            .args(["--filter", &filter, "--format", &label_format])
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running docker {}", listing.join(" ")))?;
-        if !output.status.success() {
-            bail!(
-                "docker {} failed: {}",
-                listing.join(" "),
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        names.extend(
-            String::from_utf8_lossy(&output.stdout)
-                .lines()
-                .map(str::trim)
-                .map(str::to_owned),
-        );
+        names.extend(docker_lines(
+            listing,
+            &["--filter", &filter, "--format", &label_format],
+        )?);
     }
-    names.retain(|name| !name.is_empty());
     names.sort();
     names.dedup();
     Ok(names)
+}
+
+/// The non-empty lines `docker LISTING OPTIONS` prints (blocking: used at the start and
+/// the end of a test, and from Drop).
+fn docker_lines(listing: &[&str], options: &[&str]) -> anyhow::Result<Vec<String>> {
+    let output = std::process::Command::new("docker")
+        .args(listing)
+        .args(options)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running docker {}", listing.join(" ")))?;
+    if !output.status.success() {
+        bail!(
+            "docker {} failed: {}",
+            listing.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .collect())
 }
 
 /// SIGKILLs containers together with `docker kill`, as an operator would. Takes ids

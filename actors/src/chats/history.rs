@@ -40,8 +40,8 @@ pub(crate) fn status_for(sender: &str, seq: u64, members: &[MemberCursor]) -> &'
     }
 }
 
-/// What the master says of a chat now: its newest seq and every member's cursors. Two
-/// primary-key reads; the master answers them when it is up (a replica otherwise).
+/// What the master says of a chat now: its newest seq and every member's cursors, read
+/// by primary key on the master when it is up (a replica otherwise).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ChatMarks {
     pub last_seq: u64,
@@ -49,25 +49,29 @@ pub(crate) struct ChatMarks {
 }
 
 pub(crate) async fn master_marks(database: &Database, chat_id: &str) -> Result<Option<ChatMarks>, DbError> {
-    let (last_seq, members) = database
+    // One round trip: the chat's row joined with its members' rows (all by primary key).
+    let rows: Vec<(u64, String, u64, u64)> = database
         .read(Freshness::MasterFirst, move |conn| {
             let chat_id = chat_id.to_owned();
             async move {
-                let last_seq: Option<u64> = conn
-                    .exec_first("SELECT last_seq FROM chats WHERE id = ?", (&chat_id,))
-                    .await?;
-                let members: Vec<(String, u64, u64)> = conn
-                    .exec(
-                        "SELECT user_id, received_seq, read_seq FROM chat_members WHERE chat_id = ?",
-                        (&chat_id,),
-                    )
-                    .await?;
-                Ok((last_seq, members))
+                conn.exec(
+                    "SELECT c.last_seq, m.user_id, m.received_seq, m.read_seq FROM chats c \
+                     JOIN chat_members m ON m.chat_id = c.id WHERE c.id = ?",
+                    (chat_id,),
+                )
+                .await
             }
             .boxed()
         })
         .await?;
-    Ok(last_seq.map(|last_seq| ChatMarks {
+    let Some(&(last_seq, ..)) = rows.first() else {
+        return Ok(None);
+    };
+    let members = rows
+        .into_iter()
+        .map(|(_, user_id, received_seq, read_seq)| (user_id, received_seq, read_seq))
+        .collect();
+    Ok(Some(ChatMarks {
         last_seq,
         members: cursors(members),
     }))

@@ -9,15 +9,13 @@ use mysql_async::Params;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::{db_baseline, messages};
+use super::{db_baseline, messages, CHAT_SENDERS};
 use crate::failover::chat_load::{ChatLoadSettings, RunningChatLoad};
 use crate::failover::experiment_users::{create_chat_pairs, fresh_run_tag};
 use crate::failover::latency_statistics::round_ms;
 use crate::http_client::ParleyHttp;
 use crate::LocalCluster;
 
-/// Chats with one steady sender each.
-const SENDERS: usize = 20;
 /// The target for the p99.
 const TARGET_P99_MS: f64 = 10.0;
 
@@ -42,12 +40,12 @@ impl LatencyFigures {
 
 pub async fn measure(cluster: &LocalCluster, duration: Duration, offered_per_s: f64) -> anyhow::Result<LatencyFigures> {
     let public_url = cluster.app.public_url();
-    let pairs = create_chat_pairs(&ParleyHttp::new(&public_url), &fresh_run_tag(), SENDERS).await?;
+    let pairs = create_chat_pairs(&ParleyHttp::new(&public_url), &fresh_run_tag(), CHAT_SENDERS).await?;
     let load = RunningChatLoad::connect(
         pairs,
         ChatLoadSettings {
             base_url: public_url,
-            message_rate_per_pair: offered_per_s / SENDERS as f64,
+            message_rate_per_pair: offered_per_s / CHAT_SENDERS as f64,
         },
     );
     load.wait_all_live(Duration::from_secs(30)).await?;

@@ -9,14 +9,12 @@ use mysql_async::Params;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::{db_baseline, Comparison};
+use super::{db_baseline, Comparison, CHAT_SENDERS};
 use crate::failover::chat_load::{ChatLoadSettings, RunningChatLoad};
 use crate::failover::experiment_users::{create_chat_pairs, fresh_run_tag};
 use crate::http_client::ParleyHttp;
 use crate::LocalCluster;
 
-/// Chats, each with one steady sender: the concurrency of both sides.
-const SENDERS: usize = 20;
 /// Offered per sender: more than the system sustains, so what arrives is its limit.
 const OFFERED_PER_SENDER: f64 = 250.0;
 /// Batching must make Parley beat the naive loop of one transaction per message.
@@ -36,7 +34,7 @@ pub struct MessageFigures {
 
 pub async fn measure(cluster: &LocalCluster, duration: Duration) -> anyhow::Result<MessageFigures> {
     let public_url = cluster.app.public_url();
-    let pairs = create_chat_pairs(&ParleyHttp::new(&public_url), &fresh_run_tag(), SENDERS).await?;
+    let pairs = create_chat_pairs(&ParleyHttp::new(&public_url), &fresh_run_tag(), CHAT_SENDERS).await?;
     let load = RunningChatLoad::connect(
         pairs,
         ChatLoadSettings {
@@ -58,7 +56,7 @@ pub async fn measure(cluster: &LocalCluster, duration: Duration) -> anyhow::Resu
     let text = "x".repeat(32);
     let baseline = db_baseline::statements_per_second(
         &master_url,
-        SENDERS,
+        CHAT_SENDERS,
         duration,
         BASELINE_INSERT,
         move |loop_index, done| Params::from((format!("bench-chat-{loop_index}"), done, "bench-user", text.clone())),
