@@ -11,7 +11,7 @@
 set -euo pipefail
 
 # chromium, chromium-driver: the browser test of the web page. fonts-dejavu-core: the font
-# `parley-sim failover --plot out.png` draws its labels with.
+# `parley-sim failover --plot` lays out its labels with (PNG or SVG).
 # debootstrap: the compose base image.
 packages=(mariadb-server mariadb-client haproxy nginx-light wrk jq curl iptables chromium chromium-driver fonts-dejavu-core debootstrap)
 system_services=(mariadb nginx haproxy)

@@ -113,7 +113,7 @@ struct FailoverArgs {
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// Also draw the timeline (requests/s, failures, p99, messages/s, faults) here, as PNG
-    /// if FILE ends in .png (needs fonts-dejavu-core), else as SVG.
+    /// if FILE ends in .png, else as SVG (either needs fonts-dejavu-core).
     #[arg(long, value_name = "FILE")]
     plot: Option<PathBuf>,
     /// Exit with 0 even if requests failed or messages were lost.

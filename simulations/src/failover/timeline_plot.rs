@@ -3,8 +3,8 @@
 //! the same seconds, with every fault drawn as a labelled vertical line so a dip can be
 //! read against its cause.
 //!
-//! An SVG names its font and leaves the drawing of letters to the viewer; a PNG needs the
-//! glyphs here, so the PNG path loads DejaVu Sans (Debian's `fonts-dejavu-core`) once.
+//! Text is laid out here for either format (plotters measures it with ab_glyph), so both
+//! need a font: DejaVu Sans (Debian's `fonts-dejavu-core`), loaded once.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -43,7 +43,7 @@ struct FaultMark {
     label: String,
 }
 
-/// Where Debian's `fonts-dejavu-core` puts the one font the PNG plot uses.
+/// Where Debian's `fonts-dejavu-core` puts the one font the plots use.
 const DEJAVU_SANS: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
 /// Writes the plot as PNG if `path` ends in `.png`, else as SVG.
@@ -51,8 +51,8 @@ pub fn write_timeline_plot(report: &FailoverReport, path: &Path) -> anyhow::Resu
     let is_png = path
         .extension()
         .is_some_and(|extension| extension.eq_ignore_ascii_case("png"));
+    register_font()?;
     if is_png {
-        register_font_for_bitmaps()?;
         let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
         draw_timeline(root, report)
     } else {
@@ -62,13 +62,12 @@ pub fn write_timeline_plot(report: &FailoverReport, path: &Path) -> anyhow::Resu
     .with_context(|| format!("writing {}", path.display()))
 }
 
-fn register_font_for_bitmaps() -> anyhow::Result<()> {
+fn register_font() -> anyhow::Result<()> {
     static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
     REGISTERED
         .get_or_init(|| {
-            let bytes = std::fs::read(DEJAVU_SANS).map_err(|error| {
-                format!("reading {DEJAVU_SANS} (install fonts-dejavu-core, or plot to .svg): {error}")
-            })?;
+            let bytes = std::fs::read(DEJAVU_SANS)
+                .map_err(|error| format!("reading {DEJAVU_SANS} (install fonts-dejavu-core): {error}"))?;
             // plotters keeps fonts for the life of the process.
             let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
             plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
