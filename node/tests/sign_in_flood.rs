@@ -1,6 +1,8 @@
-//! Sign-in floods and rate limits against a real node: the hashing queue is bounded (the
-//! excess gets a 429 at once), memory stays bounded, other requests stay fast, and the
-//! per-email and per-address limits answer 429 with `Retry-After`.
+//! A sign-in flood against a real node hashing at OWASP cost: the hashing queue is bounded
+//! (the excess gets a 429 at once), memory stays bounded, other requests stay fast.
+//!
+//! Alone in its binary: its hashes fill both cores, which would skew the timing of any
+//! test run beside it.
 
 #[path = "support/test_app.rs"]
 mod test_app;
@@ -94,7 +96,11 @@ async fn two_hundred_sign_ins_at_once_get_401_or_429_while_lookups_stay_fast_and
         }
     });
 
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
     // Each attempt from its own address and for its own email: only the hashing queue
     // stands in the way, not the per-address or per-email limits.
     let attempts = (0..FLOOD).map(|index| {
@@ -131,44 +137,4 @@ async fn two_hundred_sign_ins_at_once_get_401_or_429_while_lookups_stay_fast_and
         slowest_lookup < Duration::from_secs(1),
         "a lookup took {slowest_lookup:?} during the flood"
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sign_ins_past_the_per_email_and_per_address_limits_get_429_with_retry_after() {
-    let app = TestApp::spawn_with_args(
-        shared_servers(BINARY).await,
-        1,
-        &[
-            "--sign-in-per-email-per-minute",
-            "3",
-            "--sign-in-per-address-per-minute",
-            "15",
-        ],
-    )
-    .await;
-    let node_url = app.app.node_url("node-1");
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-
-    // Per email: 3 at once, then one every 20 s, whatever the address.
-    for attempt in 0..3 {
-        let address = format!("10.1.0.{}", attempt + 1);
-        let (status, _) = sign_in_status(&client, &node_url, "target@email.com", &address).await;
-        assert_eq!(status, 401, "attempt {attempt}");
-    }
-    let (status, retry_after) = sign_in_status(&client, &node_url, "Target@Email.com ", "10.1.0.9").await;
-    assert_eq!(status, 429, "the same email, however written");
-    let retry_after: u64 = retry_after.expect("Retry-After").parse().unwrap();
-    assert!((1..=20).contains(&retry_after), "{retry_after}");
-
-    // Per address: 5 at once (a third of 15 a minute), whatever the email.
-    for attempt in 0..5 {
-        let (status, _) = sign_in_status(&client, &node_url, &format!("guess{attempt}@email.com"), "10.2.0.1").await;
-        assert_eq!(status, 401, "attempt {attempt}");
-    }
-    let (status, retry_after) = sign_in_status(&client, &node_url, "guess9@email.com", "10.2.0.1").await;
-    assert_eq!(status, 429);
-    assert!(retry_after.is_some());
-    // Another address is not affected, and the limits cost the database nothing.
-    let (status, _) = sign_in_status(&client, &node_url, "guess9@email.com", "10.2.0.2").await;
-    assert_eq!(status, 401);
 }

@@ -30,6 +30,10 @@ impl ApiResponse {
     }
 }
 
+/// Longer than any answer Parley gives while healthy or failing over (its database
+/// calls time out within seconds), so reaching it means a hang.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Talks to one base URL (nginx, or one node directly).
 #[derive(Debug, Clone)]
 pub struct ParleyHttp {
@@ -41,7 +45,11 @@ impl ParleyHttp {
     pub fn new(base_url: impl Into<String>) -> ParleyHttp {
         ParleyHttp {
             base_url: base_url.into().trim_end_matches('/').to_owned(),
-            client: reqwest::Client::new(),
+            // No answer within this is a failure to report, never a reason to wait on.
+            client: reqwest::Client::builder()
+                .timeout(REQUEST_TIMEOUT)
+                .build()
+                .expect("a reqwest client with a timeout"),
         }
     }
 

@@ -29,6 +29,7 @@ pub mod network_partition;
 pub mod ports;
 pub mod process_control;
 pub mod readiness;
+pub mod test_watchdog;
 pub mod ws_client;
 
 pub use app_tier::{AppTier, AppTierSpec};

@@ -15,6 +15,7 @@ async fn each_benchmark_reports_parley_the_baseline_and_their_ratio() -> anyhow:
     let state = tempfile::tempdir()?;
     let mut spec = ClusterSpec::with_free_ports(state.path().to_path_buf(), 2);
     spec.node_extra_args = vec!["--scrypt-log-n".into(), "10".into()];
+    parley_sim::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
     let cluster = LocalCluster::start(spec).await?;
     let config = BenchConfig {
         names: Vec::new(),

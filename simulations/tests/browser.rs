@@ -81,6 +81,7 @@ async fn two_people_chat_in_browsers_and_a_node_crash_loses_nothing() -> anyhow:
     spec.node_extra_args = ["--scrypt-log-n", "10", "--access-token-ttl-seconds", "1"]
         .map(String::from)
         .to_vec();
+    parley_sim::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
     let cluster = LocalCluster::start(spec).await?;
     let public_url = cluster.app.public_url();
     let public_port: u16 = public_url.rsplit(':').next().unwrap_or_default().parse()?;

@@ -42,6 +42,7 @@ async fn start_conversation(tag: &str) -> anyhow::Result<Conversation> {
     let state_dir = tempfile::tempdir()?;
     let mut spec = ClusterSpec::with_free_ports(state_dir.path().to_path_buf(), 2);
     spec.node_extra_args = CHEAP_SCRYPT_ARGS.iter().map(|arg| arg.to_string()).collect();
+    parley_sim::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
     let cluster = LocalCluster::start(spec).await?;
     wait_until_cluster_formed(&cluster).await?;
     let http = ParleyHttp::new(cluster.app.public_url());

@@ -63,6 +63,7 @@ async fn assert_replicating_with_gtid(url: &str, server: &str) -> anyhow::Result
 #[tokio::test]
 async fn replicas_follow_the_master_and_haproxy_routes_around_a_dead_replica() -> anyhow::Result<()> {
     let state = tempfile::tempdir()?;
+    parley_sim::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
     let servers = DatabaseServers::start(DatabaseServersSpec {
         state_dir: state.path().to_path_buf(),
         ports: PortChoice::Free,

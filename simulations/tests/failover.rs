@@ -55,6 +55,7 @@ async fn start_cluster() -> anyhow::Result<ExperimentCluster> {
     let state_dir = tempfile::tempdir()?;
     let mut spec = ClusterSpec::with_free_ports(state_dir.path().to_path_buf(), 2);
     spec.node_extra_args = CHEAP_SCRYPT_ARGS.iter().map(|arg| arg.to_string()).collect();
+    parley_sim::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
     let cluster = LocalCluster::start(spec).await?;
     Ok(ExperimentCluster {
         cluster,

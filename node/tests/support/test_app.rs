@@ -24,6 +24,7 @@ static NEXT_APP: AtomicUsize = AtomicUsize::new(0);
 /// Where this test binary keeps its state: under cargo's target tmp dir, one folder per
 /// run (older runs' folders are removed first).
 pub fn binary_state_dir(binary: &str) -> PathBuf {
+    parley_sim::test_watchdog::arm(binary);
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("parley-tests");
     let prefix = format!("{binary}-");
     if let Ok(entries) = std::fs::read_dir(&root) {
