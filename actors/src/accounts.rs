@@ -34,6 +34,15 @@ pub enum AccountError {
     Database(#[from] DbError),
 }
 
+/// What a lookup by email found, for a caller who may have been deleted meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmailLookup {
+    Found(String),
+    NotFound,
+    /// The caller's own account no longer exists.
+    CallerGone,
+}
+
 /// Account operations.
 #[derive(Clone)]
 pub struct Accounts {
@@ -135,24 +144,36 @@ impl Accounts {
         }
     }
 
-    /// The id of the user with this email, if any.
-    pub async fn find_user_id_by_email(&self, email: &str) -> Result<Option<String>, AccountError> {
+    /// The id of the user with this email, looked up for `caller`, who must still exist.
+    ///
+    /// One replica round trip answers both questions on the usual path (the caller
+    /// exists, the email is found); only a "no" is confirmed on the master, since a
+    /// replica may lag behind a sign-up that just happened on another node.
+    pub async fn find_user_id_by_email_for(&self, caller: &str, email: &str) -> Result<EmailLookup, AccountError> {
         let email = normalize_email(email)?;
         let lookup = |freshness| {
-            let email = email.clone();
+            let (email, caller) = (email.clone(), caller.to_owned());
             self.database.read(freshness, move |conn| {
-                let email = email.clone();
+                let (email, caller) = (email.clone(), caller.clone());
                 async move {
-                    conn.exec_first::<String, _, _>("SELECT id FROM users WHERE email = ?", (email,))
-                        .await
+                    conn.exec_first::<(Option<String>, bool), _, _>(
+                        "SELECT (SELECT id FROM users WHERE email = ?), EXISTS(SELECT 1 FROM users WHERE id = ?)",
+                        (email, caller),
+                    )
+                    .await
                 }
                 .boxed()
             })
         };
-        match lookup(Freshness::Any).await? {
-            Some(found) => Ok(Some(found)),
-            None => Ok(lookup(Freshness::MasterFirst).await?),
+        if let Some((Some(user_id), true)) = lookup(Freshness::ReadYourWrites(caller)).await? {
+            return Ok(EmailLookup::Found(user_id));
         }
+        let (found, caller_exists) = lookup(Freshness::MasterFirst).await?.unwrap_or((None, false));
+        Ok(match (found, caller_exists) {
+            (_, false) => EmailLookup::CallerGone,
+            (Some(user_id), true) => EmailLookup::Found(user_id),
+            (None, true) => EmailLookup::NotFound,
+        })
     }
 
     /// The user's profile, if the user exists.
@@ -189,7 +210,8 @@ impl Accounts {
         ))
     }
 
-    /// Whether a user with this id exists (confirmed on the master when a replica says no).
+    /// Whether a user with this id exists (confirmed on the master when a replica says
+    /// no). Tokens are stateless: this is what stops a deleted user's unexpired token.
     pub async fn user_exists(&self, user_id: &str) -> Result<bool, AccountError> {
         let lookup = |freshness| {
             self.database.read(freshness, move |conn| {
@@ -201,7 +223,7 @@ impl Accounts {
                 .boxed()
             })
         };
-        if lookup(Freshness::Any).await?.is_some() {
+        if lookup(Freshness::ReadYourWrites(user_id)).await?.is_some() {
             return Ok(true);
         }
         Ok(lookup(Freshness::MasterFirst).await?.is_some())

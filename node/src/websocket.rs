@@ -10,6 +10,7 @@ use actors::messaging::MessagingServices;
 use futures::{SinkExt, StreamExt};
 use protocol::errors::codes;
 use ractor::Actor;
+use tokio_tungstenite::tungstenite::Error as WsError;
 use warp::filters::ws::{Message, WebSocket, Ws};
 use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
@@ -17,7 +18,7 @@ use warp::{Filter, Rejection};
 
 use crate::app_state::AppState;
 use crate::http::errors::{ApiError, ApiRejection};
-use crate::http::extract::{authenticated_user, QueryParameters};
+use crate::http::extract::{authenticated_user, require_existing_user, QueryParameters};
 use crate::http::{authorization, raw_query, with_state};
 
 pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
@@ -28,9 +29,14 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
         .and(raw_query())
         .and_then(
             |state: AppState, authorization: Option<String>, query: String| async move {
-                token_user(&state, authorization, &query)
-                    .map(|user_id| (state, user_id))
-                    .map_err(|error| warp::reject::custom(ApiRejection(error)))
+                let user_id = async {
+                    let user_id = token_user(&state, authorization, &query)?;
+                    require_existing_user(&state, user_id).await
+                };
+                match user_id.await {
+                    Ok(user_id) => Ok((state, user_id)),
+                    Err(error) => Err(warp::reject::custom(ApiRejection(error))),
+                }
             },
         )
         .untuple_one();
@@ -184,6 +190,8 @@ async fn serve_socket(
             Err(error) => {
                 if is_oversized(&error) {
                     queue.close(close_codes::MESSAGE_TOO_BIG, "frame too large");
+                } else if is_invalid_utf8(&error) {
+                    queue.close(close_codes::INVALID_FRAME_PAYLOAD, "a text frame must be UTF-8");
                 } else {
                     tracing::debug!(%user_id, %error, "websocket read failed");
                 }
@@ -202,10 +210,15 @@ async fn serve_socket(
 }
 
 fn is_oversized(error: &warp::Error) -> bool {
-    use tokio_tungstenite::tungstenite::Error as WsError;
-    std::error::Error::source(error)
-        .and_then(|source| source.downcast_ref::<WsError>())
-        .is_some_and(|error| matches!(error, WsError::Capacity(_)))
+    protocol_error(error).is_some_and(|error| matches!(error, WsError::Capacity(_)))
+}
+
+fn is_invalid_utf8(error: &warp::Error) -> bool {
+    protocol_error(error).is_some_and(|error| matches!(error, WsError::Utf8(_)))
+}
+
+fn protocol_error(error: &warp::Error) -> Option<&WsError> {
+    std::error::Error::source(error).and_then(|source| source.downcast_ref::<WsError>())
 }
 
 /// Drains the outbound queue into the socket. A close request is honoured after the

@@ -7,7 +7,8 @@ use anyhow::{anyhow, bail, Context};
 use futures::{SinkExt, StreamExt};
 use protocol::websocket::{actions, CursorPayload, Envelope, OutgoingMessage, SendMessagePayload};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -46,6 +47,16 @@ impl WsConnection {
             .send(Message::binary(bytes))
             .await
             .context("sending a frame")
+    }
+
+    /// A text frame carrying exactly `bytes`, valid UTF-8 or not: what a broken or hostile
+    /// client may put on the wire, which the normal API cannot produce.
+    pub async fn send_raw_text_frame(&mut self, bytes: Vec<u8>) -> anyhow::Result<()> {
+        let frame = Frame::message(bytes, OpCode::Data(Data::Text), true);
+        self.stream
+            .send(Message::Frame(frame))
+            .await
+            .context("sending a raw frame")
     }
 
     /// Sends messages in one `send-message` frame.

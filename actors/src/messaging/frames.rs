@@ -2,7 +2,9 @@
 //! its own error code, and the error echoes the frame's `ref` and `client_id`s.
 
 use protocol::websocket::{actions, CursorPayload, OutgoingMessage, SendMessagePayload, TOPIC_MESSENGER};
-use serde_json::Value;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::store::CursorKind;
@@ -41,6 +43,37 @@ impl Default for FrameLimits {
     }
 }
 
+/// A JSON object whose keys are all distinct. serde_json keeps the last of repeated keys
+/// silently; a frame saying `"topic"` twice means two things to two readers, so it is
+/// refused instead.
+struct UniqueKeyObject(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for UniqueKeyObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = UniqueKeyObject;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<UniqueKeyObject, A::Error> {
+                let mut object = Map::new();
+                while let Some(key) = entries.next_key::<String>()? {
+                    if object.contains_key(&key) {
+                        return Err(serde::de::Error::custom(format!("the key {key:?} appears twice")));
+                    }
+                    let value = entries.next_value::<Value>()?;
+                    object.insert(key, value);
+                }
+                Ok(UniqueKeyObject(object))
+            }
+        }
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
 /// What a valid client frame asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientCommand {
@@ -74,21 +107,24 @@ pub fn parse_client_frame(text: &str, limits: &FrameLimits) -> Result<ClientComm
         reference,
         client_ids,
     };
-    let value: Value = serde_json::from_str(text).map_err(|error| {
-        fail(
-            codes::NOT_JSON,
-            format!("the frame is not JSON: {error}"),
-            None,
-            Vec::new(),
-        )
-    })?;
-    let Value::Object(envelope) = value else {
-        return Err(fail(
-            codes::INVALID_ENVELOPE,
-            "the frame must be a JSON object".into(),
-            None,
-            Vec::new(),
-        ));
+    let envelope = match serde_json::from_str::<UniqueKeyObject>(text) {
+        Ok(UniqueKeyObject(envelope)) => envelope,
+        Err(error) if error.is_data() => {
+            return Err(fail(
+                codes::INVALID_ENVELOPE,
+                format!("the frame must be a JSON object with each key once: {error}"),
+                None,
+                Vec::new(),
+            ))
+        }
+        Err(error) => {
+            return Err(fail(
+                codes::NOT_JSON,
+                format!("the frame is not JSON: {error}"),
+                None,
+                Vec::new(),
+            ))
+        }
     };
     let reference = envelope.get("ref").and_then(Value::as_str).map(str::to_owned);
     let string_field = |name: &str| -> Result<&str, FrameError> {
@@ -197,6 +233,19 @@ fn parse_send(payload: &str, reference: Option<String>, limits: &FrameLimits) ->
                 reference,
                 client_ids,
             });
+        }
+        // Newlines and tabs are text; NUL and the other control characters are not, and
+        // would reach every client that renders the message.
+        if message
+            .text
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        {
+            return Err(invalid_payload(
+                "a message text must not contain control characters other than newline and tab".into(),
+                reference,
+                client_ids,
+            ));
         }
         if message.text.chars().count() > limits.max_text_chars {
             return Err(FrameError {
@@ -350,5 +399,30 @@ mod tests {
                 seq: 4
             }
         );
+    }
+
+    #[test]
+    fn control_characters_are_refused_but_newlines_tabs_and_emoji_are_text() {
+        let with_text = |text: &str| {
+            let payload = serde_json::json!({"chat_id": CHAT, "messages": [{"text": text}]}).to_string();
+            parse(&send_frame(&payload))
+        };
+        for text in ["a\0b", "bell\u{7}", "esc\u{1b}[31m", "del\u{7f}"] {
+            let error = with_text(text).unwrap_err();
+            assert_eq!(error.code, codes::INVALID_PAYLOAD, "{text:?}");
+        }
+        for text in ["line one\nline two\ttabbed\r\n", "héllo 👋 мир", "' OR 1=1 --"] {
+            assert!(with_text(text).is_ok(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn an_envelope_repeating_a_key_is_refused_whatever_the_order() {
+        let frame = r#"{"topic":"messenger","action":"send-message","topic":"weather","payload":"{}"}"#;
+        let error = parse(frame).unwrap_err();
+        assert_eq!(error.code, codes::INVALID_ENVELOPE);
+        assert!(error.message.contains("topic"), "{}", error.message);
+        assert_eq!(parse("[1]").unwrap_err().code, codes::INVALID_ENVELOPE);
+        assert_eq!(parse("{\"topic\":").unwrap_err().code, codes::NOT_JSON);
     }
 }

@@ -10,6 +10,9 @@ use tokio::sync::{mpsc, oneshot};
 pub mod close_codes {
     /// Going away: the node is shutting down; reconnect elsewhere.
     pub const GOING_AWAY: u16 = 1001;
+    /// Invalid frame payload data: a text frame that is not UTF-8 (RFC 6455 asks the
+    /// endpoint to fail the connection; nothing of the frame is used).
+    pub const INVALID_FRAME_PAYLOAD: u16 = 1007;
     /// Policy violation: the client fell too far behind.
     pub const POLICY_VIOLATION: u16 = 1008;
     /// Message too big.

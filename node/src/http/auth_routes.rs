@@ -13,10 +13,10 @@ use warp::hyper::body::Bytes;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use actors::accounts::{RefreshTokenRecord, RotationOutcome};
+use actors::accounts::{EmailLookup, RefreshTokenRecord, RotationOutcome};
 
 use super::errors::ApiError;
-use super::extract::{authenticated_user, json_body, QueryParameters};
+use super::extract::{authenticated_user, json_body, require_existing_user, QueryParameters, USER_GONE};
 use super::rate_limits::client_address;
 use super::{authorization, body_bytes, json_response, raw_query, respond, with_state};
 use crate::app_state::AppState;
@@ -116,6 +116,11 @@ pub(crate) async fn sign_in(state: AppState, client: IpAddr, body: Bytes) -> Res
 pub(crate) async fn refresh(state: AppState, body: Bytes) -> Result<Response, ApiError> {
     let request: RefreshTokenRequest = json_body(&body)?;
     let claims = state.tokens.verify_refresh(&request.refresh_token)?;
+    if let Err(gone) = require_existing_user(&state, claims.sub.clone()).await {
+        // Nothing of a deleted user's sign-in may live on.
+        state.accounts.revoke_refresh_family(&claims.jti, &claims.sub).await?;
+        return Err(gone);
+    }
     let family_id = claims.fam.clone().unwrap_or_default();
     let now = Utc::now();
     let next = state.tokens.issue_refresh(&claims.sub, &family_id, now);
@@ -170,12 +175,13 @@ pub(crate) async fn get_by_email(
     authorization: Option<String>,
     query: String,
 ) -> Result<Response, ApiError> {
-    authenticated_user(&state.tokens, authorization.as_deref())?;
+    let caller = authenticated_user(&state.tokens, authorization.as_deref())?;
     let query = QueryParameters::parse(&query)?;
     let email = query.required("email")?;
-    match state.accounts.find_user_id_by_email(email).await? {
-        Some(user_id) => Ok(json_response(StatusCode::OK, &UserIdResponse { user_id })),
-        None => Err(ApiError::not_found("no user with this email")),
+    match state.accounts.find_user_id_by_email_for(&caller, email).await? {
+        EmailLookup::Found(user_id) => Ok(json_response(StatusCode::OK, &UserIdResponse { user_id })),
+        EmailLookup::NotFound => Err(ApiError::not_found("no user with this email")),
+        EmailLookup::CallerGone => Err(ApiError::unauthorized(USER_GONE)),
     }
 }
 
@@ -185,6 +191,6 @@ pub(crate) async fn get_by_token(state: AppState, authorization: Option<String>)
     let user_id = authenticated_user(&state.tokens, authorization.as_deref())?;
     match state.accounts.profile(&user_id).await? {
         Some(profile) => Ok(json_response(StatusCode::OK, &profile)),
-        None => Err(ApiError::unauthorized("the token's user no longer exists")),
+        None => Err(ApiError::unauthorized(USER_GONE)),
     }
 }

@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::errors::ApiError;
+use crate::app_state::AppState;
 use crate::tokens::TokenIssuer;
 
 /// A JSON body of type `T`, naming the problem (syntax, missing field, wrong type).
@@ -86,6 +87,25 @@ pub fn authenticated_user(tokens: &TokenIssuer, authorization: Option<&str>) -> 
     };
     Ok(tokens.verify_access(token)?)
 }
+
+/// Like [`authenticated_user`], and the token's user must still exist: tokens are
+/// stateless, so a deleted user's unexpired token is stopped here (one primary-key read).
+pub async fn authenticated_existing_user(state: &AppState, authorization: Option<&str>) -> Result<String, ApiError> {
+    let user_id = authenticated_user(&state.tokens, authorization)?;
+    require_existing_user(state, user_id).await
+}
+
+/// `user_id` back if that user still exists, else the 401 for a deleted user's token.
+pub async fn require_existing_user(state: &AppState, user_id: String) -> Result<String, ApiError> {
+    if state.accounts.user_exists(&user_id).await? {
+        Ok(user_id)
+    } else {
+        Err(ApiError::unauthorized(USER_GONE))
+    }
+}
+
+/// The answer to any token whose user was deleted.
+pub const USER_GONE: &str = "the token's user no longer exists";
 
 #[cfg(test)]
 mod tests {

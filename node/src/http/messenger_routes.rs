@@ -9,7 +9,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use super::errors::ApiError;
-use super::extract::{authenticated_user, json_body, uuid_field, QueryParameters};
+use super::extract::{authenticated_existing_user, json_body, uuid_field, QueryParameters};
 use super::{authorization, body_bytes, json_response, raw_query, respond, with_state};
 use crate::app_state::AppState;
 
@@ -45,7 +45,7 @@ pub(crate) async fn create_chat(
     authorization: Option<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let caller = authenticated_user(&state.tokens, authorization.as_deref())?;
+    let caller = authenticated_existing_user(&state, authorization.as_deref()).await?;
     let request: CreateChatRequest = json_body(&body)?;
     let companion = uuid_field("companion_id", &request.companion_id)?;
     let chat_id = state.chats.create_direct_chat(&caller, &companion).await?;
@@ -55,7 +55,7 @@ pub(crate) async fn create_chat(
 #[utoipa::path(get, path = "/messenger/chats", tag = "messenger", security(("access_token" = [])),
     responses((status = 200, description = "the caller chats with participants and unread counts", body = ChatsResponse), (status = 401, description = "missing, invalid or expired access token", body = ErrorBody), (status = 503, description = "the database is unavailable; retry", body = ErrorBody)))]
 pub(crate) async fn list_chats(state: AppState, authorization: Option<String>) -> Result<Response, ApiError> {
-    let caller = authenticated_user(&state.tokens, authorization.as_deref())?;
+    let caller = authenticated_existing_user(&state, authorization.as_deref()).await?;
     let mut chats = state.chats.list_chats(&caller).await?;
     for participant in chats.iter_mut().flat_map(|chat| chat.participants.iter_mut()) {
         participant.online = state.messaging.online_anywhere(&participant.user_id);
@@ -71,7 +71,7 @@ pub(crate) async fn messages(
     authorization: Option<String>,
     query: String,
 ) -> Result<Response, ApiError> {
-    let caller = authenticated_user(&state.tokens, authorization.as_deref())?;
+    let caller = authenticated_existing_user(&state, authorization.as_deref()).await?;
     let query = QueryParameters::parse(&query)?;
     let chat_id = uuid_field("chat_id", query.required("chat_id")?)?;
     let page = PageRequest {
