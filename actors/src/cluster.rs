@@ -3,10 +3,12 @@
 //!
 //! ```text
 //! RootSupervisor
-//!  ├── Membership ── NodeServer (ractor_cluster, cookie-authenticated, transitive mesh)
+//!  ├── Membership ── NodeServer (ractor_cluster, cookie-authenticated, transitive mesh,
+//!  │                 or TLS with mutual authentication: `tls`)
 //!  └── NodeRouter    the node's one remote-capable actor
 //! ```
 
 pub mod membership;
 pub mod node_router;
 pub mod peers;
+pub mod tls;

@@ -1,10 +1,12 @@
 //! The node's configuration: flags, each with an environment variable.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use actors::accounts::passwords::ScryptCost;
 use actors::cluster::membership::MembershipArguments;
+use actors::cluster::tls::{ClusterTls, ClusterTlsError, ClusterTlsFiles, DEFAULT_CLUSTER_SERVER_NAME};
 use actors::database::{DatabaseConfig, DatabaseTimeouts, EndpointRole, EndpointSpec, PoolLimits};
 use actors::messaging::frames::FrameLimits;
 use clap::Parser;
@@ -130,6 +132,27 @@ pub struct NodeConfig {
     #[arg(long, env = "PARLEY_CLUSTER_ADVERTISE_HOST")]
     pub cluster_advertise_host: Option<String>,
 
+    /// This node's cluster TLS certificate (PEM, leaf first). With --cluster-tls-key and
+    /// --cluster-tls-ca, every cluster connection is TLS with mutual authentication;
+    /// without all three, plain TCP (keep the cluster network private then).
+    #[arg(long, env = "PARLEY_CLUSTER_TLS_CERT")]
+    pub cluster_tls_cert: Option<PathBuf>,
+
+    /// This node's cluster TLS private key (PEM).
+    #[arg(long, env = "PARLEY_CLUSTER_TLS_KEY")]
+    pub cluster_tls_key: Option<PathBuf>,
+
+    /// The cluster's CA (PEM): peers' certificates, both ways, must be issued by it. Use a
+    /// CA of the cluster's own: any certificate it issued admits a node.
+    #[arg(long, env = "PARLEY_CLUSTER_TLS_CA")]
+    pub cluster_tls_ca: Option<PathBuf>,
+
+    /// The DNS name every node certificate carries (subject alternative name) and a node
+    /// checks when it dials a peer: peers are dialled by address, which no certificate
+    /// names.
+    #[arg(long, env = "PARLEY_CLUSTER_TLS_SERVER_NAME", default_value = DEFAULT_CLUSTER_SERVER_NAME)]
+    pub cluster_tls_server_name: String,
+
     /// Where spans go over OTLP/gRPC (e.g. Jaeger's `http://jaeger:4317`); unset or
     /// empty: no spans are exported.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
@@ -179,6 +202,12 @@ pub enum ConfigError {
     ShortClusterCookie,
     #[error("read endpoint {0:?} is not `name=mysql://...` or `mysql://...`")]
     BadReadUrl(String),
+    #[error("cluster TLS needs --cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca together; missing: {}", .0.join(", "))]
+    PartialClusterTls(Vec<&'static str>),
+    #[error("cluster TLS flags are given but no --cluster-listen: a single node has no cluster to secure")]
+    ClusterTlsWithoutCluster,
+    #[error(transparent)]
+    ClusterTls(#[from] ClusterTlsError),
 }
 
 impl NodeConfig {
@@ -230,6 +259,44 @@ impl NodeConfig {
                 .collect(),
             cookie: self.cluster_cookie()?,
             cluster_name: cluster_name.to_owned(),
+            tls: self
+                .cluster_tls_files()?
+                .map(|files| ClusterTls::load(&files))
+                .transpose()?,
+        }))
+    }
+
+    /// The cluster's TLS files: all three given, or none (plain TCP). A partial set is
+    /// refused rather than silently running the cluster in plain text.
+    pub fn cluster_tls_files(&self) -> Result<Option<ClusterTlsFiles>, ConfigError> {
+        let given = [
+            ("--cluster-tls-cert", &self.cluster_tls_cert),
+            ("--cluster-tls-key", &self.cluster_tls_key),
+            ("--cluster-tls-ca", &self.cluster_tls_ca),
+        ];
+        let missing: Vec<&'static str> = given
+            .iter()
+            .filter(|(_, path)| path.is_none())
+            .map(|(flag, _)| *flag)
+            .collect();
+        if missing.len() == given.len() {
+            return Ok(None);
+        }
+        if !missing.is_empty() {
+            return Err(ConfigError::PartialClusterTls(missing));
+        }
+        if self.cluster_listen.is_none() {
+            return Err(ConfigError::ClusterTlsWithoutCluster);
+        }
+        let [Some(certificate), Some(private_key), Some(certificate_authority)] = given.map(|(_, path)| path.clone())
+        else {
+            unreachable!("every path is present: none is missing");
+        };
+        Ok(Some(ClusterTlsFiles {
+            certificate,
+            private_key,
+            certificate_authority,
+            server_name: self.cluster_tls_server_name.clone(),
         }))
     }
 
@@ -307,6 +374,77 @@ mod tests {
         assert_eq!(config(&["--dev"]).jwt_secret().unwrap(), DEV_JWT_SECRET);
         let strong = "x".repeat(40);
         assert_eq!(config(&["--jwt-secret", &strong]).jwt_secret().unwrap(), strong);
+    }
+
+    #[test]
+    fn cluster_tls_takes_all_three_files_or_none() {
+        let listen = ["--cluster-listen", "127.0.0.1:4369"];
+        let with = |extra: &[&str]| config(&[&listen[..], extra].concat()).cluster_tls_files();
+        assert_eq!(with(&[]).unwrap(), None);
+        match with(&["--cluster-tls-cert", "node.pem"]) {
+            Err(ConfigError::PartialClusterTls(missing)) => {
+                assert_eq!(missing, ["--cluster-tls-key", "--cluster-tls-ca"])
+            }
+            other => panic!("a lone certificate was accepted: {other:?}"),
+        }
+        match with(&["--cluster-tls-key", "node.key", "--cluster-tls-ca", "ca.pem"]) {
+            Err(ConfigError::PartialClusterTls(missing)) => assert_eq!(missing, ["--cluster-tls-cert"]),
+            other => panic!("TLS without a certificate was accepted: {other:?}"),
+        }
+        let all = [
+            "--cluster-tls-cert",
+            "node.pem",
+            "--cluster-tls-key",
+            "node.key",
+            "--cluster-tls-ca",
+            "ca.pem",
+        ];
+        let files = with(&all).unwrap().expect("all three files given");
+        assert_eq!(files.certificate, PathBuf::from("node.pem"));
+        assert_eq!(files.private_key, PathBuf::from("node.key"));
+        assert_eq!(files.certificate_authority, PathBuf::from("ca.pem"));
+        assert_eq!(files.server_name, DEFAULT_CLUSTER_SERVER_NAME);
+        assert!(matches!(
+            config(&all).cluster_tls_files(),
+            Err(ConfigError::ClusterTlsWithoutCluster)
+        ));
+    }
+
+    #[test]
+    fn a_partial_cluster_tls_setup_stops_the_node_before_any_file_is_read() {
+        let partial = config(&[
+            "--dev",
+            "--cluster-listen",
+            "127.0.0.1:4369",
+            "--cluster-tls-ca",
+            "ca.pem",
+        ]);
+        let error = partial.membership("node-1#0").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("missing: --cluster-tls-cert, --cluster-tls-key"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_cluster_tls_file_is_named_in_the_error() {
+        let missing = "/nonexistent/parley-cluster-node.pem";
+        let node = config(&[
+            "--dev",
+            "--cluster-listen",
+            "127.0.0.1:4369",
+            "--cluster-tls-cert",
+            missing,
+            "--cluster-tls-key",
+            "/nonexistent/node.key",
+            "--cluster-tls-ca",
+            "/nonexistent/ca.pem",
+        ]);
+        let error = node.membership("node-1#0").unwrap_err();
+        assert!(matches!(error, ConfigError::ClusterTls(_)), "{error:?}");
+        assert!(error.to_string().contains(missing), "{error}");
     }
 
     #[test]

@@ -59,6 +59,11 @@ pub async fn run(
         trace_propagation,
     } = observability;
     let jwt_secret = config.jwt_secret()?;
+    // The incarnation tells a restarted node apart from its old self in the cluster.
+    let incarnation = uuid::Uuid::new_v4().simple().to_string();
+    let cluster_name = format!("{}#{}", config.node_name, &incarnation[..8]);
+    // Before anything starts: a bad cluster setup (a partial or unreadable TLS one) stops the node.
+    let membership = config.membership(&cluster_name).context("cluster configuration")?;
     let database = Database::open(&config.database()?, Arc::clone(&metrics)).context("opening database pools")?;
     let passwords = PasswordVault::new(
         config.scrypt_cost(),
@@ -74,10 +79,6 @@ pub async fn run(
     });
     let readiness = Readiness::default();
     let migrations = tokio::spawn(migrate_until_done(database.clone(), readiness.clone()));
-    // The incarnation tells a restarted node apart from its old self in the cluster.
-    let incarnation = uuid::Uuid::new_v4().simple().to_string();
-    let cluster_name = format!("{}#{}", config.node_name, &incarnation[..8]);
-    let membership = config.membership(&cluster_name)?;
     let peers = Peers::new(cluster_name, Duration::from_millis(config.peer_failure_timeout_ms));
     let messaging = MessagingServices::new(
         config.node_name.clone(),

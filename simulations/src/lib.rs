@@ -17,6 +17,7 @@
 pub mod app_tier;
 pub mod bench;
 pub mod chat_client;
+pub mod cluster_certificates;
 pub mod component;
 pub mod compose_stack;
 pub mod database_servers;

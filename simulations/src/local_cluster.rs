@@ -9,6 +9,7 @@ use rand::distributions::{Alphanumeric, DistString};
 use serde::{Deserialize, Serialize};
 
 use crate::app_tier::{AppTier, AppTierRecord, AppTierSpec};
+use crate::cluster_certificates::{cluster_tls_node_args, write_cluster_certificates};
 use crate::component::{ComponentStatus, SHUTDOWN_GRACE};
 use crate::database_servers::{
     DatabaseServers, DatabaseServersRecord, DatabaseServersSpec, DEFAULT_DATABASE_BASE_PORT,
@@ -33,6 +34,8 @@ pub struct ClusterSpec {
     pub database: String,
     pub parley_bin: Option<PathBuf>,
     pub node_extra_args: Vec<String>,
+    /// TLS between the nodes, with a CA and certificates made in `<state_dir>/cluster-tls`.
+    pub cluster_tls: bool,
     pub detach: bool,
 }
 
@@ -53,6 +56,7 @@ impl ClusterSpec {
             database: "parley".into(),
             parley_bin: None,
             node_extra_args: Vec::new(),
+            cluster_tls: false,
             detach: false,
         }
     }
@@ -92,6 +96,13 @@ impl LocalCluster {
         prepare_state_dir(&spec.state_dir)?;
         let state_dir = spec.state_dir.canonicalize().context("resolving the state dir")?;
         let jwt_secret = load_or_create_jwt_secret(&state_dir)?;
+        let mut node_extra_args = spec.node_extra_args;
+        if spec.cluster_tls {
+            let directory = state_dir.join("cluster-tls");
+            let node_names: Vec<String> = (1..=spec.nodes).map(crate::app_tier::node_name).collect();
+            write_cluster_certificates(&directory, &node_names).context("making the cluster's certificates")?;
+            node_extra_args.extend(cluster_tls_node_args(&directory));
+        }
         let mut servers = DatabaseServers::start(DatabaseServersSpec {
             state_dir: state_dir.clone(),
             ports: spec.database_ports,
@@ -108,7 +119,7 @@ impl LocalCluster {
             // One secret per cluster state dir serves as both; nodes get --dev anyway.
             cluster_cookie: format!("cookie-{jwt_secret}"),
             jwt_secret,
-            node_extra_args: spec.node_extra_args,
+            node_extra_args,
             detach: spec.detach,
         };
         let app = match AppTier::start(&servers, app_spec).await {

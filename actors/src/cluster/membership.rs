@@ -4,10 +4,15 @@
 //! ```text
 //! RootSupervisor
 //!  └── Membership
-//!        └── NodeServer (ractor_cluster: cookie challenge, transitive mesh)
+//!        └── NodeServer (ractor_cluster: cookie challenge, transitive mesh; or TLS)
 //!        every second: connect to each seed that has no session, with at most one
 //!        attempt in flight per seed (ractor_cluster has no seed list and no reconnect)
 //! ```
+//!
+//! With TLS (`cluster::tls`) the listener and every dial are TLS with mutual
+//! authentication, and the mesh is not transitive: ractor_cluster dials the peers a peer
+//! names over plain TCP, which a TLS listener refuses. Every node then reaches every
+//! other through its own seed list, which must name them all.
 //!
 //! Liveness is not judged here: a frozen or partitioned peer keeps its TCP session open,
 //! so the `NodeRouter`'s heartbeats decide who is alive.
@@ -19,7 +24,9 @@ use std::time::Duration;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use ractor_cluster::node::NodeConnectionMode;
-use ractor_cluster::{NodeServer, NodeServerMessage, RactorMessage};
+use ractor_cluster::{IncomingEncryptionMode, NodeServer, NodeServerMessage, RactorMessage};
+
+use crate::cluster::tls::ClusterTls;
 
 /// How often missing seeds are retried.
 const SEED_RETRY_INTERVAL: Duration = Duration::from_secs(1);
@@ -44,6 +51,8 @@ pub struct MembershipArguments {
     pub cookie: String,
     /// This node's cluster name, incarnation included.
     pub cluster_name: String,
+    /// TLS for the listener and every dial; None: plain TCP (the network must be private).
+    pub tls: Option<ClusterTls>,
 }
 
 /// Messages of `Membership`.
@@ -74,17 +83,30 @@ impl Actor for Membership {
         myself: ActorRef<Self::Msg>,
         arguments: MembershipArguments,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let (encryption, connection_mode) = match &arguments.tls {
+            Some(tls) => (
+                IncomingEncryptionMode::Tls(tls.acceptor.clone()),
+                NodeConnectionMode::Isolated,
+            ),
+            None => (IncomingEncryptionMode::Raw, NodeConnectionMode::Transitive),
+        };
         let server = NodeServer::new(
             arguments.listen.port(),
             arguments.cookie.clone(),
             arguments.cluster_name.clone(),
             arguments.advertise_host.clone(),
-            None,
-            Some(NodeConnectionMode::Transitive),
+            Some(encryption),
+            Some(connection_mode),
         )
         .with_listen_addr(arguments.listen.ip());
         let (server, _) = Actor::spawn_linked(None, server, (), myself.get_cell()).await?;
-        tracing::info!(name = %arguments.cluster_name, listen = %arguments.listen, seeds = ?arguments.seeds, "cluster node server started");
+        tracing::info!(
+            name = %arguments.cluster_name,
+            listen = %arguments.listen,
+            seeds = ?arguments.seeds,
+            tls = arguments.tls.is_some(),
+            "cluster node server started"
+        );
         myself.send_interval(SEED_RETRY_INTERVAL, || MembershipMessage::ConnectSeeds);
         myself.cast(MembershipMessage::ConnectSeeds)?;
         Ok(MembershipState {
@@ -190,10 +212,11 @@ async fn connect_missing_seeds(myself: &ActorRef<MembershipMessage>, state: &mut
         if !state.in_flight.insert(seed.clone()) {
             continue;
         }
-        let (server, reporter) = (state.server.clone(), myself.clone());
+        let (server, reporter, tls) = (state.server.clone(), myself.clone(), state.arguments.tls.clone());
         tokio::spawn(async move {
-            let outcome =
-                tokio::time::timeout(CONNECT_TIMEOUT, ractor_cluster::client_connect(&server, seed.as_str())).await;
+            // The bound covers the TLS handshake too: a peer that never answers it must
+            // not hold the seed's one attempt forever.
+            let outcome = tokio::time::timeout(CONNECT_TIMEOUT, dial(&server, &seed, tls)).await;
             match outcome {
                 Ok(Ok(())) => tracing::debug!(%seed, "connected to seed"),
                 Ok(Err(error)) => tracing::debug!(%seed, %error, "seed unreachable"),
@@ -201,6 +224,18 @@ async fn connect_missing_seeds(myself: &ActorRef<MembershipMessage>, state: &mut
             }
             let _ = reporter.cast(MembershipMessage::ConnectFinished(seed));
         });
+    }
+}
+
+/// Opens a session to `seed`, over TLS when the cluster uses it.
+async fn dial(
+    server: &ActorRef<NodeServerMessage>,
+    seed: &str,
+    tls: Option<ClusterTls>,
+) -> Result<(), ractor_cluster::ClientConnectErr> {
+    match tls {
+        Some(tls) => ractor_cluster::client_connect_enc(server, seed, tls.connector, tls.server_name).await,
+        None => ractor_cluster::client_connect(server, seed).await,
     }
 }
 
@@ -247,6 +282,7 @@ mod tests {
             seeds: Vec::new(),
             cookie: String::new(),
             cluster_name: "node".to_owned(),
+            tls: None,
         }
     }
 

@@ -157,6 +157,10 @@ struct UpArgs {
     /// {{node_port}} are replaced per node.
     #[arg(long = "node-arg", allow_hyphen_values = true)]
     node_args: Vec<String>,
+    /// TLS between the nodes: a fresh CA and node certificates in <state dir>/cluster-tls,
+    /// passed with --cluster-tls-cert/-key/-ca.
+    #[arg(long)]
+    cluster_tls: bool,
 }
 
 #[tokio::main]
@@ -332,6 +336,7 @@ async fn up(state_dir: &Path, arguments: UpArgs) -> anyhow::Result<()> {
     spec.detach = arguments.detach;
     spec.parley_bin = arguments.parley_bin;
     spec.node_extra_args = arguments.node_args;
+    spec.cluster_tls = arguments.cluster_tls;
 
     // Listen before starting: a ctrl-c during start-up drops the half-started cluster,
     // whose Drop kills what was already running.
