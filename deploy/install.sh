@@ -131,6 +131,18 @@ if ! command -v websocat >/dev/null 2>&1 && [[ ! -x "${CARGO_HOME:-$HOME/.cargo}
     fi
 fi
 
+# cargo-fuzz runs the fuzz targets in fuzz/ (node/tests/fuzzing.rs runs each for a bounded
+# time): built from crates.io (about a minute) when cargo is here and it is missing.
+cargo_fuzz_version=0.13.2
+if ! command -v cargo-fuzz >/dev/null 2>&1 && [[ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo-fuzz" ]]; then
+    if command -v cargo >/dev/null 2>&1; then
+        echo "installing cargo-fuzz ${cargo_fuzz_version} with cargo"
+        cargo install --locked --quiet cargo-fuzz --version "${cargo_fuzz_version}"
+    else
+        echo "note: no cargo, cargo-fuzz not installed (the fuzzing test needs it)" >&2
+    fi
+fi
+
 # schemathesis (PyPI) fuzzes a node against its own OpenAPI document in the tests.
 schemathesis_version=4.32.5
 if ! python3 -c "import importlib.metadata as m; assert m.version('schemathesis') == '${schemathesis_version}'" 2>/dev/null; then

@@ -11,7 +11,8 @@
 //! and its chat directory.
 
 pub mod chat;
-pub mod frames;
+/// Pure parsing, in `parley-checks` so the fuzz targets build it without the runtime.
+pub use checks::frames;
 pub mod ordered_replies;
 pub mod outbound;
 pub mod session;

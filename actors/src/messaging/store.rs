@@ -10,6 +10,8 @@ use uuid::Uuid;
 
 use crate::database::{Database, DbError, Freshness};
 use crate::time_format::format_utc;
+/// Defined with the frame parser, which produces it; the store decides which column it moves.
+pub use checks::frames::CursorKind;
 
 /// Why a send was refused.
 #[derive(Debug, thiserror::Error)]
@@ -41,22 +43,6 @@ pub struct CommittedMessage {
     pub message: DeliveredMessage,
     /// False when the `client_id` had been stored before: the original is acked again.
     pub newly_stored: bool,
-}
-
-/// Which cursor a client report moves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CursorKind {
-    Received,
-    Read,
-}
-
-impl CursorKind {
-    pub fn status(self) -> &'static str {
-        match self {
-            CursorKind::Received => status::RECEIVED,
-            CursorKind::Read => status::READ,
-        }
-    }
 }
 
 /// One client frame waiting for its commit.

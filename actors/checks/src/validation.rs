@@ -35,8 +35,8 @@ pub struct ValidSignUp {
 
 pub const PASSWORD_MIN_CHARS: usize = 8;
 pub const PASSWORD_MAX_BYTES: usize = 256;
-const NAME_MAX_CHARS: usize = 100;
-const INTERESTS_MAX_CHARS: usize = 2000;
+pub const NAME_MAX_CHARS: usize = 100;
+pub const INTERESTS_MAX_CHARS: usize = 2000;
 pub const SEXES: &[&str] = &["male", "female", "other"];
 
 /// Normalises an email for lookup and storage, or says what is wrong with it.

@@ -1,13 +1,12 @@
 //! Parsing and checking client frames. Pure logic: every way a frame can be wrong has
 //! its own error code, and the error echoes the frame's `ref` and `client_id`s.
 
+use protocol::messenger::status;
 use protocol::websocket::{actions, CursorPayload, OutgoingMessage, SendMessagePayload, TOPIC_MESSENGER};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
-
-use super::store::CursorKind;
 
 /// Error codes of websocket `error` frames.
 pub mod codes {
@@ -39,6 +38,22 @@ impl Default for FrameLimits {
             max_text_chars: 4096,
             max_messages_per_frame: 100,
             max_client_id_chars: 64,
+        }
+    }
+}
+
+/// Which cursor a client report moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CursorKind {
+    Received,
+    Read,
+}
+
+impl CursorKind {
+    pub fn status(self) -> &'static str {
+        match self {
+            CursorKind::Received => status::RECEIVED,
+            CursorKind::Read => status::READ,
         }
     }
 }
