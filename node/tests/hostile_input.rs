@@ -285,6 +285,14 @@ async fn hostile_fields_and_parameters_get_4xx_and_change_nothing() {
             None,
             400,
         ),
+        row(
+            "leap-second birthday",
+            Method::POST,
+            "/auth/sign-up",
+            None,
+            Some(sign_up_with("birthday", "1994-04-10T23:59:60+00:00".into(), "leap")),
+            400,
+        ),
         // Huge, negative and absurd numbers.
         row(
             "offset past i64",

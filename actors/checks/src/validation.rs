@@ -1,6 +1,6 @@
 //! Checks on sign-up fields. Each failure names the field and the rule.
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Timelike, Utc};
 use protocol::auth::SignUpRequest;
 
 /// A field that broke a rule.
@@ -108,6 +108,11 @@ pub fn validate_sign_up(request: &SignUpRequest, now: DateTime<Utc>) -> Result<V
     if birthday > now {
         return Err(invalid("birthday", "must not be in the future"));
     }
+    // chrono reads `23:59:60` as a leap second (a nanosecond field past one second),
+    // which no SQL DATETIME can hold.
+    if birthday.nanosecond() >= 1_000_000_000 {
+        return Err(invalid("birthday", "a leap second (:60) cannot be stored; use :59"));
+    }
     if birthday.format("%Y").to_string().parse::<i32>().unwrap_or(0) < 1900 {
         return Err(invalid("birthday", "must not be before 1900"));
     }
@@ -162,6 +167,10 @@ mod tests {
             ("password", Box::new(|r| r.password = "x".repeat(300))),
             ("birthday", Box::new(|r| r.birthday = "yesterday".into())),
             ("birthday", Box::new(|r| r.birthday = "2999-01-01T00:00:00Z".into())),
+            (
+                "birthday",
+                Box::new(|r| r.birthday = "1994-04-10T23:59:60+00:00".into()),
+            ),
             ("sex", Box::new(|r| r.sex = "robot".into())),
             ("name", Box::new(|r| r.name = "   ".into())),
             ("surname", Box::new(|r| r.surname = "a\u{0}b".into())),
