@@ -15,6 +15,7 @@ async fn main() -> anyhow::Result<()> {
     let config = NodeConfig::parse();
     let metrics = Arc::new(Metrics::new());
     let telemetry = Telemetry::install(&config.node_name, config.otlp_endpoint.as_deref(), &metrics)?;
+    raise_open_files_limit();
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -25,6 +26,21 @@ async fn main() -> anyhow::Result<()> {
     let outcome = parley_node::run(listener, config, observability, shutdown_signal()).await;
     telemetry.shutdown().await;
     outcome
+}
+
+/// Every websocket holds a file descriptor, and the usual soft limit (often 1024) would
+/// refuse connections long before memory runs out. The hard limit is as far as an
+/// unprivileged process may go; whoever runs the node sets that one.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open files limit"),
+            Err(error) => tracing::warn!(%error, soft, hard, "cannot raise the open files limit"),
+        },
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot read the open files limit"),
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -5,15 +5,32 @@
 //! http_read   get-by-email through nginx   vs  the same point query on HAProxy's read port
 //! messages    messages delivered across nodes  vs  single-row INSERTs on the master
 //! latency     send → recipient at half of that  vs  one INSERT's commit
+//! memory      node RSS per idle websocket      vs  the anchors' published figures
+//! storm       node-1 killed under U users with pending messages: time until all resumed
 //! ```
 //!
-//! Both sides run at the same concurrency for the same time. Implemented so far:
-//! `http_read`, `messages` and `latency`; `memory` and `storm` are the next ones.
+//! The throughput pairs run at the same concurrency for the same time. `memory` and
+//! `storm` have no same-run baseline: they print the issue's target and, for memory, the
+//! anchors' figures for reference. `--plot-dir` draws each benchmark that ran
+//! ([`write_plots`]).
+//!
+//! A cluster `bench` starts itself gets [`BENCH_NODE_ARGS`]: thousands of accounts need
+//! cheap password hashes and no per-address sign-in limit (they all come from
+//! 127.0.0.1), and the memory benchmark puts 20 sockets on each user.
 
+mod bench_accounts;
+mod database_load;
 mod db_baseline;
 mod http_read;
+mod idle_connections;
 mod latency;
+mod lean_socket;
 mod messages;
+mod plots;
+mod process_figures;
+mod reconnect_storm;
+mod storm_recipient;
+mod storm_senders;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,11 +41,27 @@ use serde::Serialize;
 use crate::LocalCluster;
 
 pub use http_read::HttpReadFigures;
+pub use idle_connections::{MemoryFigures, RssSample};
 pub use latency::LatencyFigures;
 pub use messages::MessageFigures;
+pub use plots::write_plots;
+pub use reconnect_storm::StormFigures;
 
-/// The benchmarks `bench` knows, in the order they run.
-pub const BENCHMARKS: &[&str] = &["http_read", "messages", "latency"];
+/// The benchmarks `bench` knows, in the order they run (`storm` kills and restarts
+/// node-1, so it goes last).
+pub const BENCHMARKS: &[&str] = &["http_read", "messages", "latency", "memory", "storm"];
+
+/// Node flags of a cluster `bench` starts (and of the bench tests' clusters): scrypt at
+/// 2^10 instead of OWASP's 2^17 (sign-ups are setup here, not what is measured), no
+/// per-address sign-in limit, and room for the memory benchmark's sockets per user.
+pub const BENCH_NODE_ARGS: &[&str] = &[
+    "--scrypt-log-n",
+    "10",
+    "--sign-in-per-address-per-minute",
+    "0",
+    "--max-sockets-per-user",
+    "64",
+];
 
 /// Chats, each with one steady sender, in the message benchmarks: the concurrency of
 /// Parley's side and of the baseline's.
@@ -44,6 +77,22 @@ pub struct BenchConfig {
     pub names: Vec<String>,
     /// How long each side of each measurement runs.
     pub duration: Duration,
+    /// Idle websockets of `memory`.
+    pub memory_connections: usize,
+    /// Users of `storm`.
+    pub storm_users: usize,
+}
+
+impl Default for BenchConfig {
+    /// The issue's figures: 10 s per side, 20,000 idle sockets, 5,000 storm users.
+    fn default() -> BenchConfig {
+        BenchConfig {
+            names: Vec::new(),
+            duration: Duration::from_secs(10),
+            memory_connections: 20_000,
+            storm_users: 5_000,
+        }
+    }
 }
 
 /// One measurement: Parley's figure, the baseline's, their ratio and the target.
@@ -72,6 +121,8 @@ impl Comparison {
     }
 }
 
+const MIB: f64 = 1024.0 * 1024.0;
+
 fn round2(value: f64) -> f64 {
     (value * 100.0).round() / 100.0
 }
@@ -85,6 +136,10 @@ pub struct BenchReport {
     pub messages: Option<MessageFigures>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency: Option<LatencyFigures>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryFigures>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storm: Option<StormFigures>,
     pub cpu_cores: usize,
     pub duration_s: f64,
 }
@@ -127,6 +182,42 @@ impl BenchReport {
                 if latency.meets_target() { "met" } else { "MISSED" }
             ));
         }
+        if let Some(memory) = &self.memory {
+            lines.push(format!(
+                "  memory           {:.0} bytes per idle websocket ({} sockets, {} users, node-1 RSS {:.1} → {:.1} MiB)   reference Centrifugo ~{:.0}, Phoenix ~{:.0} bytes   ratio to Centrifugo {:.2}   target <= {:.0} bytes  {}",
+                memory.bytes_per_conn,
+                memory.connections,
+                memory.users,
+                memory.rss_before_bytes as f64 / MIB,
+                memory.rss_after_bytes as f64 / MIB,
+                memory.reference_centrifugo_bytes_per_conn,
+                memory.reference_phoenix_bytes_per_conn,
+                memory.bytes_per_conn / memory.reference_centrifugo_bytes_per_conn,
+                memory.target_bytes_per_conn,
+                if memory.meets_target() { "met" } else { "MISSED" }
+            ));
+            if memory.connections < memory.connections_requested {
+                lines.push(format!(
+                    "                   (asked for {} sockets; the open files limits allowed {})",
+                    memory.connections_requested, memory.connections
+                ));
+            }
+        }
+        if let Some(storm) = &self.storm {
+            lines.push(format!(
+                "  storm            {} of {} users resumed, all within {:.2} s (median {:.2} s), {} lost, {} duplicated, {} extra reconnects, peak database {:.0} statements/s   target all <= {:.0} s, 0 lost, 0 duplicated  {}",
+                storm.resumed_users,
+                storm.users,
+                storm.all_resumed_s,
+                storm.median_resumed_s,
+                storm.lost,
+                storm.duplicates,
+                storm.extra_reconnects,
+                storm.peak_db_queries_per_s,
+                storm.target_all_resumed_s,
+                if storm.meets_target() { "met" } else { "MISSED" }
+            ));
+        }
         lines.join("\n") + "\n"
     }
 
@@ -160,6 +251,12 @@ pub async fn run_benchmarks(cluster: &LocalCluster, config: &BenchConfig) -> any
             .as_ref()
             .map_or(LATENCY_DEFAULT_OFFERED_PER_S, |messages| messages.parley_per_s / 2.0);
         report.latency = Some(latency::measure(cluster, config.duration, offered).await?);
+    }
+    if wanted("memory") {
+        report.memory = Some(idle_connections::measure(cluster, config.memory_connections).await?);
+    }
+    if wanted("storm") {
+        report.storm = Some(reconnect_storm::measure(cluster, config.storm_users).await?);
     }
     Ok(report)
 }

@@ -33,6 +33,7 @@ pub use report::{
     ExperimentSettings, FailoverReport, HttpSummary, TimelineSecond, WebsocketSummary, SEED_CPU_CORES,
     SEED_LATENCY_AVERAGE_MS, SEED_NON_2XX, SEED_REQUESTS, SEED_REQUESTS_PER_SECOND,
 };
+pub(crate) use timeline_plot::register_font;
 pub use timeline_plot::write_timeline_plot;
 
 use crate::http_client::ParleyHttp;

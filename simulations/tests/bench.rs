@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use parley_sim::app_tier::resolve_parley_binary;
-use parley_sim::bench::{run_benchmarks, BenchConfig};
+use parley_sim::bench::{run_benchmarks, BenchConfig, BENCH_NODE_ARGS};
 use parley_sim::{ClusterSpec, LocalCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,12 +14,14 @@ async fn each_benchmark_reports_parley_the_baseline_and_their_ratio() -> anyhow:
     resolve_parley_binary(None)?;
     let state = tempfile::tempdir()?;
     let mut spec = ClusterSpec::with_free_ports(state.path().to_path_buf(), 2);
-    spec.node_extra_args = vec!["--scrypt-log-n".into(), "10".into()];
+    spec.node_extra_args = BENCH_NODE_ARGS.iter().map(|argument| argument.to_string()).collect();
     parley_sim::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
     let cluster = LocalCluster::start(spec).await?;
+    // memory and storm hold thousands of sockets; bench_memory_storm.rs runs them small.
     let config = BenchConfig {
-        names: Vec::new(),
+        names: ["http_read", "messages", "latency"].map(String::from).to_vec(),
         duration: Duration::from_secs(2),
+        ..BenchConfig::default()
     };
     let report = run_benchmarks(&cluster, &config).await?;
     println!("{}", report.render_table());
@@ -74,7 +76,8 @@ async fn each_benchmark_reports_parley_the_baseline_and_their_ratio() -> anyhow:
             &cluster,
             &BenchConfig {
                 names: vec!["nonsense".into()],
-                duration: Duration::from_secs(1)
+                duration: Duration::from_secs(1),
+                ..BenchConfig::default()
             }
         )
         .await

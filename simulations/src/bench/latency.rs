@@ -30,6 +30,9 @@ pub struct LatencyFigures {
     pub baseline_commit_p50_ms: f64,
     pub baseline_commit_p99_ms: f64,
     pub target_p99_ms: f64,
+    /// (percentile, ms) from p1 to p100, for the plot.
+    #[serde(skip)]
+    pub percentiles_ms: Vec<(f64, f64)>,
 }
 
 impl LatencyFigures {
@@ -75,5 +78,11 @@ pub async fn measure(cluster: &LocalCluster, duration: Duration, offered_per_s: 
         baseline_commit_p50_ms: round_ms(commits.percentile_ms(0.50)),
         baseline_commit_p99_ms: round_ms(commits.percentile_ms(0.99)),
         target_p99_ms: TARGET_P99_MS,
+        percentiles_ms: (1..=100)
+            .map(|percentile| {
+                let fraction = f64::from(percentile) / 100.0;
+                (f64::from(percentile), outcome.delivery_times.percentile_ms(fraction))
+            })
+            .collect(),
     })
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use nix::sys::signal::Signal;
-use parley_sim::bench::{run_benchmarks, BenchConfig};
+use parley_sim::bench::{run_benchmarks, write_plots, BenchConfig, BENCH_NODE_ARGS};
 use parley_sim::failover::{
     attach_or_start_cluster, restart_dead_components, run_failover_experiment, write_timeline_plot, ClusterOrigin,
     FailoverConfig, FaultAction, FaultSpec,
@@ -58,27 +58,45 @@ enum Command {
     /// are killed, then a report. Uses the running cluster, or starts one for the run.
     /// Exits with 1 if any request failed or any message was lost or shown twice.
     Failover(FailoverArgs),
-    /// Benchmarks, each next to what the database itself does in the same run:
-    /// http_read, messages (default: all). Uses the running cluster or starts one.
+    /// Benchmarks, each next to what the database itself does in the same run or to
+    /// its target: http_read, messages, latency, memory, storm (default: all). Uses the
+    /// running cluster or starts one.
     Bench(BenchArgs),
 }
 
 #[derive(Args)]
 struct BenchArgs {
-    /// Which benchmarks (http_read, messages); none: all.
+    /// Which benchmarks (http_read, messages, latency, memory, storm); none: all.
     names: Vec<String>,
     /// Seconds each side of each measurement runs.
     #[arg(long, default_value_t = 10)]
     duration: u64,
+    /// Idle websockets the memory benchmark opens on node-1 (fewer if the open files
+    /// limits do not allow as many).
+    #[arg(long, default_value_t = BenchConfig::default().memory_connections)]
+    memory_connections: usize,
+    /// Users connected to node-1 when the storm benchmark kills it.
+    #[arg(long, default_value_t = BenchConfig::default().storm_users)]
+    storm_users: usize,
     /// Also write the figures as JSON here.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Also draw each benchmark that ran as DIR/bench-NAME.png (needs fonts-dejavu-core).
+    #[arg(long, value_name = "DIR")]
+    plot_dir: Option<PathBuf>,
     /// Nodes of a cluster this command starts itself.
     #[arg(long, default_value_t = 2)]
     nodes: usize,
     /// nginx's port of a cluster this command starts itself.
     #[arg(long, default_value_t = DEFAULT_PUBLIC_PORT)]
     port: u16,
+    /// The parley binary for a cluster this command starts itself.
+    #[arg(long)]
+    parley_bin: Option<PathBuf>,
+    /// Extra node argument for a cluster this command starts itself, after the bench's
+    /// own (cheap scrypt, no per-address sign-in limit, 64 sockets per user); repeatable.
+    #[arg(long = "node-arg", allow_hyphen_values = true)]
+    node_args: Vec<String>,
 }
 
 #[derive(Args)]
@@ -301,9 +319,27 @@ async fn bench(state_dir: &Path, arguments: BenchArgs) -> anyhow::Result<()> {
     let config = BenchConfig {
         names: arguments.names,
         duration: Duration::from_secs(arguments.duration),
+        memory_connections: arguments.memory_connections,
+        storm_users: arguments.storm_users,
     };
-    let new_cluster_spec = || ClusterSpec::with_fixed_ports(state_dir.to_path_buf(), arguments.nodes, arguments.port);
+    let new_cluster_spec = || {
+        let mut spec = ClusterSpec::with_fixed_ports(state_dir.to_path_buf(), arguments.nodes, arguments.port);
+        spec.parley_bin = arguments.parley_bin.clone();
+        spec.node_extra_args = BENCH_NODE_ARGS
+            .iter()
+            .map(|argument| argument.to_string())
+            .chain(arguments.node_args.iter().cloned())
+            .collect();
+        spec
+    };
     let (cluster, origin) = attach_or_start_cluster(state_dir, new_cluster_spec).await?;
+    if origin == ClusterOrigin::AlreadyRunning {
+        eprintln!(
+            "benchmarking the running cluster in {}; memory and storm need its nodes started with {}",
+            state_dir.display(),
+            BENCH_NODE_ARGS.join(" ")
+        );
+    }
     let outcome = run_benchmarks(&cluster, &config).await;
     if origin == ClusterOrigin::StartedForThisRun {
         cluster.shutdown().await?;
@@ -313,6 +349,11 @@ async fn bench(state_dir: &Path, arguments: BenchArgs) -> anyhow::Result<()> {
     if let Some(path) = &arguments.json {
         std::fs::write(path, report.to_json()?).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("figures written to {}", path.display());
+    }
+    if let Some(directory) = &arguments.plot_dir {
+        for path in write_plots(&report, directory)? {
+            eprintln!("plotted {}", path.display());
+        }
     }
     Ok(())
 }

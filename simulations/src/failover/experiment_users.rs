@@ -47,7 +47,7 @@ pub fn fresh_run_tag() -> String {
     format!("{seconds}-{random_part:08x}")
 }
 
-async fn sign_up_and_in(http: &ParleyHttp, name: &str, tag: &str) -> anyhow::Result<SignedInUser> {
+pub(crate) async fn sign_up_and_in(http: &ParleyHttp, name: &str, tag: &str) -> anyhow::Result<SignedInUser> {
     let person = seed_person(name, tag);
     let user_id = http
         .sign_up_ok(&person)

@@ -62,7 +62,7 @@ pub fn write_timeline_plot(report: &FailoverReport, path: &Path) -> anyhow::Resu
     .with_context(|| format!("writing {}", path.display()))
 }
 
-fn register_font() -> anyhow::Result<()> {
+pub(crate) fn register_font() -> anyhow::Result<()> {
     static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
     REGISTERED
         .get_or_init(|| {

@@ -1,0 +1,70 @@
+//! What `/proc` says about a process: its resident memory and how many more files it may
+//! open; and raising this process's own open files limit.
+
+use anyhow::{bail, Context};
+
+/// `VmRSS` of `pid`, in bytes.
+pub fn resident_bytes(pid: u32) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let kibibytes = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .with_context(|| format!("no VmRSS in {path}"))?;
+    Ok(kibibytes * 1024)
+}
+
+/// File descriptors `pid` may still open: its soft `Max open files` minus those open.
+pub fn open_files_left(pid: u32) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/limits");
+    let limits = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let soft_limit = limits
+        .lines()
+        .find_map(|line| line.strip_prefix("Max open files"))
+        .and_then(|values| values.split_whitespace().next())
+        .with_context(|| format!("no open files limit in {path}"))?;
+    let soft_limit: u64 = match soft_limit {
+        "unlimited" => u64::MAX,
+        number => number
+            .parse()
+            .with_context(|| format!("open files limit {number:?} in {path}"))?,
+    };
+    let directory = format!("/proc/{pid}/fd");
+    let open = std::fs::read_dir(&directory)
+        .with_context(|| format!("listing {directory}"))?
+        .count() as u64;
+    Ok(soft_limit.saturating_sub(open))
+}
+
+/// Raises this process's soft open files limit to the hard one (thousands of client
+/// sockets live here too) and returns the new soft limit.
+pub fn raise_own_open_files_limit() -> anyhow::Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("reading the open files limit")?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).context("raising the open files limit")?;
+    }
+    Ok(hard)
+}
+
+/// The pid of a cluster component, from the cluster's status.
+pub fn component_pid(statuses: &[crate::ComponentStatus], name: &str) -> anyhow::Result<u32> {
+    match statuses.iter().find(|status| status.name == name) {
+        Some(status) if status.alive => Ok(status.pid),
+        Some(_) => bail!("{name} is not running"),
+        None => bail!("the cluster has no {name}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let own = std::process::id();
+        assert!(resident_bytes(own).unwrap() > 0);
+        assert!(open_files_left(own).unwrap() > 0);
+    }
+}
