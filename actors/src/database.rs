@@ -38,6 +38,8 @@ use recent_writes::RecentWrites;
 pub struct DatabaseTimeouts {
     /// One read attempt on one endpoint, connecting included.
     pub read_attempt: Duration,
+    /// How long a read may wait for its turn at a busy endpoint before trying the next.
+    pub read_queue: Duration,
     /// A whole write transaction, connecting and committing included.
     pub write: Duration,
     /// How long a replica may take to catch up with the caller's own last write
@@ -55,6 +57,7 @@ impl Default for DatabaseTimeouts {
     fn default() -> Self {
         DatabaseTimeouts {
             read_attempt: Duration::from_millis(800),
+            read_queue: Duration::from_secs(3),
             write: Duration::from_millis(1500),
             gtid_wait: Duration::from_millis(100),
             probe_interval: Duration::from_millis(500),
@@ -169,6 +172,14 @@ impl Database {
                 EndpointRole::Master => None,
             };
             let read_span = tracing::info_span!("db.read", db.endpoint = %endpoint.name);
+            let Some(_turn) = endpoint.admit_read(self.shared.timeouts.read_queue).await else {
+                self.shared.metrics.count_query(&endpoint.name, "read", "busy");
+                last_error = format!(
+                    "{} stayed busy for {:?}",
+                    endpoint.name, self.shared.timeouts.read_queue
+                );
+                continue;
+            };
             let outcome = self.read_attempt(&endpoint, wait, &work).instrument(read_span).await;
             let label = match &outcome {
                 Ok(_) => "ok",

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::errors::DbError;
 
@@ -50,6 +51,11 @@ pub struct Endpoint {
     pool: Pool,
     healthy: AtomicBool,
     consecutive_failures: AtomicU64,
+    /// Reads let at the pool at once. A burst beyond what the pool serves (thousands of
+    /// users reconnecting after a node died) waits here, outside a read attempt's
+    /// timeout: that timeout is for a slow or dead endpoint, and a busy pool is neither.
+    /// A quarter of the connections stays free of reads, for writes and probes.
+    read_admission: Semaphore,
 }
 
 impl Endpoint {
@@ -77,6 +83,7 @@ impl Endpoint {
             // Optimistic until the first probe: a read that fails just moves on.
             healthy: AtomicBool::new(true),
             consecutive_failures: AtomicU64::new(0),
+            read_admission: Semaphore::new((limits.max_connections * 3 / 4).max(1)),
         })
     }
 
@@ -92,6 +99,16 @@ impl Endpoint {
                 endpoint: self.name.clone(),
                 timeout,
             }),
+        }
+    }
+
+    /// A turn for one read, waiting at most `queue_timeout`; `None` when the pool stayed
+    /// busy that long.
+    pub async fn admit_read(&self, queue_timeout: Duration) -> Option<SemaphorePermit<'_>> {
+        match tokio::time::timeout(queue_timeout, self.read_admission.acquire()).await {
+            Ok(Ok(permit)) => Some(permit),
+            // Never closed; a closed semaphore would mean no turn either.
+            Ok(Err(_)) | Err(_) => None,
         }
     }
 
