@@ -22,22 +22,12 @@ use std::time::Duration;
 
 use data_snapshot::DataSnapshot;
 use parley_sim::http_client::seed_person;
-use protocol::websocket::{
-    actions, DeliveryPayload, Envelope, ErrorPayload, OutgoingMessage, PresencePayload, StatusPayload,
-};
+use protocol::websocket::{actions, DeliveryPayload, Envelope, ErrorPayload, PresencePayload, StatusPayload};
 use reqwest::Method;
-use test_app::{connect_live, shared_servers, Pair, TestApp};
+use test_app::{connect_live, shared_servers, text_message, Pair, TestApp};
 
 const BINARY: &str = "authorization";
 const WAIT: Duration = Duration::from_secs(10);
-
-fn text_message(text: &str) -> OutgoingMessage {
-    OutgoingMessage {
-        text: text.to_owned(),
-        status: None,
-        client_id: None,
-    }
-}
 
 /// Whether a frame Bob got concerns Alice and Carol's chat or Carol at all.
 fn concerns_others(frame: &Envelope, their_chat: &str, carol_id: &str) -> bool {

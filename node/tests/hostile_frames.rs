@@ -11,20 +11,11 @@ mod test_app;
 use std::time::Duration;
 
 use data_snapshot::DataSnapshot;
-use parley_sim::ws_client::WsEvent;
-use protocol::websocket::{actions, AckPayload, DeliveryPayload, ErrorPayload, OutgoingMessage};
-use test_app::{connect_live, shared_servers, Pair, TestApp};
+use protocol::websocket::{actions, AckPayload, DeliveryPayload, ErrorPayload};
+use test_app::{connect_live, shared_servers, text_message, Pair, TestApp};
 
 const BINARY: &str = "hostile_frames";
 const WAIT: Duration = Duration::from_secs(10);
-
-fn text_message(text: &str) -> OutgoingMessage {
-    OutgoingMessage {
-        text: text.to_owned(),
-        status: None,
-        client_id: None,
-    }
-}
 
 fn envelope(action: &str, payload: &str) -> String {
     serde_json::json!({"topic": "messenger", "action": action, "payload": payload}).to_string()
@@ -185,18 +176,7 @@ async fn hostile_frames_get_error_frames_and_change_nothing() {
     bob.send_raw_text_frame(b"{\"topic\":\"messenger\xff\xfe\"}".to_vec())
         .await
         .unwrap();
-    let mut closed = None;
-    for _ in 0..5 {
-        match bob.next_event(WAIT).await {
-            Ok(WsEvent::Closed(code)) => {
-                closed = code;
-                break;
-            }
-            Ok(WsEvent::Envelope(_)) => continue,
-            Err(_) => break,
-        }
-    }
-    assert_eq!(closed, Some(1007));
+    assert_eq!(bob.until_closed(WAIT).await, Some(1007));
     snapshot
         .assert_unchanged(servers, &pair.app.database, "invalid UTF-8")
         .await;

@@ -4,6 +4,8 @@
 //! Alone in its binary: its hashes fill both cores, which would skew the timing of any
 //! test run beside it.
 
+#[path = "support/sign_in.rs"]
+mod sign_in;
 #[path = "support/test_app.rs"]
 mod test_app;
 
@@ -12,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parley_sim::http_client::seed_person;
+use sign_in::sign_in_status;
 use test_app::{shared_servers, TestApp};
 use tokio::time::Instant;
 
@@ -25,27 +28,6 @@ fn resident_mib(pid: u32) -> Option<u64> {
     let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024)
-}
-
-async fn sign_in_status(
-    client: &reqwest::Client,
-    node_url: &str,
-    email: &str,
-    client_address: &str,
-) -> (u16, Option<String>) {
-    let response = client
-        .post(format!("{node_url}/auth/sign-in"))
-        .header("X-Real-IP", client_address)
-        .json(&serde_json::json!({ "email": email, "password": "wrong password" }))
-        .send()
-        .await
-        .expect("every sign-in gets an answer");
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned);
-    (response.status().as_u16(), retry_after)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,36 +5,18 @@
 //! more attempt through: each check allows exactly the refills the elapsed time earned,
 //! never more, and still fails if the limit does not bite.
 
+#[path = "support/sign_in.rs"]
+mod sign_in;
 #[path = "support/test_app.rs"]
 mod test_app;
 
 use std::time::Duration;
 
+use sign_in::sign_in_status;
 use test_app::{shared_servers, TestApp};
 use tokio::time::Instant;
 
 const BINARY: &str = "sign_in_limits";
-
-async fn sign_in_status(
-    client: &reqwest::Client,
-    node_url: &str,
-    email: &str,
-    client_address: &str,
-) -> (u16, Option<String>) {
-    let response = client
-        .post(format!("{node_url}/auth/sign-in"))
-        .header("X-Real-IP", client_address)
-        .json(&serde_json::json!({ "email": email, "password": "wrong password" }))
-        .send()
-        .await
-        .expect("every sign-in gets an answer");
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned);
-    (response.status().as_u16(), retry_after)
-}
 
 /// Attempts until the first 429 (at most `burst` + 10), each from `address_of(attempt)`
 /// for `email_of(attempt)`; the 401s before it, the elapsed time, and the `Retry-After`.

@@ -7,7 +7,7 @@ mod test_app;
 use std::time::Duration;
 
 use parley_sim::http_client::seed_person;
-use parley_sim::ws_client::{WsConnection, WsEvent};
+use parley_sim::ws_client::WsConnection;
 use protocol::websocket::{
     actions, AckPayload, DeliveryPayload, Envelope, ErrorPayload, OutgoingMessage, ReplayCompletePayload, StatusPayload,
 };
@@ -303,18 +303,7 @@ async fn bad_frames_get_error_frames_and_the_socket_stays_usable() {
 
     // An oversized frame closes with 1009.
     bob.send_text("x".repeat(100 * 1024)).await.unwrap();
-    let mut closed = None;
-    for _ in 0..5 {
-        match bob.next_event(WAIT).await {
-            Ok(WsEvent::Closed(code)) => {
-                closed = code;
-                break;
-            }
-            Ok(WsEvent::Envelope(_)) => continue,
-            Err(_) => break,
-        }
-    }
-    assert_eq!(closed, Some(1009));
+    assert_eq!(bob.until_closed(WAIT).await, Some(1009));
 }
 
 #[tokio::test]

@@ -115,6 +115,20 @@ impl WsConnection {
         }
     }
 
+    /// Reads past envelopes until the server closes the socket: its close code, or `None`
+    /// when the socket ended without one or `timeout` passed first.
+    pub async fn until_closed(&mut self, timeout: Duration) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_event(left).await {
+                Ok(WsEvent::Closed(code)) => return code,
+                Ok(WsEvent::Envelope(_)) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// Envelopes until one with `action`, which is returned after the ones before it.
     pub async fn until_action(&mut self, action: &str, timeout: Duration) -> anyhow::Result<(Vec<Envelope>, Envelope)> {
         let deadline = tokio::time::Instant::now() + timeout;

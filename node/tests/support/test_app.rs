@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use parley_sim::http_client::{seed_person, ParleyHttp};
 use parley_sim::ws_client::WsConnection;
 use parley_sim::{AppTier, AppTierSpec, DatabaseServers, DatabaseServersSpec, PortChoice};
-use protocol::websocket::{actions, Envelope, ReplayCompletePayload};
+use protocol::websocket::{actions, Envelope, OutgoingMessage, ReplayCompletePayload};
 use tokio::sync::OnceCell;
 
 /// Cheap password hashing for tests; production keeps OWASP's cost.
@@ -174,6 +174,15 @@ impl Pair {
             alice_id,
             chat_id,
         }
+    }
+}
+
+/// A message with only its text.
+pub fn text_message(text: &str) -> OutgoingMessage {
+    OutgoingMessage {
+        text: text.to_owned(),
+        status: None,
+        client_id: None,
     }
 }
 
