@@ -205,10 +205,12 @@ impl BenchReport {
         }
         if let Some(storm) = &self.storm {
             lines.push(format!(
-                "  storm            {} of {} users resumed, all within {:.2} s (median {:.2} s), {} lost, {} duplicated, {} extra reconnects, peak database {:.0} statements/s   target all <= {:.0} s, 0 lost, 0 duplicated  {}",
+                "  storm            {} of {} users resumed, {} (median {:.2} s), {} lost, {} duplicated, {} extra reconnects, peak database {:.0} statements/s   target all <= {:.0} s, 0 lost, 0 duplicated  {}",
                 storm.resumed_users,
                 storm.users,
-                storm.all_resumed_s,
+                storm
+                    .all_resumed_s
+                    .map_or("not all".to_owned(), |seconds| format!("all within {seconds:.2} s")),
                 storm.median_resumed_s,
                 storm.lost,
                 storm.duplicates,

@@ -50,8 +50,8 @@ pub struct StormFigures {
     pub pending_per_user: usize,
     /// Users that got `replay-complete` and all their pending messages after the kill.
     pub resumed_users: usize,
-    /// From the kill until the last of them.
-    pub all_resumed_s: f64,
+    /// From the kill until the last user resumed; `None` (null) when some never did.
+    pub all_resumed_s: Option<f64>,
     pub median_resumed_s: f64,
     /// Pending messages a user never got back after the kill.
     pub lost: u64,
@@ -73,7 +73,9 @@ pub struct StormFigures {
 impl StormFigures {
     pub fn meets_target(&self) -> bool {
         self.resumed_users == self.users
-            && self.all_resumed_s <= self.target_all_resumed_s
+            && self
+                .all_resumed_s
+                .is_some_and(|seconds| seconds <= self.target_all_resumed_s)
             && self.lost == 0
             && self.duplicates == 0
     }
@@ -172,7 +174,9 @@ async fn run_storm(cluster: &LocalCluster, users: usize) -> anyhow::Result<Storm
         users,
         pending_per_user: PENDING_PER_USER,
         resumed_users: resumed_after_s.len(),
-        all_resumed_s: round3(resumed_after_s.last().copied().unwrap_or(f64::NAN)),
+        all_resumed_s: (resumed_after_s.len() == users)
+            .then(|| resumed_after_s.last().copied().map(round3))
+            .flatten(),
         median_resumed_s: round3(
             resumed_after_s
                 .get(resumed_after_s.len() / 2)
