@@ -281,7 +281,7 @@ impl Database {
             let mut conn = master.connection(timeout).await?;
             match Self::run_transaction(&mut conn, work).await {
                 Ok(Ok(value)) => {
-                    let gtid = last_gtid(&mut conn, &master.name).await;
+                    let gtid = binlog_position_after_commit(&mut conn, &master.name).await;
                     return Ok((Ok(value), gtid));
                 }
                 Ok(Err(domain_error)) => return Ok((Err(domain_error), None)),
@@ -415,8 +415,13 @@ fn classify_read_error(endpoint: &Endpoint, error: mysql_async::Error) -> Attemp
 
 /// The GTID the session's last commit got. The data is committed either way, so a
 /// failure here only costs read-your-writes (reads then go to a replica unconditionally).
-async fn last_gtid(conn: &mut Conn, endpoint: &str) -> Option<String> {
-    match conn.query_first::<String, _>("SELECT @@last_gtid").await {
+/// What a replica must have applied for the writer to read its own write: the master's
+/// whole binlog position just after the commit, not `@@last_gtid`. A transaction that
+/// changed nothing (the loser of a race for a unique row, which then reads the winner's
+/// row) writes no GTID and leaves the pooled connection's `@@last_gtid` at some older
+/// transaction, yet its caller has seen the winner's commit and must keep seeing it.
+async fn binlog_position_after_commit(conn: &mut Conn, endpoint: &str) -> Option<String> {
+    match conn.query_first::<String, _>("SELECT @@gtid_binlog_pos").await {
         Ok(gtid) => gtid.filter(|gtid| !gtid.is_empty()),
         Err(error) => {
             tracing::warn!(endpoint, %error, "could not read the commit's gtid");
