@@ -5,6 +5,8 @@
 //!  ├── DbRouter
 //!  ├── Session per websocket (local)   parses frames, writes deliveries, replays on connect
 //!  └── Chat per active chat (local)    commits sends, delivers to members' sessions
+//!
+//! presence task (one per node, beside the tree)   tells companions who came and went
 //! ```
 //!
 //! [`MessagingServices`] is what they share: the database, the node's session registry
@@ -15,6 +17,7 @@ pub mod chat;
 pub use checks::frames;
 pub mod ordered_replies;
 pub mod outbound;
+pub mod presence;
 pub mod session;
 pub mod session_registry;
 pub mod store;
@@ -22,18 +25,17 @@ pub mod store;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use futures::FutureExt;
-use mysql_async::prelude::Queryable;
 use protocol::cluster::PeerMessage;
 use protocol::websocket::{actions, DeliveryPayload, Envelope, OutgoingMessage, PresencePayload, StatusPayload};
 
 use crate::cluster::node_router::send_to;
 use crate::cluster::peers::Peers;
-use crate::database::{Database, DbError, Freshness};
+use crate::database::{Database, DbError};
 use crate::metrics::Metrics;
 use crate::trace_context::TracePropagation;
 use chat::{ChatDirectory, ChatMessage};
 use frames::FrameLimits;
+use presence::{PresenceAnnouncer, PresenceChange};
 use session::SessionMessage;
 use session_registry::{SessionId, SessionRegistry};
 use store::{CommittedMessage, CursorKind, SendError};
@@ -77,6 +79,7 @@ pub struct MessagingServices {
     pub trace_propagation: Arc<dyn TracePropagation>,
     /// Replays reading the database at once; see [`MAX_CONCURRENT_REPLAYS`].
     pub replay_slots: Arc<tokio::sync::Semaphore>,
+    presence: PresenceAnnouncer,
     next_session_id: AtomicU64,
 }
 
@@ -97,7 +100,7 @@ impl MessagingServices {
         metrics: Arc<Metrics>,
         trace_propagation: Arc<dyn TracePropagation>,
     ) -> Arc<Self> {
-        Arc::new(MessagingServices {
+        Arc::new_cyclic(|services| MessagingServices {
             node_name,
             peers,
             database,
@@ -108,6 +111,7 @@ impl MessagingServices {
             outbound_capacity,
             trace_propagation,
             replay_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_REPLAYS)),
+            presence: PresenceAnnouncer::start(services.clone()),
             next_session_id: AtomicU64::new(1),
         })
     }
@@ -267,35 +271,17 @@ impl MessagingServices {
     /// Tells `user`'s companions (everyone sharing a chat with them) that the user went
     /// online or offline. `cluster_wide` also tells companions on peers; a peer's death is
     /// seen by every survivor, so each tells only its own sessions then.
-    pub fn announce_presence(self: &Arc<Self>, user: &str, online: bool, cluster_wide: bool) {
-        let services = Arc::clone(self);
-        let user = user.to_owned();
-        tokio::spawn(async move {
-            let companions = match companions_of(&services.database, &user).await {
-                Ok(companions) => companions,
-                Err(error) => {
-                    tracing::warn!(%user, %error, "could not load companions for a presence change");
-                    return;
-                }
-            };
-            let presence = Arc::new(PresencePayload { user_id: user, online });
-            if cluster_wide {
-                for (node, recipients) in services.peers.nodes_hosting(&companions) {
-                    let message = PeerMessage::PresenceChanged {
-                        from: services.peers.node_name().to_owned(),
-                        recipients,
-                        presence: presence.as_ref().clone(),
-                    };
-                    send_to(&services, &node, &message);
-                }
-            }
-            services.notify_presence_locally(&companions, presence);
+    pub fn announce_presence(&self, user: &str, online: bool, cluster_wide: bool) {
+        self.presence.announce(PresenceChange {
+            user_id: user.to_owned(),
+            online,
+            cluster_wide,
         });
     }
 
     /// A peer died with these users on it: whoever is now offline everywhere is
     /// announced offline to the companions connected here.
-    pub fn peer_users_gone(self: &Arc<Self>, users: Vec<String>) {
+    pub fn peer_users_gone(&self, users: Vec<String>) {
         for user in users {
             if !self.online_anywhere(&user) {
                 self.announce_presence(&user, false, false);
@@ -313,31 +299,6 @@ impl MessagingServices {
         }
         self.chats.stop_all().await;
     }
-}
-
-/// Everyone sharing a chat with `user`. A replica that knows of none may simply not have
-/// the user's first chat yet: the master confirms.
-async fn companions_of(database: &Database, user: &str) -> Result<Vec<String>, DbError> {
-    let lookup = |freshness| {
-        database.read(freshness, move |conn| {
-            let user = user.to_owned();
-            async move {
-                conn.exec(
-                    "SELECT DISTINCT other.user_id FROM chat_members mine \
-                     JOIN chat_members other ON other.chat_id = mine.chat_id AND other.user_id <> mine.user_id \
-                     WHERE mine.user_id = ?",
-                    (user,),
-                )
-                .await
-            }
-            .boxed()
-        })
-    };
-    let companions = lookup(Freshness::Any).await?;
-    if !companions.is_empty() {
-        return Ok(companions);
-    }
-    lookup(Freshness::MasterFirst).await
 }
 
 fn internal(message: String) -> SendError {

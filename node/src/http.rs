@@ -31,6 +31,10 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Inf
     let metrics = Arc::clone(&state.metrics);
     let count_request = warp::log::custom(move |info| {
         let route = route_label(info.path());
+        if info.status().is_server_error() && route != "/health/ready" {
+            // A node that is not ready answers 503 by design; anything else is a failure.
+            tracing::warn!(route, method = %info.method(), status = info.status().as_u16(), "request failed");
+        }
         let status = info.status().as_u16().to_string();
         metrics
             .http_requests

@@ -5,6 +5,7 @@
 pub mod app_state;
 pub mod config;
 pub mod http;
+pub mod http_server;
 pub mod telemetry;
 pub mod tokens;
 pub mod websocket;
@@ -143,11 +144,7 @@ pub async fn run(
         // A protocol period, not a wait for something: see `shutdown_lame_duck_ms`.
         tokio::time::sleep(lame_duck).await;
     };
-    warp::serve(http::routes(state))
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
+    http_server::serve(listener, http::routes(state), shutdown).await;
     // Closed sockets still have their backlog and close frame to write.
     open_sockets.wait_all_closed(SOCKET_DRAIN_TIMEOUT).await;
     tracing::info!(node = %config.node_name, "node stopping");

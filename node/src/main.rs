@@ -8,7 +8,7 @@ use actors::metrics::Metrics;
 use parley_node::config::NodeConfig;
 use parley_node::telemetry::Telemetry;
 use parley_node::Observability;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -16,9 +16,7 @@ async fn main() -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let telemetry = Telemetry::install(&config.node_name, config.otlp_endpoint.as_deref(), &metrics)?;
     raise_open_files_limit();
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listener = bind_listener(config.listen).with_context(|| format!("binding {}", config.listen))?;
     let observability = Observability {
         metrics,
         trace_propagation: telemetry.propagation(),
@@ -26,6 +24,24 @@ async fn main() -> anyhow::Result<()> {
     let outcome = parley_node::run(listener, config, observability, shutdown_signal()).await;
     telemetry.shutdown().await;
     outcome
+}
+
+/// Connections the kernel queues for `accept`. When a node dies its users arrive at the
+/// survivors in the same instant; tokio's default (1024) overflowed with 5,000 of them,
+/// and each dropped handshake waited for the client's SYN retransmission (1 s, then 3 s,
+/// then 7 s). The kernel caps this at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 8192;
+
+fn bind_listener(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // A restarted node binds its port again while the old connections are in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Every websocket holds a file descriptor, and the usual soft limit (often 1024) would

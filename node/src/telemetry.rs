@@ -39,6 +39,10 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(3);
 /// At exit, the last spans get this long to leave.
 const FLUSH_AT_EXIT: Duration = Duration::from_secs(2);
 
+/// warp's request tracing logs two lines per request at `info` (a log file's worth of
+/// CPU per second under load); the request spans stay, and `http.rs` logs failures.
+const DEFAULT_LOG_FILTER: &str = "info,warp::filters::trace=off";
+
 /// Keeps the exporter alive; [`Telemetry::shutdown`] flushes it.
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
@@ -52,7 +56,7 @@ impl Telemetry {
         // Colours only on a terminal: nodes usually log to files.
         let log_layer = tracing_subscriber::fmt::layer()
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
+            .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)));
         let Some(endpoint) = otlp_endpoint.filter(|endpoint| !endpoint.trim().is_empty()) else {
             tracing_subscriber::registry().with(log_layer).init();
             return Ok(Telemetry { provider: None });

@@ -2,24 +2,38 @@
 //! bridges the socket to a `Session` actor: a reader loop feeding it frames and a writer
 //! task draining its bounded outbound queue.
 
+mod handshake;
+mod open_sockets;
+
 use std::sync::Arc;
 
 use actors::messaging::outbound::{close_codes, OutboundQueue, OutboundReceiver};
 use actors::messaging::session::{Session, SessionArguments, SessionMessage};
 use actors::messaging::MessagingServices;
+use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
 use protocol::errors::codes;
 use ractor::Actor;
-use tokio_tungstenite::tungstenite::Error as WsError;
-use warp::filters::ws::{Message, WebSocket, Ws};
-use warp::http::StatusCode;
-use warp::reply::{Reply, Response};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+use warp::http::{HeaderMap, StatusCode};
+use warp::hyper::upgrade::Upgraded;
+use warp::reply::Response;
 use warp::{Filter, Rejection};
+
+pub use open_sockets::OpenSockets;
 
 use crate::app_state::AppState;
 use crate::http::errors::{ApiError, ApiRejection};
 use crate::http::extract::{authenticated_user, require_existing_user, QueryParameters};
 use crate::http::{authorization, raw_query, with_state};
+use crate::http_server::PendingUpgrade;
+
+/// The socket as the node serves it: tungstenite over hyper's upgraded connection.
+type ServerSocket = WebSocketStream<TokioIo<Upgraded>>;
 
 pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     // The token is checked before the upgrade headers, so a bad token is a 401 whether
@@ -43,7 +57,8 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
     warp::path!("messenger" / "ws")
         .and(warp::get())
         .and(authenticated)
-        .and(warp::ws())
+        .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<PendingUpgrade>())
         .map(upgrade_to_session)
 }
 
@@ -52,11 +67,28 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
     params(("token" = String, Query, description = "access token (or send it in Authorization)")),
     responses(
         (status = 101, description = "websocket of Envelope text frames: client actions send-message (SendMessagePayload), received and read (CursorPayload); server actions send-message (DeliveryPayload), ack (AckPayload), status (StatusPayload), presence (PresencePayload), replay-complete (ReplayCompletePayload), error (ErrorPayload)"),
-        (status = 400, description = "not a websocket handshake (no Upgrade header)", body = protocol::ErrorBody),
+        (status = 400, description = "not a websocket handshake (the message names the header missing or wrong)", body = protocol::ErrorBody),
         (status = 401, description = "missing, invalid or expired access token", body = protocol::ErrorBody),
         (status = 429, description = "the user has the most websockets allowed open on this node", body = protocol::ErrorBody),
         (status = 503, description = "this node is shutting down; connect again (nginx does)", body = protocol::ErrorBody)))]
-pub(crate) fn upgrade_to_session(state: AppState, user_id: String, upgrade: Ws) -> Response {
+pub(crate) fn upgrade_to_session(
+    state: AppState,
+    user_id: String,
+    headers: HeaderMap,
+    pending_upgrade: Option<PendingUpgrade>,
+) -> Response {
+    let accept_key = match handshake::accept_key(&headers) {
+        Ok(accept_key) => accept_key,
+        Err(error) => return ApiError::bad_request(codes::INVALID_PARAMETER, error.to_string()).into_response(),
+    };
+    let Some(on_upgrade) = pending_upgrade.as_ref().and_then(PendingUpgrade::take) else {
+        // HTTP/2 has no upgrade; nginx and websocket clients speak HTTP/1.1.
+        return ApiError::bad_request(
+            codes::INVALID_PARAMETER,
+            "this connection cannot be upgraded (use HTTP/1.1)",
+        )
+        .into_response();
+    };
     if state.readiness.is_draining() {
         // nginx retries a refused upgrade (a GET) on the next node.
         return ApiError::new(
@@ -75,18 +107,40 @@ pub(crate) fn upgrade_to_session(state: AppState, user_id: String, upgrade: Ws) 
         )
         .into_response();
     }
-    let limit = state.limits.max_frame_bytes;
+    let frame_limit = state.limits.max_frame_bytes;
     let services = Arc::clone(&state.messaging);
     let open_sockets = Arc::clone(&state.open_sockets);
+    tokio::spawn(async move {
+        // Resolves once hyper has written the 101 below and handed over the connection.
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let config = socket_config(frame_limit);
+                let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+                serve_socket(socket, user_id, services, frame_limit, open_sockets).await;
+            }
+            Err(error) => tracing::debug!(%user_id, %error, "websocket upgrade failed"),
+        }
+    });
+    handshake::switching_protocols(&accept_key)
+}
+
+/// Frames up to this many times the configured limit are read, then refused with 1009.
+const PROTOCOL_LIMIT_FACTOR: usize = 4;
+
+/// Bytes read from the socket at a time. Client frames are small; a larger one grows the
+/// buffer for itself. tungstenite's default (128 KiB, zero-filled on the first read) was
+/// most of an idle socket's memory.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+fn socket_config(frame_limit: usize) -> WebSocketConfig {
     // The protocol layer stops only absurd frames; ours are checked after reading so
     // the socket can still be closed cleanly with 1009 (a frame refused unread
     // leaves bytes behind and the close would turn into a connection reset).
-    let hard_limit = limit.saturating_mul(PROTOCOL_LIMIT_FACTOR);
-    upgrade
-        .max_message_size(hard_limit)
-        .max_frame_size(hard_limit)
-        .on_upgrade(move |socket| serve_socket(socket, user_id, services, limit, open_sockets))
-        .into_response()
+    let hard_limit = frame_limit.saturating_mul(PROTOCOL_LIMIT_FACTOR);
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .max_message_size(Some(hard_limit))
+        .max_frame_size(Some(hard_limit))
 }
 
 /// The token comes as `?token=` (the seed's websocat command) or in `Authorization`.
@@ -98,50 +152,8 @@ fn token_user(state: &AppState, authorization: Option<String>, query: &str) -> R
     }
 }
 
-/// Frames up to this many times the configured limit are read, then refused with 1009.
-const PROTOCOL_LIMIT_FACTOR: usize = 4;
-
-/// Counts open sockets so a stopping node can wait for their close frames to go out:
-/// upgraded connections are not part of the HTTP server's graceful drain.
-#[derive(Default)]
-pub struct OpenSockets {
-    count: std::sync::atomic::AtomicUsize,
-    all_closed: tokio::sync::Notify,
-}
-
-impl OpenSockets {
-    fn opened(self: &Arc<Self>) -> OpenSocketGuard {
-        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        OpenSocketGuard(Arc::clone(self))
-    }
-
-    /// Waits until every socket has finished, or `timeout` passed.
-    pub async fn wait_all_closed(&self, timeout: std::time::Duration) {
-        let wait = async {
-            loop {
-                let notified = self.all_closed.notified();
-                if self.count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        let _ = tokio::time::timeout(timeout, wait).await;
-    }
-}
-
-struct OpenSocketGuard(Arc<OpenSockets>);
-
-impl Drop for OpenSocketGuard {
-    fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
-            self.0.all_closed.notify_waiters();
-        }
-    }
-}
-
 async fn serve_socket(
-    socket: WebSocket,
+    socket: ServerSocket,
     user_id: String,
     services: Arc<MessagingServices>,
     frame_limit: usize,
@@ -168,33 +180,32 @@ async fn serve_socket(
     };
     tracing::debug!(%user_id, "websocket session started");
     while let Some(frame) = stream.next().await {
-        if frame
-            .as_ref()
-            .is_ok_and(|message| message.is_text() || message.is_binary())
-        {
-            services_metrics.websocket_frames_in.inc();
-        }
         let delivered = match frame {
-            Ok(message) if message.as_bytes().len() > frame_limit => {
+            Ok(message) if (message.is_text() || message.is_binary()) && message.len() > frame_limit => {
                 queue.close(close_codes::MESSAGE_TOO_BIG, "frame too large");
                 break;
             }
-            Ok(message) if message.is_text() => {
-                let text = message.to_str().unwrap_or_default().to_owned();
-                session.cast(SessionMessage::ClientText(text))
+            Ok(Message::Text(text)) => {
+                services_metrics.websocket_frames_in.inc();
+                session.cast(SessionMessage::ClientText(text.as_str().to_owned()))
             }
-            Ok(message) if message.is_binary() => session.cast(SessionMessage::ClientBinary),
-            Ok(message) if message.is_close() => break,
+            Ok(Message::Binary(_)) => {
+                services_metrics.websocket_frames_in.inc();
+                session.cast(SessionMessage::ClientBinary)
+            }
+            Ok(Message::Close(_)) => break,
             // Pings are answered by the protocol layer; pongs need nothing.
-            Ok(_) => Ok(()),
+            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => Ok(()),
+            Err(WsError::Capacity(_)) => {
+                queue.close(close_codes::MESSAGE_TOO_BIG, "frame too large");
+                break;
+            }
+            Err(WsError::Utf8(_)) => {
+                queue.close(close_codes::INVALID_FRAME_PAYLOAD, "a text frame must be UTF-8");
+                break;
+            }
             Err(error) => {
-                if is_oversized(&error) {
-                    queue.close(close_codes::MESSAGE_TOO_BIG, "frame too large");
-                } else if is_invalid_utf8(&error) {
-                    queue.close(close_codes::INVALID_FRAME_PAYLOAD, "a text frame must be UTF-8");
-                } else {
-                    tracing::debug!(%user_id, %error, "websocket read failed");
-                }
+                tracing::debug!(%user_id, %error, "websocket read failed");
                 break;
             }
         };
@@ -209,22 +220,14 @@ async fn serve_socket(
     tracing::debug!(%user_id, "websocket session ended");
 }
 
-fn is_oversized(error: &warp::Error) -> bool {
-    protocol_error(error).is_some_and(|error| matches!(error, WsError::Capacity(_)))
-}
-
-fn is_invalid_utf8(error: &warp::Error) -> bool {
-    protocol_error(error).is_some_and(|error| matches!(error, WsError::Utf8(_)))
-}
-
-fn protocol_error(error: &warp::Error) -> Option<&WsError> {
-    std::error::Error::source(error).and_then(|source| source.downcast_ref::<WsError>())
-}
+/// Most frames written before one flush: under load a session's queue holds many, and
+/// one write of them all costs one system call instead of one each.
+const MAX_FRAMES_PER_FLUSH: usize = 64;
 
 /// Drains the outbound queue into the socket. A close request is honoured after the
 /// frames already queued (except for a too-slow client, whose backlog is the problem).
 async fn write_frames(
-    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    mut sink: SplitSink<ServerSocket, Message>,
     receiver: OutboundReceiver,
     metrics: Arc<actors::metrics::Metrics>,
 ) {
@@ -241,21 +244,33 @@ async fn write_frames(
                 };
                 if request.code != close_codes::POLICY_VIOLATION {
                     while let Ok(text) = frames.try_recv() {
-                        if sink.send(Message::text(text)).await.is_err() {
+                        if sink.feed(Message::text(text)).await.is_err() {
                             return;
                         }
                     }
                 }
-                let _ = sink.send(Message::close_with(request.code, request.reason)).await;
+                let close_frame = CloseFrame { code: CloseCode::from(request.code), reason: request.reason.into() };
+                let _ = sink.send(Message::Close(Some(close_frame))).await;
                 let _ = sink.close().await;
                 return;
             }
             frame = frames.recv() => match frame {
                 Some(text) => {
-                    if sink.send(Message::text(text)).await.is_err() {
+                    let mut written = 1;
+                    if sink.feed(Message::text(text)).await.is_err() {
                         return;
                     }
-                    metrics.websocket_frames_out.inc();
+                    while written < MAX_FRAMES_PER_FLUSH {
+                        let Ok(text) = frames.try_recv() else { break };
+                        if sink.feed(Message::text(text)).await.is_err() {
+                            return;
+                        }
+                        written += 1;
+                    }
+                    if sink.flush().await.is_err() {
+                        return;
+                    }
+                    metrics.websocket_frames_out.inc_by(written as u64);
                 }
                 None => {
                     let _ = sink.close().await;

@@ -58,6 +58,10 @@ pub struct Endpoint {
     read_admission: Semaphore,
 }
 
+/// Prepared statements kept per connection: more than the node has distinct statements
+/// (the driver's default, 32, is fewer), so none is ever prepared twice.
+const STATEMENTS_CACHED_PER_CONNECTION: usize = 256;
+
 impl Endpoint {
     /// Builds the pool; connects lazily, so a dead endpoint does not stop the node starting.
     pub fn open(spec: &EndpointSpec, limits: PoolLimits) -> Result<Endpoint, DbError> {
@@ -68,13 +72,20 @@ impl Endpoint {
         let pool_opts = PoolOpts::default()
             .with_constraints(constraints)
             .with_inactive_connection_ttl(Duration::from_secs(30))
-            .with_ttl_check_interval(Duration::from_secs(10));
+            .with_ttl_check_interval(Duration::from_secs(10))
+            // The driver's default resets every connection it takes back (one more round
+            // trip) and the reset drops the prepared statements, so every statement was
+            // prepared again each time. Nothing here leaves session state behind: no
+            // session variables or temporary tables, and an unfinished transaction is
+            // rolled back by the driver before the connection is pooled.
+            .with_reset_connection(false);
         let builder = OptsBuilder::from_opts(opts)
             // Without this the driver silently moves to the server's unix socket after
             // connecting over TCP, bypassing HAProxy (or reaching the wrong local server).
             .prefer_socket(false)
             .tcp_keepalive(Some(Duration::from_secs(10)))
             .tcp_nodelay(true)
+            .stmt_cache_size(STATEMENTS_CACHED_PER_CONNECTION)
             .pool_opts(pool_opts);
         Ok(Endpoint {
             name: spec.name.clone(),

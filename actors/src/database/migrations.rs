@@ -30,6 +30,9 @@ pub async fn apply_migrations(database: &Database) -> Result<Vec<u32>, DbError> 
     let master = database.master();
     let fail = |error: mysql_async::Error| DbError::from_driver(&master.name, error);
     let mut conn = master.connection(database.timeouts().write).await?;
+    // Pooled connections are not reset (see `Endpoint::open`); this one is, so a run cut
+    // short between GET_LOCK and RELEASE_LOCK does not leave the lock with the pool.
+    conn.reset_connection(true);
     let schema: Option<Option<String>> = conn.query_first("SELECT DATABASE()").await.map_err(fail)?;
     let schema = schema
         .flatten()

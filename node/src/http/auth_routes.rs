@@ -20,6 +20,7 @@ use super::extract::{authenticated_user, json_body, require_existing_user, Query
 use super::rate_limits::client_address;
 use super::{authorization, body_bytes, json_response, raw_query, respond, with_state};
 use crate::app_state::AppState;
+use crate::http_server::PeerAddress;
 
 pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     let sign_up = warp::path!("auth" / "sign-up")
@@ -30,12 +31,12 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
     let sign_in = warp::path!("auth" / "sign-in")
         .and(warp::post())
         .and(with_state(state.clone()))
-        .and(warp::addr::remote())
+        .and(warp::ext::optional::<PeerAddress>())
         .and(warp::header::optional::<String>("x-real-ip"))
         .and(body_bytes(&state))
         .then(
-            |state, peer: Option<std::net::SocketAddr>, real_ip: Option<String>, body| async move {
-                let client = client_address(peer, real_ip.as_deref());
+            |state, peer: Option<PeerAddress>, real_ip: Option<String>, body| async move {
+                let client = client_address(peer.map(|PeerAddress(peer)| peer), real_ip.as_deref());
                 respond(sign_in(state, client, body).await)
             },
         );
