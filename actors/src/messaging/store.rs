@@ -1,5 +1,9 @@
 //! The messaging tables: committing sends, cursors, and what a reconnecting user missed.
 
+mod batched_statements;
+
+use std::collections::HashMap;
+
 use chrono::{NaiveDateTime, SubsecRound, Utc};
 use futures::FutureExt;
 use mysql_async::prelude::Queryable;
@@ -9,6 +13,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::database::{Database, DbError, Freshness};
+use batched_statements::{insert_messages, stored_by_client_id, NewMessageRow, StoredMessage};
 use crate::time_format::format_utc;
 /// Defined with the frame parser, which produces it; the store decides which column it moves.
 pub use checks::frames::CursorKind;
@@ -75,7 +80,6 @@ pub async fn commit_frames(
     }
 }
 
-type StoredRow = (String, String, u64, String, NaiveDateTime);
 type FrameOutcomes = Vec<Result<Vec<CommittedMessage>, SendError>>;
 
 async fn commit_once(database: &Database, chat_id: &str, frames: &[FrameToCommit]) -> Result<FrameOutcomes, DbError> {
@@ -87,63 +91,127 @@ async fn commit_once(database: &Database, chat_id: &str, frames: &[FrameToCommit
                 let last_seq: Option<u64> = transaction
                     .exec_first("SELECT last_seq FROM chats WHERE id = ? FOR UPDATE", (&chat_id,))
                     .await?;
-                let Some(mut seq) = last_seq else {
+                let Some(last_seq) = last_seq else {
                     let refused = frames.iter().map(|_| Err(SendError::ChatNotFound)).collect();
                     return Ok(Ok::<FrameOutcomes, DbError>(refused));
                 };
                 let members: Vec<String> = transaction
                     .exec("SELECT user_id FROM chat_members WHERE chat_id = ?", (&chat_id,))
                     .await?;
-                let first_new_seq = seq + 1;
-                let now = Utc::now().naive_utc().trunc_subsecs(6);
-                let mut outcomes = Vec::with_capacity(frames.len());
-                for frame in &frames {
-                    if !members.contains(&frame.sender) {
-                        outcomes.push(Err(SendError::ChatNotFound));
-                        continue;
+                let mut stored = HashMap::new();
+                for (sender, client_ids) in client_ids_by_member(&frames, &members) {
+                    for (client_id, row) in stored_by_client_id(transaction, sender, &client_ids).await? {
+                        stored.insert((sender.to_owned(), client_id), row);
                     }
-                    let mut committed = Vec::with_capacity(frame.messages.len());
-                    for outgoing in &frame.messages {
-                        if let Some(client_id) = &outgoing.client_id {
-                            let existing: Option<StoredRow> = transaction
-                                .exec_first(
-                                    "SELECT id, chat_id, seq, text, create_time FROM messages WHERE user_id = ? AND client_id = ?",
-                                    (&frame.sender, client_id),
-                                )
-                                .await?;
-                            if let Some((id, stored_chat, stored_seq, text, create_time)) = existing {
-                                committed.push(CommittedMessage {
-                                    message: delivered(id, stored_chat, stored_seq, &frame.sender, text, create_time, Some(client_id)),
-                                    newly_stored: false,
-                                });
-                                continue;
-                            }
-                        }
-                        seq += 1;
-                        let id = Uuid::now_v7().to_string();
-                        transaction
-                            .exec_drop(
-                                "INSERT INTO messages (id, chat_id, seq, user_id, client_id, text, create_time) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                (&id, &chat_id, seq, &frame.sender, &outgoing.client_id, &outgoing.text, now),
-                            )
-                            .await?;
-                        committed.push(CommittedMessage {
-                            message: delivered(id, chat_id.clone(), seq, &frame.sender, outgoing.text.clone(), now, outgoing.client_id.as_deref()),
-                            newly_stored: true,
-                        });
-                    }
-                    outcomes.push(Ok(committed));
                 }
-                if seq >= first_new_seq {
+                let now = Utc::now().naive_utc().trunc_subsecs(6);
+                let plan = plan_batch(&chat_id, &frames, &members, stored, last_seq, now);
+                let rows: Vec<NewMessageRow<'_>> = plan.new_messages().collect();
+                insert_messages(transaction, &chat_id, now, &rows).await?;
+                if plan.last_seq > last_seq {
                     transaction
-                        .exec_drop("UPDATE chats SET last_seq = ? WHERE id = ?", (seq, &chat_id))
+                        .exec_drop("UPDATE chats SET last_seq = ? WHERE id = ?", (plan.last_seq, &chat_id))
                         .await?;
                 }
-                Ok(Ok(outcomes))
+                Ok(Ok(plan.outcomes))
             }
             .boxed()
         })
         .await?
+}
+
+/// Each member sender's client ids in the batch (a non-member's frame is refused unread).
+fn client_ids_by_member<'f>(frames: &'f [FrameToCommit], members: &[String]) -> HashMap<&'f str, Vec<&'f str>> {
+    let mut by_sender: HashMap<&str, Vec<&str>> = HashMap::new();
+    for frame in frames.iter().filter(|frame| members.contains(&frame.sender)) {
+        let client_ids = frame.messages.iter().filter_map(|message| message.client_id.as_deref());
+        by_sender.entry(frame.sender.as_str()).or_default().extend(client_ids);
+    }
+    by_sender
+}
+
+/// What a batch commits: each frame's outcome in order, and the sequence it ends at.
+struct BatchPlan {
+    outcomes: FrameOutcomes,
+    last_seq: u64,
+}
+
+impl BatchPlan {
+    /// The rows to insert: the messages newly stored, in sequence order.
+    fn new_messages(&self) -> impl Iterator<Item = NewMessageRow<'_>> {
+        self.outcomes
+            .iter()
+            .filter_map(|outcome| outcome.as_ref().ok())
+            .flatten()
+            .filter(|committed| committed.newly_stored)
+            .map(|committed| NewMessageRow {
+                id: &committed.message.id,
+                seq: committed.message.seq,
+                sender: &committed.message.user_id,
+                client_id: committed.message.client_id.as_deref(),
+                text: &committed.message.text,
+            })
+    }
+}
+
+/// Assigns sequence numbers after `last_seq`, in frame order. A `client_id` stored before,
+/// or earlier in this same batch (a resend while the first send waited), gets the
+/// original message back instead of a new row.
+fn plan_batch(
+    chat_id: &str,
+    frames: &[FrameToCommit],
+    members: &[String],
+    mut stored: HashMap<(String, String), StoredMessage>,
+    mut seq: u64,
+    now: NaiveDateTime,
+) -> BatchPlan {
+    let mut outcomes = Vec::with_capacity(frames.len());
+    for frame in frames {
+        if !members.contains(&frame.sender) {
+            outcomes.push(Err(SendError::ChatNotFound));
+            continue;
+        }
+        let mut committed = Vec::with_capacity(frame.messages.len());
+        for outgoing in &frame.messages {
+            let key = outgoing.client_id.as_ref().map(|client_id| (frame.sender.clone(), client_id.clone()));
+            if let Some((id, stored_chat, stored_seq, text, create_time)) = key.as_ref().and_then(|key| stored.get(key)) {
+                let message = delivered(
+                    id.clone(),
+                    stored_chat.clone(),
+                    *stored_seq,
+                    &frame.sender,
+                    text.clone(),
+                    *create_time,
+                    outgoing.client_id.as_deref(),
+                );
+                committed.push(CommittedMessage {
+                    message,
+                    newly_stored: false,
+                });
+                continue;
+            }
+            seq += 1;
+            let id = Uuid::now_v7().to_string();
+            if let Some(key) = key {
+                stored.insert(key, (id.clone(), chat_id.to_owned(), seq, outgoing.text.clone(), now));
+            }
+            let message = delivered(
+                id,
+                chat_id.to_owned(),
+                seq,
+                &frame.sender,
+                outgoing.text.clone(),
+                now,
+                outgoing.client_id.as_deref(),
+            );
+            committed.push(CommittedMessage {
+                message,
+                newly_stored: true,
+            });
+        }
+        outcomes.push(Ok(committed));
+    }
+    BatchPlan { outcomes, last_seq: seq }
 }
 
 fn delivered(
@@ -290,4 +358,58 @@ pub async fn pending_messages(database: &Database, user: &str) -> Result<Vec<Del
         }
     }
     Ok(pending)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outgoing(text: &str, client_id: Option<&str>) -> OutgoingMessage {
+        OutgoingMessage {
+            text: text.to_owned(),
+            status: None,
+            client_id: client_id.map(str::to_owned),
+        }
+    }
+
+    fn frame(sender: &str, messages: Vec<OutgoingMessage>) -> FrameToCommit {
+        FrameToCommit {
+            sender: sender.to_owned(),
+            messages,
+        }
+    }
+
+    fn committed(outcome: &Result<Vec<CommittedMessage>, SendError>) -> Vec<(u64, bool, String)> {
+        let messages = outcome.as_ref().expect("frame committed");
+        messages
+            .iter()
+            .map(|message| (message.message.seq, message.newly_stored, message.message.id.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_numbers_new_messages_in_order_and_returns_the_originals_of_resends() {
+        let now = Utc::now().naive_utc().trunc_subsecs(6);
+        let members = vec!["alice".to_owned(), "bob".to_owned()];
+        let earlier = ("m-old".to_owned(), "chat".to_owned(), 7, "before".to_owned(), now);
+        let stored = HashMap::from([(("alice".to_owned(), "c-old".to_owned()), earlier)]);
+        let frames = vec![
+            frame("alice", vec![outgoing("one", Some("c1")), outgoing("resent", Some("c-old"))]),
+            frame("mallory", vec![outgoing("not a member", Some("c9"))]),
+            frame("bob", vec![outgoing("two", None)]),
+            // The same client id again within the batch: the first one's message.
+            frame("alice", vec![outgoing("one again", Some("c1"))]),
+        ];
+        let plan = plan_batch("chat", &frames, &members, stored, 10, now);
+
+        assert_eq!(plan.last_seq, 12);
+        let first = committed(&plan.outcomes[0]);
+        assert_eq!((first[0].0, first[0].1), (11, true));
+        assert_eq!(first[1], (7, false, "m-old".to_owned()));
+        assert!(matches!(plan.outcomes[1], Err(SendError::ChatNotFound)));
+        assert_eq!(committed(&plan.outcomes[2])[0].0, 12);
+        assert_eq!(committed(&plan.outcomes[3]), vec![(11, false, first[0].2.clone())]);
+        let inserted: Vec<(u64, &str)> = plan.new_messages().map(|row| (row.seq, row.text)).collect();
+        assert_eq!(inserted, vec![(11, "one"), (12, "two")]);
+    }
 }
