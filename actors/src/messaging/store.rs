@@ -13,8 +13,8 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::database::{Database, DbError, Freshness};
-use batched_statements::{insert_messages, stored_by_client_id, NewMessageRow, StoredMessage};
 use crate::time_format::format_utc;
+use batched_statements::{insert_messages, stored_by_client_id, NewMessageRow, StoredMessage};
 /// Defined with the frame parser, which produces it; the store decides which column it moves.
 pub use checks::frames::CursorKind;
 
@@ -173,8 +173,12 @@ fn plan_batch(
         }
         let mut committed = Vec::with_capacity(frame.messages.len());
         for outgoing in &frame.messages {
-            let key = outgoing.client_id.as_ref().map(|client_id| (frame.sender.clone(), client_id.clone()));
-            if let Some((id, stored_chat, stored_seq, text, create_time)) = key.as_ref().and_then(|key| stored.get(key)) {
+            let key = outgoing
+                .client_id
+                .as_ref()
+                .map(|client_id| (frame.sender.clone(), client_id.clone()));
+            if let Some((id, stored_chat, stored_seq, text, create_time)) = key.as_ref().and_then(|key| stored.get(key))
+            {
                 let message = delivered(
                     id.clone(),
                     stored_chat.clone(),
@@ -211,7 +215,10 @@ fn plan_batch(
         }
         outcomes.push(Ok(committed));
     }
-    BatchPlan { outcomes, last_seq: seq }
+    BatchPlan {
+        outcomes,
+        last_seq: seq,
+    }
 }
 
 fn delivered(
@@ -394,7 +401,10 @@ mod tests {
         let earlier = ("m-old".to_owned(), "chat".to_owned(), 7, "before".to_owned(), now);
         let stored = HashMap::from([(("alice".to_owned(), "c-old".to_owned()), earlier)]);
         let frames = vec![
-            frame("alice", vec![outgoing("one", Some("c1")), outgoing("resent", Some("c-old"))]),
+            frame(
+                "alice",
+                vec![outgoing("one", Some("c1")), outgoing("resent", Some("c-old"))],
+            ),
             frame("mallory", vec![outgoing("not a member", Some("c9"))]),
             frame("bob", vec![outgoing("two", None)]),
             // The same client id again within the batch: the first one's message.
