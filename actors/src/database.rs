@@ -13,6 +13,7 @@ pub mod endpoint;
 pub mod errors;
 pub mod migrations;
 mod recent_writes;
+pub mod statement_sizes;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -413,13 +414,12 @@ fn classify_read_error(endpoint: &Endpoint, error: mysql_async::Error) -> Attemp
     }
 }
 
-/// The GTID the session's last commit got. The data is committed either way, so a
-/// failure here only costs read-your-writes (reads then go to a replica unconditionally).
 /// What a replica must have applied for the writer to read its own write: the master's
 /// whole binlog position just after the commit, not `@@last_gtid`. A transaction that
 /// changed nothing (the loser of a race for a unique row, which then reads the winner's
 /// row) writes no GTID and leaves the pooled connection's `@@last_gtid` at some older
 /// transaction, yet its caller has seen the winner's commit and must keep seeing it.
+/// The data is committed either way, so a failure here only costs read-your-writes.
 async fn binlog_position_after_commit(conn: &mut Conn, endpoint: &str) -> Option<String> {
     match conn.query_first::<String, _>("SELECT @@gtid_binlog_pos").await {
         Ok(gtid) => gtid.filter(|gtid| !gtid.is_empty()),

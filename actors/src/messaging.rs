@@ -77,18 +77,9 @@ pub struct MessagingServices {
     pub outbound_capacity: usize,
     /// Carries traces over the cluster hop.
     pub trace_propagation: Arc<dyn TracePropagation>,
-    /// Replays reading the database at once; see [`MAX_CONCURRENT_REPLAYS`].
-    pub replay_slots: Arc<tokio::sync::Semaphore>,
     presence: PresenceAnnouncer,
     next_session_id: AtomicU64,
 }
-
-/// Replays a node reads at once. When a node dies its thousands of users reconnect to
-/// the survivors in the same second; unbounded, their replays all wait for the same
-/// database pool, each read's timeout runs out in the queue, every socket is closed
-/// for a retry, and the storm feeds itself. In turns, each replay's timeout starts only
-/// when it has a slot, and half the pool (64 by default) stays for everything else.
-pub const MAX_CONCURRENT_REPLAYS: usize = 32;
 
 impl MessagingServices {
     pub fn new(
@@ -110,7 +101,6 @@ impl MessagingServices {
             metrics,
             outbound_capacity,
             trace_propagation,
-            replay_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_REPLAYS)),
             presence: PresenceAnnouncer::start(services.clone()),
             next_session_id: AtomicU64::new(1),
         })

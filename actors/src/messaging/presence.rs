@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 
 use super::MessagingServices;
 use crate::cluster::node_router::send_to;
+use crate::database::statement_sizes::padded_to_statement_size;
 use crate::database::{Database, DbError, Freshness};
 
 /// A user went online or offline.
@@ -128,7 +129,7 @@ async fn lookup(
     freshness: Freshness<'_>,
     users: &[String],
 ) -> Result<HashMap<String, Vec<String>>, DbError> {
-    let parameters = padded_to_statement_size(users);
+    let parameters = padded_to_statement_size(users, &STATEMENT_SIZES);
     let statement = format!(
         "SELECT DISTINCT mine.user_id, other.user_id FROM chat_members mine \
          JOIN chat_members other ON other.chat_id = mine.chat_id AND other.user_id <> mine.user_id \
@@ -148,40 +149,5 @@ async fn lookup(
     Ok(companions)
 }
 
-/// The parameter counts a lookup is prepared with: a handful of statements per
-/// connection instead of one per batch size (the driver caches prepared statements).
+/// The parameter counts a lookup is prepared with.
 const STATEMENT_SIZES: [usize; 5] = [1, 4, 16, 64, MAX_BATCH];
-
-/// `users`, repeated at the end up to the next statement size (a repeated user in
-/// `IN (...)` changes nothing).
-fn padded_to_statement_size(users: &[String]) -> Vec<String> {
-    let size = STATEMENT_SIZES
-        .into_iter()
-        .find(|size| *size >= users.len())
-        .unwrap_or(users.len());
-    let mut parameters = users.to_vec();
-    if let Some(last) = users.last() {
-        parameters.resize(size, last.clone());
-    }
-    parameters
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn users(count: usize) -> Vec<String> {
-        (0..count).map(|index| format!("user-{index}")).collect()
-    }
-
-    #[test]
-    fn parameters_are_padded_with_the_last_user_to_the_next_statement_size() {
-        assert_eq!(padded_to_statement_size(&users(1)), users(1));
-        let padded = padded_to_statement_size(&users(5));
-        assert_eq!(padded.len(), 16);
-        assert_eq!(&padded[..5], &users(5)[..]);
-        assert!(padded[5..].iter().all(|user| user == "user-4"));
-        assert_eq!(padded_to_statement_size(&users(MAX_BATCH)).len(), MAX_BATCH);
-        assert!(padded_to_statement_size(&[]).is_empty());
-    }
-}

@@ -125,11 +125,8 @@ impl Actor for Session {
             services.announce_presence(&arguments.user_id, true, true);
         }
         let (database, user) = (services.database.clone(), arguments.user_id.clone());
-        let replay_slots = Arc::clone(&services.replay_slots);
         let replay_target = myself.clone();
         tokio::spawn(async move {
-            // The semaphore is never closed; a failed acquire would only skip the turn.
-            let _slot = replay_slots.acquire_owned().await;
             let loaded = store::pending_messages(&database, &user)
                 .await
                 .map_err(|error| error.to_string());

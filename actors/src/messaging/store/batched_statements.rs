@@ -8,6 +8,8 @@ use chrono::NaiveDateTime;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Params, Transaction, Value};
 
+use crate::database::statement_sizes::padded_to_statement_size;
+
 /// Rows per statement, largest first. A handful of fixed sizes keeps the prepared
 /// statements per connection few (the driver caches them by text).
 const ROWS_PER_STATEMENT: [usize; 4] = [64, 16, 4, 1];
@@ -76,20 +78,13 @@ pub(super) async fn stored_by_client_id(
 ) -> Result<HashMap<String, StoredMessage>, mysql_async::Error> {
     let mut stored = HashMap::new();
     for chunk in client_ids.chunks(ROWS_PER_STATEMENT[0]) {
-        // Padded with the last id up to a statement size (a repeated id in IN changes nothing).
-        let size = ROWS_PER_STATEMENT
-            .into_iter()
-            .rev()
-            .find(|size| *size >= chunk.len())
-            .unwrap_or(chunk.len());
+        let client_ids = padded_to_statement_size(chunk, &ROWS_PER_STATEMENT);
         let statement = format!(
             "SELECT client_id, id, chat_id, seq, text, create_time FROM messages WHERE user_id = ? AND client_id IN ({})",
-            vec!["?"; size].join(", ")
+            vec!["?"; client_ids.len()].join(", ")
         );
         let mut parameters = vec![Value::from(sender)];
-        parameters.extend(chunk.iter().map(|client_id| Value::from(*client_id)));
-        let last = chunk.last().copied().unwrap_or_default();
-        parameters.resize(size + 1, Value::from(last));
+        parameters.extend(client_ids.into_iter().map(Value::from));
         let rows: Vec<(String, String, String, u64, String, NaiveDateTime)> =
             transaction.exec(statement, Params::Positional(parameters)).await?;
         for (client_id, id, chat_id, seq, text, create_time) in rows {
