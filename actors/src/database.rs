@@ -279,10 +279,17 @@ impl Database {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut conn = master.connection(timeout).await?;
+            // The parts of a write as spans of their own: waiting for a pooled
+            // connection, the commit (the fsyncs), and reading the position after it.
+            let mut conn = master
+                .connection(timeout)
+                .instrument(tracing::info_span!("db.acquire", db.endpoint = %master.name))
+                .await?;
             match Self::run_transaction(&mut conn, work).await {
                 Ok(Ok(value)) => {
-                    let gtid = binlog_position_after_commit(&mut conn, &master.name).await;
+                    let gtid = binlog_position_after_commit(&mut conn, &master.name)
+                        .instrument(tracing::info_span!("db.commit_position"))
+                        .await;
                     return Ok((Ok(value), gtid));
                 }
                 Ok(Err(domain_error)) => return Ok((Err(domain_error), None)),
@@ -306,7 +313,10 @@ impl Database {
         let mut transaction = conn.start_transaction(TxOpts::default()).await?;
         match work(&mut transaction).await? {
             Ok(value) => {
-                transaction.commit().await?;
+                transaction
+                    .commit()
+                    .instrument(tracing::info_span!("db.commit"))
+                    .await?;
                 Ok(Ok(value))
             }
             Err(domain_error) => {

@@ -1,5 +1,5 @@
-//! The node's HTTP server loop: accepts connections, serves the warp routes over hyper,
-//! and drains gracefully.
+//! The node's HTTP server loop: accepts connections, serves the warp routes over hyper's
+//! HTTP/1.1, and drains gracefully.
 //!
 //! warp's own `serve` keeps each request's upgrade handle to itself, and its websocket
 //! filter cannot size tungstenite's read buffer (128 KiB per socket by default, zero-filled
@@ -7,6 +7,11 @@
 //! websocket endpoint finish the upgrade itself: every request that asks for an upgrade
 //! carries its handle as a [`PendingUpgrade`] extension, and every request carries the
 //! connection's [`PeerAddress`].
+//!
+//! Only HTTP/1.1 is spoken (nginx proxies to nodes with it, and websockets need it): the
+//! connection's type is then exactly `TokioIo<TcpStream>`, so an upgraded socket can be
+//! taken back from hyper whole ([`take_upgraded_stream`]) and nothing of hyper (its read
+//! buffer, its boxed connection) stays alive for the life of the websocket.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,13 +19,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tower_service::Service;
 use warp::hyper;
-use warp::hyper::upgrade::OnUpgrade;
+use warp::hyper::server::conn::http1;
+use warp::hyper::upgrade::{OnUpgrade, Upgraded};
 use warp::reply::Response;
 use warp::Filter;
 
@@ -54,7 +59,8 @@ pub async fn serve<F>(listener: TcpListener, routes: F, shutdown: impl Future<Ou
 where
     F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
 {
-    let connections = GracefulShutdown::new();
+    // Every connection task holds a receiver; the drain is over when all are dropped.
+    let (drain_signal, drain_watch) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -83,18 +89,48 @@ where
             request.extensions_mut().insert(PeerAddress(peer));
             routes.clone().call(request)
         });
-        let connection = auto::Builder::new(TokioExecutor::new())
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = connections.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, %peer, "http connection ended with an error");
-            }
-        });
+        let connection = http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        tokio::spawn(serve_connection(connection, drain_watch.clone(), peer));
     }
     drop(listener);
-    connections.shutdown().await;
+    drop(drain_watch);
+    let _ = drain_signal.send(true);
+    drain_signal.closed().await;
+}
+
+/// Runs one connection; once the drain starts, hyper finishes the request in flight and
+/// closes the connection instead of waiting for another.
+async fn serve_connection<S, B>(
+    connection: http1::UpgradeableConnection<TokioIo<TcpStream>, S>,
+    mut drain_watch: watch::Receiver<bool>,
+    peer: SocketAddr,
+) where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut connection = std::pin::pin!(connection);
+    let finished = tokio::select! {
+        finished = connection.as_mut() => finished,
+        // The value only ever changes once, to "draining" (or the server is gone).
+        _ = drain_watch.changed() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = finished {
+        tracing::debug!(%error, %peer, "http connection ended with an error");
+    }
+}
+
+/// The TCP stream of an upgraded connection and any bytes hyper read past the request,
+/// with hyper's wrappers dropped.
+pub fn take_upgraded_stream(upgraded: Upgraded) -> Result<(TcpStream, Vec<u8>), Upgraded> {
+    let parts = upgraded.downcast::<TokioIo<TcpStream>>()?;
+    Ok((parts.io.into_inner(), parts.read_buf.to_vec()))
 }
 
 fn is_about_one_connection(error: &std::io::Error) -> bool {

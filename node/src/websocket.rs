@@ -12,15 +12,14 @@ use actors::messaging::session::{Session, SessionArguments, SessionMessage};
 use actors::messaging::MessagingServices;
 use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
-use hyper_util::rt::TokioIo;
 use protocol::errors::codes;
 use ractor::Actor;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 use warp::http::{HeaderMap, StatusCode};
-use warp::hyper::upgrade::Upgraded;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
@@ -30,10 +29,11 @@ use crate::app_state::AppState;
 use crate::http::errors::{ApiError, ApiRejection};
 use crate::http::extract::{authenticated_user, require_existing_user, QueryParameters};
 use crate::http::{authorization, raw_query, with_state};
-use crate::http_server::PendingUpgrade;
+use crate::http_server::{take_upgraded_stream, PendingUpgrade};
 
-/// The socket as the node serves it: tungstenite over hyper's upgraded connection.
-type ServerSocket = WebSocketStream<TokioIo<Upgraded>>;
+/// The socket as the node serves it: tungstenite over the TCP stream taken back from
+/// hyper after the upgrade.
+type ServerSocket = WebSocketStream<TcpStream>;
 
 pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     // The token is checked before the upgrade headers, so a bad token is a 401 whether
@@ -112,14 +112,16 @@ pub(crate) fn upgrade_to_session(
     let open_sockets = Arc::clone(&state.open_sockets);
     tokio::spawn(async move {
         // Resolves once hyper has written the 101 below and handed over the connection.
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let config = socket_config(frame_limit);
-                let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-                serve_socket(socket, user_id, services, frame_limit, open_sockets).await;
-            }
-            Err(error) => tracing::debug!(%user_id, %error, "websocket upgrade failed"),
-        }
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => return tracing::debug!(%user_id, %error, "websocket upgrade failed"),
+        };
+        let Ok((stream, read_ahead)) = take_upgraded_stream(upgraded) else {
+            return tracing::error!(%user_id, "an upgraded connection was not the tcp stream the server accepted");
+        };
+        let config = socket_config(frame_limit);
+        let socket = WebSocketStream::from_partially_read(stream, read_ahead, Role::Server, Some(config)).await;
+        serve_socket(Box::new(socket), user_id, services, frame_limit, open_sockets).await;
     });
     handshake::switching_protocols(&accept_key)
 }
@@ -127,10 +129,10 @@ pub(crate) fn upgrade_to_session(
 /// Frames up to this many times the configured limit are read, then refused with 1009.
 const PROTOCOL_LIMIT_FACTOR: usize = 4;
 
-/// Bytes read from the socket at a time. Client frames are small; a larger one grows the
-/// buffer for itself. tungstenite's default (128 KiB, zero-filled on the first read) was
-/// most of an idle socket's memory.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Bytes read from the socket at a time. Client frames are small (a send-message frame is
+/// a few hundred bytes); a larger one grows the buffer for itself. tungstenite's default
+/// (128 KiB, zero-filled on the first read) was most of an idle socket's memory.
+const READ_BUFFER_BYTES: usize = 512;
 
 fn socket_config(frame_limit: usize) -> WebSocketConfig {
     // The protocol layer stops only absurd frames; ours are checked after reading so
@@ -152,15 +154,18 @@ fn token_user(state: &AppState, authorization: Option<String>, query: &str) -> R
     }
 }
 
+/// The socket comes boxed and the session's start is boxed: this future lives as long
+/// as the socket, sized for the largest state it ever had, and both would otherwise stay
+/// in every idle socket's task (about 1 KB).
 async fn serve_socket(
-    socket: ServerSocket,
+    socket: Box<ServerSocket>,
     user_id: String,
     services: Arc<MessagingServices>,
     frame_limit: usize,
     open_sockets: Arc<OpenSockets>,
 ) {
     let _open = open_sockets.opened();
-    let (sink, mut stream) = socket.split();
+    let (sink, mut stream) = (*socket).split();
     let (queue, receiver) = OutboundQueue::new(services.outbound_capacity);
     let services_metrics = Arc::clone(&services.metrics);
     let writer = tokio::spawn(write_frames(sink, receiver, Arc::clone(&services_metrics)));
@@ -169,7 +174,7 @@ async fn serve_socket(
         outbound: queue.clone(),
         services,
     };
-    let session = match Actor::spawn(None, Session, arguments).await {
+    let session = match Box::pin(Actor::spawn(None, Session, arguments)).await {
         Ok((session, _)) => session,
         Err(error) => {
             tracing::error!(%user_id, %error, "could not start a session");

@@ -5,14 +5,10 @@
 #[path = "support/test_app.rs"]
 mod test_app;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
+use parley_sim::trace_collector::{CollectedSpan, TraceCollector};
 use protocol::websocket::{actions, Envelope, OutgoingMessage, SendMessagePayload};
 use test_app::{connect_live, shared_servers, Pair, TestApp};
 use tokio::time::Instant;
@@ -20,106 +16,16 @@ use tokio::time::Instant;
 const BINARY: &str = "tracing";
 const WAIT: Duration = Duration::from_secs(20);
 
-/// One span as the collector received it.
-#[derive(Debug, Clone)]
-struct ReceivedSpan {
-    trace_id: Vec<u8>,
-    span_id: Vec<u8>,
-    parent_span_id: Vec<u8>,
-    name: String,
-    /// `service.instance.id` of the exporting node.
-    instance: String,
-    service: String,
-    attributes: BTreeMap<String, String>,
-}
-
-/// An OTLP trace collector: every exported span lands in `spans`.
-#[derive(Default, Clone)]
-struct Collector {
-    spans: Arc<Mutex<Vec<ReceivedSpan>>>,
-}
-
-fn text_of(attributes: &[KeyValue]) -> BTreeMap<String, String> {
-    attributes
-        .iter()
-        .filter_map(|attribute| {
-            let value = match attribute.value.as_ref()?.value.as_ref()? {
-                Value::StringValue(text) => text.clone(),
-                Value::IntValue(number) => number.to_string(),
-                Value::BoolValue(flag) => flag.to_string(),
-                other => format!("{other:?}"),
-            };
-            Some((attribute.key.clone(), value))
-        })
-        .collect()
-}
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut received = Vec::new();
-        for resource_spans in request.into_inner().resource_spans {
-            let resource = text_of(
-                &resource_spans
-                    .resource
-                    .map(|resource| resource.attributes)
-                    .unwrap_or_default(),
-            );
-            for scope_spans in resource_spans.scope_spans {
-                for span in scope_spans.spans {
-                    received.push(ReceivedSpan {
-                        trace_id: span.trace_id,
-                        span_id: span.span_id,
-                        parent_span_id: span.parent_span_id,
-                        name: span.name,
-                        instance: resource.get("service.instance.id").cloned().unwrap_or_default(),
-                        service: resource.get("service.name").cloned().unwrap_or_default(),
-                        attributes: text_of(&span.attributes),
-                    });
-                }
-            }
-        }
-        self.spans.lock().unwrap().extend(received);
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
-    }
-}
-
-impl Collector {
-    /// Serves OTLP/gRPC on a free loopback port; returns its endpoint.
-    async fn start(&self) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let service = TraceServiceServer::new(self.clone());
-        tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
-                .await
-                .unwrap();
-        });
-        endpoint
-    }
-
-    fn spans(&self) -> Vec<ReceivedSpan> {
-        self.spans.lock().unwrap().clone()
-    }
-}
-
 /// The spans of the trace holding a `socket.deliver` span on `recipient_node`, once that
 /// trace also holds the sender's frame on `sender_node`.
-fn cross_node_trace(spans: &[ReceivedSpan], sender_node: &str, recipient_node: &str) -> Option<Vec<ReceivedSpan>> {
+fn cross_node_trace(spans: &[CollectedSpan], sender_node: &str, recipient_node: &str) -> Option<Vec<CollectedSpan>> {
     let delivered_traces: BTreeSet<&Vec<u8>> = spans
         .iter()
         .filter(|span| span.name == "socket.deliver" && span.instance == recipient_node)
         .map(|span| &span.trace_id)
         .collect();
     delivered_traces.into_iter().find_map(|trace_id| {
-        let trace: Vec<ReceivedSpan> = spans
+        let trace: Vec<CollectedSpan> = spans
             .iter()
             .filter(|span| &span.trace_id == trace_id)
             .cloned()
@@ -133,8 +39,8 @@ fn cross_node_trace(spans: &[ReceivedSpan], sender_node: &str, recipient_node: &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_follows_a_message_from_the_senders_frame_to_the_recipients_socket_on_another_node() {
-    let collector = Collector::default();
-    let endpoint = collector.start().await;
+    let collector = TraceCollector::start().await.unwrap();
+    let endpoint = collector.endpoint().to_owned();
     let app = TestApp::spawn_with_args(shared_servers(BINARY).await, 2, &["--otlp-endpoint", &endpoint]).await;
     app.wait_cluster_formed().await;
     let pair = Pair::in_app(app, "traced").await;
@@ -223,8 +129,8 @@ async fn one_trace_follows_a_message_from_the_senders_frame_to_the_recipients_so
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_request_continues_the_callers_trace() {
-    let collector = Collector::default();
-    let endpoint = collector.start().await;
+    let collector = TraceCollector::start().await.unwrap();
+    let endpoint = collector.endpoint().to_owned();
     let app = TestApp::spawn_with_args(shared_servers(BINARY).await, 1, &["--otlp-endpoint", &endpoint]).await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let client = reqwest::Client::builder().no_proxy().build().unwrap();

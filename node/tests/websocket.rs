@@ -192,6 +192,29 @@ async fn a_reconnecting_user_gets_everything_above_the_received_cursor_in_order(
 }
 
 #[tokio::test]
+async fn a_user_who_missed_more_than_one_replay_query_reads_gets_every_message_in_order() {
+    // The replay reads up to 1,000 pending messages with one query; past that it pages
+    // through each chat. 1,150 takes the second way.
+    let pair = pair("long-resume").await;
+    let (mut bob, _, _) = connect(&pair, &pair.bob).await;
+    let sent: Vec<String> = (1..=1150).map(|i| format!("while away {i}")).collect();
+    for (frame, chunk) in sent.chunks(100).enumerate() {
+        let batch = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, text)| text_message(text, Some(&format!("f{frame}-m{i}"))))
+            .collect();
+        bob.send_messages(&pair.chat_id, batch, None).await.unwrap();
+        bob.until_action(actions::ACK, WAIT).await.unwrap();
+    }
+
+    let (_, replay, before) = connect(&pair, &pair.alice).await;
+    assert_eq!(replay.replayed, 1150);
+    let expected: Vec<(u64, String)> = (1..=1150).zip(sent.iter().cloned()).collect();
+    assert_eq!(texts(&before), expected);
+}
+
+#[tokio::test]
 async fn read_receipts_reach_the_sender_and_the_history() {
     let pair = pair("receipts").await;
     let (mut bob, _, _) = connect(&pair, &pair.bob).await;

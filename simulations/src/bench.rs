@@ -24,6 +24,7 @@ mod db_baseline;
 mod http_read;
 mod idle_connections;
 mod latency;
+mod latency_hops;
 mod lean_socket;
 mod messages;
 mod plots;
@@ -33,16 +34,19 @@ mod storm_recipient;
 mod storm_senders;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
 use serde::Serialize;
 
+use crate::trace_collector::TraceCollector;
 use crate::LocalCluster;
 
 pub use http_read::HttpReadFigures;
 pub use idle_connections::{MemoryFigures, RssSample};
 pub use latency::LatencyFigures;
+pub use latency_hops::{HopBreakdown, HopFigures};
 pub use messages::MessageFigures;
 pub use plots::write_plots;
 pub use reconnect_storm::StormFigures;
@@ -71,7 +75,7 @@ const CHAT_SENDERS: usize = 20;
 /// maximum is.
 const LATENCY_DEFAULT_OFFERED_PER_S: f64 = 200.0;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BenchConfig {
     /// Which to run; empty: all.
     pub names: Vec<String>,
@@ -81,6 +85,9 @@ pub struct BenchConfig {
     pub memory_connections: usize,
     /// Users of `storm`.
     pub storm_users: usize,
+    /// Where the cluster's nodes export their spans, if they do: `latency` then breaks
+    /// its figure down hop by hop.
+    pub hop_traces: Option<Arc<TraceCollector>>,
 }
 
 impl Default for BenchConfig {
@@ -91,6 +98,7 @@ impl Default for BenchConfig {
             duration: Duration::from_secs(10),
             memory_connections: 20_000,
             storm_users: 5_000,
+            hop_traces: None,
         }
     }
 }
@@ -181,6 +189,25 @@ impl BenchReport {
                 latency.target_p99_ms,
                 if latency.meets_target() { "met" } else { "MISSED" }
             ));
+            if let Some(breakdown) = &latency.hops {
+                lines.push(format!(
+                    "                   hop by hop, over the {} of {} messages whose trace arrived whole:",
+                    breakdown.traced, breakdown.delivered
+                ));
+                for hop in &breakdown.hops {
+                    lines.push(format!(
+                        "                   {:<18} p50 {:>7.2} ms  p99 {:>7.2} ms  mean {:>7.2} ms   {}",
+                        hop.hop, hop.p50_ms, hop.p99_ms, hop.mean_ms, hop.covers
+                    ));
+                }
+                lines.push("                   the transaction taken apart:".to_owned());
+                for part in &breakdown.transaction_parts {
+                    lines.push(format!(
+                        "                     {:<16} p50 {:>7.2} ms  p99 {:>7.2} ms  mean {:>7.2} ms   {}",
+                        part.hop, part.p50_ms, part.p99_ms, part.mean_ms, part.covers
+                    ));
+                }
+            }
         }
         if let Some(memory) = &self.memory {
             lines.push(format!(
@@ -252,7 +279,8 @@ pub async fn run_benchmarks(cluster: &LocalCluster, config: &BenchConfig) -> any
             .messages
             .as_ref()
             .map_or(LATENCY_DEFAULT_OFFERED_PER_S, |messages| messages.parley_per_s / 2.0);
-        report.latency = Some(latency::measure(cluster, config.duration, offered).await?);
+        let traces = config.hop_traces.as_deref();
+        report.latency = Some(latency::measure(cluster, config.duration, offered, traces).await?);
     }
     if wanted("memory") {
         report.memory = Some(idle_connections::measure(cluster, config.memory_connections).await?);

@@ -31,6 +31,7 @@ pub mod ports;
 pub mod process_control;
 pub mod readiness;
 pub mod test_watchdog;
+pub mod trace_collector;
 pub mod ws_client;
 
 pub use app_tier::{AppTier, AppTierSpec};

@@ -1,12 +1,15 @@
 //! `parley-sim bench` as a library call, short, on a fresh cluster: every benchmark
 //! measures both sides, reports their ratio and the JSON keys of the issue, and the
-//! message benchmark loses and duplicates nothing. (The figures themselves are for
-//! BENCHMARKS.md from a quiet machine, not for assertions here.)
+//! message benchmark loses and duplicates nothing; with the nodes' spans at hand,
+//! `latency` is broken down hop by hop. (The figures themselves are for BENCHMARKS.md
+//! from a quiet machine, not for assertions here.)
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use parley_sim::app_tier::resolve_parley_binary;
 use parley_sim::bench::{run_benchmarks, BenchConfig, BENCH_NODE_ARGS};
+use parley_sim::trace_collector::TraceCollector;
 use parley_sim::{ClusterSpec, LocalCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,13 +17,20 @@ async fn each_benchmark_reports_parley_the_baseline_and_their_ratio() -> anyhow:
     resolve_parley_binary(None)?;
     let state = tempfile::tempdir()?;
     let mut spec = ClusterSpec::with_free_ports(state.path().to_path_buf(), 2);
-    spec.node_extra_args = BENCH_NODE_ARGS.iter().map(|argument| argument.to_string()).collect();
+    let traces = Arc::new(TraceCollector::start().await?);
+    spec.node_extra_args = BENCH_NODE_ARGS
+        .iter()
+        .copied()
+        .chain(["--otlp-endpoint", traces.endpoint()])
+        .map(String::from)
+        .collect();
     parley_sim::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
     let cluster = LocalCluster::start(spec).await?;
     // memory and storm hold thousands of sockets; bench_memory_storm.rs runs them small.
     let config = BenchConfig {
         names: ["http_read", "messages", "latency"].map(String::from).to_vec(),
         duration: Duration::from_secs(2),
+        hop_traces: Some(Arc::clone(&traces)),
         ..BenchConfig::default()
     };
     let report = run_benchmarks(&cluster, &config).await?;
@@ -52,6 +62,35 @@ async fn each_benchmark_reports_parley_the_baseline_and_their_ratio() -> anyhow:
         "half the measured maximum"
     );
     assert!(latency.baseline_commit_p50_ms > 0.0, "{latency:?}");
+    let hops = latency.hops.as_ref().expect("the nodes exported their spans");
+    assert!(hops.traced > 0 && hops.traced <= hops.delivered, "{hops:?}");
+    let names: Vec<&str> = hops.hops.iter().map(|hop| hop.hop).collect();
+    assert_eq!(
+        names,
+        [
+            "inbound",
+            "chat queue",
+            "transaction",
+            "after commit",
+            "cluster hop",
+            "recipient session",
+            "outbound"
+        ]
+    );
+    assert!(
+        hops.hops
+            .iter()
+            .all(|hop| hop.messages == hops.traced && hop.p50_ms <= hop.p99_ms),
+        "{hops:?}"
+    );
+    // The transaction's span times a real commit with fsyncs on the master, and the
+    // database layer's spans take it apart.
+    let transaction = &hops.hops[2];
+    assert!(transaction.p50_ms > 0.0, "{transaction:?}");
+    let parts: Vec<&str> = hops.transaction_parts.iter().map(|part| part.hop).collect();
+    assert_eq!(parts, ["connection", "statements", "commit", "binlog position"]);
+    let commit = &hops.transaction_parts[2];
+    assert!(commit.messages > 0 && commit.p50_ms > 0.0, "{commit:?}");
 
     let json: serde_json::Value = serde_json::from_str(&report.to_json()?)?;
     for pointer in [

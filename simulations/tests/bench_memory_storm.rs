@@ -23,6 +23,7 @@ async fn idle_sockets_are_measured_and_a_killed_node_s_users_all_resume() -> any
         duration: Duration::from_secs(1),
         memory_connections: 300,
         storm_users: 200,
+        ..BenchConfig::default()
     };
     let report = run_benchmarks(&cluster, &config).await?;
     println!("{}", report.render_table());

@@ -135,7 +135,7 @@ impl Actor for Session {
         Ok(SessionState {
             user_id: arguments.user_id,
             session_id,
-            replies: OrderedReplies::start(arguments.outbound.clone()),
+            replies: OrderedReplies::new(arguments.outbound.clone()),
             outbound: arguments.outbound,
             services,
             phase: Phase::Replaying { held_back: Vec::new() },
@@ -164,7 +164,9 @@ impl Actor for Session {
                 // Each frame starts a trace of its own; the chat's commit and the
                 // deliveries, here and on other nodes, continue it.
                 let frame_span = tracing::info_span!(parent: None, "ws.frame", user_id = %state.user_id);
-                handle_client_text(state, &text).instrument(frame_span).await
+                // Boxed: the actor's task is sized for the largest future its handler
+                // awaits, and every idle session would carry this one's ~1.3 KB.
+                Box::pin(handle_client_text(state, &text).instrument(frame_span)).await
             }
             SessionMessage::ClientBinary => state.replies.queue_now(
                 error_envelope(&FrameError {
@@ -178,11 +180,14 @@ impl Actor for Session {
             SessionMessage::Deliver(delivery, trace) => match &mut state.phase {
                 Phase::Replaying { held_back } => held_back.push(delivery),
                 Phase::Live => {
+                    // The first message's id finds the trace of a message seen by a
+                    // client (Jaeger's tag search; the latency benchmark's hop breakdown).
                     let _delivering = tracing::info_span!(
                         parent: &trace,
                         "socket.deliver",
                         user_id = %state.user_id,
                         messages = delivery.messages.len(),
+                        message.id = delivery.messages.first().map_or("", |message| message.id.as_str()),
                     )
                     .entered();
                     state.push(&delivery_envelope(&delivery));

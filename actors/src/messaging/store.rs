@@ -66,23 +66,48 @@ pub async fn commit_frames(
     chat_id: &str,
     frames: &[FrameToCommit],
 ) -> Result<Vec<Result<Vec<CommittedMessage>, SendError>>, DbError> {
-    // Two retries of one send racing on two nodes meet at the unique (user_id, client_id)
-    // key; the loser runs again and finds the winner's row.
+    // The first attempt does not look for resent client ids: resends are rare (a client
+    // that reconnects before its ack), and the unique (user_id, client_id) key refuses
+    // one anyway, which sends the batch to the next attempt, which looks them up. That
+    // saves a round trip per sender under the chat's lock in the common case. Two
+    // retries of one send racing on two nodes meet at the same key; the loser runs
+    // again and finds the winner's row.
     let mut attempts = 0;
     loop {
         attempts += 1;
         let messages: usize = frames.iter().map(|frame| frame.messages.len()).sum();
         let insert_span = tracing::info_span!("db.insert", db.table = "messages", messages, attempt = attempts);
-        match commit_once(database, chat_id, frames).instrument(insert_span).await {
-            Err(DbError::Duplicate { key }) if key == "messages_sender_client" && attempts < 3 => continue,
+        let resends = match attempts {
+            1 => ResendLookup::TrustTheUniqueKey,
+            _ => ResendLookup::LookUp,
+        };
+        match commit_once(database, chat_id, frames, resends)
+            .instrument(insert_span)
+            .await
+        {
+            Err(DbError::Duplicate { key }) if key == "messages_sender_client" && attempts < 4 => continue,
             other => return other,
         }
     }
 }
 
+/// Whether a commit attempt reads the stored messages of the batch's client ids first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResendLookup {
+    /// Insert straight away; a resent client id fails the attempt on the unique key.
+    TrustTheUniqueKey,
+    /// Read them, so resends get their original message back.
+    LookUp,
+}
+
 type FrameOutcomes = Vec<Result<Vec<CommittedMessage>, SendError>>;
 
-async fn commit_once(database: &Database, chat_id: &str, frames: &[FrameToCommit]) -> Result<FrameOutcomes, DbError> {
+async fn commit_once(
+    database: &Database,
+    chat_id: &str,
+    frames: &[FrameToCommit],
+    resends: ResendLookup,
+) -> Result<FrameOutcomes, DbError> {
     let writers: Vec<&str> = frames.iter().map(|frame| frame.sender.as_str()).collect();
     database
         .write_for(&writers, |transaction| {
@@ -99,7 +124,11 @@ async fn commit_once(database: &Database, chat_id: &str, frames: &[FrameToCommit
                     .exec("SELECT user_id FROM chat_members WHERE chat_id = ?", (&chat_id,))
                     .await?;
                 let mut stored = HashMap::new();
-                for (sender, client_ids) in client_ids_by_member(&frames, &members) {
+                let senders_to_look_up = match resends {
+                    ResendLookup::LookUp => client_ids_by_member(&frames, &members),
+                    ResendLookup::TrustTheUniqueKey => HashMap::new(),
+                };
+                for (sender, client_ids) in senders_to_look_up {
                     for (client_id, row) in stored_by_client_id(transaction, sender, &client_ids).await? {
                         stored.insert((sender.to_owned(), client_id), row);
                     }
@@ -306,13 +335,61 @@ pub async fn advance_cursor(
         .await?
 }
 
-/// Messages per query while replaying.
+/// Messages per query while replaying chat by chat.
 const REPLAY_PAGE: u64 = 500;
+
+/// At most this many pending messages are read with one query for all of a user's
+/// chats; a user with more is read chat by chat in pages.
+const REPLAY_AT_ONCE: u64 = 1000;
+
+/// A pending message as the replay reads it: chat, id, seq, sender, text, create time,
+/// client id.
+type PendingRow = (String, String, u64, String, String, NaiveDateTime, Option<String>);
 
 /// Every message of every chat of `user` above the user's received cursor, chat by chat
 /// in `seq` order, with no cap. Read on the master first: a lagging replica must not
 /// hide a message committed just before the user reconnected.
+///
+/// A reconnecting user usually misses a few messages: one query reads them all (a storm
+/// of reconnects is thousands of these at once). Only past [`REPLAY_AT_ONCE`] does the
+/// replay page through each chat.
 pub async fn pending_messages(database: &Database, user: &str) -> Result<Vec<DeliveredMessage>, DbError> {
+    let at_once: Vec<PendingRow> = database
+        .read(Freshness::MasterFirst, move |conn| {
+            let user = user.to_owned();
+            async move {
+                // No ORDER BY: sorting a join is a temporary table, on disk when a TEXT
+                // column is in it (a file created per replay, most of the database's
+                // time in a reconnect storm). The rows are sorted here; the LIMIT only
+                // tells whether there are more than fit.
+                conn.exec(
+                    "SELECT STRAIGHT_JOIN m.chat_id, msg.id, msg.seq, msg.user_id, msg.text, msg.create_time, \
+                     msg.client_id FROM chat_members m \
+                     JOIN messages msg ON msg.chat_id = m.chat_id AND msg.seq > m.received_seq \
+                     WHERE m.user_id = ? LIMIT ?",
+                    (user, REPLAY_AT_ONCE + 1),
+                )
+                .await
+            }
+            .boxed()
+        })
+        .await?;
+    if at_once.len() as u64 <= REPLAY_AT_ONCE {
+        let mut at_once = at_once;
+        at_once.sort_unstable_by(|left, right| (&left.0, left.2).cmp(&(&right.0, right.2)));
+        return Ok(at_once
+            .into_iter()
+            .map(|(chat_id, id, seq, sender, text, create_time, client_id)| {
+                delivered(id, chat_id, seq, &sender, text, create_time, client_id.as_deref())
+            })
+            .collect());
+    }
+    pending_messages_chat_by_chat(database, user).await
+}
+
+/// [`pending_messages`] for a user with many: the chats with anything pending, then each
+/// chat's messages a page at a time.
+async fn pending_messages_chat_by_chat(database: &Database, user: &str) -> Result<Vec<DeliveredMessage>, DbError> {
     let cursors: Vec<(String, u64)> = database
         .read(Freshness::MasterFirst, move |conn| {
             let user = user.to_owned();

@@ -1,19 +1,22 @@
 //! `latency`: from the sender's `send` to the recipient's application, across the
 //! cluster, at half the throughput `messages` measured in the same run (or a fixed rate
 //! when it did not run): p50, p99, max. Next to it the floor: one single-row INSERT
-//! committed on the master by one connection.
+//! committed on the master by one connection. With the nodes' traces at hand
+//! (`bench --trace-hops`), also where the time goes, hop by hop ([`latency_hops`]).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mysql_async::Params;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use super::latency_hops::{self, ClientTiming, HopBreakdown};
 use super::{db_baseline, messages, CHAT_SENDERS};
-use crate::failover::chat_load::{ChatLoadSettings, RunningChatLoad};
+use crate::failover::chat_load::{ChatLoadSettings, DeliveredTiming, RunningChatLoad};
 use crate::failover::experiment_users::{create_chat_pairs, fresh_run_tag};
 use crate::failover::latency_statistics::round_ms;
 use crate::http_client::ParleyHttp;
+use crate::trace_collector::TraceCollector;
 use crate::LocalCluster;
 
 /// The target for the p99.
@@ -30,6 +33,9 @@ pub struct LatencyFigures {
     pub baseline_commit_p50_ms: f64,
     pub baseline_commit_p99_ms: f64,
     pub target_p99_ms: f64,
+    /// Hop by hop, when the nodes exported their traces to the benchmark.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hops: Option<HopBreakdown>,
     /// (percentile, ms) from p1 to p100, for the plot.
     #[serde(skip)]
     pub percentiles_ms: Vec<(f64, f64)>,
@@ -41,7 +47,12 @@ impl LatencyFigures {
     }
 }
 
-pub async fn measure(cluster: &LocalCluster, duration: Duration, offered_per_s: f64) -> anyhow::Result<LatencyFigures> {
+pub async fn measure(
+    cluster: &LocalCluster,
+    duration: Duration,
+    offered_per_s: f64,
+    traces: Option<&TraceCollector>,
+) -> anyhow::Result<LatencyFigures> {
     let public_url = cluster.app.public_url();
     let pairs = create_chat_pairs(&ParleyHttp::new(&public_url), &fresh_run_tag(), CHAT_SENDERS).await?;
     let load = RunningChatLoad::connect(
@@ -52,6 +63,9 @@ pub async fn measure(cluster: &LocalCluster, duration: Duration, offered_per_s: 
         },
     );
     load.wait_all_live(Duration::from_secs(30)).await?;
+    if let Some(traces) = traces {
+        traces.clear();
+    }
     let started = Instant::now();
     load.send_at_steady_rate(started + duration).await?;
     let settled = load.settle(Duration::from_secs(30)).await;
@@ -62,6 +76,11 @@ pub async fn measure(cluster: &LocalCluster, duration: Duration, offered_per_s: 
         outcome.lost_count,
         outcome.duplicate_count
     );
+
+    let hops = match traces {
+        Some(traces) => Some(hop_breakdown(traces, &outcome.delivered_messages).await),
+        None => None,
+    };
 
     let master_url = cluster.servers.master_url(cluster.app.database());
     messages::prepare_baseline_table(&master_url).await?;
@@ -78,6 +97,7 @@ pub async fn measure(cluster: &LocalCluster, duration: Duration, offered_per_s: 
         baseline_commit_p50_ms: round_ms(commits.percentile_ms(0.50)),
         baseline_commit_p99_ms: round_ms(commits.percentile_ms(0.99)),
         target_p99_ms: TARGET_P99_MS,
+        hops,
         percentiles_ms: (1..=100)
             .map(|percentile| {
                 let fraction = f64::from(percentile) / 100.0;
@@ -85,4 +105,40 @@ pub async fn measure(cluster: &LocalCluster, duration: Duration, offered_per_s: 
             })
             .collect(),
     })
+}
+
+/// How long the nodes' export queues get to hand over the measurement's spans (they
+/// export every half second) before the breakdown uses what arrived.
+const SPANS_ARRIVAL_TIMEOUT: Duration = Duration::from_secs(10);
+const SPANS_POLL: Duration = Duration::from_millis(500);
+
+async fn hop_breakdown(traces: &TraceCollector, delivered: &[DeliveredTiming]) -> HopBreakdown {
+    // Instants are monotonic, span times are wall clock: one reading of both converts.
+    let (now_instant, now_wall) = (Instant::now(), SystemTime::now());
+    let wall_ns = |at: Instant| -> u64 {
+        let wall = now_wall - now_instant.saturating_duration_since(at);
+        wall.duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos() as u64)
+    };
+    let timings: Vec<ClientTiming> = delivered
+        .iter()
+        .map(|message| ClientTiming {
+            message_id: message.id.clone(),
+            sent_unix_ns: wall_ns(message.sent_at),
+            received_unix_ns: wall_ns(message.delivered_at),
+        })
+        .collect();
+    // Polled until every message is traced or two polls in a row bring nothing new.
+    let deadline = Instant::now() + SPANS_ARRIVAL_TIMEOUT;
+    let (mut spans_seen, mut quiet_polls) = (usize::MAX, 0);
+    loop {
+        let spans = traces.spans();
+        let breakdown = latency_hops::break_down(&spans, &timings);
+        quiet_polls = if spans.len() == spans_seen { quiet_polls + 1 } else { 0 };
+        spans_seen = spans.len();
+        if breakdown.traced == breakdown.delivered || quiet_polls >= 2 || Instant::now() >= deadline {
+            return breakdown;
+        }
+        tokio::time::sleep(SPANS_POLL).await;
+    }
 }

@@ -250,6 +250,8 @@ async fn storm_with_connected_users(
     let sampler = DatabaseLoadSampler::start(cluster).await?;
     let killed_at = Instant::now();
     cluster.kill(KILLED_NODE, Signal::SIGKILL)?;
+    // The moment to line the survivor's log up with.
+    tracing::info!(node = KILLED_NODE, users, "storm: node killed");
     let resumed = poll_until_ready("every storm user to resume", RESUME_TIMEOUT, || async {
         let resumed = progress.resumed.load(Ordering::Relaxed);
         Ok(if resumed >= users {

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -14,6 +15,7 @@ use parley_sim::failover::{
     FailoverConfig, FaultAction, FaultSpec,
 };
 use parley_sim::local_cluster::{remove_state_dir, DEFAULT_PUBLIC_PORT, STATE_FILE_NAME};
+use parley_sim::trace_collector::TraceCollector;
 use parley_sim::{ClusterSpec, ComponentStatus, LocalCluster};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -97,6 +99,11 @@ struct BenchArgs {
     /// own (cheap scrypt, no per-address sign-in limit, 64 sockets per user); repeatable.
     #[arg(long = "node-arg", allow_hyphen_values = true)]
     node_args: Vec<String>,
+    /// Break `latency` down hop by hop: the cluster this command starts exports its
+    /// spans to a collector inside parley-sim (exporting costs the nodes some CPU, so
+    /// the other figures of such a run are not comparable).
+    #[arg(long)]
+    trace_hops: bool,
 }
 
 #[derive(Args)]
@@ -316,11 +323,20 @@ async fn failover(state_dir: &Path, arguments: FailoverArgs) -> anyhow::Result<E
 }
 
 async fn bench(state_dir: &Path, arguments: BenchArgs) -> anyhow::Result<()> {
+    let hop_traces = match arguments.trace_hops {
+        true => Some(Arc::new(TraceCollector::start().await?)),
+        false => None,
+    };
+    let trace_export_args: Vec<String> = match &hop_traces {
+        Some(collector) => vec!["--otlp-endpoint".into(), collector.endpoint().into()],
+        None => Vec::new(),
+    };
     let config = BenchConfig {
         names: arguments.names,
         duration: Duration::from_secs(arguments.duration),
         memory_connections: arguments.memory_connections,
         storm_users: arguments.storm_users,
+        hop_traces,
     };
     let new_cluster_spec = || {
         let mut spec = ClusterSpec::with_fixed_ports(state_dir.to_path_buf(), arguments.nodes, arguments.port);
@@ -328,11 +344,18 @@ async fn bench(state_dir: &Path, arguments: BenchArgs) -> anyhow::Result<()> {
         spec.node_extra_args = BENCH_NODE_ARGS
             .iter()
             .map(|argument| argument.to_string())
+            .chain(trace_export_args.iter().cloned())
             .chain(arguments.node_args.iter().cloned())
             .collect();
         spec
     };
     let (cluster, origin) = attach_or_start_cluster(state_dir, new_cluster_spec).await?;
+    if origin == ClusterOrigin::AlreadyRunning && arguments.trace_hops {
+        bail!(
+            "--trace-hops needs a cluster this command starts (the running one in {} exports its spans elsewhere, if anywhere)",
+            state_dir.display()
+        );
+    }
     if origin == ClusterOrigin::AlreadyRunning {
         eprintln!(
             "benchmarking the running cluster in {}; memory and storm need its nodes started with {}",

@@ -111,6 +111,14 @@ struct PairClients {
     recipient: ChatClient,
 }
 
+/// One acked message that reached its recipient.
+#[derive(Debug, Clone)]
+pub struct DeliveredTiming {
+    pub id: String,
+    pub sent_at: Instant,
+    pub delivered_at: Instant,
+}
+
 /// Where the users were when the load started.
 #[derive(Debug, Default, Clone, serde::Serialize, PartialEq)]
 pub struct ChatPlacement {
@@ -137,6 +145,8 @@ pub struct ChatLoadOutcome {
     pub resume_times: LatencySamples,
     /// From `send` on the sender to the recipient's application.
     pub delivery_times: LatencySamples,
+    /// The same, message by message.
+    pub delivered_messages: Vec<DeliveredTiming>,
     /// Indexed by the second of the load in which the recipient got it.
     pub delivered_per_second: Vec<u64>,
     /// Every ack arrived and every acked message reached its recipient in time.
@@ -343,6 +353,11 @@ fn add_pair_to_outcome(
                     outcome
                         .delivery_times
                         .record(delivered_at.saturating_duration_since(*sent_at));
+                    outcome.delivered_messages.push(DeliveredTiming {
+                        id: id.clone(),
+                        sent_at: *sent_at,
+                        delivered_at: *delivered_at,
+                    });
                 }
             }
             None => {
