@@ -99,50 +99,20 @@ const TRANSACTION_PARTS: [(&str, &str); 4] = [
     ),
 ];
 
-/// The transaction's parts of one traced message, in nanoseconds.
-struct TransactionParts {
-    acquire_start: u64,
-    acquire_end: u64,
-    commit_start: u64,
-    commit_end: u64,
-    position_end: u64,
+/// One traced cross-node message: the moments (nanoseconds since the epoch) it passed
+/// each mark, in order, so that each hop is the gap between two neighbours.
+struct TracedMessage {
+    /// Sent, ws.frame, chat.commit start and end, chat.deliver, cluster.deliver,
+    /// socket.deliver, received: the gaps are [`HOPS`].
+    moments: [u64; HOPS.len() + 1],
+    /// db.acquire start and end, db.commit start and end, db.commit_position end: the
+    /// gaps are [`TRANSACTION_PARTS`].
+    transaction_moments: [u64; TRANSACTION_PARTS.len() + 1],
 }
 
-impl TransactionParts {
-    fn durations_ns(&self) -> [u64; 4] {
-        [
-            self.acquire_end.saturating_sub(self.acquire_start),
-            self.commit_start.saturating_sub(self.acquire_end),
-            self.commit_end.saturating_sub(self.commit_start),
-            self.position_end.saturating_sub(self.commit_end),
-        ]
-    }
-}
-
-/// The marks of one traced cross-node message, in nanoseconds since the epoch.
-struct Marks {
-    sent: u64,
-    frame: u64,
-    commit_start: u64,
-    commit_end: u64,
-    deliver: u64,
-    hop: u64,
-    socket: u64,
-    received: u64,
-}
-
-impl Marks {
-    fn hop_durations_ns(&self) -> [u64; 7] {
-        [
-            self.frame.saturating_sub(self.sent),
-            self.commit_start.saturating_sub(self.frame),
-            self.commit_end.saturating_sub(self.commit_start),
-            self.deliver.saturating_sub(self.commit_end),
-            self.hop.saturating_sub(self.deliver),
-            self.socket.saturating_sub(self.hop),
-            self.received.saturating_sub(self.socket),
-        ]
-    }
+/// The time between each moment and the next.
+fn gaps_ns(moments: &[u64]) -> Vec<u64> {
+    moments.windows(2).map(|pair| pair[1].saturating_sub(pair[0])).collect()
 }
 
 /// Joins `timings` with `spans`; only messages that crossed nodes and whose frame was
@@ -160,61 +130,52 @@ pub fn break_down(spans: &[CollectedSpan], timings: &[ClientTiming]) -> HopBreak
             }
         }
     }
-    let mut parts = Vec::new();
-    let marks: Vec<Marks> = timings
+    let traced: Vec<TracedMessage> = timings
         .iter()
         .filter_map(|timing| {
             let trace = spans_by_trace.get(trace_by_message.get(timing.message_id.as_str())?)?;
             let named = |name: &str| trace.iter().find(|span| span.name == name);
-            let commit = named("chat.commit")?;
-            let (acquire, db_commit, position) =
-                (named("db.acquire")?, named("db.commit")?, named("db.commit_position")?);
-            parts.push(TransactionParts {
-                acquire_start: acquire.start_unix_ns,
-                acquire_end: acquire.end_unix_ns,
-                commit_start: db_commit.start_unix_ns,
-                commit_end: db_commit.end_unix_ns,
-                position_end: position.end_unix_ns,
-            });
-            Some(Marks {
-                sent: timing.sent_unix_ns,
-                frame: named("ws.frame")?.start_unix_ns,
-                commit_start: commit.start_unix_ns,
-                commit_end: commit.end_unix_ns,
-                deliver: named("chat.deliver")?.start_unix_ns,
-                hop: named("cluster.deliver")?.start_unix_ns,
-                socket: named("socket.deliver")?.start_unix_ns,
-                received: timing.received_unix_ns,
+            let (commit, acquire, db_commit) = (named("chat.commit")?, named("db.acquire")?, named("db.commit")?);
+            Some(TracedMessage {
+                moments: [
+                    timing.sent_unix_ns,
+                    named("ws.frame")?.start_unix_ns,
+                    commit.start_unix_ns,
+                    commit.end_unix_ns,
+                    named("chat.deliver")?.start_unix_ns,
+                    named("cluster.deliver")?.start_unix_ns,
+                    named("socket.deliver")?.start_unix_ns,
+                    timing.received_unix_ns,
+                ],
+                transaction_moments: [
+                    acquire.start_unix_ns,
+                    acquire.end_unix_ns,
+                    db_commit.start_unix_ns,
+                    db_commit.end_unix_ns,
+                    named("db.commit_position")?.end_unix_ns,
+                ],
             })
         })
         .collect();
-    let hops = HOPS
+    let hop_gaps: Vec<Vec<u64>> = traced.iter().map(|message| gaps_ns(&message.moments)).collect();
+    let part_gaps: Vec<Vec<u64>> = traced
         .iter()
-        .enumerate()
-        .map(|(index, (hop, covers))| {
-            figures(
-                hop,
-                covers,
-                marks.iter().map(|marks| marks.hop_durations_ns()[index]).collect(),
-            )
-        })
+        .map(|message| gaps_ns(&message.transaction_moments))
         .collect();
-    let transaction_parts = TRANSACTION_PARTS
-        .iter()
-        .enumerate()
-        .map(|(index, (part, covers))| {
-            figures(
-                part,
-                covers,
-                parts.iter().map(|parts| parts.durations_ns()[index]).collect(),
-            )
-        })
-        .collect();
+    let column = |gaps: &[Vec<u64>], index: usize| gaps.iter().map(|row| row[index]).collect();
     HopBreakdown {
         delivered: timings.len() as u64,
-        traced: marks.len() as u64,
-        hops,
-        transaction_parts,
+        traced: traced.len() as u64,
+        hops: HOPS
+            .iter()
+            .enumerate()
+            .map(|(index, (hop, covers))| figures(hop, covers, column(&hop_gaps, index)))
+            .collect(),
+        transaction_parts: TRANSACTION_PARTS
+            .iter()
+            .enumerate()
+            .map(|(index, (part, covers))| figures(part, covers, column(&part_gaps, index)))
+            .collect(),
     }
 }
 
