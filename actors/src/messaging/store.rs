@@ -354,7 +354,7 @@ type PendingRow = (String, String, u64, String, String, NaiveDateTime, Option<St
 /// of reconnects is thousands of these at once). Only past [`REPLAY_AT_ONCE`] does the
 /// replay page through each chat.
 pub async fn pending_messages(database: &Database, user: &str) -> Result<Vec<DeliveredMessage>, DbError> {
-    let at_once: Vec<PendingRow> = database
+    let mut at_once: Vec<PendingRow> = database
         .read(Freshness::MasterFirst, move |conn| {
             let user = user.to_owned();
             async move {
@@ -375,7 +375,6 @@ pub async fn pending_messages(database: &Database, user: &str) -> Result<Vec<Del
         })
         .await?;
     if at_once.len() as u64 <= REPLAY_AT_ONCE {
-        let mut at_once = at_once;
         at_once.sort_unstable_by(|left, right| (&left.0, left.2).cmp(&(&right.0, right.2)));
         return Ok(at_once
             .into_iter()
