@@ -2,6 +2,7 @@
 //!
 //! Plain domain logic on a [`Database`] handle; it runs in the request's own task.
 
+mod hashing_turns;
 pub mod passwords;
 mod refresh_tokens;
 /// Pure checks, in `parley-checks` so the fuzz targets build them without the runtime.
@@ -68,10 +69,18 @@ impl Accounts {
         Accounts { database, passwords }
     }
 
-    /// Creates the user; returns the new user id.
-    pub async fn sign_up(&self, request: &SignUpRequest) -> Result<String, AccountError> {
+    /// Creates the user; returns the new user id. `requester` (the client's address) is
+    /// whose share of the hashing queue the password's hash takes.
+    pub async fn sign_up(&self, request: &SignUpRequest, requester: &str) -> Result<String, AccountError> {
         let valid = validate_sign_up(request, Utc::now())?;
-        let password_hash = self.passwords.hash(&valid.password).await?;
+        // A taken email is refused before the expensive hash: repeated sign-ups with one
+        // email would otherwise cost a hash each and crowd sign-ins out of the hashing
+        // queue. (The 409 tells that the email exists either way.) A sign-up racing for
+        // the same email still meets the unique key below.
+        if self.credentials_by_email(&valid.email).await?.is_some() {
+            return Err(AccountError::EmailTaken);
+        }
+        let password_hash = self.passwords.hash(&valid.password, requester).await?;
         let user_id = Uuid::new_v4().to_string();
         let inserted = self
             .database
@@ -108,15 +117,15 @@ impl Accounts {
         }
     }
 
-    /// The user id behind these credentials.
-    pub async fn authenticate(&self, email: &str, password: &str) -> Result<String, AccountError> {
+    /// The user id behind these credentials; `requester` as for [`Accounts::sign_up`].
+    pub async fn authenticate(&self, email: &str, password: &str, requester: &str) -> Result<String, AccountError> {
         // A malformed email cannot belong to anyone; answer like any unknown email.
         let found = match normalize_email(email) {
             Ok(email) => self.credentials_by_email(&email).await?,
             Err(_) => None,
         };
         let stored_hash = found.as_ref().map(|(_, hash)| hash.as_str());
-        let matches = self.passwords.verify(password, stored_hash).await?;
+        let matches = self.passwords.verify(password, stored_hash, requester).await?;
         match (found, matches) {
             (Some((user_id, _)), true) => Ok(user_id),
             _ => Err(AccountError::InvalidCredentials),

@@ -11,6 +11,7 @@
 pub mod db_router;
 pub mod endpoint;
 pub mod errors;
+mod master_position;
 pub mod migrations;
 mod recent_writes;
 pub mod statement_sizes;
@@ -32,6 +33,7 @@ pub use errors::DbError;
 use crate::metrics::Metrics;
 use db_router::DbRouterMessage;
 use errors::{server_error_code, RETRYABLE_TRANSACTION_CODES};
+use master_position::MasterPositionFetches;
 use recent_writes::RecentWrites;
 
 /// Every bound the database layer keeps.
@@ -82,8 +84,11 @@ pub struct DatabaseConfig {
 pub enum Freshness<'a> {
     /// Any replica will do.
     Any,
-    /// The reader must see its own writes: a replica is used only once it has applied
-    /// the reader's last write (by GTID); otherwise the master answers.
+    /// The reader must see its own writes, whichever node took them: a replica is used
+    /// only once it has applied the master's binlog position as of the read's start
+    /// (which covers every write answered before it, on any node); otherwise the master
+    /// answers. When the master cannot tell its position (it is down), the reader's last
+    /// write through this node is what a replica must have applied.
     ReadYourWrites(&'a str),
     /// The master first (used to confirm "not found" answers that replica lag may cause);
     /// replicas only when the master is down.
@@ -101,6 +106,7 @@ struct Shared {
     reads: Vec<Arc<Endpoint>>,
     timeouts: DatabaseTimeouts,
     recent_writes: RecentWrites,
+    master_positions: MasterPositionFetches,
     next_read: AtomicUsize,
     router: ArcSwapOption<ActorRef<DbRouterMessage>>,
     metrics: Arc<Metrics>,
@@ -135,6 +141,7 @@ impl Database {
                 reads,
                 timeouts: config.timeouts,
                 recent_writes: RecentWrites::new(config.timeouts.read_your_writes_horizon),
+                master_positions: MasterPositionFetches::default(),
                 next_read: AtomicUsize::new(0),
                 router: ArcSwapOption::empty(),
                 metrics,
@@ -163,7 +170,7 @@ impl Database {
         F: for<'c> Fn(&'c mut Conn) -> BoxFuture<'c, Result<T, mysql_async::Error>> + Send + Sync,
     {
         let wait_for_gtid = match freshness {
-            Freshness::ReadYourWrites(key) => self.shared.recent_writes.last_write_of(key),
+            Freshness::ReadYourWrites(key) => self.position_to_read_at(key).await,
             Freshness::Any | Freshness::MasterFirst => None,
         };
         let mut last_error = String::from("no database endpoint is configured");
@@ -202,6 +209,28 @@ impl Database {
             }
         }
         Err(DbError::NoReadEndpoint { last_error })
+    }
+
+    /// What a replica must have applied before it answers `reader` (`None`: anything).
+    /// The master's position now, shared with the other reads of this moment, covers
+    /// the reader's writes through every node; the position of the reader's last write
+    /// through this node is the fallback when the master cannot be asked.
+    async fn position_to_read_at(&self, reader: &str) -> Option<String> {
+        let master = &self.shared.master;
+        let now = self
+            .shared
+            .master_positions
+            .position_after_now(master, self.shared.timeouts.read_attempt)
+            .instrument(tracing::info_span!("db.master_position", db.endpoint = %master.name))
+            .await;
+        let outcome = if now.is_some() { "ok" } else { "unavailable" };
+        self.shared.metrics.count_query(&master.name, "position", outcome);
+        match now {
+            // Nothing was ever written: nothing to wait for.
+            Some(position) if position.is_empty() => None,
+            Some(position) => Some(position),
+            None => self.shared.recent_writes.last_write_of(reader),
+        }
     }
 
     /// Runs `work` in one master transaction and commits it when it returns `Ok(Ok(_))`.

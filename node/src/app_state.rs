@@ -74,5 +74,7 @@ pub struct AppState {
     pub trace_propagation: Arc<dyn actors::trace_context::TracePropagation>,
     /// Sign-in attempts per email and per client address.
     pub sign_in_limits: Arc<crate::http::rate_limits::SignInLimits>,
+    /// Sign-ups per client address.
+    pub sign_up_limit: Arc<crate::http::rate_limits::KeyedRateLimiter>,
     pub limits: Limits,
 }

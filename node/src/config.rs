@@ -80,6 +80,23 @@ pub struct NodeConfig {
     #[arg(long, env = "PARLEY_MAX_QUEUED_HASHES", default_value_t = 16)]
     pub max_queued_hashes: usize,
 
+    /// How long a password hash may wait for its turn before the sign-in or sign-up gets
+    /// a 429, in milliseconds. Keep it well under the proxy's read timeout (nginx: 5 s):
+    /// a node that answers late is taken out of rotation by nginx, a 429 is not.
+    #[arg(long, env = "PARLEY_MAX_HASH_WAIT_MS", default_value_t = 2000)]
+    pub max_hash_wait_ms: u64,
+
+    /// Password hashes of one client address waiting at most (of `--max-queued-hashes`):
+    /// one address's flood of sign-ups or sign-ins holds at most this share of the queue,
+    /// and the others get a 429 at once, so another address's sign-in still finds room.
+    #[arg(long, env = "PARLEY_MAX_QUEUED_HASHES_PER_ADDRESS", default_value_t = 4)]
+    pub max_queued_hashes_per_address: usize,
+
+    /// Sign-ups per client address and minute on this node (a third of it at once);
+    /// behind nginx the address is its `X-Real-IP`. 0: no limit.
+    #[arg(long, env = "PARLEY_SIGN_UP_PER_ADDRESS_PER_MINUTE", default_value_t = 60)]
+    pub sign_up_per_address_per_minute: u32,
+
     /// Sign-in attempts per email and minute on this node (10 at once); 0: no limit.
     #[arg(long, env = "PARLEY_SIGN_IN_PER_EMAIL_PER_MINUTE", default_value_t = 10)]
     pub sign_in_per_email_per_minute: u32,
@@ -158,11 +175,14 @@ pub struct NodeConfig {
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
 
-    /// On SIGTERM, how long the node keeps answering (every response with
-    /// `Connection: close`, readiness 503, websocket upgrades 503) before it stops
-    /// accepting, in milliseconds. nginx reuses idle connections to a node; closed while
-    /// nginx sends a POST on one, the POST fails and nginx may not retry it. Answering
-    /// with `Connection: close` for a while retires the connections nginx is using.
+    /// On SIGTERM, the node stops listening at once (a refused connect is retried by
+    /// nginx on another node, whatever the method), then keeps answering on the
+    /// connections it already has for this long (every response with `Connection: close`,
+    /// readiness 503, websocket upgrades 503) before it closes them, in milliseconds.
+    /// nginx reuses idle connections to a node; closed while nginx sends a POST on one,
+    /// the POST fails and nginx may not retry it. Answering with `Connection: close` for
+    /// a while retires the connections nginx is using, and nginx closes its idle ones
+    /// itself before then (its upstream `keepalive_timeout` is shorter).
     #[arg(long, env = "PARLEY_SHUTDOWN_LAME_DUCK_MS", default_value_t = 1000)]
     pub shutdown_lame_duck_ms: u64,
 

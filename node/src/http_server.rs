@@ -52,11 +52,23 @@ impl PendingUpgrade {
 /// likely the open files limit: sockets must close before another can be accepted).
 const ACCEPT_FAILURE_PAUSE: Duration = Duration::from_millis(100);
 
-/// Serves `routes` on `listener` until `shutdown` completes, then stops accepting and
-/// waits for the requests in flight. Upgraded connections are not waited for: they
-/// belong to their websocket tasks from the upgrade on.
-pub async fn serve<F>(listener: TcpListener, routes: F, shutdown: impl Future<Output = ()>)
-where
+/// Serves `routes` on `listener` until `shutdown` completes. Then it stops listening
+/// (after taking every connection already queued, so none is reset), runs `lame_duck`
+/// while the connections it has go on being served, and finally waits for the requests
+/// in flight. Upgraded connections are not waited for: they belong to their websocket
+/// tasks from the upgrade on.
+///
+/// Why the listener closes first: a connect that the node refuses is retried by nginx on
+/// the next node whatever the method, while a request already sent on a connection that
+/// the node then resets is not retried when it is a POST. `lame_duck` is not polled
+/// before the listener is closed, so whatever it does (closing websockets, whose clients
+/// reconnect at once) happens when new connections can only go elsewhere.
+pub async fn serve<F>(
+    listener: TcpListener,
+    routes: F,
+    shutdown: impl Future<Output = ()>,
+    lame_duck: impl Future<Output = ()>,
+) where
     F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
 {
     // Every connection task holds a receiver; the drain is over when all are dropped.
@@ -67,37 +79,79 @@ where
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) if is_about_one_connection(&error) => continue,
-            Err(error) => {
-                tracing::error!(%error, "accepting a connection failed");
-                tokio::time::sleep(ACCEPT_FAILURE_PAUSE).await;
-                continue;
-            }
-        };
-        // Websocket frames are small and latency-bound: no Nagle delay.
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "could not disable nagle on a connection");
-        }
-        let routes = warp::service(routes.clone());
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-            if request.headers().contains_key(hyper::header::UPGRADE) {
-                let upgrade = hyper::upgrade::on(&mut request);
-                request.extensions_mut().insert(PendingUpgrade::new(upgrade));
-            }
-            request.extensions_mut().insert(PeerAddress(peer));
-            routes.clone().call(request)
-        });
-        let connection = http1::Builder::new()
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
-        tokio::spawn(serve_connection(connection, drain_watch.clone(), peer));
+        serve_accepted(accepted, &routes, &drain_watch).await;
     }
-    drop(listener);
+    // Connections whose handshake completed before now wait in the accept queue; closing
+    // the listener would reset them. Take them all, then close. Asked of the socket
+    // itself, not of tokio's cached readiness, which may not have seen the last arrivals.
+    let mut queued = 0_usize;
+    match listener.into_std() {
+        Ok(listener) => {
+            while let Some(accepted) = accept_queued(&listener) {
+                queued += 1;
+                serve_accepted(accepted, &routes, &drain_watch).await;
+            }
+        }
+        Err(error) => tracing::warn!(%error, "could not take the queued connections before closing"),
+    }
+    tracing::info!(queued, "listener closed");
+    lame_duck.await;
     drop(drain_watch);
     let _ = drain_signal.send(true);
     drain_signal.closed().await;
+}
+
+/// The next connection already in `listener`'s accept queue, without waiting (`None`
+/// when the queue is empty).
+fn accept_queued(listener: &std::net::TcpListener) -> Option<std::io::Result<(TcpStream, SocketAddr)>> {
+    match listener.accept() {
+        Ok((stream, peer)) => {
+            let stream = stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream));
+            Some(stream.map(|stream| (stream, peer)))
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => None,
+        Err(error) if is_about_one_connection(&error) => Some(Err(error)),
+        Err(error) => {
+            tracing::warn!(%error, "taking the queued connections failed");
+            None
+        }
+    }
+}
+
+/// Serves one accepted connection in its own task (or notes why accepting failed).
+async fn serve_accepted<F>(
+    accepted: std::io::Result<(TcpStream, SocketAddr)>,
+    routes: &F,
+    drain_watch: &watch::Receiver<bool>,
+) where
+    F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
+{
+    let (stream, peer) = match accepted {
+        Ok(accepted) => accepted,
+        Err(error) if is_about_one_connection(&error) => return,
+        Err(error) => {
+            tracing::error!(%error, "accepting a connection failed");
+            tokio::time::sleep(ACCEPT_FAILURE_PAUSE).await;
+            return;
+        }
+    };
+    // Websocket frames are small and latency-bound: no Nagle delay.
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "could not disable nagle on a connection");
+    }
+    let routes = warp::service(routes.clone());
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        if request.headers().contains_key(hyper::header::UPGRADE) {
+            let upgrade = hyper::upgrade::on(&mut request);
+            request.extensions_mut().insert(PendingUpgrade::new(upgrade));
+        }
+        request.extensions_mut().insert(PeerAddress(peer));
+        routes.clone().call(request)
+    });
+    let connection = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::spawn(serve_connection(connection, drain_watch.clone(), peer));
 }
 
 /// Runs one connection; once the drain starts, hyper finishes the request in flight and

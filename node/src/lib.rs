@@ -70,7 +70,9 @@ pub async fn run(
         config.scrypt_cost(),
         config.max_concurrent_hashes,
         config.max_queued_hashes,
-    )?;
+    )?
+    .with_max_wait(Duration::from_millis(config.max_hash_wait_ms))
+    .with_max_waiting_per_requester(config.max_queued_hashes_per_address);
     let sign_in_limits = Arc::new(SignInLimits {
         per_email: KeyedRateLimiter::new(config.sign_in_per_email_per_minute, config.sign_in_per_email_per_minute),
         per_address: KeyedRateLimiter::new(
@@ -78,6 +80,10 @@ pub async fn run(
             config.sign_in_per_address_per_minute / 3,
         ),
     });
+    let sign_up_limit = Arc::new(KeyedRateLimiter::new(
+        config.sign_up_per_address_per_minute,
+        config.sign_up_per_address_per_minute / 3,
+    ));
     let readiness = Readiness::default();
     let migrations = tokio::spawn(migrate_until_done(database.clone(), readiness.clone()));
     let peers = Peers::new(cluster_name, Duration::from_millis(config.peer_failure_timeout_ms));
@@ -122,6 +128,7 @@ pub async fn run(
         readiness: readiness.clone(),
         trace_propagation,
         sign_in_limits,
+        sign_up_limit,
         limits: Limits {
             max_body_bytes: config.max_body_bytes,
             max_page_size: config.max_page_size,
@@ -140,11 +147,14 @@ pub async fn run(
         shutdown.await;
         tracing::info!(?lame_duck, "node draining");
         draining.mark_draining();
+    };
+    // Runs once the listener is closed: reconnecting clients can only reach other nodes.
+    let lame_duck_period = async move {
         closing.close_all(close_codes::GOING_AWAY, "node shutting down").await;
         // A protocol period, not a wait for something: see `shutdown_lame_duck_ms`.
         tokio::time::sleep(lame_duck).await;
     };
-    http_server::serve(listener, http::routes(state), shutdown).await;
+    http_server::serve(listener, http::routes(state), shutdown, lame_duck_period).await;
     // Closed sockets still have their backlog and close frame to write.
     open_sockets.wait_all_closed(SOCKET_DRAIN_TIMEOUT).await;
     tracing::info!(node = %config.node_name, "node stopping");

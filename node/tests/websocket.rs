@@ -141,6 +141,62 @@ async fn a_resent_client_id_gets_the_original_ack_and_stores_nothing_new() {
 }
 
 #[tokio::test]
+async fn the_same_client_id_in_two_chats_is_two_messages_each_acked_in_its_own_chat() {
+    // Alice numbers her messages per conversation: "k1" to Bob, then "k1" to Carol.
+    let pair = pair("per-chat-ids").await;
+    let carol_id = pair
+        .app
+        .http
+        .sign_up_ok(&seed_person("Carol", "per-chat-ids"))
+        .await
+        .unwrap();
+    let carol = pair
+        .app
+        .http
+        .sign_in("carol.per-chat-ids@email.com", "1234567890")
+        .await
+        .unwrap()
+        .access_token;
+    let carol_chat = pair.app.http.create_chat(&pair.alice, &carol_id).await.unwrap();
+    let (mut alice, _, _) = connect(&pair, &pair.alice).await;
+    let mut acks = Vec::new();
+    for (chat_id, text) in [(&pair.chat_id, "for bob"), (&carol_chat, "for carol")] {
+        alice
+            .send_messages(chat_id, vec![text_message(text, Some("k1"))], Some(text))
+            .await
+            .unwrap();
+        let (_, ack) = alice.until_action(actions::ACK, WAIT).await.unwrap();
+        let ack: AckPayload = ack.decode_payload().unwrap();
+        assert_eq!(&ack.chat_id, chat_id, "an ack names its own chat");
+        acks.push(ack.acks[0].clone());
+    }
+    assert_ne!(acks[0].id, acks[1].id, "two chats, two messages");
+    assert_eq!((acks[0].seq, acks[1].seq), (1, 1));
+    // A resend in Carol's chat is still stored once, acked with the first id.
+    alice
+        .send_messages(&carol_chat, vec![text_message("for carol", Some("k1"))], None)
+        .await
+        .unwrap();
+    let (_, again) = alice.until_action(actions::ACK, WAIT).await.unwrap();
+    assert_eq!(again.decode_payload::<AckPayload>().unwrap().acks[0], acks[1]);
+
+    let carols = pair.app.http.messages(&carol, &carol_chat, 0, 100).await.unwrap();
+    let stored: Vec<_> = carols.messages.iter().map(|m| (m.id.clone(), m.text.clone())).collect();
+    assert_eq!(stored, [(acks[1].id.clone(), "for carol".to_owned())]);
+    let bobs = pair.app.http.messages(&pair.bob, &pair.chat_id, 0, 100).await.unwrap();
+    let stored: Vec<_> = bobs.messages.iter().map(|m| (m.id.clone(), m.text.clone())).collect();
+    assert_eq!(stored, [(acks[0].id.clone(), "for bob".to_owned())]);
+    // Carol gets her message live, too.
+    let (mut carol_socket, _, replayed) = connect(&pair, &carol).await;
+    let mut delivered = texts(&replayed);
+    if delivered.is_empty() {
+        let (_, delivery) = carol_socket.until_action(actions::SEND_MESSAGE, WAIT).await.unwrap();
+        delivered = texts(&[delivery]);
+    }
+    assert_eq!(delivered, [(1, "for carol".to_owned())]);
+}
+
+#[tokio::test]
 async fn a_reconnecting_user_gets_everything_above_the_received_cursor_in_order() {
     let pair = pair("resume").await;
     let (mut bob, _, _) = connect(&pair, &pair.bob).await;

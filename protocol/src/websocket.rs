@@ -81,7 +81,7 @@ pub struct OutgoingMessage {
     /// The seed sends `created`; ignored otherwise.
     #[serde(default)]
     pub status: Option<String>,
-    /// Makes a resend idempotent: the same `client_id` from the same sender is stored once.
+    /// Makes a resend idempotent: the same `client_id` from the same sender in the same chat is stored once; in another chat it is another message.
     #[serde(default)]
     pub client_id: Option<String>,
 }

@@ -15,8 +15,8 @@
 //! ([`write_plots`]).
 //!
 //! A cluster `bench` starts itself gets [`BENCH_NODE_ARGS`]: thousands of accounts need
-//! cheap password hashes and no per-address sign-in limit (they all come from
-//! 127.0.0.1), and the memory benchmark puts 20 sockets on each user.
+//! cheap password hashes and no per-address sign-in or sign-up limit or hashing share
+//! (they all come from 127.0.0.1), and the memory benchmark puts 20 sockets on each user.
 
 mod bench_accounts;
 mod database_load;
@@ -63,6 +63,10 @@ pub const BENCH_NODE_ARGS: &[&str] = &[
     "10",
     "--sign-in-per-address-per-minute",
     "0",
+    "--sign-up-per-address-per-minute",
+    "0",
+    "--max-queued-hashes-per-address",
+    "16",
     "--max-sockets-per-user",
     "64",
 ];

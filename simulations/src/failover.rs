@@ -274,6 +274,7 @@ fn assemble_report(
         redeliveries_absorbed: chat_outcome.redeliveries_absorbed,
         sequence_conflicts: chat_outcome.sequence_conflicts,
         reconnects: chat_outcome.reconnects,
+        connect_failures: chat_outcome.connect_failures,
         resumes: chat_outcome.resume_times.len() as u64,
         resume_p50_ms: round_ms(chat_outcome.resume_times.percentile_ms(0.50)),
         resume_p99_ms: round_ms(chat_outcome.resume_times.percentile_ms(0.99)),

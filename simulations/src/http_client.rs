@@ -14,6 +14,8 @@ pub struct ApiResponse {
     /// The `x-parley-node` header.
     pub node: Option<String>,
     pub content_type: Option<String>,
+    /// The `Retry-After` header, in seconds.
+    pub retry_after_seconds: Option<u64>,
 }
 
 impl ApiResponse {
@@ -33,6 +35,9 @@ impl ApiResponse {
 /// Longer than any answer Parley gives while healthy or failing over (its database
 /// calls time out within seconds), so reaching it means a hang.
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long sign-ups and sign-ins of the typed helpers keep honouring 429s.
+pub const BUSY_RETRY_WINDOW: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Talks to one base URL (nginx, or one node directly).
 #[derive(Debug, Clone)]
@@ -84,6 +89,7 @@ impl ParleyHttp {
         };
         let node = header("x-parley-node");
         let content_type = header("content-type");
+        let retry_after_seconds = header("retry-after").and_then(|seconds| seconds.trim().parse().ok());
         let text = response
             .text()
             .await
@@ -94,7 +100,30 @@ impl ParleyHttp {
             body,
             node,
             content_type,
+            retry_after_seconds,
         })
+    }
+
+    /// [`ParleyHttp::request`], asked again after the server's `Retry-After` while it
+    /// answers 429 (a rate limit or a full hashing queue: nothing was done), for at most
+    /// [`BUSY_RETRY_WINDOW`]. What a well-behaved client does; tools that create many
+    /// accounts from one address rely on it.
+    pub async fn request_honouring_retry_after(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> anyhow::Result<ApiResponse> {
+        let deadline = tokio::time::Instant::now() + BUSY_RETRY_WINDOW;
+        loop {
+            let answer = self.request(method.clone(), path, token, body).await?;
+            let pause = std::time::Duration::from_secs(answer.retry_after_seconds.unwrap_or(1).clamp(1, 10));
+            if answer.status != 429 || tokio::time::Instant::now() + pause > deadline {
+                return Ok(answer);
+            }
+            tokio::time::sleep(pause).await;
+        }
     }
 
     pub async fn sign_up(&self, request: &SignUpRequest) -> anyhow::Result<ApiResponse> {
@@ -107,15 +136,22 @@ impl ParleyHttp {
         .await
     }
 
-    /// Signs up and returns the new user id (expects 201).
+    /// Signs up and returns the new user id (expects 201; a 429 is retried after its
+    /// `Retry-After`).
     pub async fn sign_up_ok(&self, request: &SignUpRequest) -> anyhow::Result<String> {
-        let body = self.sign_up(request).await?.expect(201, "sign-up")?;
+        let body = serde_json::to_string(request)?;
+        let answer = self
+            .request_honouring_retry_after(Method::POST, "/auth/sign-up", None, Some(&body))
+            .await?;
+        let body = answer.expect(201, "sign-up")?;
         Ok(serde_json::from_value::<protocol::auth::SignUpResponse>(body)?.user_id)
     }
 
     pub async fn sign_in(&self, email: &str, password: &str) -> anyhow::Result<TokenPair> {
         let body = serde_json::json!({ "email": email, "password": password }).to_string();
-        let answer = self.request(Method::POST, "/auth/sign-in", None, Some(&body)).await?;
+        let answer = self
+            .request_honouring_retry_after(Method::POST, "/auth/sign-in", None, Some(&body))
+            .await?;
         Ok(serde_json::from_value(answer.expect(200, "sign-in")?)?)
     }
 

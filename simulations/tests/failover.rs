@@ -254,6 +254,97 @@ async fn a_node_shut_down_gracefully_costs_no_request_and_no_message() -> anyhow
     experiment.cluster.shutdown().await
 }
 
+/// No user ever failed to connect: nginx found a live node for every upgrade.
+fn assert_every_connection_attempt_succeeded(report: &FailoverReport) {
+    assert_eq!(
+        report.ws.connect_failures,
+        0,
+        "websocket connection attempts failed (nginx's 503 while a node was up?)\n{}",
+        report.render_table()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_costs_no_request_and_no_message() -> anyhow::Result<()> {
+    let _serial = ONE_EXPERIMENT_AT_A_TIME.lock().await;
+    let experiment = start_cluster().await?;
+    // What every rolling deploy does: node-1 goes and comes back, then node-2. nginx once
+    // kept node-1 marked failed for websockets after its restart, and node-2's death then
+    // left the users with no node for a minute.
+    // GETs only: a POST in flight on a SIGKILLed node cannot be retried safely (the
+    // graceful stops of the soak below carry POSTs).
+    let faults = ["2:kill:node-1", "4:start:node-1", "8:term:node-2", "11:start:node-2"];
+    let config = short_experiment(faults.iter().map(|fault| fault.parse()).collect::<Result<_, _>>()?);
+
+    let report = run_failover_experiment(&experiment.cluster, &config).await?;
+    println!("{}", report.render_table());
+
+    assert_nothing_failed_or_lost(&report, experiment.state_dir.path(), HttpStalls::Never);
+    assert_users_of_the_dead_node_resumed(&report, "node-2");
+    assert_every_connection_attempt_succeeded(&report);
+    assert_eq!(
+        fault_actions(&report),
+        [
+            ("kill", "node-1"),
+            ("start", "node-1"),
+            ("term", "node-2"),
+            ("start", "node-2")
+        ]
+    );
+    experiment.cluster.shutdown().await
+}
+
+/// SIGTERMs in the soak below, alternating between the two nodes.
+const SOAK_SIGTERMS: usize = 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_sigterms_under_reads_and_writes_fail_no_request_and_lose_no_message() -> anyhow::Result<()> {
+    let _serial = ONE_EXPERIMENT_AT_A_TIME.lock().await;
+    let experiment = start_cluster().await?;
+    // Every 4 s a node gets SIGTERM and 2.5 s later it starts again (a stopping node
+    // needs its lame duck, 1 s, and the close of its sockets first): node-1, node-2,
+    // node-1, ... while GETs and POSTs go through nginx all the time.
+    let mut faults = Vec::new();
+    for stop in 0..SOAK_SIGTERMS {
+        let node = format!("node-{}", stop % 2 + 1);
+        let at = 2.0 + 4.0 * stop as f64;
+        faults.push(format!("{at}:term:{node}").parse()?);
+        faults.push(format!("{}:start:{node}", at + 2.5).parse()?);
+    }
+    let mut config = short_experiment(faults);
+    config.duration = Duration::from_secs(4 * SOAK_SIGTERMS as u64 + 4);
+    config.http_post_connections = 2;
+
+    let report = run_failover_experiment(&experiment.cluster, &config).await?;
+    println!("{}", report.render_table());
+
+    assert_nothing_failed_or_lost(&report, experiment.state_dir.path(), HttpStalls::Never);
+    assert_every_connection_attempt_succeeded(&report);
+    assert!(
+        report.ws.resume_p99_ms <= RESUME_P99_BOUND_MS,
+        "resume p99 {} ms\n{}",
+        report.ws.resume_p99_ms,
+        report.render_table()
+    );
+    let sigterms = fault_actions(&report)
+        .iter()
+        .filter(|(action, _)| *action == "term")
+        .count();
+    assert_eq!(sigterms, SOAK_SIGTERMS);
+    let posts_answered = report
+        .http
+        .responses_by_request
+        .get("create-chat")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        posts_answered >= 500,
+        "only {posts_answered} create-chat posts were answered\n{}",
+        report.render_table()
+    );
+    experiment.cluster.shutdown().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_master_down_for_ten_seconds_costs_no_read_and_loses_no_message() -> anyhow::Result<()> {
     let _serial = ONE_EXPERIMENT_AT_A_TIME.lock().await;

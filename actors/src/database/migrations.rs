@@ -16,11 +16,18 @@ pub struct Migration {
 }
 
 /// Every migration, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../../../deploy/migrations/0001_initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../../../deploy/migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "client_id_per_chat",
+        sql: include_str!("../../../deploy/migrations/0002_client_id_per_chat.sql"),
+    },
+];
 
 /// How long a starting node waits for another node's migration run.
 const LOCK_WAIT: Duration = Duration::from_secs(60);

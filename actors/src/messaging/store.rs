@@ -67,8 +67,8 @@ pub async fn commit_frames(
     frames: &[FrameToCommit],
 ) -> Result<Vec<Result<Vec<CommittedMessage>, SendError>>, DbError> {
     // The first attempt does not look for resent client ids: resends are rare (a client
-    // that reconnects before its ack), and the unique (user_id, client_id) key refuses
-    // one anyway, which sends the batch to the next attempt, which looks them up. That
+    // that reconnects before its ack), and the unique (chat_id, user_id, client_id) key
+    // refuses one anyway, which sends the batch to the next attempt, which looks them up. That
     // saves a round trip per sender under the chat's lock in the common case. Two
     // retries of one send racing on two nodes meet at the same key; the loser runs
     // again and finds the winner's row.
@@ -85,11 +85,15 @@ pub async fn commit_frames(
             .instrument(insert_span)
             .await
         {
-            Err(DbError::Duplicate { key }) if key == "messages_sender_client" && attempts < 4 => continue,
+            Err(DbError::Duplicate { key }) if key == RESEND_KEY && attempts < 4 => continue,
             other => return other,
         }
     }
 }
+
+/// The unique key that makes a send idempotent: one message per (chat, sender, client id).
+/// The same client id in another chat is another message.
+const RESEND_KEY: &str = "messages_chat_sender_client";
 
 /// Whether a commit attempt reads the stored messages of the batch's client ids first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +133,7 @@ async fn commit_once(
                     ResendLookup::TrustTheUniqueKey => HashMap::new(),
                 };
                 for (sender, client_ids) in senders_to_look_up {
-                    for (client_id, row) in stored_by_client_id(transaction, sender, &client_ids).await? {
+                    for (client_id, row) in stored_by_client_id(transaction, &chat_id, sender, &client_ids).await? {
                         stored.insert((sender.to_owned(), client_id), row);
                     }
                 }

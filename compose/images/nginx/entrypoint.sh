@@ -10,16 +10,19 @@ access_log=${NGINX_ACCESS_LOG:-/dev/stdout}
 temp_dir=/var/lib/nginx/parley
 config=/etc/nginx/parley.conf
 
-upstream_servers=""
+# Same as parley-sim (deploy/nginx/nginx.conf says why they differ): for plain requests
+# a node that fails once is skipped for 2 s and the request goes on to the next one;
+# websocket upgrades never mark a node failed.
+http_upstream_servers=""
+websocket_upstream_servers=""
 IFS=',' read -r -a node_names <<<"${nodes}"
 for node in "${node_names[@]}"; do
     node=${node//[[:space:]]/}
     [[ -n ${node} ]] || continue
-    # Same as parley-sim: a node that fails once is skipped for 2 s, the request goes on
-    # to the next one.
-    upstream_servers+="server ${node}:${node_port} max_fails=1 fail_timeout=2s;"$'\n        '
+    http_upstream_servers+="server ${node}:${node_port} max_fails=0;"$'\n        '
+    websocket_upstream_servers+="server ${node}:${node_port} max_fails=0;"$'\n        '
 done
-if [[ -z ${upstream_servers} ]]; then
+if [[ -z ${http_upstream_servers} ]]; then
     echo "parley-nginx: PARLEY_NODES names no node" >&2
     exit 1
 fi
@@ -32,7 +35,8 @@ render-template /etc/parley/templates/nginx.conf "${config}" \
     error_log=/dev/stderr \
     access_log="${access_log}" \
     temp_dir="${temp_dir}" \
-    upstream_servers="${upstream_servers%$'\n        '}" \
+    http_upstream_servers="${http_upstream_servers%$'\n        '}" \
+    websocket_upstream_servers="${websocket_upstream_servers%$'\n        '}" \
     listen=80
 
 nginx -t -q -c "${config}"

@@ -26,8 +26,15 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
     let sign_up = warp::path!("auth" / "sign-up")
         .and(warp::post())
         .and(with_state(state.clone()))
+        .and(warp::ext::optional::<PeerAddress>())
+        .and(warp::header::optional::<String>("x-real-ip"))
         .and(body_bytes(&state))
-        .then(|state, body| async move { respond(sign_up(state, body).await) });
+        .then(
+            |state, peer: Option<PeerAddress>, real_ip: Option<String>, body| async move {
+                let client = client_address(peer.map(|PeerAddress(peer)| peer), real_ip.as_deref());
+                respond(sign_up(state, client, body).await)
+            },
+        );
     let sign_in = warp::path!("auth" / "sign-in")
         .and(warp::post())
         .and(with_state(state.clone()))
@@ -75,10 +82,16 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
 }
 
 #[utoipa::path(post, path = "/auth/sign-up", tag = "auth", request_body = SignUpRequest,
-    responses((status = 201, description = "user created", body = SignUpResponse), (status = 400, description = "bad input, named in the message", body = ErrorBody), (status = 409, description = "the email is taken", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 429, description = "too many password hashes waiting; see Retry-After", body = ErrorBody), (status = 503, description = "the database is unavailable; retry", body = ErrorBody)))]
-pub(crate) async fn sign_up(state: AppState, body: Bytes) -> Result<Response, ApiError> {
+    responses((status = 201, description = "user created", body = SignUpResponse), (status = 400, description = "bad input, named in the message", body = ErrorBody), (status = 409, description = "the email is taken", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 429, description = "too many sign-ups from this address, or too many password hashes waiting; see Retry-After", body = ErrorBody), (status = 503, description = "the database is unavailable; retry", body = ErrorBody)))]
+pub(crate) async fn sign_up(state: AppState, client: IpAddr, body: Bytes) -> Result<Response, ApiError> {
     let request: SignUpRequest = json_body(&body)?;
-    let user_id = state.accounts.sign_up(&request).await?;
+    if let Err(wait) = state.sign_up_limit.check(&client.to_string()) {
+        return Err(ApiError::too_many_requests(
+            "too many sign-ups from this address; try again later",
+            wait.as_secs_f64().ceil() as u64,
+        ));
+    }
+    let user_id = state.accounts.sign_up(&request, &client.to_string()).await?;
     tracing::info!(%user_id, "user signed up");
     Ok(json_response(StatusCode::CREATED, &SignUpResponse { user_id }))
 }
@@ -93,7 +106,10 @@ pub(crate) async fn sign_in(state: AppState, client: IpAddr, body: Bytes) -> Res
             wait.as_secs_f64().ceil() as u64,
         ));
     }
-    let user_id = state.accounts.authenticate(&request.email, &request.password).await?;
+    let user_id = state
+        .accounts
+        .authenticate(&request.email, &request.password, &client.to_string())
+        .await?;
     let now = Utc::now();
     let refresh = state.tokens.issue_refresh(&user_id, &Uuid::new_v4().to_string(), now);
     state

@@ -1,5 +1,6 @@
-//! Sign-in rate limits: per email (guessing one account's password) and per client
-//! address (guessing many), each a token bucket kept in this node's memory.
+//! Sign-in rate limits, per email (guessing one account's password) and per client
+//! address (guessing many), and the sign-up limit per client address, each a token
+//! bucket kept in this node's memory.
 //!
 //! A node limits what reaches it; behind nginx's round robin a client meets each node's
 //! buckets, so the cluster-wide limit is at most the per-node one times the nodes. The

@@ -31,17 +31,26 @@ impl NginxLayout {
     }
 }
 
+/// Plain requests: a node that fails one is skipped for 2 s (see deploy/nginx/nginx.conf).
+pub const HTTP_FAILURE_MARKING: &str = "max_fails=0";
+/// Websocket upgrades: never marked failed (see deploy/nginx/nginx.conf).
+pub const WEBSOCKET_FAILURE_MARKING: &str = "max_fails=0";
+
 pub fn write_nginx_config(
     deploy_dir: &Path,
     layout: &NginxLayout,
     public_port: u16,
     node_ports: &[u16],
 ) -> anyhow::Result<()> {
-    let upstream_servers = node_ports
-        .iter()
-        .map(|port| format!("server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;"))
-        .collect::<Vec<_>>()
-        .join("\n        ");
+    // The same servers in both upstreams, with the failure marking each needs (the
+    // template says why they differ; compose's nginx entrypoint renders the same).
+    let upstream_servers = |failure_marking: &str| {
+        node_ports
+            .iter()
+            .map(|port| format!("server 127.0.0.1:{port} {failure_marking};"))
+            .collect::<Vec<_>>()
+            .join("\n        ")
+    };
     // As root the workers would otherwise switch to nobody, who cannot write the temp
     // dirs in our state dir; as anyone else the directive is only a warning.
     let user_directive = if nix::unistd::geteuid().is_root() {
@@ -59,7 +68,11 @@ pub fn write_nginx_config(
             ("error_log", path_value(layout.log_path.clone())),
             ("access_log", path_value(layout.directory.join("access.log"))),
             ("temp_dir", path_value(layout.directory.join("temp"))),
-            ("upstream_servers", upstream_servers),
+            ("http_upstream_servers", upstream_servers(HTTP_FAILURE_MARKING)),
+            (
+                "websocket_upstream_servers",
+                upstream_servers(WEBSOCKET_FAILURE_MARKING),
+            ),
             ("listen", local_addr(public_port)),
         ],
     )?;

@@ -142,6 +142,8 @@ pub struct ChatLoadOutcome {
     pub redeliveries_absorbed: u64,
     pub sequence_conflicts: u64,
     pub reconnects: u64,
+    /// Connection attempts that failed (refused upgrades, timeouts) before a reconnect.
+    pub connect_failures: u64,
     pub resume_times: LatencySamples,
     /// From `send` on the sender to the recipient's application.
     pub delivery_times: LatencySamples,
@@ -315,6 +317,7 @@ impl RunningChatLoad {
             outcome.redeliveries_absorbed += stats.duplicates_dropped;
             outcome.sequence_conflicts += stats.sequence_conflicts;
             outcome.reconnects += stats.reconnects;
+            outcome.connect_failures += stats.connect_failures;
             for resume in &stats.resume_records {
                 outcome.resume_times.record(resume.resume_time());
             }

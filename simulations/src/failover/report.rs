@@ -74,6 +74,9 @@ pub struct WebsocketSummary {
     /// Two ids at one seq of a chat: a server bug if ever non-zero.
     pub sequence_conflicts: u64,
     pub reconnects: u64,
+    /// Connection attempts that failed (an upgrade refused, by nginx's 503 when it found
+    /// no node, or a timeout); each is followed by another attempt.
+    pub connect_failures: u64,
     pub resumes: u64,
     pub resume_p50_ms: f64,
     pub resume_p99_ms: f64,
@@ -272,6 +275,7 @@ impl FailoverReport {
         row(out, "redeliveries absorbed by id", ws.redeliveries_absorbed.to_string());
         row(out, "sequence conflicts", ws.sequence_conflicts.to_string());
         row(out, "reconnects", ws.reconnects.to_string());
+        row(out, "failed connection attempts", ws.connect_failures.to_string());
         row(
             out,
             "resume p50 / p99 / max",

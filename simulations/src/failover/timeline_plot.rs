@@ -315,6 +315,7 @@ mod tests {
                 redeliveries_absorbed: 0,
                 sequence_conflicts: 0,
                 reconnects: 0,
+                connect_failures: 0,
                 resumes: 0,
                 resume_p50_ms: 0.0,
                 resume_p99_ms: 0.0,

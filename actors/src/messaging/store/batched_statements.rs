@@ -23,7 +23,7 @@ pub(super) struct NewMessageRow<'a> {
     pub text: &'a str,
 }
 
-/// What is stored for a sender's `client_id`: id, chat, seq, text, create time.
+/// What is stored for a sender's `client_id` in a chat: id, chat, seq, text, create time.
 pub(super) type StoredMessage = (String, String, u64, String, NaiveDateTime);
 
 /// Splits `count` rows into statement sizes, largest first: 70 rows are 64 + 4 + 1 + 1.
@@ -70,9 +70,11 @@ pub(super) async fn insert_messages(
     Ok(())
 }
 
-/// The messages already stored under any of `client_ids` of `sender`, by client id.
+/// The messages already stored in `chat_id` under any of `client_ids` of `sender`, by
+/// client id. Only this chat's: the same client id in another chat is another message.
 pub(super) async fn stored_by_client_id(
     transaction: &mut Transaction<'_>,
+    chat_id: &str,
     sender: &str,
     client_ids: &[&str],
 ) -> Result<HashMap<String, StoredMessage>, mysql_async::Error> {
@@ -80,10 +82,11 @@ pub(super) async fn stored_by_client_id(
     for chunk in client_ids.chunks(ROWS_PER_STATEMENT[0]) {
         let client_ids = padded_to_statement_size(chunk, &ROWS_PER_STATEMENT);
         let statement = format!(
-            "SELECT client_id, id, chat_id, seq, text, create_time FROM messages WHERE user_id = ? AND client_id IN ({})",
+            "SELECT client_id, id, chat_id, seq, text, create_time FROM messages \
+             WHERE chat_id = ? AND user_id = ? AND client_id IN ({})",
             vec!["?"; client_ids.len()].join(", ")
         );
-        let mut parameters = vec![Value::from(sender)];
+        let mut parameters = vec![Value::from(chat_id), Value::from(sender)];
         parameters.extend(client_ids.into_iter().map(Value::from));
         let rows: Vec<(String, String, String, u64, String, NaiveDateTime)> =
             transaction.exec(statement, Params::Positional(parameters)).await?;
