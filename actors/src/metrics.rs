@@ -19,8 +19,10 @@ pub struct Metrics {
     pub websocket_sessions: IntGauge,
     /// Websocket frames received from clients.
     pub websocket_frames_in: IntCounter,
-    /// Websocket frames written to clients.
+    /// Websocket text frames written to clients (pings not counted).
     pub websocket_frames_out: IntCounter,
+    /// Websockets closed because nothing arrived from the client within the idle timeout.
+    pub websocket_silent_closes: IntCounter,
     /// Messages newly stored by this node's commits.
     pub messages_committed: IntCounter,
     /// Deliveries handed to sessions here (`local`) or sent to a peer (`remote`, one per hop).
@@ -80,6 +82,10 @@ impl Metrics {
             websocket_sessions: gauge("parley_websocket_sessions", "open websocket sessions"),
             websocket_frames_in: counter("parley_websocket_frames_in_total", "websocket frames received"),
             websocket_frames_out: counter("parley_websocket_frames_out_total", "websocket frames sent"),
+            websocket_silent_closes: counter(
+                "parley_websocket_silent_closes_total",
+                "websockets closed because the client sent nothing within the idle timeout",
+            ),
             messages_committed: counter("parley_messages_committed_total", "messages newly stored by this node"),
             messages_delivered: counter_vec(
                 "parley_messages_delivered_total",

@@ -20,6 +20,8 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// Websockets one user may have open on this node.
     pub max_sockets_per_user: usize,
+    /// When websockets are pinged and when a silent one is closed.
+    pub websocket_heartbeat: crate::websocket::SocketHeartbeat,
 }
 
 /// Whether the node may take traffic.

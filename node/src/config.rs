@@ -11,6 +11,8 @@ use actors::database::{DatabaseConfig, DatabaseTimeouts, EndpointRole, EndpointS
 use actors::messaging::frames::FrameLimits;
 use clap::Parser;
 
+use crate::websocket::SocketHeartbeat;
+
 /// Secrets shorter than this are refused outside dev mode.
 pub const MIN_SECRET_BYTES: usize = 32;
 
@@ -130,6 +132,17 @@ pub struct NodeConfig {
     #[arg(long, env = "PARLEY_OUTBOUND_QUEUE_FRAMES", default_value_t = 1024)]
     pub outbound_queue_frames: usize,
 
+    /// Every websocket is pinged this often, in milliseconds. Keep it well below the
+    /// websocket read timeout of the proxy in front (nginx: 10 s), which the pings keep
+    /// quiet sockets within.
+    #[arg(long, env = "PARLEY_WEBSOCKET_PING_INTERVAL_MS", default_value_t = 5000)]
+    pub websocket_ping_interval_ms: u64,
+
+    /// A websocket from which nothing at all (pong, frame) arrived for this long is
+    /// closed with 1001, in milliseconds; more than the ping interval.
+    #[arg(long, env = "PARLEY_WEBSOCKET_IDLE_TIMEOUT_MS", default_value_t = 15000)]
+    pub websocket_idle_timeout_ms: u64,
+
     /// Where this node's cluster server listens (ractor_cluster); unset runs a single
     /// node without a cluster.
     #[arg(long, env = "PARLEY_CLUSTER_LISTEN")]
@@ -228,6 +241,11 @@ pub enum ConfigError {
     ClusterTlsWithoutCluster,
     #[error(transparent)]
     ClusterTls(#[from] ClusterTlsError),
+    #[error("--websocket-idle-timeout-ms ({idle_timeout_ms}) must exceed --websocket-ping-interval-ms ({ping_interval_ms}), which must not be 0: a healthy quiet client must be pinged before it is given up")]
+    WebsocketHeartbeat {
+        ping_interval_ms: u64,
+        idle_timeout_ms: u64,
+    },
 }
 
 impl NodeConfig {
@@ -248,6 +266,21 @@ impl NodeConfig {
             max_messages_per_frame: self.max_messages_per_frame,
             ..FrameLimits::default()
         }
+    }
+
+    /// When websockets are pinged and when a silent one is closed.
+    pub fn websocket_heartbeat(&self) -> Result<SocketHeartbeat, ConfigError> {
+        let (ping_interval_ms, idle_timeout_ms) = (self.websocket_ping_interval_ms, self.websocket_idle_timeout_ms);
+        if ping_interval_ms == 0 || idle_timeout_ms <= ping_interval_ms {
+            return Err(ConfigError::WebsocketHeartbeat {
+                ping_interval_ms,
+                idle_timeout_ms,
+            });
+        }
+        Ok(SocketHeartbeat {
+            ping_interval: Duration::from_millis(ping_interval_ms),
+            idle_timeout: Duration::from_millis(idle_timeout_ms),
+        })
     }
 
     /// The cluster cookie to use, enforcing the same rules as the JWT secret.
@@ -465,6 +498,25 @@ mod tests {
         let error = node.membership("node-1#0").unwrap_err();
         assert!(matches!(error, ConfigError::ClusterTls(_)), "{error:?}");
         assert!(error.to_string().contains(missing), "{error}");
+    }
+
+    #[test]
+    fn the_websocket_heartbeat_pings_before_it_gives_up() {
+        let heartbeat = config(&[]).websocket_heartbeat().unwrap();
+        assert_eq!(heartbeat.ping_interval, Duration::from_secs(5));
+        assert_eq!(heartbeat.idle_timeout, Duration::from_secs(15));
+        let with = |ping: &str, idle: &str| {
+            config(&[
+                "--websocket-ping-interval-ms",
+                ping,
+                "--websocket-idle-timeout-ms",
+                idle,
+            ])
+            .websocket_heartbeat()
+        };
+        assert!(with("100", "300").is_ok());
+        assert!(with("0", "300").is_err());
+        assert!(with("300", "300").is_err());
     }
 
     #[test]

@@ -60,6 +60,7 @@ pub async fn run(
         trace_propagation,
     } = observability;
     let jwt_secret = config.jwt_secret()?;
+    let websocket_heartbeat = config.websocket_heartbeat()?;
     // The incarnation tells a restarted node apart from its old self in the cluster.
     let incarnation = uuid::Uuid::new_v4().simple().to_string();
     let cluster_name = format!("{}#{}", config.node_name, &incarnation[..8]);
@@ -134,6 +135,7 @@ pub async fn run(
             max_page_size: config.max_page_size,
             max_frame_bytes: config.max_frame_bytes,
             max_sockets_per_user: config.max_sockets_per_user,
+            websocket_heartbeat,
         },
     };
     let address = listener.local_addr().context("reading the listen address")?;

@@ -1,20 +1,24 @@
 //! `GET /messenger/ws`: the websocket endpoint. Authenticates before the upgrade, then
 //! bridges the socket to a `Session` actor: a reader loop feeding it frames and a writer
-//! task draining its bounded outbound queue.
+//! task draining its bounded outbound queue. The reader's loop also keeps the socket's
+//! heartbeat ([`liveness`]): it queues a ping every interval and closes the socket with
+//! 1001 once nothing has arrived from the client within the idle timeout.
 
 mod handshake;
+mod liveness;
 mod open_sockets;
 
 use std::sync::Arc;
 
-use actors::messaging::outbound::{close_codes, OutboundQueue, OutboundReceiver};
+use actors::messaging::outbound::{close_codes, OutboundFrame, OutboundQueue, OutboundReceiver};
 use actors::messaging::session::{Session, SessionArguments, SessionMessage};
 use actors::messaging::MessagingServices;
-use futures::stream::SplitSink;
+use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use protocol::errors::codes;
-use ractor::Actor;
+use ractor::{Actor, ActorRef};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -23,6 +27,7 @@ use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
+pub use liveness::SocketHeartbeat;
 pub use open_sockets::OpenSockets;
 
 use crate::app_state::AppState;
@@ -30,6 +35,7 @@ use crate::http::errors::{ApiError, ApiRejection};
 use crate::http::extract::{authenticated_user, require_existing_user, QueryParameters};
 use crate::http::{authorization, raw_query, with_state};
 use crate::http_server::{take_upgraded_stream, PendingUpgrade};
+use liveness::{LivenessDue, SocketLiveness};
 
 /// The socket as the node serves it: tungstenite over the TCP stream taken back from
 /// hyper after the upgrade.
@@ -66,7 +72,7 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
 #[utoipa::path(get, path = "/messenger/ws", tag = "messenger",
     params(("token" = String, Query, description = "access token (or send it in Authorization)")),
     responses(
-        (status = 101, description = "websocket of Envelope text frames: client actions send-message (SendMessagePayload), received and read (CursorPayload); server actions send-message (DeliveryPayload), ack (AckPayload), status (StatusPayload), presence (PresencePayload), replay-complete (ReplayCompletePayload), error (ErrorPayload)"),
+        (status = 101, description = "websocket of Envelope text frames: client actions send-message (SendMessagePayload), received and read (CursorPayload), heartbeat (HeartbeatPayload, optional: the payload may be absent or empty); server actions send-message (DeliveryPayload), ack (AckPayload), status (StatusPayload), presence (PresencePayload), replay-complete (ReplayCompletePayload), heartbeat (HeartbeatAnswerPayload, sent at once in answer to each client heartbeat, echoing its ref), error (ErrorPayload; a bad heartbeat payload is invalid_payload). Heartbeat: the server sends a websocket ping every --websocket-ping-interval-ms (default 5 s) and closes with 1001 \"client silent\" a socket from which nothing at all (pong, frame) arrived within --websocket-idle-timeout-ms (default 15 s). Clients that cannot ping (browsers) send a heartbeat every few seconds and reconnect when nothing arrives for about 10 s. Other closes: 1001 node stopping, 1007 text not UTF-8, 1008 client too slow, 1009 frame too large, 1011 session could not start"),
         (status = 400, description = "not a websocket handshake (the message names the header missing or wrong)", body = protocol::ErrorBody),
         (status = 401, description = "missing, invalid or expired access token", body = protocol::ErrorBody),
         (status = 429, description = "the user has the most websockets allowed open on this node", body = protocol::ErrorBody),
@@ -108,6 +114,7 @@ pub(crate) fn upgrade_to_session(
         .into_response();
     }
     let frame_limit = state.limits.max_frame_bytes;
+    let heartbeat = state.limits.websocket_heartbeat;
     let services = Arc::clone(&state.messaging);
     let open_sockets = Arc::clone(&state.open_sockets);
     tokio::spawn(async move {
@@ -121,7 +128,8 @@ pub(crate) fn upgrade_to_session(
         };
         let config = socket_config(frame_limit);
         let socket = WebSocketStream::from_partially_read(stream, read_ahead, Role::Server, Some(config)).await;
-        serve_socket(Box::new(socket), user_id, services, frame_limit, open_sockets).await;
+        let limits = SocketLimits { frame_limit, heartbeat };
+        serve_socket(Box::new(socket), user_id, services, limits, open_sockets).await;
     });
     handshake::switching_protocols(&accept_key)
 }
@@ -154,6 +162,30 @@ fn token_user(state: &AppState, authorization: Option<String>, query: &str) -> R
     }
 }
 
+/// What one socket is held to.
+#[derive(Debug, Clone, Copy)]
+struct SocketLimits {
+    /// Largest text or binary frame; a larger one closes the socket with 1009.
+    frame_limit: usize,
+    heartbeat: SocketHeartbeat,
+}
+
+/// The close reason of a socket given up for silence (at most 123 bytes).
+const SILENT_CLIENT_REASON: &str = "client silent: nothing received within the idle timeout; reconnect to resume";
+
+/// How long a socket given up for silence waits for its writer to send the close frame:
+/// a frozen client may have stopped reading, and the writer would wait on it forever.
+const SILENT_CLIENT_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Why the reader stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReaderEnd {
+    /// The client closed, the connection failed, or the session ended.
+    Finished,
+    /// Nothing arrived within the idle timeout.
+    ClientSilent,
+}
+
 /// The socket comes boxed and the session's start is boxed: this future lives as long
 /// as the socket, sized for the largest state it ever had, and both would otherwise stay
 /// in every idle socket's task (about 1 KB).
@@ -161,14 +193,14 @@ async fn serve_socket(
     socket: Box<ServerSocket>,
     user_id: String,
     services: Arc<MessagingServices>,
-    frame_limit: usize,
+    limits: SocketLimits,
     open_sockets: Arc<OpenSockets>,
 ) {
     let _open = open_sockets.opened();
-    let (sink, mut stream) = (*socket).split();
+    let (sink, stream) = (*socket).split();
     let (queue, receiver) = OutboundQueue::new(services.outbound_capacity);
     let services_metrics = Arc::clone(&services.metrics);
-    let writer = tokio::spawn(write_frames(sink, receiver, Arc::clone(&services_metrics)));
+    let mut writer = tokio::spawn(write_frames(sink, receiver, Arc::clone(&services_metrics)));
     let arguments = SessionArguments {
         user_id: user_id.clone(),
         outbound: queue.clone(),
@@ -184,50 +216,107 @@ async fn serve_socket(
         }
     };
     tracing::debug!(%user_id, "websocket session started");
-    while let Some(frame) = stream.next().await {
+    let end = read_frames(stream, &session, &queue, limits, &services_metrics, &user_id).await;
+    session.stop(Some("socket closed".to_owned()));
+    drop(queue);
+    if end == ReaderEnd::ClientSilent {
+        services_metrics.websocket_silent_closes.inc();
+        tracing::info!(%user_id, idle_timeout_ms = limits.heartbeat.idle_timeout.as_millis() as u64, "websocket closed: client silent");
+        if tokio::time::timeout(SILENT_CLIENT_CLOSE_GRACE, &mut writer)
+            .await
+            .is_err()
+        {
+            // Dropping both halves closes the TCP connection.
+            writer.abort();
+        }
+    }
+    let _ = writer.await;
+    tracing::debug!(%user_id, "websocket session ended");
+}
+
+/// Feeds the client's frames to the session until the socket ends, and keeps the
+/// heartbeat: pings queued every interval, the socket given up once the client has been
+/// silent for the idle timeout. One timer, re-armed only when it fires.
+async fn read_frames(
+    mut stream: SplitStream<ServerSocket>,
+    session: &ActorRef<SessionMessage>,
+    queue: &OutboundQueue,
+    limits: SocketLimits,
+    metrics: &actors::metrics::Metrics,
+    user_id: &str,
+) -> ReaderEnd {
+    let mut liveness = SocketLiveness::new(limits.heartbeat, Instant::now());
+    let wake = tokio::time::sleep_until(liveness.next_wake());
+    tokio::pin!(wake);
+    loop {
+        let frame = tokio::select! {
+            frame = stream.next() => frame,
+            () = &mut wake => {
+                match liveness.on_wake(Instant::now()) {
+                    LivenessDue::GiveUp => {
+                        queue.close(close_codes::GOING_AWAY, SILENT_CLIENT_REASON);
+                        return ReaderEnd::ClientSilent;
+                    }
+                    LivenessDue::Ping => queue.ping(),
+                    LivenessDue::Nothing => {}
+                }
+                wake.as_mut().reset(liveness.next_wake());
+                continue;
+            }
+        };
+        let Some(frame) = frame else {
+            return ReaderEnd::Finished;
+        };
+        // Anything at all, a pong, a control frame or even a refused frame, shows the
+        // client is there.
+        liveness.heard(Instant::now());
         let delivered = match frame {
-            Ok(message) if (message.is_text() || message.is_binary()) && message.len() > frame_limit => {
+            Ok(message) if (message.is_text() || message.is_binary()) && message.len() > limits.frame_limit => {
                 queue.close(close_codes::MESSAGE_TOO_BIG, "frame too large");
-                break;
+                return ReaderEnd::Finished;
             }
             Ok(Message::Text(text)) => {
-                services_metrics.websocket_frames_in.inc();
+                metrics.websocket_frames_in.inc();
                 session.cast(SessionMessage::ClientText(text.as_str().to_owned()))
             }
             Ok(Message::Binary(_)) => {
-                services_metrics.websocket_frames_in.inc();
+                metrics.websocket_frames_in.inc();
                 session.cast(SessionMessage::ClientBinary)
             }
-            Ok(Message::Close(_)) => break,
-            // Pings are answered by the protocol layer; pongs need nothing.
+            Ok(Message::Close(_)) => return ReaderEnd::Finished,
+            // Pings are answered by the protocol layer; pongs need nothing more.
             Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => Ok(()),
             Err(WsError::Capacity(_)) => {
                 queue.close(close_codes::MESSAGE_TOO_BIG, "frame too large");
-                break;
+                return ReaderEnd::Finished;
             }
             Err(WsError::Utf8(_)) => {
                 queue.close(close_codes::INVALID_FRAME_PAYLOAD, "a text frame must be UTF-8");
-                break;
+                return ReaderEnd::Finished;
             }
             Err(error) => {
                 tracing::debug!(%user_id, %error, "websocket read failed");
-                break;
+                return ReaderEnd::Finished;
             }
         };
         if delivered.is_err() {
             // The session stopped (closed by the server); stop reading.
-            break;
+            return ReaderEnd::Finished;
         }
     }
-    session.stop(Some("socket closed".to_owned()));
-    drop(queue);
-    let _ = writer.await;
-    tracing::debug!(%user_id, "websocket session ended");
 }
 
 /// Most frames written before one flush: under load a session's queue holds many, and
 /// one write of them all costs one system call instead of one each.
 const MAX_FRAMES_PER_FLUSH: usize = 64;
+
+/// The websocket message an outbound item is written as.
+fn outbound_message(frame: OutboundFrame) -> Message {
+    match frame {
+        OutboundFrame::Text(text) => Message::text(text),
+        OutboundFrame::Ping => Message::Ping(Default::default()),
+    }
+}
 
 /// Drains the outbound queue into the socket. A close request is honoured after the
 /// frames already queued (except for a too-slow client, whose backlog is the problem).
@@ -236,7 +325,11 @@ async fn write_frames(
     receiver: OutboundReceiver,
     metrics: Arc<actors::metrics::Metrics>,
 ) {
-    let OutboundReceiver { mut frames, mut close } = receiver;
+    let OutboundReceiver {
+        mut frames,
+        mut close,
+        owed_ping,
+    } = receiver;
     let mut close_pending = true;
     loop {
         tokio::select! {
@@ -248,8 +341,8 @@ async fn write_frames(
                     continue;
                 };
                 if request.code != close_codes::POLICY_VIOLATION {
-                    while let Ok(text) = frames.try_recv() {
-                        if sink.feed(Message::text(text)).await.is_err() {
+                    while let Ok(frame) = frames.try_recv() {
+                        if sink.feed(outbound_message(frame)).await.is_err() {
                             return;
                         }
                     }
@@ -260,22 +353,27 @@ async fn write_frames(
                 return;
             }
             frame = frames.recv() => match frame {
-                Some(text) => {
-                    let mut written = 1;
-                    if sink.feed(Message::text(text)).await.is_err() {
+                Some(frame) => {
+                    let mut batch = 1;
+                    let mut texts = u64::from(matches!(frame, OutboundFrame::Text(_)));
+                    if sink.feed(outbound_message(frame)).await.is_err() {
                         return;
                     }
-                    while written < MAX_FRAMES_PER_FLUSH {
-                        let Ok(text) = frames.try_recv() else { break };
-                        if sink.feed(Message::text(text)).await.is_err() {
+                    while batch < MAX_FRAMES_PER_FLUSH {
+                        let Ok(frame) = frames.try_recv() else { break };
+                        texts += u64::from(matches!(frame, OutboundFrame::Text(_)));
+                        if sink.feed(outbound_message(frame)).await.is_err() {
                             return;
                         }
-                        written += 1;
+                        batch += 1;
+                    }
+                    if owed_ping.take() && sink.feed(Message::Ping(Default::default())).await.is_err() {
+                        return;
                     }
                     if sink.flush().await.is_err() {
                         return;
                     }
-                    metrics.websocket_frames_out.inc_by(written as u64);
+                    metrics.websocket_frames_out.inc_by(texts);
                 }
                 None => {
                     let _ = sink.close().await;

@@ -126,3 +126,34 @@ async fn the_seeds_websocat_walkthrough_works_verbatim_across_nodes() {
     let stored: Vec<_> = history.messages.iter().map(|message| message.text.as_str()).collect();
     assert_eq!(stored, texts);
 }
+
+/// The node pings every socket and closes one that answers nothing: websocat answers the
+/// pings by itself, so the seed's quiet terminal stays open well past the idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_websocat_terminal_answers_the_pings_and_stays_open() {
+    const IDLE_TIMEOUT: Duration = Duration::from_millis(1000);
+    let flags = [
+        "--websocket-ping-interval-ms",
+        "200",
+        "--websocket-idle-timeout-ms",
+        "1000",
+    ];
+    let app = TestApp::spawn_with_args(shared_servers(BINARY).await, 1, &flags).await;
+    let http = &app.http;
+    let carol = parley_sim::http_client::seed_person("Carol", "websocat-quiet");
+    http.sign_up_ok(&carol).await.unwrap();
+    let token = http.sign_in(&carol.email, &carol.password).await.unwrap().access_token;
+    let mut terminal = Terminal::open(http.base_url(), &token).await;
+    // Three idle timeouts without typing: the node must not close it (websocat would
+    // print nothing more, or exit, and the read below would end early).
+    match tokio::time::timeout(IDLE_TIMEOUT * 3, terminal.lines.next_line()).await {
+        Err(_) => {}
+        Ok(line) => panic!("the quiet terminal printed or ended: {line:?}"),
+    }
+    terminal
+        .type_line(r#"{"topic":"messenger","action":"heartbeat","ref":"still-there"}"#)
+        .await;
+    let answer = next_envelope(&mut terminal.lines).await;
+    assert_eq!(answer.action, actions::HEARTBEAT);
+    assert_eq!(answer.reference.as_deref(), Some("still-there"));
+}

@@ -9,7 +9,9 @@
 // - a sent message stays queued until its ack and is written again, with the same
 //   client id, after each reconnect's `replay-complete` (the server stores it once);
 // - a lost socket is reopened through the same URL (nginx picks a live node) after an
-//   exponential backoff with jitter.
+//   exponential backoff with jitter;
+// - a frozen node is noticed too, though it never closes the socket: see the heartbeat
+//   constants below.
 "use strict";
 
 const SESSION_STORAGE_KEY = "parley.session";
@@ -21,6 +23,29 @@ const PASSING_REFUSAL_CODES = ["database_unavailable", "internal"];
 const REFUSED_SEND_RETRY_MS = 1000;
 const CHAT_LIST_RETRY_MS = 200;
 const CHAT_LIST_RETRY_LIMIT = 10;
+
+// Heartbeat. A frozen node (a stopped process, a stuck runtime) keeps its sockets open
+// and sends nothing, and a page cannot send websocket pings nor see the server's (the
+// browser answers them unseen). So while its socket is open the page sends the
+// `heartbeat` action every HEARTBEAT_INTERVAL_MS, which a live node answers at once.
+// When nothing at all (an answer, a delivery, anything) has arrived for
+// SILENCE_TIMEOUT_MS, with a heartbeat unanswered for at least HEARTBEAT_ANSWER_GRACE_MS,
+// the page drops the socket and reconnects through the usual path (resume with replay,
+// duplicates dropped by id). A frozen node is thus noticed about SILENCE_TIMEOUT_MS after
+// its last frame; the grace only matters in a background tab, whose timers the browser
+// may slow down to once a minute: a heartbeat sent late must get its chance to be
+// answered before the silence is held against the node.
+const HEARTBEAT_INTERVAL_MS = 4000;
+const SILENCE_TIMEOUT_MS = 10000;
+const HEARTBEAT_ANSWER_GRACE_MS = 2000;
+// A socket not open within this long is abandoned and another one opened: a frozen
+// node's kernel still completes the TCP handshake, so the upgrade may never be answered
+// (and nginx would wait for it as long as for any websocket). The next attempt usually
+// lands on another node. Worst case to move off a frozen node: SILENCE_TIMEOUT_MS, plus
+// CONNECT_TIMEOUT_MS for each new attempt that lands on it again.
+const CONNECT_TIMEOUT_MS = 5000;
+// How often the two timeouts above are checked and a heartbeat is considered.
+const CONNECTION_CHECK_MS = 1000;
 const MARK_LABELS = { sending: "sending…", created: "✓ sent", received: "✓✓ received", read: "✓✓ read", failed: "not sent" };
 
 const byId = (id) => document.getElementById(id);
@@ -38,6 +63,11 @@ const state = {
   connectionNumber: 0,
   consecutiveFailures: 0,
   reconnectTimer: null,
+  connectionCheckTimer: null, // one interval timer while signed in: heartbeats and timeouts
+  socketCreatedAt: 0,
+  lastHeardAt: 0, // anything at all from the current socket's server
+  lastHeartbeatSentAt: 0,
+  unansweredHeartbeatSince: null, // the first heartbeat sent since lastHeardAt
   httpNode: "",
   reportTimer: null,
   foundUserId: null,
@@ -201,6 +231,8 @@ function signOutLocally(notice) {
   state.session = null;
   clearTimeout(state.reconnectTimer);
   clearTimeout(chatListRetryTimer);
+  clearInterval(state.connectionCheckTimer);
+  state.connectionCheckTimer = null;
   const socket = state.socket;
   state.socket = null;
   state.live = false;
@@ -362,13 +394,26 @@ async function connect() {
   const socket = new WebSocket(`${scheme}//${location.host}/messenger/ws?token=${token}`);
   state.socket = socket;
   state.connectionNumber += 1;
+  state.socketCreatedAt = Date.now();
+  state.lastHeartbeatSentAt = 0;
+  state.unansweredHeartbeatSince = null;
+  if (state.connectionCheckTimer === null) state.connectionCheckTimer = setInterval(checkConnection, CONNECTION_CHECK_MS);
   const replayedChats = new Set();
   for (const chat of state.chats.values()) {
     chat.reportedReceived = 0; // a report on the old socket may have been lost with it
     chat.reportedRead = 0;
   }
-  socket.onopen = () => socket === state.socket && renderStatusLine("replaying");
-  socket.onmessage = (event) => socket === state.socket && onFrame(event.data, replayedChats);
+  socket.onopen = () => {
+    if (socket !== state.socket) return;
+    heard();
+    renderStatusLine("replaying");
+    sendHeartbeat();
+  };
+  socket.onmessage = (event) => {
+    if (socket !== state.socket) return;
+    heard();
+    onFrame(event.data, replayedChats);
+  };
   socket.onclose = (event) => {
     if (socket !== state.socket) return;
     state.socket = null;
@@ -376,6 +421,48 @@ async function connect() {
     const reason = event.code === 1006 ? "the connection was lost" : `closed with ${event.code} ${event.reason}`.trim();
     if (state.session) scheduleReconnect(reason);
   };
+}
+
+function heard() {
+  state.lastHeardAt = Date.now();
+  state.unansweredHeartbeatSince = null;
+}
+
+function sendHeartbeat() {
+  if (!sendFrame("heartbeat", { sent_at_ms: Date.now() })) return;
+  state.lastHeartbeatSentAt = Date.now();
+  if (state.unansweredHeartbeatSince === null) state.unansweredHeartbeatSince = state.lastHeartbeatSentAt;
+}
+
+// Runs every CONNECTION_CHECK_MS while signed in: gives up on a socket that does not open
+// or whose server has gone silent, and sends the heartbeats.
+function checkConnection() {
+  const socket = state.socket;
+  if (!socket) return;
+  const now = Date.now();
+  if (socket.readyState === WebSocket.CONNECTING) {
+    if (now - state.socketCreatedAt >= CONNECT_TIMEOUT_MS) abandonSocket(`not connected within ${CONNECT_TIMEOUT_MS / 1000} s`);
+    return;
+  }
+  if (socket.readyState !== WebSocket.OPEN) return;
+  const silentFor = now - state.lastHeardAt;
+  const unanswered = state.unansweredHeartbeatSince !== null && now - state.unansweredHeartbeatSince >= HEARTBEAT_ANSWER_GRACE_MS;
+  if (unanswered && silentFor >= SILENCE_TIMEOUT_MS) {
+    abandonSocket(`nothing from the server for ${Math.round(silentFor / 1000)} s`);
+    return;
+  }
+  if (now - state.lastHeartbeatSentAt >= HEARTBEAT_INTERVAL_MS) sendHeartbeat();
+}
+
+// Drops the current socket without waiting for its close, which a frozen node never
+// answers (the browser would wait for it), and reconnects at once through the usual
+// path. Late events of the dropped socket are ignored: they are not state.socket's.
+function abandonSocket(reason) {
+  const socket = state.socket;
+  state.socket = null;
+  state.live = false;
+  socket.close();
+  if (state.session) scheduleReconnect(reason);
 }
 
 function scheduleReconnect(reason) {
@@ -415,6 +502,8 @@ function onFrame(text, replayedChats) {
       return onReplayComplete(payload);
     case "error":
       return onServerError(payload);
+    case "heartbeat":
+      return; // being heard was the point (see heard())
     default:
       console.info("parley: ignoring unknown action", envelope.action);
   }

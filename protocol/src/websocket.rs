@@ -1,11 +1,17 @@
 //! Websocket frames: the seed's envelope `{"topic", "action", "payload"}`, where
 //! `payload` is a JSON document carried as a string.
 //!
-//! Client → server actions: `send-message` (the seed's), `received`, `read`.
+//! Client → server actions: `send-message` (the seed's), `received`, `read`, `heartbeat`.
 //! Server → client actions: `send-message` (a delivery: the same envelope the seed's
 //! recipient gets, with ids and sequence numbers added), `ack`, `status`, `presence`,
-//! `replay-complete`, `error`. New actions extend the envelope; the seed's frames stay
-//! valid verbatim.
+//! `replay-complete`, `heartbeat`, `error`. New actions extend the envelope; the seed's
+//! frames stay valid verbatim.
+//!
+//! `heartbeat` exists for clients that cannot send websocket pings (browsers): the
+//! server answers each one at once, so a client that hears nothing for a while knows
+//! its node is gone or frozen and reconnects. The server, for its part, pings every
+//! socket at the protocol level and closes one it has heard nothing from (see the
+//! node's `--websocket-ping-interval-ms` and `--websocket-idle-timeout-ms`).
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -31,6 +37,8 @@ pub mod actions {
     pub const REPLAY_COMPLETE: &str = "replay-complete";
     /// Server: a frame could not be handled.
     pub const ERROR: &str = "error";
+    /// Client: are you there? Server: yes (answered at once, ahead of pending acks).
+    pub const HEARTBEAT: &str = "heartbeat";
 }
 
 /// The envelope of every text frame, both ways.
@@ -170,6 +178,30 @@ pub struct PresencePayload {
 pub struct ReplayCompletePayload {
     /// Messages replayed from the database before live traffic.
     pub replayed: u64,
+    /// The node serving this connection.
+    pub node: String,
+}
+
+/// Client `heartbeat` payload. The payload is optional: absent, `""` and `"{}"` are all
+/// a heartbeat without a time; any other field is refused (an `error` frame with
+/// `invalid_payload`), so a typo is not silently ignored.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatPayload {
+    /// Any number the client likes, typically its clock in milliseconds; echoed in the
+    /// answer so the client can time the round trip without keeping state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at_ms: Option<u64>,
+}
+
+/// Server `heartbeat` payload: the answer to a client's `heartbeat`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatAnswerPayload {
+    /// The client's `sent_at_ms`, when it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at_ms: Option<u64>,
     /// The node serving this connection.
     pub node: String,
 }

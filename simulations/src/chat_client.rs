@@ -17,7 +17,10 @@
 //!   ones with their original client ids, in the original order, after each reconnect's
 //!   `replay-complete`;
 //! * reports `received` up to the highest seq below which it holds every message, so a
-//!   reconnect replays little and never skips a message.
+//!   reconnect replays little and never skips a message;
+//! * notices a server gone silent (a frozen node keeps the socket open) within about
+//!   10 s by default, through its own pings (see [`ChatClientConfig::silence_timeout`]),
+//!   and reconnects.
 
 mod backoff;
 mod connection;
@@ -65,10 +68,15 @@ pub struct ChatClientConfig {
     pub max_in_flight: Option<usize>,
     /// The server accepts up to 100 messages per frame.
     pub max_messages_per_frame: usize,
-    /// A ping goes out this often...
+    /// A ping goes out this often (the server answers it, and pings on its own every
+    /// 5 s by default)...
     pub keepalive_interval: Duration,
     /// ...and a connection silent for this long is considered dead (a frozen node or a
-    /// partition never closes the socket by itself).
+    /// partition never closes the socket by itself). Silence is checked at each
+    /// keepalive, so a silent server is noticed between `silence_timeout` and
+    /// `silence_timeout + keepalive_interval` after its last frame: 8 to 10 s by
+    /// default, as fast as the web page (node/web/app.js), and well inside the node's
+    /// own 15 s idle timeout for a client, which the keepalives keep this one clear of.
     pub silence_timeout: Duration,
 }
 
@@ -89,8 +97,8 @@ impl ChatClientConfig {
             received_report_every_messages: 50,
             max_in_flight: None,
             max_messages_per_frame: 100,
-            keepalive_interval: Duration::from_secs(5),
-            silence_timeout: Duration::from_secs(15),
+            keepalive_interval: Duration::from_secs(2),
+            silence_timeout: Duration::from_secs(8),
         }
     }
 }

@@ -13,8 +13,10 @@
 mod chat_page;
 #[path = "browser/chromedriver.rs"]
 mod chromedriver;
+#[path = "browser/two_people.rs"]
+mod two_people;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
@@ -25,50 +27,15 @@ use parley_sim::app_tier::resolve_parley_binary;
 use parley_sim::http_client::ParleyHttp;
 use parley_sim::readiness::{poll_until_ready, Probe};
 use parley_sim::{ClusterSpec, LocalCluster};
-use protocol::auth::SignUpRequest;
 use reqwest::Method;
+use two_people::{move_off_node, screenshots_dir, serving_node, sign_up_and_in, PAGE_WAIT};
 
-/// Generous for a loaded 2-core CI machine; every wait is a poll that ends as soon as
-/// the page shows what is expected.
-const PAGE_WAIT: Duration = Duration::from_secs(20);
-const PASSWORD: &str = "1234567890";
 const MESSAGES_WHILE_ALICE_IS_AWAY: usize = 5;
 /// The first of them, sent while her node hangs before it dies.
 const MESSAGES_WHILE_ALICES_NODE_HANGS: usize = 3;
 const ALICES_MESSAGE_TO_A_HUNG_NODE: &str = "Bob, are you there?";
 /// The 1 s lifetime plus the node's 5 s leeway, with room to spare.
 const TOKEN_EXPIRY_WAIT: Duration = Duration::from_secs(15);
-
-fn person(name: &str, surname: &str, sex: &str, city: &str, interests: &str) -> SignUpRequest {
-    SignUpRequest {
-        email: format!("{}@email.com", name.to_lowercase()),
-        password: PASSWORD.to_owned(),
-        name: name.to_owned(),
-        surname: surname.to_owned(),
-        birthday: "1994-04-10T20:21:25+00:00".to_owned(),
-        sex: sex.to_owned(),
-        city: city.to_owned(),
-        interests: interests.to_owned(),
-    }
-}
-
-fn screenshots_dir() -> anyhow::Result<PathBuf> {
-    let run = format!("run-{}", std::process::id());
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("browser-screenshots")
-        .join(run);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
-}
-
-/// The node in the page's status line, checked against its visible text.
-fn serving_node(page: &PageSnapshot) -> anyhow::Result<String> {
-    ensure!(
-        page.status_text.contains(&page.status_node),
-        "the status line does not name its node: {page:?}"
-    );
-    Ok(page.status_node.clone())
-}
 
 #[tokio::test]
 async fn two_people_chat_in_browsers_and_a_node_crash_loses_nothing() -> anyhow::Result<()> {
@@ -112,17 +79,9 @@ async fn chat_through_a_node_crash(
     alice: &ChatPage,
     screenshots: &Path,
 ) -> anyhow::Result<()> {
-    let bob_person = person("Bob", "Tallor", "male", "New Yourk", "programming");
-    let alice_person = person("Alice", "Swift", "female", "California", "running");
+    let (bob_person, alice_person) = (two_people::bob(), two_people::alice());
     for (page, who) in [(bob, &bob_person), (alice, &alice_person)] {
-        page.sign_up(who).await?;
-        page.wait_until("account created", PAGE_WAIT, |page| {
-            page.auth_notice.contains("Account created")
-        })
-        .await?;
-        page.sign_in(&who.email, PASSWORD).await?;
-        page.wait_until("signed in and live", PAGE_WAIT, PageSnapshot::is_live)
-            .await?;
+        sign_up_and_in(page, who).await?;
     }
 
     // Bob finds Alice, starts the chat and writes; Alice is online, so her dot is green.
@@ -170,20 +129,7 @@ async fn chat_through_a_node_crash(
     // Bob should be on the other node, so his messages are sent while Alice has no
     // node at all; a reload reconnects him through nginx (the session survives it).
     let alice_node = serving_node(&alice.snapshot().await?)?;
-    let mut bob_page = bob.snapshot().await?;
-    for _ in 0..20 {
-        if serving_node(&bob_page)? != alice_node {
-            break;
-        }
-        bob.reload().await?;
-        bob.wait_until("live again after a reload", PAGE_WAIT, PageSnapshot::is_live)
-            .await?;
-        bob.open_chat("Alice Swift", PAGE_WAIT).await?;
-        bob_page = bob
-            .wait_until("the chat reopened", PAGE_WAIT, |page| page.messages.len() == 2)
-            .await?;
-    }
-    let bob_node = serving_node(&bob_page)?;
+    let bob_node = move_off_node(bob, &alice_node, "Alice Swift", 2).await?;
     println!("browser test: alice on {alice_node}, bob on {bob_node}");
     bob.screenshot(screenshots, "2-before-crash").await?;
     alice.screenshot(screenshots, "2-before-crash").await?;

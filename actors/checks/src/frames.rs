@@ -2,7 +2,9 @@
 //! its own error code, and the error echoes the frame's `ref` and `client_id`s.
 
 use protocol::messenger::status;
-use protocol::websocket::{actions, CursorPayload, OutgoingMessage, SendMessagePayload, TOPIC_MESSENGER};
+use protocol::websocket::{
+    actions, CursorPayload, HeartbeatPayload, OutgoingMessage, SendMessagePayload, TOPIC_MESSENGER,
+};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -103,6 +105,13 @@ pub enum ClientCommand {
         kind: CursorKind,
         seq: u64,
     },
+    /// Answer at once with a `heartbeat` frame: the client is checking that its node is
+    /// alive.
+    Heartbeat {
+        reference: Option<String>,
+        /// The client's own number, echoed in the answer.
+        sent_at_ms: Option<u64>,
+    },
 }
 
 /// A refused frame.
@@ -161,7 +170,11 @@ pub fn parse_client_frame(text: &str, limits: &FrameLimits) -> Result<ClientComm
     };
     let topic = string_field("topic")?;
     let action = string_field("action")?;
-    let payload = string_field("payload")?;
+    // A heartbeat carries nothing that matters, so its payload may be left out.
+    let payload = match envelope.get("payload") {
+        None if action == actions::HEARTBEAT => "",
+        _ => string_field("payload")?,
+    };
     if topic != TOPIC_MESSENGER {
         return Err(fail(
             codes::UNKNOWN_TOPIC,
@@ -174,9 +187,10 @@ pub fn parse_client_frame(text: &str, limits: &FrameLimits) -> Result<ClientComm
         actions::SEND_MESSAGE => parse_send(payload, reference, limits),
         actions::RECEIVED => parse_cursor(payload, reference, CursorKind::Received),
         actions::READ => parse_cursor(payload, reference, CursorKind::Read),
+        actions::HEARTBEAT => parse_heartbeat(payload, reference),
         other => Err(fail(
             codes::UNKNOWN_ACTION,
-            format!("unknown action {other:?}; expected send-message, received or read"),
+            format!("unknown action {other:?}; expected send-message, received, read or heartbeat"),
             reference,
             Vec::new(),
         )),
@@ -305,6 +319,30 @@ fn parse_cursor(payload: &str, reference: Option<String>, kind: CursorKind) -> R
     })
 }
 
+fn parse_heartbeat(payload: &str, reference: Option<String>) -> Result<ClientCommand, FrameError> {
+    let parsed = if payload.trim().is_empty() {
+        HeartbeatPayload::default()
+    } else {
+        // Through a Value: serde would also take a struct from a JSON array (`[]`).
+        serde_json::from_str::<Value>(payload)
+            .and_then(|value| match value {
+                Value::Object(_) => serde_json::from_value::<HeartbeatPayload>(value),
+                _ => Err(serde::de::Error::custom("not a JSON object")),
+            })
+            .map_err(|error| {
+                invalid_payload(
+                    format!("heartbeat payload must be empty or {{\"sent_at_ms\": <non-negative integer>}}: {error}"),
+                    reference.clone(),
+                    Vec::new(),
+                )
+            })?
+    };
+    Ok(ClientCommand::Heartbeat {
+        reference,
+        sent_at_ms: parsed.sent_at_ms,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,6 +452,48 @@ mod tests {
                 seq: 4
             }
         );
+    }
+
+    #[test]
+    fn heartbeats_parse_with_or_without_a_payload_and_bad_payloads_are_refused() {
+        let heartbeat = |payload: Option<&str>| {
+            let mut frame = serde_json::json!({"topic": "messenger", "action": "heartbeat", "ref": "h1"});
+            if let Some(payload) = payload {
+                frame["payload"] = payload.into();
+            }
+            parse(&frame.to_string())
+        };
+        for payload in [None, Some(""), Some("{}")] {
+            assert_eq!(
+                heartbeat(payload).unwrap(),
+                ClientCommand::Heartbeat {
+                    reference: Some("h1".into()),
+                    sent_at_ms: None
+                },
+                "{payload:?}"
+            );
+        }
+        assert_eq!(
+            heartbeat(Some(r#"{"sent_at_ms":1700000000000}"#)).unwrap(),
+            ClientCommand::Heartbeat {
+                reference: Some("h1".into()),
+                sent_at_ms: Some(1_700_000_000_000)
+            }
+        );
+        for payload in [
+            "nope",
+            "[]",
+            r#"{"sent_at_ms":-1}"#,
+            r#"{"sent_at_ms":"soon"}"#,
+            r#"{"pong":1}"#,
+        ] {
+            let error = heartbeat(Some(payload)).unwrap_err();
+            assert_eq!(error.code, codes::INVALID_PAYLOAD, "{payload}");
+            assert_eq!(error.reference.as_deref(), Some("h1"));
+        }
+        // Only a heartbeat may leave its payload out.
+        let cursor = serde_json::json!({"topic": "messenger", "action": "read"}).to_string();
+        assert_eq!(parse(&cursor).unwrap_err().code, codes::INVALID_ENVELOPE);
     }
 
     #[test]

@@ -1,14 +1,22 @@
 //! A session's bounded outbound queue. The socket writer drains it; a client that
 //! reads too slowly fills it, and is then closed (it resumes on reconnect) instead of
 //! growing the node's memory or slowing anyone else down.
+//!
+//! The queue also carries the socket's protocol-level pings, so the writer stays the
+//! only one writing to the socket and no socket needs a timer or a task of its own for
+//! them: the reader's loop decides when a ping is due and queues it here.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
 /// Close codes the server uses.
 pub mod close_codes {
-    /// Going away: the node is shutting down; reconnect elsewhere.
+    /// Going away: the node is shutting down; reconnect elsewhere. Also sent to a
+    /// client the node has heard nothing from within the idle timeout (the frame most
+    /// likely never reaches it): reconnecting is the right answer for a client that was
+    /// merely slow, while 1011 would claim a server failure that did not happen.
     pub const GOING_AWAY: u16 = 1001;
     /// Invalid frame payload data: a text frame that is not UTF-8 (RFC 6455 asks the
     /// endpoint to fail the connection; nothing of the frame is used).
@@ -28,17 +36,48 @@ pub struct CloseRequest {
     pub reason: String,
 }
 
-/// The writer's side: frames in order, and a close request that jumps the queue.
+/// One item of the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutboundFrame {
+    /// A text frame for the client.
+    Text(String),
+    /// A websocket ping: the client's pong (any frame, in fact) shows it is still there.
+    Ping,
+}
+
+/// The writer's side: frames in order, a close request that jumps the queue, and a ping
+/// that found the queue full.
 pub struct OutboundReceiver {
-    pub frames: mpsc::Receiver<String>,
+    pub frames: mpsc::Receiver<OutboundFrame>,
     pub close: oneshot::Receiver<CloseRequest>,
+    pub owed_ping: OwedPing,
+}
+
+/// A ping that could not be queued because the queue was full. A full queue means the
+/// writer is busy draining it (a long replay waits for room), so it looks here after
+/// each batch; without this, a client reading a long replay would get no ping and,
+/// having nothing to answer, could be taken for a silent one.
+pub struct OwedPing(Arc<SharedState>);
+
+impl OwedPing {
+    /// Whether a ping is owed; clears it.
+    pub fn take(&self) -> bool {
+        self.0.ping_owed.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// What producers and the writer share: one allocation per socket, which existed
+/// already for the close request.
+struct SharedState {
+    close: Mutex<Option<oneshot::Sender<CloseRequest>>>,
+    ping_owed: AtomicBool,
 }
 
 /// The producers' side; cheap to clone.
 #[derive(Clone)]
 pub struct OutboundQueue {
-    frames: mpsc::Sender<String>,
-    close: Arc<Mutex<Option<oneshot::Sender<CloseRequest>>>>,
+    frames: mpsc::Sender<OutboundFrame>,
+    shared: Arc<SharedState>,
 }
 
 /// The frame was not queued.
@@ -54,18 +93,26 @@ impl OutboundQueue {
     pub fn new(capacity: usize) -> (OutboundQueue, OutboundReceiver) {
         let (frames_sender, frames) = mpsc::channel(capacity.max(1));
         let (close_sender, close) = oneshot::channel();
+        let shared = Arc::new(SharedState {
+            close: Mutex::new(Some(close_sender)),
+            ping_owed: AtomicBool::new(false),
+        });
         (
             OutboundQueue {
                 frames: frames_sender,
-                close: Arc::new(Mutex::new(Some(close_sender))),
+                shared: Arc::clone(&shared),
             },
-            OutboundReceiver { frames, close },
+            OutboundReceiver {
+                frames,
+                close,
+                owed_ping: OwedPing(shared),
+            },
         )
     }
 
     /// Queues a text frame; on overflow the session is closed with 1008.
     pub fn push(&self, frame: String) -> Result<(), PushError> {
-        match self.frames.try_send(frame) {
+        match self.frames.try_send(OutboundFrame::Text(frame)) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.close(
@@ -81,12 +128,25 @@ impl OutboundQueue {
     /// Queues a frame, waiting for room instead of overflowing: for the replay, whose
     /// size is known and bounded by the database, not by a sender's speed.
     pub async fn push_waiting(&self, frame: String) -> Result<(), PushError> {
-        self.frames.send(frame).await.map_err(|_| PushError::Closed)
+        self.frames
+            .send(OutboundFrame::Text(frame))
+            .await
+            .map_err(|_| PushError::Closed)
+    }
+
+    /// Asks the writer for a websocket ping, behind the frames already queued. Never
+    /// closes the socket: a full queue only means the ping is owed and written after the
+    /// writer's current batch.
+    pub fn ping(&self) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.frames.try_send(OutboundFrame::Ping) {
+            self.shared.ping_owed.store(true, Ordering::Release);
+        }
     }
 
     /// Asks the writer to close the socket; only the first request counts.
     pub fn close(&self, code: u16, reason: &str) {
         let sender = self
+            .shared
             .close
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -117,6 +177,20 @@ mod tests {
         let close = receiver.close.try_recv().unwrap();
         assert_eq!(close.code, close_codes::POLICY_VIOLATION);
         queue.close(close_codes::GOING_AWAY, "later requests are ignored");
-        assert_eq!(receiver.frames.try_recv().unwrap(), "a");
+        assert_eq!(receiver.frames.try_recv().unwrap(), OutboundFrame::Text("a".into()));
+    }
+
+    #[test]
+    fn a_ping_is_queued_in_order_or_owed_when_the_queue_is_full_and_never_closes() {
+        let (queue, mut receiver) = OutboundQueue::new(2);
+        queue.push("a".into()).unwrap();
+        queue.ping();
+        assert!(!receiver.owed_ping.take());
+        queue.ping();
+        assert!(receiver.owed_ping.take(), "the ping that found the queue full is owed");
+        assert!(!receiver.owed_ping.take(), "taking it clears it");
+        assert!(receiver.close.try_recv().is_err(), "a ping never closes the socket");
+        assert_eq!(receiver.frames.try_recv().unwrap(), OutboundFrame::Text("a".into()));
+        assert_eq!(receiver.frames.try_recv().unwrap(), OutboundFrame::Ping);
     }
 }

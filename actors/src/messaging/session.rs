@@ -8,7 +8,8 @@
 //!                received cursors, send it in seq order, send `replay-complete`, then
 //!                release the held-back deliveries that the replay did not contain
 //!        frames: send-message → the chat's actor (ack after commit), received/read →
-//!                cursor moves; a bad frame gets an error frame, the socket stays open
+//!                cursor moves, heartbeat → answered at once; a bad frame gets an
+//!                error frame, the socket stays open
 //! ```
 //!
 //! The replay reads the master after registering, and a chat's seqs commit in order,
@@ -20,8 +21,8 @@ use std::sync::Arc;
 use tracing::Instrument;
 
 use protocol::websocket::{
-    actions, AckPayload, DeliveredMessage, DeliveryPayload, Envelope, ErrorPayload, MessageAck, PresencePayload,
-    ReplayCompletePayload, StatusPayload,
+    actions, AckPayload, DeliveredMessage, DeliveryPayload, Envelope, ErrorPayload, HeartbeatAnswerPayload, MessageAck,
+    PresencePayload, ReplayCompletePayload, StatusPayload,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
@@ -161,12 +162,19 @@ impl Actor for Session {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             SessionMessage::ClientText(text) => {
+                let parsed = parse_client_frame(&text, &state.services.frame_limits);
+                if let Ok(ClientCommand::Heartbeat { reference, sent_at_ms }) = parsed {
+                    // Untraced: a browser sends one every few seconds, and their traces
+                    // would bury those of the messages.
+                    answer_heartbeat(state, reference, sent_at_ms);
+                    return Ok(());
+                }
                 // Each frame starts a trace of its own; the chat's commit and the
                 // deliveries, here and on other nodes, continue it.
                 let frame_span = tracing::info_span!(parent: None, "ws.frame", user_id = %state.user_id);
                 // Boxed: the actor's task is sized for the largest future its handler
                 // awaits, and every idle session would carry this one's ~1.3 KB.
-                Box::pin(handle_client_text(state, &text).instrument(frame_span)).await
+                Box::pin(handle_client_frame(state, parsed).instrument(frame_span)).await
             }
             SessionMessage::ClientBinary => state.replies.queue_now(
                 error_envelope(&FrameError {
@@ -278,8 +286,19 @@ fn go_live(state: &mut SessionState, replayed_up_to: HashMap<String, u64>) {
     }
 }
 
-async fn handle_client_text(state: &SessionState, text: &str) {
-    let command = match parse_client_frame(text, &state.services.frame_limits) {
+/// Answers a client's `heartbeat` at once, ahead of the acks still waiting in the
+/// ordered replies: the client asks whether its node is alive, and a slow commit must
+/// not make a live node look dead.
+fn answer_heartbeat(state: &SessionState, reference: Option<String>, sent_at_ms: Option<u64>) {
+    let answer = HeartbeatAnswerPayload {
+        sent_at_ms,
+        node: state.services.node_name.clone(),
+    };
+    state.push(&Envelope::messenger(actions::HEARTBEAT, &answer, reference));
+}
+
+async fn handle_client_frame(state: &SessionState, parsed: Result<ClientCommand, FrameError>) {
+    let command = match parsed {
         Ok(command) => command,
         Err(error) => return state.replies.queue_now(error_envelope(&error).to_text()),
     };
@@ -339,6 +358,7 @@ async fn handle_client_text(state: &SessionState, text: &str) {
                     .map(|error| error_envelope(&send_failure(error, reference, Vec::new())).to_text())
             });
         }
+        ClientCommand::Heartbeat { reference, sent_at_ms } => answer_heartbeat(state, reference, sent_at_ms),
     }
 }
 

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use protocol::websocket::{
-    AckPayload, CursorPayload, DeliveredMessage, DeliveryPayload, Envelope, ErrorPayload, MessageAck, OutgoingMessage,
-    PresencePayload, ReplayCompletePayload, SendMessagePayload, StatusPayload,
+    AckPayload, CursorPayload, DeliveredMessage, DeliveryPayload, Envelope, ErrorPayload, HeartbeatAnswerPayload,
+    HeartbeatPayload, MessageAck, OutgoingMessage, PresencePayload, ReplayCompletePayload, SendMessagePayload,
+    StatusPayload,
 };
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -55,6 +56,8 @@ pub const DOCUMENT_PATHS: [&str; 2] = ["/swagger/doc.json", "/openapi.json"];
         StatusPayload,
         PresencePayload,
         ReplayCompletePayload,
+        HeartbeatPayload,
+        HeartbeatAnswerPayload,
         ErrorPayload,
     )),
     modifiers(&AccessTokenScheme),

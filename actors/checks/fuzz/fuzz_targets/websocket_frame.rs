@@ -52,7 +52,11 @@ fn check_frame(frame_text: &str, limits: &FrameLimits) {
         .and_then(|frame| frame.get("ref")?.as_str().map(str::to_owned));
     let echoed_reference = match &outcome {
         Err(error) => &error.reference,
-        Ok(ClientCommand::Send { reference, .. } | ClientCommand::MoveCursor { reference, .. }) => reference,
+        Ok(
+            ClientCommand::Send { reference, .. }
+            | ClientCommand::MoveCursor { reference, .. }
+            | ClientCommand::Heartbeat { reference, .. },
+        ) => reference,
     };
     // A frame repeating a key is refused before any field is read: which `ref` it meant
     // is exactly what cannot be told.
@@ -99,6 +103,7 @@ fn check_frame(frame_text: &str, limits: &FrameLimits) {
             }
         }
         Ok(ClientCommand::MoveCursor { chat_id, .. }) => assert_canonical_uuid(&chat_id),
+        Ok(ClientCommand::Heartbeat { .. }) => {}
     }
 }
 
