@@ -98,6 +98,7 @@ impl HashingTurns {
     }
 
     /// Hashes running now.
+    #[cfg(test)]
     pub(crate) fn running(&self) -> usize {
         self.lock().running
     }
