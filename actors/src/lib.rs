@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod database;
 pub mod messaging;
 pub mod metrics;
+pub mod rate_limits;
 pub mod supervisor;
 pub mod time_format;
 pub mod trace_context;

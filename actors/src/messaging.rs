@@ -32,6 +32,7 @@ use crate::cluster::node_router::send_to;
 use crate::cluster::peers::Peers;
 use crate::database::{Database, DbError};
 use crate::metrics::Metrics;
+use crate::rate_limits::KeyedRateLimiter;
 use crate::trace_context::TracePropagation;
 use chat::{ChatDirectory, ChatMessage};
 use frames::FrameLimits;
@@ -77,8 +78,19 @@ pub struct MessagingServices {
     pub outbound_capacity: usize,
     /// Carries traces over the cluster hop.
     pub trace_propagation: Arc<dyn TracePropagation>,
+    /// Messages each user may send through this node, counted per message.
+    pub send_limit: KeyedRateLimiter,
     presence: PresenceAnnouncer,
     next_session_id: AtomicU64,
+}
+
+/// What one user or socket may do, for [`MessagingServices::new`].
+pub struct MessagingLimits {
+    pub frame_limits: FrameLimits,
+    /// Frames a session may have queued for a slow client before it is closed.
+    pub outbound_capacity: usize,
+    /// Messages each user may send through this node.
+    pub send_limit: KeyedRateLimiter,
 }
 
 impl MessagingServices {
@@ -86,11 +98,15 @@ impl MessagingServices {
         node_name: String,
         peers: Peers,
         database: Database,
-        frame_limits: FrameLimits,
-        outbound_capacity: usize,
+        limits: MessagingLimits,
         metrics: Arc<Metrics>,
         trace_propagation: Arc<dyn TracePropagation>,
     ) -> Arc<Self> {
+        let MessagingLimits {
+            frame_limits,
+            outbound_capacity,
+            send_limit,
+        } = limits;
         Arc::new_cyclic(|services| MessagingServices {
             node_name,
             peers,
@@ -101,6 +117,7 @@ impl MessagingServices {
             metrics,
             outbound_capacity,
             trace_propagation,
+            send_limit,
             presence: PresenceAnnouncer::start(services.clone()),
             next_session_id: AtomicU64::new(1),
         })

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub websocket_silent_closes: IntCounter,
     /// Messages newly stored by this node's commits.
     pub messages_committed: IntCounter,
+    /// Messages refused because their sender passed its send rate.
+    pub messages_rate_limited: IntCounter,
     /// Deliveries handed to sessions here (`local`) or sent to a peer (`remote`, one per hop).
     pub messages_delivered: IntCounterVec,
     /// Connections that replayed pending messages, and how many messages they replayed.
@@ -87,6 +89,10 @@ impl Metrics {
                 "websockets closed because the client sent nothing within the idle timeout",
             ),
             messages_committed: counter("parley_messages_committed_total", "messages newly stored by this node"),
+            messages_rate_limited: counter(
+                "parley_messages_rate_limited_total",
+                "messages refused because their sender passed its send rate",
+            ),
             messages_delivered: counter_vec(
                 "parley_messages_delivered_total",
                 "deliveries to local sessions, and hops to peers",

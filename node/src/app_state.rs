@@ -20,6 +20,8 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// Websockets one user may have open on this node.
     pub max_sockets_per_user: usize,
+    /// Client frames one socket may have in the node at once (read, not yet answered).
+    pub max_frames_in_flight: usize,
     /// When websockets are pinged and when a silent one is closed.
     pub websocket_heartbeat: crate::websocket::SocketHeartbeat,
 }

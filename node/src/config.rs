@@ -99,6 +99,26 @@ pub struct NodeConfig {
     #[arg(long, env = "PARLEY_SIGN_UP_PER_ADDRESS_PER_MINUTE", default_value_t = 60)]
     pub sign_up_per_address_per_minute: u32,
 
+    /// Messages a user may send per second through this node, on average (a frame of
+    /// five messages counts five); past it a frame is refused whole with a
+    /// `rate_limited` error frame naming its client ids and when to send again, and
+    /// nothing of it is stored. Behind nginx a user's sockets may sit on several nodes:
+    /// the cluster-wide bound is this times the nodes. 0: no limit.
+    #[arg(long, env = "PARLEY_SEND_MESSAGES_PER_SECOND", default_value_t = 20)]
+    pub send_messages_per_second: u32,
+
+    /// Messages a user may send at once before the per-second rate applies.
+    #[arg(long, env = "PARLEY_SEND_BURST", default_value_t = 100)]
+    pub send_burst: u32,
+
+    /// Client frames one websocket may have in the node at once, read but not yet
+    /// answered (a send is answered by its ack, after the commit). Past it the node stops
+    /// reading that socket until an answer goes out, so a client sending faster than its
+    /// frames are handled is held back by TCP instead of filling the node's memory: a
+    /// socket's unanswered frames cost at most this times `--max-frame-bytes`.
+    #[arg(long, env = "PARLEY_MAX_FRAMES_IN_FLIGHT", default_value_t = 16)]
+    pub max_frames_in_flight: usize,
+
     /// Sign-in attempts per email and minute on this node (10 at once); 0: no limit.
     #[arg(long, env = "PARLEY_SIGN_IN_PER_EMAIL_PER_MINUTE", default_value_t = 10)]
     pub sign_in_per_email_per_minute: u32,

@@ -21,7 +21,7 @@ use actors::cluster::peers::Peers;
 use actors::database::migrations::apply_migrations;
 use actors::database::Database;
 use actors::messaging::outbound::close_codes;
-use actors::messaging::MessagingServices;
+use actors::messaging::{MessagingLimits, MessagingServices};
 use actors::metrics::Metrics;
 use actors::supervisor::{RootSupervisor, RootSupervisorArguments};
 use actors::trace_context::TracePropagation;
@@ -92,8 +92,11 @@ pub async fn run(
         config.node_name.clone(),
         peers,
         database.clone(),
-        config.frame_limits(),
-        config.outbound_queue_frames,
+        MessagingLimits {
+            frame_limits: config.frame_limits(),
+            outbound_capacity: config.outbound_queue_frames,
+            send_limit: KeyedRateLimiter::new(config.send_messages_per_second.saturating_mul(60), config.send_burst),
+        },
         Arc::clone(&metrics),
         Arc::clone(&trace_propagation),
     );
@@ -135,6 +138,7 @@ pub async fn run(
             max_page_size: config.max_page_size,
             max_frame_bytes: config.max_frame_bytes,
             max_sockets_per_user: config.max_sockets_per_user,
+            max_frames_in_flight: config.max_frames_in_flight,
             websocket_heartbeat,
         },
     };

@@ -11,13 +11,14 @@ mod open_sockets;
 use std::sync::Arc;
 
 use actors::messaging::outbound::{close_codes, OutboundFrame, OutboundQueue, OutboundReceiver};
-use actors::messaging::session::{Session, SessionArguments, SessionMessage};
+use actors::messaging::session::{FrameInFlight, Session, SessionArguments, SessionMessage};
 use actors::messaging::MessagingServices;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use protocol::errors::codes;
 use ractor::{Actor, ActorRef};
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -115,6 +116,7 @@ pub(crate) fn upgrade_to_session(
     }
     let frame_limit = state.limits.max_frame_bytes;
     let heartbeat = state.limits.websocket_heartbeat;
+    let frames_in_flight = state.limits.max_frames_in_flight;
     let services = Arc::clone(&state.messaging);
     let open_sockets = Arc::clone(&state.open_sockets);
     tokio::spawn(async move {
@@ -128,7 +130,11 @@ pub(crate) fn upgrade_to_session(
         };
         let config = socket_config(frame_limit);
         let socket = WebSocketStream::from_partially_read(stream, read_ahead, Role::Server, Some(config)).await;
-        let limits = SocketLimits { frame_limit, heartbeat };
+        let limits = SocketLimits {
+            frame_limit,
+            frames_in_flight,
+            heartbeat,
+        };
         serve_socket(Box::new(socket), user_id, services, limits, open_sockets).await;
     });
     handshake::switching_protocols(&accept_key)
@@ -167,6 +173,9 @@ fn token_user(state: &AppState, authorization: Option<String>, query: &str) -> R
 struct SocketLimits {
     /// Largest text or binary frame; a larger one closes the socket with 1009.
     frame_limit: usize,
+    /// Client frames in the node at once (read, not yet answered); past it the socket
+    /// is not read until one is answered.
+    frames_in_flight: usize,
     heartbeat: SocketHeartbeat,
 }
 
@@ -248,17 +257,34 @@ async fn read_frames(
     let mut liveness = SocketLiveness::new(limits.heartbeat, Instant::now());
     let wake = tokio::time::sleep_until(liveness.next_wake());
     tokio::pin!(wake);
+    let frames_in_flight = Arc::new(Semaphore::new(limits.frames_in_flight.max(1)));
     loop {
+        // A place for the next frame first: while the session has the most frames
+        // allowed in hand, the socket is not read, and a flooding client's frames wait
+        // in TCP's buffers (then its own), not in the node's memory.
+        let in_flight = match Arc::clone(&frames_in_flight).try_acquire_owned() {
+            Ok(place) => place,
+            Err(_) => tokio::select! {
+                place = Arc::clone(&frames_in_flight).acquire_owned() => match place {
+                    Ok(place) => place,
+                    Err(_) => return ReaderEnd::Finished,
+                },
+                () = &mut wake => {
+                    // Not the client's silence: the node is the one not reading.
+                    liveness.heard(Instant::now());
+                    if let Some(end) = keep_alive(&mut liveness, queue) {
+                        return end;
+                    }
+                    wake.as_mut().reset(liveness.next_wake());
+                    continue;
+                }
+            },
+        };
         let frame = tokio::select! {
             frame = stream.next() => frame,
             () = &mut wake => {
-                match liveness.on_wake(Instant::now()) {
-                    LivenessDue::GiveUp => {
-                        queue.close(close_codes::GOING_AWAY, SILENT_CLIENT_REASON);
-                        return ReaderEnd::ClientSilent;
-                    }
-                    LivenessDue::Ping => queue.ping(),
-                    LivenessDue::Nothing => {}
+                if let Some(end) = keep_alive(&mut liveness, queue) {
+                    return end;
                 }
                 wake.as_mut().reset(liveness.next_wake());
                 continue;
@@ -277,7 +303,8 @@ async fn read_frames(
             }
             Ok(Message::Text(text)) => {
                 metrics.websocket_frames_in.inc();
-                session.cast(SessionMessage::ClientText(text.as_str().to_owned()))
+                let in_flight = FrameInFlight(Some(in_flight));
+                session.cast(SessionMessage::ClientText(text.as_str().to_owned(), in_flight))
             }
             Ok(Message::Binary(_)) => {
                 metrics.websocket_frames_in.inc();
@@ -304,6 +331,20 @@ async fn read_frames(
             return ReaderEnd::Finished;
         }
     }
+}
+
+/// The heartbeat's due action when its timer fires: a ping queued, or the socket given up
+/// (`Some`) when the client has been silent for the idle timeout.
+fn keep_alive(liveness: &mut SocketLiveness, queue: &OutboundQueue) -> Option<ReaderEnd> {
+    match liveness.on_wake(Instant::now()) {
+        LivenessDue::GiveUp => {
+            queue.close(close_codes::GOING_AWAY, SILENT_CLIENT_REASON);
+            return Some(ReaderEnd::ClientSilent);
+        }
+        LivenessDue::Ping => queue.ping(),
+        LivenessDue::Nothing => {}
+    }
+    None
 }
 
 /// Most frames written before one flush: under load a session's queue holds many, and

@@ -19,7 +19,9 @@ const HISTORY_PAGE_SIZE = 200;
 const RECONNECT_INITIAL_DELAY_MS = 100;
 const RECONNECT_MAXIMUM_DELAY_MS = 5000;
 // The server refused a message for a passing reason: nothing was stored, try again.
-const PASSING_REFUSAL_CODES = ["database_unavailable", "internal"];
+// Refusals that pass: the messages stay in the outbox and are written again later
+// (`rate_limited` says when, in retry_after_ms; stored once whatever happens).
+const PASSING_REFUSAL_CODES = ["database_unavailable", "internal", "rate_limited"];
 const REFUSED_SEND_RETRY_MS = 1000;
 const CHAT_LIST_RETRY_MS = 200;
 const CHAT_LIST_RETRY_LIMIT = 10;
@@ -626,7 +628,7 @@ function onServerError(error) {
   if (PASSING_REFUSAL_CODES.includes(error.code)) {
     for (const item of refused) item.written = false;
     showError(`A message could not be stored yet (${error.message}); retrying.`);
-    setTimeout(writeOutbox, REFUSED_SEND_RETRY_MS);
+    setTimeout(writeOutbox, Math.max(REFUSED_SEND_RETRY_MS, error.retry_after_ms || 0));
   } else {
     for (const item of refused) item.failed = error.message;
     state.outbox = state.outbox.filter((item) => !item.failed);

@@ -215,6 +215,10 @@ pub struct ErrorPayload {
     /// The `client_id`s of the refused messages, when the frame had any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub client_ids: Vec<String>,
+    /// When to send again, in milliseconds (`rate_limited`: when the sender's limit
+    /// allows the refused messages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 #[cfg(test)]

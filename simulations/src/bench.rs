@@ -16,7 +16,8 @@
 //!
 //! A cluster `bench` starts itself gets [`BENCH_NODE_ARGS`]: thousands of accounts need
 //! cheap password hashes and no per-address sign-in or sign-up limit or hashing share
-//! (they all come from 127.0.0.1), and the memory benchmark puts 20 sockets on each user.
+//! (they all come from 127.0.0.1), the message benchmarks no send rate limit, and the
+//! memory benchmark puts 20 sockets on each user.
 
 mod bench_accounts;
 mod database_load;
@@ -64,6 +65,8 @@ pub const BENCH_NODE_ARGS: &[&str] = &[
     "--sign-in-per-address-per-minute",
     "0",
     "--sign-up-per-address-per-minute",
+    "0",
+    "--send-messages-per-second",
     "0",
     "--max-queued-hashes-per-address",
     "16",

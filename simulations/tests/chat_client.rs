@@ -18,8 +18,9 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// Cheap password hashing: sign-ups are setup here, not the subject.
-const CHEAP_SCRYPT_ARGS: [&str; 2] = ["--scrypt-log-n", "10"];
+/// Cheap password hashing: sign-ups are setup here, not the subject. No send rate limit:
+/// these tests send hundreds of messages from one user as fast as the client can.
+const NODE_ARGS: [&str; 4] = ["--scrypt-log-n", "10", "--send-messages-per-second", "0"];
 const CONNECT_WAIT: Duration = Duration::from_secs(10);
 const SETTLE_WAIT: Duration = Duration::from_secs(20);
 /// Between Bob's messages: 1,000 messages take 8 s, long enough for a crash and a
@@ -41,7 +42,7 @@ async fn start_conversation(tag: &str) -> anyhow::Result<Conversation> {
     resolve_parley_binary(None).context("build the node first: cargo build -p parley-node, or set PARLEY_BIN")?;
     let state_dir = tempfile::tempdir()?;
     let mut spec = ClusterSpec::with_free_ports(state_dir.path().to_path_buf(), 2);
-    spec.node_extra_args = CHEAP_SCRYPT_ARGS.iter().map(|arg| arg.to_string()).collect();
+    spec.node_extra_args = NODE_ARGS.iter().map(|arg| arg.to_string()).collect();
     parley_sim::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
     let cluster = LocalCluster::start(spec).await?;
     wait_until_cluster_formed(&cluster).await?;

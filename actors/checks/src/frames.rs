@@ -23,6 +23,8 @@ pub mod codes {
     pub const CHAT_NOT_FOUND: &str = "chat_not_found";
     pub const BINARY_NOT_SUPPORTED: &str = "binary_not_supported";
     pub const DATABASE_UNAVAILABLE: &str = "database_unavailable";
+    /// The sender passed its send rate; nothing of the frame was stored.
+    pub const RATE_LIMITED: &str = "rate_limited";
     pub const INTERNAL: &str = "internal";
 }
 

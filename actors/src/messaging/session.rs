@@ -52,11 +52,24 @@ pub struct SessionArguments {
     pub services: Arc<MessagingServices>,
 }
 
+/// A client frame's place among the frames a socket may have in the node at once. The
+/// socket's reader takes one before it reads a frame and the session gives it back once
+/// the frame's answer is out (an ack after the commit), so a client that sends faster
+/// than its frames are handled stops being read: TCP holds the rest, not the node.
+pub struct FrameInFlight(#[allow(dead_code)] pub Option<tokio::sync::OwnedSemaphorePermit>);
+
+impl FrameInFlight {
+    /// A frame that counts against no bound (tests).
+    pub fn unbounded() -> FrameInFlight {
+        FrameInFlight(None)
+    }
+}
+
 /// Messages of a `Session`.
 #[derive(RactorMessage)]
 pub enum SessionMessage {
-    /// A text frame from the client.
-    ClientText(String),
+    /// A text frame from the client, holding its place until its answer is out.
+    ClientText(String, FrameInFlight),
     /// A binary frame from the client (refused with an error frame).
     ClientBinary,
     /// Messages committed in one of the user's chats, with the span of their delivery.
@@ -161,7 +174,7 @@ impl Actor for Session {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SessionMessage::ClientText(text) => {
+            SessionMessage::ClientText(text, in_flight) => {
                 let parsed = parse_client_frame(&text, &state.services.frame_limits);
                 if let Ok(ClientCommand::Heartbeat { reference, sent_at_ms }) = parsed {
                     // Untraced: a browser sends one every few seconds, and their traces
@@ -174,7 +187,7 @@ impl Actor for Session {
                 let frame_span = tracing::info_span!(parent: None, "ws.frame", user_id = %state.user_id);
                 // Boxed: the actor's task is sized for the largest future its handler
                 // awaits, and every idle session would carry this one's ~1.3 KB.
-                Box::pin(handle_client_frame(state, parsed).instrument(frame_span)).await
+                Box::pin(handle_client_frame(state, parsed, in_flight).instrument(frame_span)).await
             }
             SessionMessage::ClientBinary => state.replies.queue_now(
                 error_envelope(&FrameError {
@@ -297,10 +310,16 @@ fn answer_heartbeat(state: &SessionState, reference: Option<String>, sent_at_ms:
     state.push(&Envelope::messenger(actions::HEARTBEAT, &answer, reference));
 }
 
-async fn handle_client_frame(state: &SessionState, parsed: Result<ClientCommand, FrameError>) {
+/// Handles one client frame. `in_flight` moves into the frame's answer and is given back
+/// when the answer is out.
+async fn handle_client_frame(
+    state: &SessionState,
+    parsed: Result<ClientCommand, FrameError>,
+    in_flight: FrameInFlight,
+) {
     let command = match parsed {
         Ok(command) => command,
-        Err(error) => return state.replies.queue_now(error_envelope(&error).to_text()),
+        Err(error) => return answer_holding(state, in_flight, error_envelope(&error).to_text()),
     };
     let services = &state.services;
     match command {
@@ -313,12 +332,20 @@ async fn handle_client_frame(state: &SessionState, parsed: Result<ClientCommand,
                 .iter()
                 .filter_map(|message| message.client_id.clone())
                 .collect();
+            // Counted in messages, before anything is queued or stored: a flood costs
+            // the node no more than the refusals.
+            let count = u32::try_from(messages.len()).unwrap_or(u32::MAX);
+            if let Err(wait) = services.send_limit.check_many(&state.user_id, count) {
+                services.metrics.messages_rate_limited.inc_by(u64::from(count));
+                return answer_holding(state, in_flight, rate_limited(reference, client_ids, wait).to_text());
+            }
             // Queued on the chat here, in frame order; the answer waits in the ordered
             // replies so deliveries to this socket keep flowing meanwhile.
             let pending = services
                 .submit_send(&chat_id, &state.user_id, messages, Some(state.session_id))
                 .await;
             state.replies.queue(async move {
+                let _in_flight = in_flight;
                 let outcome = match pending {
                     Ok(pending) => pending.wait().await,
                     Err(error) => Err(error),
@@ -349,6 +376,7 @@ async fn handle_client_frame(state: &SessionState, parsed: Result<ClientCommand,
         } => {
             let pending = services.submit_cursor_move(&chat_id, &state.user_id, kind, seq).await;
             state.replies.queue(async move {
+                let _in_flight = in_flight;
                 let outcome = match pending {
                     Ok(pending) => pending.wait().await.map(|_| ()),
                     Err(error) => Err(error),
@@ -360,6 +388,14 @@ async fn handle_client_frame(state: &SessionState, parsed: Result<ClientCommand,
         }
         ClientCommand::Heartbeat { reference, sent_at_ms } => answer_heartbeat(state, reference, sent_at_ms),
     }
+}
+
+/// Queues an answer known at once; the frame's place is given back when it is out.
+fn answer_holding(state: &SessionState, in_flight: FrameInFlight, text: String) {
+    state.replies.queue(async move {
+        let _in_flight = in_flight;
+        Some(text)
+    });
 }
 
 fn send_failure(error: SendError, reference: Option<String>, client_ids: Vec<String>) -> FrameError {
@@ -393,7 +429,26 @@ fn error_envelope(error: &FrameError) -> Envelope {
             message: error.message.clone(),
             code: error.code.to_owned(),
             client_ids: error.client_ids.clone(),
+            retry_after_ms: None,
         },
         error.reference.clone(),
+    )
+}
+
+/// The refusal of a frame past the sender's send rate: which messages, and when they
+/// would be allowed.
+fn rate_limited(reference: Option<String>, client_ids: Vec<String>, wait: std::time::Duration) -> Envelope {
+    let retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+    Envelope::messenger(
+        actions::ERROR,
+        &ErrorPayload {
+            message: format!(
+                "you are sending faster than allowed; nothing of this frame was stored, send it again in {retry_after_ms} ms"
+            ),
+            code: codes::RATE_LIMITED.to_owned(),
+            client_ids,
+            retry_after_ms: Some(retry_after_ms),
+        },
+        reference,
     )
 }

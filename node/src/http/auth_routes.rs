@@ -13,7 +13,8 @@ use warp::hyper::body::Bytes;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use actors::accounts::{EmailLookup, RefreshTokenRecord, RotationOutcome};
+use actors::accounts::validation::validate_sign_up;
+use actors::accounts::{AccountError, EmailLookup, RefreshTokenRecord, RotationOutcome};
 
 use super::errors::ApiError;
 use super::extract::{authenticated_user, json_body, require_existing_user, QueryParameters, USER_GONE};
@@ -85,6 +86,9 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
     responses((status = 201, description = "user created", body = SignUpResponse), (status = 400, description = "bad input, named in the message", body = ErrorBody), (status = 409, description = "the email is taken", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 429, description = "too many sign-ups from this address, or too many password hashes waiting; see Retry-After", body = ErrorBody), (status = 503, description = "the database is unavailable; retry", body = ErrorBody)))]
 pub(crate) async fn sign_up(state: AppState, client: IpAddr, body: Bytes) -> Result<Response, ApiError> {
     let request: SignUpRequest = json_body(&body)?;
+    // Bad input is refused before the limit counts it: only requests that could create
+    // an account (or find the email taken) spend the address's sign-ups.
+    validate_sign_up(&request, Utc::now()).map_err(AccountError::from)?;
     if let Err(wait) = state.sign_up_limit.check(&client.to_string()) {
         return Err(ApiError::too_many_requests(
             "too many sign-ups from this address; try again later",

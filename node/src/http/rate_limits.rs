@@ -7,75 +7,10 @@
 //! client's address is nginx's `X-Real-IP` when the request comes from a proxy on a
 //! loopback or private address, else the connection's own.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Keys tracked at most per limiter; past it, buckets that have refilled are dropped
-/// (a full bucket is the same as none), so a flood of distinct keys cannot grow memory.
-const MAX_TRACKED_KEYS: usize = 100_000;
-
-/// A token bucket per key: `burst` attempts at once, then one every `refill_every`.
-pub struct KeyedRateLimiter {
-    burst: f64,
-    refill_every: Duration,
-    buckets: Mutex<HashMap<String, Bucket>>,
-}
-
-#[derive(Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
-}
-
-impl KeyedRateLimiter {
-    /// `per_minute` attempts a minute on average, `burst` at once; 0 per minute: no limit.
-    pub fn new(per_minute: u32, burst: u32) -> KeyedRateLimiter {
-        KeyedRateLimiter {
-            burst: f64::from(burst.max(1)),
-            refill_every: if per_minute == 0 {
-                Duration::ZERO
-            } else {
-                Duration::from_secs_f64(60.0 / f64::from(per_minute))
-            },
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Takes one attempt for `key`, or says how long until the next is allowed.
-    pub fn check(&self, key: &str) -> Result<(), Duration> {
-        self.check_at(key, Instant::now())
-    }
-
-    fn check_at(&self, key: &str, now: Instant) -> Result<(), Duration> {
-        if self.refill_every.is_zero() {
-            return Ok(());
-        }
-        let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if buckets.len() >= MAX_TRACKED_KEYS && !buckets.contains_key(key) {
-            buckets.retain(|_, bucket| self.refilled(*bucket, now).tokens < self.burst);
-        }
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
-            tokens: self.burst,
-            updated: now,
-        });
-        *bucket = self.refilled(*bucket, now);
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            return Ok(());
-        }
-        Err(self.refill_every.mul_f64(1.0 - bucket.tokens))
-    }
-
-    fn refilled(&self, bucket: Bucket, now: Instant) -> Bucket {
-        let earned = now.saturating_duration_since(bucket.updated).as_secs_f64() / self.refill_every.as_secs_f64();
-        Bucket {
-            tokens: (bucket.tokens + earned).min(self.burst),
-            updated: now,
-        }
-    }
-}
+pub use actors::rate_limits::KeyedRateLimiter;
 
 /// Both sign-in limits of a node.
 pub struct SignInLimits {
@@ -112,26 +47,6 @@ pub fn client_address(peer: Option<SocketAddr>, real_ip_header: Option<&str>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_burst_is_allowed_then_one_attempt_per_refill() {
-        let limiter = KeyedRateLimiter::new(60, 3);
-        let start = Instant::now();
-        for _ in 0..3 {
-            assert!(limiter.check_at("bob", start).is_ok());
-        }
-        let wait = limiter.check_at("bob", start).unwrap_err();
-        assert!(wait <= Duration::from_secs(1) && wait > Duration::ZERO, "{wait:?}");
-        assert!(limiter.check_at("alice", start).is_ok(), "keys have their own buckets");
-        assert!(limiter.check_at("bob", start + Duration::from_secs(1)).is_ok());
-        assert!(limiter.check_at("bob", start + Duration::from_secs(1)).is_err());
-    }
-
-    #[test]
-    fn zero_per_minute_means_no_limit() {
-        let limiter = KeyedRateLimiter::new(0, 1);
-        assert!((0..100).all(|_| limiter.check("bob").is_ok()));
-    }
 
     #[test]
     fn the_forwarded_address_is_believed_only_from_a_proxy_nearby() {

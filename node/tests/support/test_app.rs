@@ -15,8 +15,10 @@ use parley_sim::{AppTier, AppTierSpec, DatabaseServers, DatabaseServersSpec, Por
 use protocol::websocket::{actions, Envelope, OutgoingMessage, ReplayCompletePayload};
 use tokio::sync::OnceCell;
 
-/// Cheap password hashing for tests; production keeps OWASP's cost.
-pub const TEST_NODE_ARGS: &[&str] = &["--scrypt-log-n", "10"];
+/// Cheap password hashing for tests; production keeps OWASP's cost. No send rate limit:
+/// several tests send hundreds of messages from one user at once (the limit has its own
+/// test, with the default flags).
+pub const TEST_NODE_ARGS: &[&str] = &["--scrypt-log-n", "10", "--send-messages-per-second", "0"];
 
 static SHARED_SERVERS: OnceCell<DatabaseServers> = OnceCell::const_new();
 static NEXT_APP: AtomicUsize = AtomicUsize::new(0);

@@ -5,6 +5,8 @@
 use protocol::websocket::{
     actions, AckPayload, DeliveryPayload, Envelope, ErrorPayload, PresencePayload, ReplayCompletePayload, StatusPayload,
 };
+use std::time::Duration;
+
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -14,7 +16,7 @@ use super::{lost, ClientTask, ConnectionEnd, OpenConnection};
 
 /// Error codes after which a refused message is sent again: nothing was stored and the
 /// cause passes (the master is back, the node recovered).
-const PASSING_REFUSAL_CODES: &[&str] = &["database_unavailable", "internal"];
+const PASSING_REFUSAL_CODES: &[&str] = &["database_unavailable", "internal", "rate_limited"];
 
 impl ClientTask {
     pub(super) async fn on_frame(
@@ -235,10 +237,12 @@ impl ClientTask {
         }
         let passing = PASSING_REFUSAL_CODES.contains(&error.code.as_str());
         let backoff = self.config.refused_send_backoff;
+        // The server's word on when to send again (a send rate limit) beats our backoff.
+        let server_wait = Duration::from_millis(error.retry_after_ms.unwrap_or(0));
         for client_id in &error.client_ids {
             if passing {
                 self.outbox.refuse_for_now(client_id, |refusals| {
-                    Instant::now() + backoff.next_delay(refusals.saturating_sub(1))
+                    Instant::now() + backoff.next_delay(refusals.saturating_sub(1)).max(server_wait)
                 });
                 continue;
             }
