@@ -111,6 +111,12 @@ pub struct NodeConfig {
     #[arg(long, env = "PARLEY_SEND_BURST", default_value_t = 100)]
     pub send_burst: u32,
 
+    /// How long a client may take to send a request's head (request line and headers),
+    /// in milliseconds; a connection that has not sent it by then is closed. Bounds what
+    /// a client opening connections and writing nothing (slowloris) can hold.
+    #[arg(long, env = "PARLEY_HTTP_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub http_header_read_timeout_ms: u64,
+
     /// Client frames one websocket may have in the node at once, read but not yet
     /// answered (a send is answered by its ack, after the commit). Past it the node stops
     /// reading that socket until an answer goes out, so a client sending faster than its

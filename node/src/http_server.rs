@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower_service::Service;
@@ -66,6 +66,7 @@ const ACCEPT_FAILURE_PAUSE: Duration = Duration::from_millis(100);
 pub async fn serve<F>(
     listener: TcpListener,
     routes: F,
+    header_read_timeout: Duration,
     shutdown: impl Future<Output = ()>,
     lame_duck: impl Future<Output = ()>,
 ) where
@@ -79,7 +80,7 @@ pub async fn serve<F>(
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        serve_accepted(accepted, &routes, &drain_watch).await;
+        serve_accepted(accepted, &routes, header_read_timeout, &drain_watch).await;
     }
     // Connections whose handshake completed before now wait in the accept queue; closing
     // the listener would reset them. Take them all, then close. Asked of the socket
@@ -89,7 +90,7 @@ pub async fn serve<F>(
         Ok(listener) => {
             while let Some(accepted) = accept_queued(&listener) {
                 queued += 1;
-                serve_accepted(accepted, &routes, &drain_watch).await;
+                serve_accepted(accepted, &routes, header_read_timeout, &drain_watch).await;
             }
         }
         Err(error) => tracing::warn!(%error, "could not take the queued connections before closing"),
@@ -122,6 +123,7 @@ fn accept_queued(listener: &std::net::TcpListener) -> Option<std::io::Result<(Tc
 async fn serve_accepted<F>(
     accepted: std::io::Result<(TcpStream, SocketAddr)>,
     routes: &F,
+    header_read_timeout: Duration,
     drain_watch: &watch::Receiver<bool>,
 ) where
     F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
@@ -148,7 +150,12 @@ async fn serve_accepted<F>(
         request.extensions_mut().insert(PeerAddress(peer));
         routes.clone().call(request)
     });
+    // A client that opens a connection and sends its request head slowly, or not at all,
+    // holds a socket and a task: it gets this long for the whole head, then the
+    // connection is closed (slowloris).
     let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::spawn(serve_connection(connection, drain_watch.clone(), peer));

@@ -160,7 +160,15 @@ pub async fn run(
         // A protocol period, not a wait for something: see `shutdown_lame_duck_ms`.
         tokio::time::sleep(lame_duck).await;
     };
-    http_server::serve(listener, http::routes(state), shutdown, lame_duck_period).await;
+    let header_read_timeout = Duration::from_millis(config.http_header_read_timeout_ms);
+    http_server::serve(
+        listener,
+        http::routes(state),
+        header_read_timeout,
+        shutdown,
+        lame_duck_period,
+    )
+    .await;
     // Closed sockets still have their backlog and close frame to write.
     open_sockets.wait_all_closed(SOCKET_DRAIN_TIMEOUT).await;
     tracing::info!(node = %config.node_name, "node stopping");

@@ -185,6 +185,49 @@ async fn sign_up_and_sign_in_refuse_duplicates_and_wrong_credentials_alike() {
 }
 
 #[tokio::test]
+async fn an_accented_email_is_another_account_and_its_spellings_one() {
+    let app = TestApp::spawn(shared_servers(BINARY).await, 1).await;
+    let http = &app.http;
+    let person = |email: &str| {
+        let mut request = seed_person("Bob", "accents");
+        request.email = email.to_owned();
+        request
+    };
+    let plain = http.sign_up_ok(&person("bob.accents@x.io")).await.unwrap();
+    // Under the old accent-insensitive column this signed in as the account above.
+    let sign_in = |email: &str| {
+        let body = serde_json::json!({"email": email, "password": "1234567890"}).to_string();
+        let http = http.clone();
+        async move {
+            http.request(Method::POST, "/auth/sign-in", None, Some(&body))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        sign_in("b\u{00f3}b.accents@x.io").await.status,
+        401,
+        "no such account yet"
+    );
+    let accented = http.sign_up_ok(&person("b\u{00f3}b.accents@x.io")).await.unwrap();
+    assert_ne!(plain, accented, "an accent makes another email");
+    // The same accent typed as a combining character (NFD), in capitals: the same email.
+    let decomposed = sign_in(" BO\u{0301}B.accents@X.io").await;
+    assert_eq!(decomposed.status, 200, "{}", decomposed.body);
+    let again = http.sign_up(&person("bo\u{0301}b.accents@x.io")).await.unwrap();
+    assert_eq!(again.status, 409, "one account per spelling of one email");
+    let token = http
+        .sign_in("bob.accents@x.io", "1234567890")
+        .await
+        .unwrap()
+        .access_token;
+    assert_eq!(
+        http.user_id_by_email(&token, "B\u{00f3}b.accents@x.io").await.unwrap(),
+        accented
+    );
+}
+
+#[tokio::test]
 async fn refresh_tokens_rotate_and_a_reused_one_revokes_its_family() {
     let app = TestApp::spawn(shared_servers(BINARY).await, 2).await;
     let http = &app.http;

@@ -274,3 +274,38 @@ async fn every_bad_request_gets_a_json_4xx() {
         .unwrap();
     assert_eq!(stray.status, 404);
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_request_head_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = TestApp::spawn_with_args(
+        shared_servers(BINARY).await,
+        1,
+        &["--http-header-read-timeout-ms", "500"],
+    )
+    .await;
+    let address = app.app.node_url("node-1").trim_start_matches("http://").to_owned();
+    // Slowloris: a request line and one header, then nothing.
+    let mut connection = tokio::net::TcpStream::connect(&address).await.unwrap();
+    connection
+        .write_all(b"GET /health/live HTTP/1.1\r\nHost: parley\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), connection.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the node kept a half-sent request open for 10 s");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(400),
+        "closed before the timeout: {:?}",
+        started.elapsed()
+    );
+    // The node still serves everyone else.
+    let live = app
+        .node("node-1")
+        .request(Method::GET, "/health/live", None, None)
+        .await
+        .unwrap();
+    assert_eq!(live.status, 200);
+}

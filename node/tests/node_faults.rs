@@ -119,13 +119,59 @@ async fn sigterm_closes_websockets_with_1001_and_the_node_exits() {
     again.close().await.unwrap();
 }
 
+/// One HTTP/1.1 exchange on an open connection: `request` written as is, the answer's
+/// status, lowercase headers and body read back (a `Content-Length` body).
+async fn exchange(connection: &mut tokio::net::TcpStream, request: String) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    connection.write_all(request.as_bytes()).await.unwrap();
+    let mut read = Vec::new();
+    let head_end = loop {
+        if let Some(end) = read.windows(4).position(|window| window == b"\r\n\r\n") {
+            break end + 4;
+        }
+        let mut chunk = [0_u8; 4096];
+        let count = tokio::time::timeout(WAIT, connection.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            count > 0,
+            "the connection closed before an answer: {:?}",
+            String::from_utf8_lossy(&read)
+        );
+        read.extend_from_slice(&chunk[..count]);
+    };
+    let head = String::from_utf8_lossy(&read[..head_end]).to_lowercase();
+    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .map_or(0, |length| length.trim().parse().unwrap());
+    while read.len() < head_end + length {
+        let mut chunk = [0_u8; 4096];
+        let count = tokio::time::timeout(WAIT, connection.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(count > 0, "the connection closed mid-body");
+        read.extend_from_slice(&chunk[..count]);
+    }
+    let body = String::from_utf8_lossy(&read[head_end..head_end + length]).into_owned();
+    (status, head, body)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stopping_node_answers_with_connection_close_and_turns_new_users_away_before_it_exits() {
+async fn a_stopping_node_stops_listening_first_and_answers_its_open_connections_with_connection_close() {
     let app = TestApp::spawn_with_args(shared_servers(BINARY).await, 2, &["--shutdown-lame-duck-ms", "4000"]).await;
     let pair = pair(app, "lameduck").await;
     let node_1 = pair.app.app.node_url("node-1");
+    let address = node_1.trim_start_matches("http://").to_owned();
     let mut alice = connect_to(&node_1, &pair.alice).await;
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    // Connections opened before the stop, as nginx's kept-alive ones are.
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(tokio::net::TcpStream::connect(&address).await.unwrap());
+    }
     pair.app.app.kill("node-1", Signal::SIGTERM).unwrap();
     let code = loop {
         match alice.next_event(WAIT).await.unwrap() {
@@ -135,37 +181,46 @@ async fn a_stopping_node_answers_with_connection_close_and_turns_new_users_away_
     };
     assert_eq!(code, Some(1001));
 
-    // Still answering, but not ready, and every answer retires its connection.
-    let ready = client
-        .get(format!("{node_1}/health/ready"))
-        .send()
-        .await
-        .expect("node-1 still answers during its lame-duck period");
-    assert_eq!(ready.status(), 503);
-    assert_eq!(
-        ready.headers().get("connection").map(|value| value.to_str().unwrap()),
-        Some("close")
+    // The listener is closed before the sockets are: a new connection is refused, which
+    // nginx retries on another node whatever the method.
+    let refused = tokio::net::TcpStream::connect(&address).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|error| error.kind() == std::io::ErrorKind::ConnectionRefused),
+        "a new connection during the lame duck: {refused:?}"
     );
-    let body: serde_json::Value = ready.json().await.unwrap();
-    assert_eq!(body["draining"], true, "{body}");
-    let lookup = client
-        .get(format!(
-            "{node_1}/auth/user/get-by-email?email=alice.lameduck%40email.com"
-        ))
-        .header("Authorization", &pair.bob)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(lookup.status(), 200, "requests are still served while draining");
-    assert_eq!(
-        lookup.headers().get("connection").map(|value| value.to_str().unwrap()),
-        Some("close")
-    );
-    // A new websocket is refused with a status nginx retries elsewhere.
-    let Err(refused) = WsConnection::connect(&node_1, &pair.alice).await else {
-        panic!("an upgrade on a draining node must be refused");
-    };
-    assert!(format!("{refused:#}").contains("503"), "{refused:#}");
+    // The connections it has are still answered, not ready, each answer retiring its
+    // connection.
+    let (status, head, body) = exchange(
+        &mut open[0],
+        "GET /health/ready HTTP/1.1\r\nHost: parley\r\n\r\n".to_owned(),
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(body.contains(r#""draining":true"#), "{body}");
+    let (status, head, _) = exchange(
+        &mut open[1],
+        format!(
+            "GET /auth/user/get-by-email?email=alice.lameduck%40email.com HTTP/1.1\r\nHost: parley\r\nAuthorization: {}\r\n\r\n",
+            pair.bob
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "requests are still served while draining");
+    assert!(head.contains("connection: close"), "{head}");
+    // An upgrade on an open connection is refused with a status nginx retries elsewhere.
+    let (status, _, _) = exchange(
+        &mut open[2],
+        format!(
+            "GET /messenger/ws?token={} HTTP/1.1\r\nHost: parley\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            pair.alice
+        ),
+    )
+    .await;
+    assert_eq!(status, 503, "an upgrade on a draining node");
 
     wait_until_exited(&pair, "node-1", "after its lame-duck period").await;
 }

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, NaiveDateTime, Timelike, Utc};
 use protocol::auth::SignUpRequest;
+use unicode_normalization::UnicodeNormalization;
 
 /// A field that broke a rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,9 +40,13 @@ pub const NAME_MAX_CHARS: usize = 100;
 pub const INTERESTS_MAX_CHARS: usize = 2000;
 pub const SEXES: &[&str] = &["male", "female", "other"];
 
-/// Normalises an email for lookup and storage, or says what is wrong with it.
+/// The one form of an email that is stored, looked up and rate-limited, or what is
+/// wrong with it: trimmed, lowercase, Unicode NFC. The database compares emails byte for
+/// byte, so `bób@x.io` and `bob@x.io` are two emails, while `bób` typed with a combining
+/// accent (NFD) is the same email as `bób` typed precomposed.
 pub fn normalize_email(raw: &str) -> Result<String, InvalidField> {
-    let email = raw.trim().to_lowercase();
+    // Lowercasing can leave a composable sequence behind: NFC once more after it.
+    let email: String = raw.trim().nfc().collect::<String>().to_lowercase().nfc().collect();
     if email.is_empty() {
         return Err(invalid("email", "must not be empty"));
     }
@@ -135,6 +140,19 @@ pub fn validate_sign_up(request: &SignUpRequest, now: DateTime<Utc>) -> Result<V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_email_has_one_form_per_written_spelling_and_accents_count() {
+        let precomposed = normalize_email(" B\u{00f3}b@X.io ").unwrap();
+        let decomposed = normalize_email("BO\u{0301}B@x.io").unwrap();
+        assert_eq!(precomposed, "b\u{00f3}b@x.io");
+        assert_eq!(decomposed, precomposed, "NFD and NFC are one email");
+        assert_ne!(
+            normalize_email("bob@x.io").unwrap(),
+            precomposed,
+            "an accent makes another email"
+        );
+    }
 
     fn bob() -> SignUpRequest {
         SignUpRequest {

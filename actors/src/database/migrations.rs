@@ -27,7 +27,15 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "client_id_per_chat",
         sql: include_str!("../../../deploy/migrations/0002_client_id_per_chat.sql"),
     },
+    Migration {
+        version: 3,
+        name: "email_binary",
+        sql: include_str!("../../../deploy/migrations/0003_email_binary.sql"),
+    },
 ];
+
+/// The migration after whose statements stored emails are rewritten in NFC.
+const EMAILS_IN_NFC_FROM: u32 = 3;
 
 /// How long a starting node waits for another node's migration run.
 const LOCK_WAIT: Duration = Duration::from_secs(60);
@@ -77,6 +85,9 @@ async fn apply_pending(conn: &mut Conn) -> Result<Vec<u32>, mysql_async::Error> 
         for statement in statements_of(migration.sql) {
             conn.query_drop(statement).await?;
         }
+        if migration.version == EMAILS_IN_NFC_FROM {
+            rewrite_emails_in_nfc(conn).await?;
+        }
         conn.exec_drop(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, UTC_TIMESTAMP(6))",
             (migration.version, migration.name),
@@ -86,6 +97,35 @@ async fn apply_pending(conn: &mut Conn) -> Result<Vec<u32>, mysql_async::Error> 
         applied.push(migration.version);
     }
     Ok(applied)
+}
+
+/// Rewrites the stored emails that are not in their canonical form (only non-ASCII ones
+/// can be: all were stored trimmed and lowercase). One whose canonical form another row
+/// already has is left alone and logged: merging or dropping an account is no
+/// migration's call.
+async fn rewrite_emails_in_nfc(conn: &mut Conn) -> Result<(), mysql_async::Error> {
+    let stored: Vec<(String, String)> = conn
+        .query("SELECT id, email FROM users WHERE email <> CONVERT(email USING ascii)")
+        .await?;
+    for (id, email) in stored {
+        let Ok(canonical) = checks::validation::normalize_email(&email) else {
+            continue;
+        };
+        if canonical == email {
+            continue;
+        }
+        match conn
+            .exec_drop("UPDATE users SET email = ? WHERE id = ?", (&canonical, &id))
+            .await
+        {
+            Ok(()) => tracing::info!(user_id = %id, "stored email rewritten in nfc"),
+            Err(mysql_async::Error::Server(error)) if error.code == 1062 => {
+                tracing::warn!(user_id = %id, "stored email left as it is: its nfc form belongs to another user")
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 /// Splits a migration file into statements: `--` comment lines dropped, statements

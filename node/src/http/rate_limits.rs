@@ -10,6 +10,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use actors::accounts::validation::normalize_email;
 pub use actors::rate_limits::KeyedRateLimiter;
 
 /// Both sign-in limits of a node.
@@ -22,7 +23,10 @@ impl SignInLimits {
     /// One sign-in attempt; the wait before the next is allowed when refused.
     pub fn check(&self, email: &str, client: IpAddr) -> Result<(), Duration> {
         self.per_address.check(&client.to_string())?;
-        self.per_email.check(&email.trim().to_lowercase())
+        // The bucket of the email's one stored form: spelling it another way (case,
+        // spaces, combining accents) does not earn fresh attempts.
+        let canonical = normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase());
+        self.per_email.check(&canonical)
     }
 }
 
