@@ -9,19 +9,20 @@
 #[path = "support/test_app.rs"]
 mod test_app;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use parley_sim::http_client::seed_person;
 use protocol::websocket::{actions, AckPayload, Envelope, ErrorPayload, OutgoingMessage, SendMessagePayload};
+use resident_memory::{resident_mib, PeakMemory};
 use test_app::{connect_live, shared_servers, TestApp};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 #[path = "support/data_snapshot.rs"]
 mod data_snapshot;
+#[path = "support/resident_memory.rs"]
+mod resident_memory;
 
 const BINARY: &str = "send_flood";
 /// The floods share two cores; one at a time.
@@ -41,13 +42,6 @@ const RSS_GROWTH_BOUND_MIB: u64 = 200;
 const BACKPRESSURE_GROWTH_BOUND_MIB: u64 = 64;
 /// How long another user's message may take to arrive during the flood.
 const DELIVERY_BOUND: Duration = Duration::from_secs(1);
-
-fn resident_mib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024)
-}
 
 fn flood_frame(chat_id: &str, frame: usize) -> String {
     let messages = (0..MESSAGES_PER_FRAME)
@@ -103,19 +97,7 @@ async fn flood(node_args: &[&str]) -> FloodOutcome {
         .pid;
     let rss_before = resident_mib(pid).unwrap();
 
-    let flood_over = Arc::new(AtomicBool::new(false));
-    let peak_mib = Arc::new(AtomicU64::new(rss_before));
-    let memory_watch = tokio::spawn({
-        let (flood_over, peak_mib) = (Arc::clone(&flood_over), Arc::clone(&peak_mib));
-        async move {
-            while !flood_over.load(Ordering::Acquire) {
-                if let Some(mib) = resident_mib(pid) {
-                    peak_mib.fetch_max(mib, Ordering::AcqRel);
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    });
+    let peak_memory = PeakMemory::watch(pid);
 
     // Mallory writes as fast as the node reads, and reads every answer.
     let url = format!("{}/messenger/ws?token={mallory}", node_url.replacen("http", "ws", 1));
@@ -182,8 +164,7 @@ async fn flood(node_args: &[&str]) -> FloodOutcome {
         .unwrap()
         .unwrap();
     let elapsed = started.elapsed().as_secs_f64();
-    flood_over.store(true, Ordering::Release);
-    memory_watch.await.unwrap();
+    let peak = peak_memory.stop().await;
 
     let stored = data_snapshot::count_on_master(
         servers,
@@ -192,7 +173,6 @@ async fn flood(node_args: &[&str]) -> FloodOutcome {
         vec![flooded_chat.clone()],
     )
     .await;
-    let peak = peak_mib.load(Ordering::Acquire);
     let outcome = FloodOutcome {
         frames_written,
         acked,

@@ -4,16 +4,19 @@
 //! Alone in its binary: its hashes fill both cores, which would skew the timing of any
 //! test run beside it.
 
+#[path = "support/resident_memory.rs"]
+mod resident_memory;
 #[path = "support/sign_in.rs"]
 mod sign_in;
 #[path = "support/test_app.rs"]
 mod test_app;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parley_sim::http_client::seed_person;
+use resident_memory::PeakMemory;
 use sign_in::sign_in_status;
 use test_app::{shared_servers, TestApp};
 use tokio::time::Instant;
@@ -22,13 +25,6 @@ const BINARY: &str = "sign_in_flood";
 /// Two hashes at OWASP cost (128 MiB each) plus the node itself, with room to spare.
 const RSS_BOUND_MIB: u64 = 512;
 const FLOOD: usize = 200;
-
-fn resident_mib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_sign_ins_at_once_get_401_or_429_while_lookups_stay_fast_and_memory_bounded() {
@@ -51,18 +47,7 @@ async fn two_hundred_sign_ins_at_once_get_401_or_429_while_lookups_stay_fast_and
         .pid;
 
     let flood_over = Arc::new(AtomicBool::new(false));
-    let peak_mib = Arc::new(AtomicU64::new(0));
-    let memory_watch = tokio::spawn({
-        let (flood_over, peak_mib) = (flood_over.clone(), peak_mib.clone());
-        async move {
-            while !flood_over.load(Ordering::Acquire) {
-                if let Some(mib) = resident_mib(pid) {
-                    peak_mib.fetch_max(mib, Ordering::AcqRel);
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    });
+    let peak_memory = PeakMemory::watch(pid);
     let lookups = tokio::spawn({
         let (flood_over, node, token) = (flood_over.clone(), node.clone(), token.clone());
         async move {
@@ -94,7 +79,7 @@ async fn two_hundred_sign_ins_at_once_get_401_or_429_while_lookups_stay_fast_and
     });
     let answers = futures::future::join_all(attempts).await;
     flood_over.store(true, Ordering::Release);
-    memory_watch.await.unwrap();
+    let peak = peak_memory.stop().await;
     let (lookups_answered, slowest_lookup) = lookups.await.unwrap();
 
     let refused: Vec<&(u16, Option<String>)> = answers.iter().filter(|(status, _)| *status == 429).collect();
@@ -108,7 +93,6 @@ async fn two_hundred_sign_ins_at_once_get_401_or_429_while_lookups_stay_fast_and
     assert!(refused
         .iter()
         .all(|(_, retry_after)| retry_after.as_deref() == Some("1")));
-    let peak = peak_mib.load(Ordering::Acquire);
     println!(
         "{checked} checked, {} refused, peak RSS {peak} MiB, {lookups_answered} lookups, slowest {slowest_lookup:?}",
         refused.len()

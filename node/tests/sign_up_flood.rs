@@ -7,6 +7,9 @@
 //! test run beside it. Clients are told apart by their source address on loopback
 //! (127.0.0.2, …), which nginx passes on as `X-Real-IP`.
 
+#[allow(dead_code)]
+#[path = "support/sign_in.rs"]
+mod sign_in;
 #[path = "support/test_app.rs"]
 mod test_app;
 
@@ -43,12 +46,7 @@ async fn post(client: &reqwest::Client, url: &str, body: serde_json::Value) -> (
         .send()
         .await
         .expect("every request gets an answer");
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned);
-    (response.status().as_u16(), retry_after)
+    (response.status().as_u16(), sign_in::retry_after(&response))
 }
 
 fn count_by_status(answers: &[(u16, Option<String>)]) -> BTreeMap<u16, usize> {

@@ -190,6 +190,16 @@ async fn wait_until_dead(cluster: &LocalCluster, name: &str) -> anyhow::Result<(
     .await
 }
 
+/// How many create-chat POSTs the load got answers to.
+fn create_chats_answered(report: &FailoverReport) -> u64 {
+    report
+        .http
+        .responses_by_request
+        .get("create-chat")
+        .copied()
+        .unwrap_or(0)
+}
+
 /// The faults the experiment carried out, as (action, component).
 fn fault_actions(report: &FailoverReport) -> Vec<(&str, &str)> {
     report
@@ -239,12 +249,7 @@ async fn a_node_shut_down_gracefully_costs_no_request_and_no_message() -> anyhow
         (report.faults[0].action.as_str(), report.faults[0].name.as_str()),
         ("term", "node-1")
     );
-    let posts_answered = report
-        .http
-        .responses_by_request
-        .get("create-chat")
-        .copied()
-        .unwrap_or(0);
+    let posts_answered = create_chats_answered(&report);
     assert!(
         posts_answered >= 100,
         "only {posts_answered} create-chat posts were answered\n{}",
@@ -331,12 +336,7 @@ async fn twenty_sigterms_under_reads_and_writes_fail_no_request_and_lose_no_mess
         .filter(|(action, _)| *action == "term")
         .count();
     assert_eq!(sigterms, SOAK_SIGTERMS);
-    let posts_answered = report
-        .http
-        .responses_by_request
-        .get("create-chat")
-        .copied()
-        .unwrap_or(0);
+    let posts_answered = create_chats_answered(&report);
     assert!(
         posts_answered >= 500,
         "only {posts_answered} create-chat posts were answered\n{}",

@@ -16,10 +16,14 @@ pub async fn sign_in_status(
         .send()
         .await
         .expect("every sign-in gets an answer");
-    let retry_after = response
+    (response.status().as_u16(), retry_after(&response))
+}
+
+/// The answer's `Retry-After` header.
+pub fn retry_after(response: &reqwest::Response) -> Option<String> {
+    response
         .headers()
         .get("retry-after")
         .and_then(|value| value.to_str().ok())
-        .map(str::to_owned);
-    (response.status().as_u16(), retry_after)
+        .map(str::to_owned)
 }
