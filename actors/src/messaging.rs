@@ -18,6 +18,7 @@ pub use checks::frames;
 pub mod ordered_replies;
 pub mod outbound;
 pub mod presence;
+pub mod replay_turns;
 pub mod session;
 pub mod session_registry;
 pub mod store;
@@ -37,6 +38,7 @@ use crate::trace_context::TracePropagation;
 use chat::{ChatDirectory, ChatMessage};
 use frames::FrameLimits;
 use presence::{PresenceAnnouncer, PresenceChange};
+use replay_turns::ReplayTurns;
 use session::SessionMessage;
 use session_registry::{SessionId, SessionRegistry};
 use store::{CommittedMessage, CursorKind, SendError};
@@ -80,6 +82,8 @@ pub struct MessagingServices {
     pub trace_propagation: Arc<dyn TracePropagation>,
     /// Messages each user may send through this node, counted per message.
     pub send_limit: KeyedRateLimiter,
+    /// One replay per user at a time.
+    pub replay_turns: ReplayTurns,
     presence: PresenceAnnouncer,
     next_session_id: AtomicU64,
 }
@@ -118,6 +122,7 @@ impl MessagingServices {
             outbound_capacity,
             trace_propagation,
             send_limit,
+            replay_turns: ReplayTurns::default(),
             presence: PresenceAnnouncer::start(services.clone()),
             next_session_id: AtomicU64::new(1),
         })

@@ -29,6 +29,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 pub use liveness::SocketHeartbeat;
+use open_sockets::OpenSocketGuard;
 pub use open_sockets::OpenSockets;
 
 use crate::app_state::AppState;
@@ -105,20 +106,22 @@ pub(crate) fn upgrade_to_session(
         )
         .into_response();
     }
-    // Counted before the upgrade: two upgrades racing may both pass, by one socket.
-    let open = state.messaging.sessions.sessions_of(&user_id).len();
-    if open >= state.limits.max_sockets_per_user {
-        return ApiError::too_many_requests(
-            format!("you have {open} websockets open on this node, the most allowed; close one first"),
-            1,
-        )
-        .into_response();
-    }
+    // Taken before the upgrade, in one step with the check: upgrades racing cannot
+    // pass the limit together. The place is held until the socket ends.
+    let open_socket = match state.open_sockets.open_for(&user_id, state.limits.max_sockets_per_user) {
+        Ok(open_socket) => open_socket,
+        Err(open) => {
+            return ApiError::too_many_requests(
+                format!("you have {open} websockets open on this node, the most allowed; close one first"),
+                1,
+            )
+            .into_response()
+        }
+    };
     let frame_limit = state.limits.max_frame_bytes;
     let heartbeat = state.limits.websocket_heartbeat;
     let frames_in_flight = state.limits.max_frames_in_flight;
     let services = Arc::clone(&state.messaging);
-    let open_sockets = Arc::clone(&state.open_sockets);
     tokio::spawn(async move {
         // Resolves once hyper has written the 101 below and handed over the connection.
         let upgraded = match on_upgrade.await {
@@ -135,7 +138,7 @@ pub(crate) fn upgrade_to_session(
             frames_in_flight,
             heartbeat,
         };
-        serve_socket(Box::new(socket), user_id, services, limits, open_sockets).await;
+        serve_socket(Box::new(socket), user_id, services, limits, open_socket).await;
     });
     handshake::switching_protocols(&accept_key)
 }
@@ -203,9 +206,9 @@ async fn serve_socket(
     user_id: String,
     services: Arc<MessagingServices>,
     limits: SocketLimits,
-    open_sockets: Arc<OpenSockets>,
+    open_socket: OpenSocketGuard,
 ) {
-    let _open = open_sockets.opened();
+    let _open = open_socket;
     let (sink, stream) = (*socket).split();
     let (queue, receiver) = OutboundQueue::new(services.outbound_capacity);
     let services_metrics = Arc::clone(&services.metrics);
@@ -354,7 +357,7 @@ const MAX_FRAMES_PER_FLUSH: usize = 64;
 /// The websocket message an outbound item is written as.
 fn outbound_message(frame: OutboundFrame) -> Message {
     match frame {
-        OutboundFrame::Text(text) => Message::text(text),
+        OutboundFrame::Text(text) | OutboundFrame::Replay(text) => Message::text(text),
         OutboundFrame::Ping => Message::Ping(Default::default()),
     }
 }
@@ -370,6 +373,7 @@ async fn write_frames(
         mut frames,
         mut close,
         owed_ping,
+        replay_pacing,
     } = receiver;
     let mut close_pending = true;
     loop {
@@ -396,13 +400,15 @@ async fn write_frames(
             frame = frames.recv() => match frame {
                 Some(frame) => {
                     let mut batch = 1;
-                    let mut texts = u64::from(matches!(frame, OutboundFrame::Text(_)));
+                    let mut texts = u64::from(!matches!(frame, OutboundFrame::Ping));
+                    let mut replay_frames = usize::from(matches!(frame, OutboundFrame::Replay(_)));
                     if sink.feed(outbound_message(frame)).await.is_err() {
                         return;
                     }
                     while batch < MAX_FRAMES_PER_FLUSH {
                         let Ok(frame) = frames.try_recv() else { break };
-                        texts += u64::from(matches!(frame, OutboundFrame::Text(_)));
+                        texts += u64::from(!matches!(frame, OutboundFrame::Ping));
+                        replay_frames += usize::from(matches!(frame, OutboundFrame::Replay(_)));
                         if sink.feed(outbound_message(frame)).await.is_err() {
                             return;
                         }
@@ -414,6 +420,8 @@ async fn write_frames(
                     if sink.flush().await.is_err() {
                         return;
                     }
+                    // Only now, written to the socket, do they make room for the replay.
+                    replay_pacing.flushed(replay_frames);
                     metrics.websocket_frames_out.inc_by(texts);
                 }
                 None => {

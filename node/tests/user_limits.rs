@@ -99,3 +99,26 @@ async fn a_user_at_the_socket_limit_is_refused_another_until_one_closes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_parallel_connects_of_one_user_never_pass_the_socket_limit() {
+    let app = TestApp::spawn_with_args(shared_servers(BINARY).await, 1, &["--max-sockets-per-user", "3"]).await;
+    let http = &app.http;
+    http.sign_up_ok(&seed_person("Bob", "parallel")).await.unwrap();
+    let bob = http
+        .sign_in("bob.parallel@email.com", "1234567890")
+        .await
+        .unwrap()
+        .access_token;
+    let node = app.app.node_url("node-1");
+    // All at once: a check made before the session registers let several through.
+    let attempts = (0..20).map(|_| WsConnection::connect(&node, &bob));
+    let outcomes = futures::future::join_all(attempts).await;
+    let refusals: Vec<String> = outcomes
+        .iter()
+        .filter_map(|outcome| outcome.as_ref().err().map(|error| format!("{error:#}")))
+        .collect();
+    let opened = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
+    assert_eq!(opened, 3, "exactly the limit opened; refusals: {refusals:?}");
+    assert!(refusals.iter().all(|refusal| refusal.contains("429")), "{refusals:?}");
+}

@@ -6,10 +6,15 @@
 //! only one writing to the socket and no socket needs a timer or a task of its own for
 //! them: the reader's loop decides when a ping is due and queues it here.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+/// Replay frames queued or in the writer's hands, not yet flushed to the socket, at
+/// most: a replay is paced by the socket, not by the queue's capacity in frames (a
+/// queue of 1,024 replay frames of 100 messages each could hold a whole backlog).
+pub const REPLAY_FRAMES_AHEAD: usize = 4;
 
 /// Close codes the server uses.
 pub mod close_codes {
@@ -43,6 +48,9 @@ pub enum OutboundFrame {
     Text(String),
     /// A websocket ping: the client's pong (any frame, in fact) shows it is still there.
     Ping,
+    /// A text frame of a replay: the writer reports it through [`ReplayPacing`] once it
+    /// is flushed, which lets the replay queue its next one.
+    Replay(String),
 }
 
 /// The writer's side: frames in order, a close request that jumps the queue, and a ping
@@ -51,6 +59,28 @@ pub struct OutboundReceiver {
     pub frames: mpsc::Receiver<OutboundFrame>,
     pub close: oneshot::Receiver<CloseRequest>,
     pub owed_ping: OwedPing,
+    pub replay_pacing: ReplayPacing,
+}
+
+/// The writer's report of replay frames flushed to the socket; dropped with the writer,
+/// it wakes a replay waiting for room so that it finds the socket gone.
+pub struct ReplayPacing(Arc<SharedState>);
+
+impl ReplayPacing {
+    /// `frames` replay frames reached the socket.
+    pub fn flushed(&self, frames: usize) {
+        if frames > 0 {
+            self.0.replay_ahead.fetch_sub(frames, Ordering::AcqRel);
+            self.0.replay_room.notify_waiters();
+        }
+    }
+}
+
+impl Drop for ReplayPacing {
+    fn drop(&mut self) {
+        self.0.writer_gone.store(true, Ordering::Release);
+        self.0.replay_room.notify_waiters();
+    }
 }
 
 /// A ping that could not be queued because the queue was full. A full queue means the
@@ -71,6 +101,10 @@ impl OwedPing {
 struct SharedState {
     close: Mutex<Option<oneshot::Sender<CloseRequest>>>,
     ping_owed: AtomicBool,
+    /// Replay frames queued and not yet flushed.
+    replay_ahead: AtomicUsize,
+    replay_room: Notify,
+    writer_gone: AtomicBool,
 }
 
 /// The producers' side; cheap to clone.
@@ -96,6 +130,9 @@ impl OutboundQueue {
         let shared = Arc::new(SharedState {
             close: Mutex::new(Some(close_sender)),
             ping_owed: AtomicBool::new(false),
+            replay_ahead: AtomicUsize::new(0),
+            replay_room: Notify::new(),
+            writer_gone: AtomicBool::new(false),
         });
         (
             OutboundQueue {
@@ -105,7 +142,8 @@ impl OutboundQueue {
             OutboundReceiver {
                 frames,
                 close,
-                owed_ping: OwedPing(shared),
+                owed_ping: OwedPing(Arc::clone(&shared)),
+                replay_pacing: ReplayPacing(shared),
             },
         )
     }
@@ -125,11 +163,29 @@ impl OutboundQueue {
         }
     }
 
-    /// Queues a frame, waiting for room instead of overflowing: for the replay, whose
-    /// size is known and bounded by the database, not by a sender's speed.
-    pub async fn push_waiting(&self, frame: String) -> Result<(), PushError> {
+    /// Queues a frame of a replay once fewer than [`REPLAY_FRAMES_AHEAD`] of its frames
+    /// wait to be flushed: a client that reads slowly (or not at all) holds up the
+    /// replay, not the node's memory. Live frames are not held up by it.
+    pub async fn push_replay(&self, frame: String) -> Result<(), PushError> {
+        loop {
+            let room = self.shared.replay_room.notified();
+            if self.shared.writer_gone.load(Ordering::Acquire) || self.frames.is_closed() {
+                return Err(PushError::Closed);
+            }
+            let ahead = self.shared.replay_ahead.load(Ordering::Acquire);
+            if ahead < REPLAY_FRAMES_AHEAD
+                && self
+                    .shared
+                    .replay_ahead
+                    .compare_exchange(ahead, ahead + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                break;
+            }
+            room.await;
+        }
         self.frames
-            .send(OutboundFrame::Text(frame))
+            .send(OutboundFrame::Replay(frame))
             .await
             .map_err(|_| PushError::Closed)
     }

@@ -5,8 +5,9 @@
 //!  └── Session (local, one per socket)
 //!        start:  register in the node's SessionRegistry (live deliveries start
 //!                arriving and are held back), read everything pending above the user's
-//!                received cursors, send it in seq order, send `replay-complete`, then
-//!                release the held-back deliveries that the replay did not contain
+//!                received cursors a page at a time and send each in seq order at the
+//!                pace the socket takes it, send `replay-complete`, then release the
+//!                held-back deliveries that the replay did not contain
 //!        frames: send-message → the chat's actor (ack after commit), received/read →
 //!                cursor moves, heartbeat → answered at once; a bad frame gets an
 //!                error frame, the socket stays open
@@ -78,8 +79,8 @@ pub enum SessionMessage {
     Status(Arc<StatusPayload>),
     /// A companion went online or offline.
     Presence(Arc<PresencePayload>),
-    /// The replay read finished.
-    ReplayLoaded(Result<Vec<DeliveredMessage>, String>),
+    /// The replay could not be read; the socket is closed so the client retries.
+    ReplayFailed { reason: String },
     /// The replay is queued for the socket; highest seq replayed per chat.
     ReplaySent(HashMap<String, u64>),
     /// Close the socket with this code (1001 when the node stops).
@@ -138,14 +139,12 @@ impl Actor for Session {
         if !was_online {
             services.announce_presence(&arguments.user_id, true, true);
         }
-        let (database, user) = (services.database.clone(), arguments.user_id.clone());
-        let replay_target = myself.clone();
-        tokio::spawn(async move {
-            let loaded = store::pending_messages(&database, &user)
-                .await
-                .map_err(|error| error.to_string());
-            let _ = replay_target.cast(SessionMessage::ReplayLoaded(loaded));
-        });
+        tokio::spawn(stream_replay(
+            Arc::clone(&services),
+            arguments.user_id.clone(),
+            arguments.outbound.clone(),
+            myself.clone(),
+        ));
         Ok(SessionState {
             user_id: arguments.user_id,
             session_id,
@@ -218,9 +217,8 @@ impl Actor for Session {
             SessionMessage::Presence(presence) => {
                 state.push(&Envelope::messenger(actions::PRESENCE, presence.as_ref(), None))
             }
-            SessionMessage::ReplayLoaded(Ok(pending)) => start_replay(&myself, state, pending),
             SessionMessage::ReplaySent(replayed_up_to) => go_live(state, replayed_up_to),
-            SessionMessage::ReplayLoaded(Err(error)) => {
+            SessionMessage::ReplayFailed { reason: error } => {
                 tracing::warn!(user_id = %state.user_id, %error, "replay failed; closing so the client retries");
                 state.outbound.close(
                     close_codes::INTERNAL_ERROR,
@@ -237,17 +235,66 @@ impl Actor for Session {
     }
 }
 
-/// Sends the replay at the pace the client reads it (a long backlog is not a slow
-/// reader), then tells the session to go live.
-fn start_replay(myself: &ActorRef<SessionMessage>, state: &SessionState, pending: Vec<DeliveredMessage>) {
-    let replayed = pending.len() as u64;
-    if replayed > 0 {
-        state.services.metrics.resume_replays.inc();
-        state.services.metrics.resume_replayed_messages.inc_by(replayed);
-    }
+/// Reads the replay a page at a time and queues it at the pace the socket takes it (a
+/// long backlog is not a slow reader, and never sits in the node whole), then tells
+/// the session to go live. A socket holds one page at most. Of one user's replays on
+/// this node one reads the database at a time; a replay waiting for its client to read
+/// does not hold up the others.
+async fn stream_replay(
+    services: Arc<MessagingServices>,
+    user: String,
+    outbound: OutboundQueue,
+    session: ActorRef<SessionMessage>,
+) {
+    let mut pages = store::PendingPages::new(services.database.clone(), &user);
+    let mut replayed = 0_u64;
     let mut replayed_up_to: HashMap<String, u64> = HashMap::new();
+    loop {
+        let next_page = async {
+            let _turn = services.replay_turns.take(&user).await;
+            pages.next_page().await
+        };
+        let page = match next_page.await {
+            Ok(Some(page)) => page,
+            Ok(None) => break,
+            Err(error) => {
+                let _ = session.cast(SessionMessage::ReplayFailed {
+                    reason: error.to_string(),
+                });
+                return;
+            }
+        };
+        replayed += page.len() as u64;
+        for (chat_id, messages) in replay_frames(page, &mut replayed_up_to) {
+            let frame = delivery_envelope(&DeliveryPayload { chat_id, messages }).to_text();
+            if outbound.push_replay(frame).await.is_err() {
+                return;
+            }
+        }
+    }
+    if replayed > 0 {
+        services.metrics.resume_replays.inc();
+        services.metrics.resume_replayed_messages.inc_by(replayed);
+    }
+    let node = services.node_name.clone();
+    let complete = Envelope::messenger(
+        actions::REPLAY_COMPLETE,
+        &ReplayCompletePayload { replayed, node },
+        None,
+    );
+    if outbound.push_replay(complete.to_text()).await.is_ok() {
+        let _ = session.cast(SessionMessage::ReplaySent(replayed_up_to));
+    }
+}
+
+/// A page of the replay as delivery frames of up to [`REPLAY_BATCH`] messages of one
+/// chat each; notes the highest seq of each chat.
+fn replay_frames(
+    page: Vec<DeliveredMessage>,
+    replayed_up_to: &mut HashMap<String, u64>,
+) -> Vec<(String, Vec<DeliveredMessage>)> {
     let mut by_chat: Vec<(String, Vec<DeliveredMessage>)> = Vec::new();
-    for message in pending {
+    for message in page {
         let top = replayed_up_to.entry(message.chat_id.clone()).or_insert(0);
         *top = (*top).max(message.seq);
         match by_chat.last_mut() {
@@ -255,25 +302,7 @@ fn start_replay(myself: &ActorRef<SessionMessage>, state: &SessionState, pending
             _ => by_chat.push((message.chat_id.clone(), vec![message])),
         }
     }
-    let outbound = state.outbound.clone();
-    let node = state.services.node_name.clone();
-    let session = myself.clone();
-    tokio::spawn(async move {
-        for (chat_id, messages) in by_chat {
-            let frame = delivery_envelope(&DeliveryPayload { chat_id, messages }).to_text();
-            if outbound.push_waiting(frame).await.is_err() {
-                return;
-            }
-        }
-        let complete = Envelope::messenger(
-            actions::REPLAY_COMPLETE,
-            &ReplayCompletePayload { replayed, node },
-            None,
-        );
-        if outbound.push_waiting(complete.to_text()).await.is_ok() {
-            let _ = session.cast(SessionMessage::ReplaySent(replayed_up_to));
-        }
-    });
+    by_chat
 }
 
 /// The replay is out: release the held-back live deliveries it did not contain.

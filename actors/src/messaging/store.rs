@@ -350,22 +350,99 @@ const REPLAY_AT_ONCE: u64 = 1000;
 /// client id.
 type PendingRow = (String, String, u64, String, String, NaiveDateTime, Option<String>);
 
-/// Every message of every chat of `user` above the user's received cursor, chat by chat
-/// in `seq` order, with no cap. Read on the master first: a lagging replica must not
-/// hide a message committed just before the user reconnected.
+/// Every message of every chat of a user above the user's received cursors, chat by chat
+/// in `seq` order, with no cap, a page at a time: a replay holds one page, however big the
+/// backlog. Read on the master first: a lagging replica must not hide a message
+/// committed just before the user reconnected.
 ///
 /// A reconnecting user usually misses a few messages: one query reads them all (a storm
-/// of reconnects is thousands of these at once). Only past [`REPLAY_AT_ONCE`] does the
-/// replay page through each chat.
-pub async fn pending_messages(database: &Database, user: &str) -> Result<Vec<DeliveredMessage>, DbError> {
-    let mut at_once: Vec<PendingRow> = database
+/// of reconnects is thousands of these at once), and they are the only page. Only past
+/// [`REPLAY_AT_ONCE`] does the replay go through each chat, [`REPLAY_PAGE`] messages a
+/// page.
+pub struct PendingPages {
+    database: Database,
+    user: String,
+    reading: PendingReading,
+}
+
+enum PendingReading {
+    /// Nothing read yet.
+    Start,
+    /// Chat by chat: the chats still to read, and where the current one stands.
+    ChatByChat {
+        chats: std::collections::VecDeque<(String, u64)>,
+    },
+    Done,
+}
+
+impl PendingPages {
+    pub fn new(database: Database, user: &str) -> PendingPages {
+        PendingPages {
+            database,
+            user: user.to_owned(),
+            reading: PendingReading::Start,
+        }
+    }
+
+    /// The next page, in order; `None` once everything pending was read.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<DeliveredMessage>>, DbError> {
+        loop {
+            match &mut self.reading {
+                PendingReading::Done => return Ok(None),
+                PendingReading::Start => {
+                    let mut at_once = read_pending_at_once(&self.database, &self.user).await?;
+                    if at_once.len() as u64 <= REPLAY_AT_ONCE {
+                        self.reading = PendingReading::Done;
+                        if at_once.is_empty() {
+                            return Ok(None);
+                        }
+                        at_once.sort_unstable_by(|left, right| (&left.0, left.2).cmp(&(&right.0, right.2)));
+                        return Ok(Some(
+                            at_once
+                                .into_iter()
+                                .map(|(chat_id, id, seq, sender, text, create_time, client_id)| {
+                                    delivered(id, chat_id, seq, &sender, text, create_time, client_id.as_deref())
+                                })
+                                .collect(),
+                        ));
+                    }
+                    let chats = read_pending_cursors(&self.database, &self.user).await?;
+                    self.reading = PendingReading::ChatByChat { chats: chats.into() };
+                }
+                PendingReading::ChatByChat { chats } => {
+                    let Some((chat_id, after)) = chats.front().cloned() else {
+                        self.reading = PendingReading::Done;
+                        return Ok(None);
+                    };
+                    let page = read_chat_page(&self.database, &chat_id, after).await?;
+                    match page.last() {
+                        // A full page: the chat may have more after its last seq.
+                        Some(last) if page.len() as u64 == REPLAY_PAGE => {
+                            chats[0].1 = last.seq;
+                        }
+                        _ => {
+                            chats.pop_front();
+                        }
+                    }
+                    if !page.is_empty() {
+                        return Ok(Some(page));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Up to [`REPLAY_AT_ONCE`] + 1 pending messages of all of `user`'s chats, unsorted.
+async fn read_pending_at_once(database: &Database, user: &str) -> Result<Vec<PendingRow>, DbError> {
+    database
         .read(Freshness::MasterFirst, move |conn| {
             let user = user.to_owned();
             async move {
                 // No ORDER BY: sorting a join is a temporary table, on disk when a TEXT
                 // column is in it (a file created per replay, most of the database's
-                // time in a reconnect storm). The rows are sorted here; the LIMIT only
-                // tells whether there are more than fit.
+                // time in a reconnect storm). The rows are sorted by the caller; the
+                // LIMIT only tells whether there are more than fit.
                 conn.exec(
                     "SELECT STRAIGHT_JOIN m.chat_id, msg.id, msg.seq, msg.user_id, msg.text, msg.create_time, \
                      msg.client_id FROM chat_members m \
@@ -377,23 +454,12 @@ pub async fn pending_messages(database: &Database, user: &str) -> Result<Vec<Del
             }
             .boxed()
         })
-        .await?;
-    if at_once.len() as u64 <= REPLAY_AT_ONCE {
-        at_once.sort_unstable_by(|left, right| (&left.0, left.2).cmp(&(&right.0, right.2)));
-        return Ok(at_once
-            .into_iter()
-            .map(|(chat_id, id, seq, sender, text, create_time, client_id)| {
-                delivered(id, chat_id, seq, &sender, text, create_time, client_id.as_deref())
-            })
-            .collect());
-    }
-    pending_messages_chat_by_chat(database, user).await
+        .await
 }
 
-/// [`pending_messages`] for a user with many: the chats with anything pending, then each
-/// chat's messages a page at a time.
-async fn pending_messages_chat_by_chat(database: &Database, user: &str) -> Result<Vec<DeliveredMessage>, DbError> {
-    let cursors: Vec<(String, u64)> = database
+/// The chats of `user` with anything pending, and the user's received cursor in each.
+async fn read_pending_cursors(database: &Database, user: &str) -> Result<Vec<(String, u64)>, DbError> {
+    database
         .read(Freshness::MasterFirst, move |conn| {
             let user = user.to_owned();
             async move {
@@ -406,45 +472,40 @@ async fn pending_messages_chat_by_chat(database: &Database, user: &str) -> Resul
             }
             .boxed()
         })
+        .await
+}
+
+/// Up to [`REPLAY_PAGE`] messages of `chat_id` after `after`, in `seq` order.
+async fn read_chat_page(database: &Database, chat_id: &str, after: u64) -> Result<Vec<DeliveredMessage>, DbError> {
+    type Row = (String, u64, String, String, NaiveDateTime, Option<String>);
+    let page: Vec<Row> = database
+        .read(Freshness::MasterFirst, |conn| {
+            let chat_id = chat_id.to_owned();
+            async move {
+                conn.exec(
+                    "SELECT id, seq, user_id, text, create_time, client_id FROM messages \
+                     WHERE chat_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                    (chat_id, after, REPLAY_PAGE),
+                )
+                .await
+            }
+            .boxed()
+        })
         .await?;
-    let mut pending = Vec::new();
-    for (chat_id, received_seq) in cursors {
-        let mut after = received_seq;
-        loop {
-            type Row = (String, u64, String, String, NaiveDateTime, Option<String>);
-            let page: Vec<Row> = database
-                .read(Freshness::MasterFirst, |conn| {
-                    let chat_id = chat_id.clone();
-                    async move {
-                        conn.exec(
-                            "SELECT id, seq, user_id, text, create_time, client_id FROM messages \
-                             WHERE chat_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-                            (chat_id, after, REPLAY_PAGE),
-                        )
-                        .await
-                    }
-                    .boxed()
-                })
-                .await?;
-            let full = page.len() as u64 == REPLAY_PAGE;
-            for (id, seq, sender, text, create_time, client_id) in page {
-                after = seq;
-                pending.push(delivered(
-                    id,
-                    chat_id.clone(),
-                    seq,
-                    &sender,
-                    text,
-                    create_time,
-                    client_id.as_deref(),
-                ));
-            }
-            if !full {
-                break;
-            }
-        }
-    }
-    Ok(pending)
+    Ok(page
+        .into_iter()
+        .map(|(id, seq, sender, text, create_time, client_id)| {
+            delivered(
+                id,
+                chat_id.to_owned(),
+                seq,
+                &sender,
+                text,
+                create_time,
+                client_id.as_deref(),
+            )
+        })
+        .collect())
 }
 
 #[cfg(test)]
