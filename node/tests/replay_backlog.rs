@@ -58,14 +58,7 @@ async fn a_backlog_replayed_to_eight_sockets_is_held_a_page_at_a_time() {
     )
     .await;
     let node_url = pair.app.app.node_url("node-1");
-    let pid = pair
-        .app
-        .app
-        .status()
-        .into_iter()
-        .find(|component| component.name == "node-1")
-        .unwrap()
-        .pid;
+    let pid = pair.app.node_pid("node-1");
     let rss_before = resident_memory::resident_mib(pid).unwrap();
     let peak_memory = PeakMemory::watch(pid);
 

@@ -88,13 +88,7 @@ async fn flood(node_args: &[&str]) -> FloodOutcome {
     let (mallory, bob, alice) = (&tokens[0], &tokens[1], &tokens[2]);
     let flooded_chat = node.create_chat(mallory, &ids[1]).await.unwrap();
     let quiet_chat = node.create_chat(bob, &ids[2]).await.unwrap();
-    let pid = app
-        .app
-        .status()
-        .into_iter()
-        .find(|component| component.name == "node-1")
-        .unwrap()
-        .pid;
+    let pid = app.node_pid("node-1");
     let rss_before = resident_mib(pid).unwrap();
 
     let peak_memory = PeakMemory::watch(pid);

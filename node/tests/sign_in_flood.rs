@@ -38,13 +38,7 @@ async fn two_hundred_sign_ins_at_once_get_401_or_429_while_lookups_stay_fast_and
         .await
         .unwrap()
         .access_token;
-    let pid = app
-        .app
-        .status()
-        .into_iter()
-        .find(|component| component.name == "node-1")
-        .unwrap()
-        .pid;
+    let pid = app.node_pid("node-1");
 
     let flood_over = Arc::new(AtomicBool::new(false));
     let peak_memory = PeakMemory::watch(pid);

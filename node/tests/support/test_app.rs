@@ -143,6 +143,16 @@ impl TestApp {
     pub fn node(&self, name: &str) -> ParleyHttp {
         ParleyHttp::new(self.app.node_url(name))
     }
+
+    /// The process id of one node (to watch its memory).
+    pub fn node_pid(&self, name: &str) -> u32 {
+        self.app
+            .status()
+            .into_iter()
+            .find(|component| component.name == name)
+            .unwrap_or_else(|| panic!("no component {name}"))
+            .pid
+    }
 }
 
 /// Bob and Alice of the seed, signed up and signed in, with their chat.
