@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::database::{Database, DbError, Freshness};
 use crate::time_format::format_utc;
 use passwords::{HashingError, PasswordVault};
-pub use refresh_tokens::{RefreshTokenRecord, RotationOutcome};
+pub use refresh_tokens::{RefreshTokenRecord, RevokedFamily, RotationOutcome};
 use validation::{normalize_email, validate_sign_up, InvalidField};
 
 /// Why an account operation failed.
@@ -244,7 +244,6 @@ impl Accounts {
         refresh_tokens::store(&self.database, record).await.map_err(Into::into)
     }
 
-    /// Rotates `presented_id` into `next`; see [`RotationOutcome`].
     /// Signs out: every refresh token of the presented token's sign-in stops working.
     pub async fn revoke_refresh_family(&self, presented_id: &str, user_id: &str) -> Result<bool, AccountError> {
         refresh_tokens::revoke_family(&self.database, presented_id, user_id)
@@ -252,6 +251,18 @@ impl Accounts {
             .map_err(Into::into)
     }
 
+    /// Sign-ins revoked after `since` (UTC), oldest first, at most `limit`.
+    pub async fn revoked_families_since(
+        &self,
+        since: NaiveDateTime,
+        limit: u32,
+    ) -> Result<Vec<RevokedFamily>, AccountError> {
+        refresh_tokens::revoked_since(&self.database, since, limit)
+            .await
+            .map_err(Into::into)
+    }
+
+    /// Rotates `presented_id` into `next`; see [`RotationOutcome`].
     pub async fn rotate_refresh_token(
         &self,
         presented_id: &str,

@@ -13,6 +13,7 @@
 //! and its chat directory.
 
 pub mod chat;
+pub mod device_access;
 /// Pure parsing, in `parley-checks` so the fuzz targets build it without the runtime.
 pub use checks::frames;
 pub mod ordered_replies;
@@ -29,13 +30,14 @@ use std::sync::Arc;
 use protocol::cluster::PeerMessage;
 use protocol::websocket::{actions, DeliveryPayload, Envelope, OutgoingMessage, PresencePayload, StatusPayload};
 
-use crate::cluster::node_router::send_to;
+use crate::cluster::node_router::{send_to, tell_every_peer};
 use crate::cluster::peers::Peers;
 use crate::database::{Database, DbError};
 use crate::metrics::Metrics;
 use crate::rate_limits::KeyedRateLimiter;
 use crate::trace_context::TracePropagation;
 use chat::{ChatDirectory, ChatMessage};
+use device_access::{AccessTokenCheck, RevokedFamilies};
 use frames::FrameLimits;
 use presence::{PresenceAnnouncer, PresenceChange};
 use replay_turns::ReplayTurns;
@@ -84,6 +86,11 @@ pub struct MessagingServices {
     pub send_limit: KeyedRateLimiter,
     /// One replay per user at a time.
     pub replay_turns: ReplayTurns,
+    /// Signed-out sign-ins whose access tokens are refused (shared with the node's
+    /// token checks).
+    pub revoked_families: Arc<RevokedFamilies>,
+    /// Checks the fresh tokens sockets are renewed with.
+    pub access_check: Arc<dyn AccessTokenCheck>,
     presence: PresenceAnnouncer,
     next_session_id: AtomicU64,
 }
@@ -95,6 +102,10 @@ pub struct MessagingLimits {
     pub outbound_capacity: usize,
     /// Messages each user may send through this node.
     pub send_limit: KeyedRateLimiter,
+    /// Signed-out sign-ins, shared with the node's token checks.
+    pub revoked_families: Arc<RevokedFamilies>,
+    /// What a socket may renew its access token with.
+    pub access_check: Arc<dyn AccessTokenCheck>,
 }
 
 impl MessagingServices {
@@ -110,6 +121,8 @@ impl MessagingServices {
             frame_limits,
             outbound_capacity,
             send_limit,
+            revoked_families,
+            access_check,
         } = limits;
         Arc::new_cyclic(|services| MessagingServices {
             node_name,
@@ -123,6 +136,8 @@ impl MessagingServices {
             trace_propagation,
             send_limit,
             replay_turns: ReplayTurns::default(),
+            revoked_families,
+            access_check,
             presence: PresenceAnnouncer::start(services.clone()),
             next_session_id: AtomicU64::new(1),
         })
@@ -298,6 +313,28 @@ impl MessagingServices {
             if !self.online_anywhere(&user) {
                 self.announce_presence(&user, false, false);
             }
+        }
+    }
+
+    /// A sign-in (refresh-token family) was revoked: its access tokens are refused here
+    /// from now until `until_ms`, and its sockets here close with 4403. `tell_peers`
+    /// (the node where it happened) makes every live peer do the same at once; a peer
+    /// that misses it learns it from the database (`revoked_families_since`).
+    pub fn sign_out_device(&self, user_id: &str, family_id: &str, until_ms: u64, tell_peers: bool) {
+        if self.revoked_families.revoke(family_id, until_ms) {
+            for session in self.sessions.sessions_of(user_id) {
+                let _ = session.actor.cast(SessionMessage::SignedOut {
+                    family_id: family_id.to_owned(),
+                });
+            }
+        }
+        if tell_peers {
+            tell_every_peer(&PeerMessage::SignedOut {
+                from: self.peers.node_name().to_owned(),
+                user_id: user_id.to_owned(),
+                family_id: family_id.to_owned(),
+                until_ms,
+            });
         }
     }
 

@@ -30,6 +30,7 @@ pub struct Limits {
 #[derive(Debug, Clone, Default)]
 pub struct Readiness {
     migrations_applied: Arc<AtomicBool>,
+    sign_outs_loaded: Arc<AtomicBool>,
     cluster_joined: Arc<AtomicBool>,
     draining: Arc<AtomicBool>,
 }
@@ -41,6 +42,15 @@ impl Readiness {
 
     pub fn migrations_applied(&self) -> bool {
         self.migrations_applied.load(Ordering::Acquire)
+    }
+
+    /// The sign-outs of the last access-token lifetime have been read from the database.
+    pub fn mark_sign_outs_loaded(&self) {
+        self.sign_outs_loaded.store(true, Ordering::Release);
+    }
+
+    pub fn sign_outs_loaded(&self) -> bool {
+        self.sign_outs_loaded.load(Ordering::Acquire)
     }
 
     /// The node has heard from a peer, or has none to wait for.

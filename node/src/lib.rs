@@ -6,6 +6,7 @@ pub mod app_state;
 pub mod config;
 pub mod http;
 pub mod http_server;
+pub mod sign_outs;
 pub mod telemetry;
 pub mod tokens;
 pub mod websocket;
@@ -20,6 +21,7 @@ use actors::chats::Chats;
 use actors::cluster::peers::Peers;
 use actors::database::migrations::apply_migrations;
 use actors::database::Database;
+use actors::messaging::device_access::RevokedFamilies;
 use actors::messaging::outbound::close_codes;
 use actors::messaging::{MessagingLimits, MessagingServices};
 use actors::metrics::Metrics;
@@ -86,7 +88,14 @@ pub async fn run(
         config.sign_up_per_address_per_minute / 3,
     ));
     let readiness = Readiness::default();
-    let migrations = tokio::spawn(migrate_until_done(database.clone(), readiness.clone()));
+    let revoked_families = Arc::new(RevokedFamilies::default());
+    let tokens = TokenIssuer::new(
+        &jwt_secret,
+        config.access_token_ttl_seconds,
+        config.refresh_token_ttl_seconds,
+        Arc::clone(&revoked_families),
+    );
+    let accounts = Accounts::new(database.clone(), passwords);
     let peers = Peers::new(cluster_name, Duration::from_millis(config.peer_failure_timeout_ms));
     let messaging = MessagingServices::new(
         config.node_name.clone(),
@@ -96,10 +105,20 @@ pub async fn run(
             frame_limits: config.frame_limits(),
             outbound_capacity: config.outbound_queue_frames,
             send_limit: KeyedRateLimiter::new(config.send_messages_per_second.saturating_mul(60), config.send_burst),
+            revoked_families,
+            access_check: Arc::new(tokens.clone()),
         },
         Arc::clone(&metrics),
         Arc::clone(&trace_propagation),
     );
+    let migrations = tokio::spawn({
+        let (database, readiness, accounts) = (database.clone(), readiness.clone(), accounts.clone());
+        let (messaging, access_ttl) = (Arc::clone(&messaging), tokens.access_ttl());
+        async move {
+            migrate_until_done(database, readiness.clone()).await;
+            sign_outs::follow_sign_outs(accounts, messaging, access_ttl, readiness).await;
+        }
+    });
     let joining = tokio::spawn(wait_for_cluster_join(
         Arc::clone(&messaging),
         readiness.clone(),
@@ -118,13 +137,9 @@ pub async fn run(
     let open_sockets = Arc::new(websocket::OpenSockets::default());
     let state = AppState {
         node_name: config.node_name.clone(),
-        accounts: Accounts::new(database.clone(), passwords),
+        accounts,
         chats: Chats::new(database.clone(), config.max_chats_per_user),
-        tokens: TokenIssuer::new(
-            &jwt_secret,
-            config.access_token_ttl_seconds,
-            config.refresh_token_ttl_seconds,
-        ),
+        tokens,
         database: database.clone(),
         messaging: Arc::clone(&messaging),
         metrics,

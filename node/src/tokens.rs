@@ -1,6 +1,10 @@
 //! Access and refresh tokens: HS256 JWTs with a type claim so neither can stand in
-//! for the other.
+//! for the other. Both carry their sign-in's refresh-token family (`fam`), so a sign-out
+//! refuses the sign-in's access tokens too (see `actors::messaging::device_access`).
 
+use std::sync::Arc;
+
+use actors::messaging::device_access::{AccessGrant, AccessRefused, AccessTokenCheck, RevokedFamilies};
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -18,7 +22,8 @@ pub struct Claims {
     pub typ: String,
     /// Unique token id; for refresh tokens, the row in `refresh_tokens`.
     pub jti: String,
-    /// Refresh-token family (refresh tokens only).
+    /// The sign-in's refresh-token family (access tokens issued before it was added
+    /// have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fam: Option<String>,
     pub iat: i64,
@@ -33,6 +38,8 @@ pub enum TokenError {
     Invalid,
     #[error("a {found} token was given where a {expected} token is needed")]
     WrongKind { expected: &'static str, found: String },
+    #[error("this sign-in was signed out; sign in again")]
+    SignedOut,
 }
 
 /// A freshly issued refresh token with the facts the database stores about it.
@@ -52,10 +59,17 @@ pub struct TokenIssuer {
     validation: Validation,
     access_ttl_seconds: i64,
     refresh_ttl_seconds: i64,
+    revoked_families: Arc<RevokedFamilies>,
 }
 
 impl TokenIssuer {
-    pub fn new(secret: &str, access_ttl_seconds: u64, refresh_ttl_seconds: u64) -> TokenIssuer {
+    /// Checks access tokens against `revoked_families`, which the node keeps current.
+    pub fn new(
+        secret: &str,
+        access_ttl_seconds: u64,
+        refresh_ttl_seconds: u64,
+        revoked_families: Arc<RevokedFamilies>,
+    ) -> TokenIssuer {
         // Only HS256 is accepted: `alg: none` and every other algorithm are refused.
         let mut validation = Validation::new(Algorithm::HS256);
         validation.validate_nbf = true;
@@ -67,7 +81,20 @@ impl TokenIssuer {
             validation,
             access_ttl_seconds: access_ttl_seconds as i64,
             refresh_ttl_seconds: refresh_ttl_seconds as i64,
+            revoked_families,
         }
+    }
+
+    /// Until when (Unix ms) a family revoked now must be refused: past that, every access
+    /// token issued for it has expired anyway (leeway included).
+    pub fn revoked_until_ms(&self, now: DateTime<Utc>) -> u64 {
+        let last_expiry = now.timestamp() + self.access_ttl_seconds + self.validation.leeway as i64;
+        u64::try_from(last_expiry).unwrap_or(0).saturating_mul(1000)
+    }
+
+    /// How far back the database must be read for families still to refuse.
+    pub fn access_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs((self.access_ttl_seconds + self.validation.leeway as i64).max(0) as u64)
     }
 
     fn sign(&self, claims: &Claims) -> String {
@@ -75,13 +102,14 @@ impl TokenIssuer {
         encode(&Header::new(Algorithm::HS256), claims, &self.encoding).expect("hs256 signing never fails")
     }
 
-    pub fn issue_access(&self, user_id: &str, now: DateTime<Utc>) -> String {
+    /// An access token of the sign-in `family_id`.
+    pub fn issue_access(&self, user_id: &str, family_id: &str, now: DateTime<Utc>) -> String {
         let now = now.timestamp();
         self.sign(&Claims {
             sub: user_id.to_owned(),
             typ: ACCESS.to_owned(),
             jti: Uuid::new_v4().to_string(),
-            fam: None,
+            fam: Some(family_id.to_owned()),
             iat: now,
             nbf: now,
             exp: now + self.access_ttl_seconds,
@@ -126,9 +154,24 @@ impl TokenIssuer {
         Ok(claims)
     }
 
-    /// The user id of a valid access token.
+    /// The user id of a valid access token whose sign-in is not revoked.
     pub fn verify_access(&self, token: &str) -> Result<String, TokenError> {
-        self.verify(token, ACCESS).map(|claims| claims.sub)
+        self.access_grant(token).map(|grant| grant.user_id)
+    }
+
+    /// What a valid access token whose sign-in is not revoked grants.
+    pub fn access_grant(&self, token: &str) -> Result<AccessGrant, TokenError> {
+        let claims = self.verify(token, ACCESS)?;
+        if let Some(family_id) = &claims.fam {
+            if self.revoked_families.is_revoked(family_id) {
+                return Err(TokenError::SignedOut);
+            }
+        }
+        Ok(AccessGrant {
+            user_id: claims.sub,
+            family_id: claims.fam,
+            expires_at_ms: u64::try_from(claims.exp).unwrap_or(0).saturating_mul(1000),
+        })
     }
 
     /// The claims of a valid refresh token (family included).
@@ -141,6 +184,16 @@ impl TokenIssuer {
     }
 }
 
+/// The check of tokens renewed over a socket: the same rules as every request.
+impl AccessTokenCheck for TokenIssuer {
+    fn check_access(&self, token: &str) -> Result<AccessGrant, AccessRefused> {
+        self.access_grant(token).map_err(|error| match error {
+            TokenError::SignedOut => AccessRefused::SignedOut,
+            TokenError::Invalid | TokenError::WrongKind { .. } => AccessRefused::Invalid,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,13 +201,28 @@ mod tests {
     const USER: &str = "6a3b2f50-7d0c-4a4e-9f0e-0d1f8c2b3a41";
 
     fn issuer() -> TokenIssuer {
-        TokenIssuer::new(&"s".repeat(40), 3600, 86400)
+        TokenIssuer::new(&"s".repeat(40), 3600, 86400, Arc::default())
     }
 
     #[test]
     fn access_tokens_round_trip() {
-        let token = issuer().issue_access(USER, Utc::now());
+        let token = issuer().issue_access(USER, "family", Utc::now());
         assert_eq!(issuer().verify_access(&token).unwrap(), USER);
+        let grant = issuer().access_grant(&token).unwrap();
+        assert_eq!(grant.family_id.as_deref(), Some("family"));
+    }
+
+    #[test]
+    fn a_revoked_sign_in_refuses_its_access_tokens_and_no_other() {
+        let issuer = issuer();
+        let signed_out = issuer.issue_access(USER, "signed-out", Utc::now());
+        let other_device = issuer.issue_access(USER, "other-device", Utc::now());
+        issuer
+            .revoked_families
+            .revoke("signed-out", issuer.revoked_until_ms(Utc::now()));
+        assert!(matches!(issuer.verify_access(&signed_out), Err(TokenError::SignedOut)));
+        assert_eq!(issuer.check_access(&signed_out), Err(AccessRefused::SignedOut));
+        assert_eq!(issuer.verify_access(&other_device).unwrap(), USER);
     }
 
     #[test]
@@ -165,7 +233,7 @@ mod tests {
             issuer.verify_access(&refresh.token),
             Err(TokenError::WrongKind { .. })
         ));
-        let access = issuer.issue_access(USER, Utc::now());
+        let access = issuer.issue_access(USER, "family", Utc::now());
         assert!(matches!(
             issuer.verify_refresh(&access),
             Err(TokenError::WrongKind { .. })
@@ -176,10 +244,11 @@ mod tests {
     fn expired_foreign_and_unsigned_tokens_are_refused() {
         let issuer = issuer();
         let long_ago = Utc::now() - chrono::Duration::hours(3);
-        assert!(issuer.verify_access(&issuer.issue_access(USER, long_ago)).is_err());
-        let foreign = TokenIssuer::new(&"t".repeat(40), 3600, 86400).issue_access(USER, Utc::now());
+        assert!(issuer.verify_access(&issuer.issue_access(USER, "f", long_ago)).is_err());
+        let foreign =
+            TokenIssuer::new(&"t".repeat(40), 3600, 86400, Arc::default()).issue_access(USER, "f", Utc::now());
         assert!(issuer.verify_access(&foreign).is_err());
-        let valid = issuer.issue_access(USER, Utc::now());
+        let valid = issuer.issue_access(USER, "f", Utc::now());
         let payload = valid.split('.').nth(1).unwrap();
         // {"alg":"none","typ":"JWT"}
         let unsigned = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
@@ -190,6 +259,6 @@ mod tests {
     fn not_yet_valid_tokens_are_refused() {
         let issuer = issuer();
         let later = Utc::now() + chrono::Duration::minutes(5);
-        assert!(issuer.verify_access(&issuer.issue_access(USER, later)).is_err());
+        assert!(issuer.verify_access(&issuer.issue_access(USER, "f", later)).is_err());
     }
 }

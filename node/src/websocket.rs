@@ -2,7 +2,9 @@
 //! bridges the socket to a `Session` actor: a reader loop feeding it frames and a writer
 //! task draining its bounded outbound queue. The reader's loop also keeps the socket's
 //! heartbeat ([`liveness`]): it queues a ping every interval and closes the socket with
-//! 1001 once nothing has arrived from the client within the idle timeout.
+//! 1001 once nothing has arrived from the client within the idle timeout. And it closes
+//! the socket with 4401 when its access token expires, unless the client renewed it
+//! over the socket (`renew`, handled by the session, which moves the expiry).
 
 mod handshake;
 mod liveness;
@@ -10,6 +12,7 @@ mod open_sockets;
 
 use std::sync::Arc;
 
+use actors::messaging::device_access::{unix_now_ms, AccessGrant, SocketExpiry, SocketGrant};
 use actors::messaging::outbound::{close_codes, OutboundFrame, OutboundQueue, OutboundReceiver};
 use actors::messaging::session::{FrameInFlight, Session, SessionArguments, SessionMessage};
 use actors::messaging::MessagingServices;
@@ -34,7 +37,7 @@ pub use open_sockets::OpenSockets;
 
 use crate::app_state::AppState;
 use crate::http::errors::{ApiError, ApiRejection};
-use crate::http::extract::{authenticated_user, require_existing_user, QueryParameters};
+use crate::http::extract::{access_grant, require_existing_user, QueryParameters};
 use crate::http::{authorization, raw_query, with_state};
 use crate::http_server::{take_upgraded_stream, PendingUpgrade};
 use liveness::{LivenessDue, SocketLiveness};
@@ -51,12 +54,13 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
         .and(raw_query())
         .and_then(
             |state: AppState, authorization: Option<String>, query: String| async move {
-                let user_id = async {
-                    let user_id = token_user(&state, authorization, &query)?;
-                    require_existing_user(&state, user_id).await
+                let grant = async {
+                    let grant = token_grant(&state, authorization, &query)?;
+                    require_existing_user(&state, grant.user_id.clone()).await?;
+                    Ok::<_, ApiError>(grant)
                 };
-                match user_id.await {
-                    Ok(user_id) => Ok((state, user_id)),
+                match grant.await {
+                    Ok(grant) => Ok((state, grant)),
                     Err(error) => Err(warp::reject::custom(ApiRejection(error))),
                 }
             },
@@ -74,17 +78,22 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
 #[utoipa::path(get, path = "/messenger/ws", tag = "messenger",
     params(("token" = String, Query, description = "access token (or send it in Authorization)")),
     responses(
-        (status = 101, description = "websocket of Envelope text frames: client actions send-message (SendMessagePayload), received and read (CursorPayload), heartbeat (HeartbeatPayload, optional: the payload may be absent or empty); server actions send-message (DeliveryPayload), ack (AckPayload), status (StatusPayload), presence (PresencePayload), replay-complete (ReplayCompletePayload), heartbeat (HeartbeatAnswerPayload, sent at once in answer to each client heartbeat, echoing its ref), error (ErrorPayload; a bad heartbeat payload is invalid_payload). Heartbeat: the server sends a websocket ping every --websocket-ping-interval-ms (default 5 s) and closes with 1001 \"client silent\" a socket from which nothing at all (pong, frame) arrived within --websocket-idle-timeout-ms (default 15 s). Clients that cannot ping (browsers) send a heartbeat every few seconds and reconnect when nothing arrives for about 10 s. Other closes: 1001 node stopping, 1007 text not UTF-8, 1008 client too slow, 1009 frame too large, 1011 session could not start"),
+        (status = 101, description = "websocket of Envelope text frames: client actions send-message (SendMessagePayload), received and read (CursorPayload), heartbeat (HeartbeatPayload, optional: the payload may be absent or empty), renew (RenewPayload: a fresh access token of the same user); server actions send-message (DeliveryPayload), ack (AckPayload), status (StatusPayload), presence (PresencePayload), replay-complete (ReplayCompletePayload), heartbeat (HeartbeatAnswerPayload, sent at once in answer to each client heartbeat, echoing its ref), renewed (RenewedPayload, in answer to renew), error (ErrorPayload; a bad heartbeat payload is invalid_payload, a refused renew token invalid_token). Heartbeat: the server sends a websocket ping every --websocket-ping-interval-ms (default 5 s) and closes with 1001 \"client silent\" a socket from which nothing at all (pong, frame) arrived within --websocket-idle-timeout-ms (default 15 s). Clients that cannot ping (browsers) send a heartbeat every few seconds and reconnect when nothing arrives for about 10 s. Other closes: 1001 node stopping, 1007 text not UTF-8, 1008 client too slow, 1009 frame too large, 1011 session could not start, 4401 the access token expired and none came over the socket (renew), 4403 the sign-in was signed out"),
         (status = 400, description = "not a websocket handshake (the message names the header missing or wrong)", body = protocol::ErrorBody),
-        (status = 401, description = "missing, invalid or expired access token", body = protocol::ErrorBody),
+        (status = 401, description = "missing, invalid, expired or signed-out access token", body = protocol::ErrorBody),
         (status = 429, description = "the user has the most websockets allowed open on this node", body = protocol::ErrorBody),
         (status = 503, description = "this node is shutting down; connect again (nginx does)", body = protocol::ErrorBody)))]
 pub(crate) fn upgrade_to_session(
     state: AppState,
-    user_id: String,
+    grant: AccessGrant,
     headers: HeaderMap,
     pending_upgrade: Option<PendingUpgrade>,
 ) -> Response {
+    let AccessGrant {
+        user_id,
+        family_id,
+        expires_at_ms,
+    } = grant;
     let accept_key = match handshake::accept_key(&headers) {
         Ok(accept_key) => accept_key,
         Err(error) => return ApiError::bad_request(codes::INVALID_PARAMETER, error.to_string()).into_response(),
@@ -138,7 +147,11 @@ pub(crate) fn upgrade_to_session(
             frames_in_flight,
             heartbeat,
         };
-        serve_socket(Box::new(socket), user_id, services, limits, open_socket).await;
+        let grant = SocketGrant {
+            family_id,
+            expiry: SocketExpiry::at(expires_at_ms),
+        };
+        serve_socket(Box::new(socket), user_id, grant, services, limits, open_socket).await;
     });
     handshake::switching_protocols(&accept_key)
 }
@@ -163,12 +176,20 @@ fn socket_config(frame_limit: usize) -> WebSocketConfig {
 }
 
 /// The token comes as `?token=` (the seed's websocat command) or in `Authorization`.
-fn token_user(state: &AppState, authorization: Option<String>, query: &str) -> Result<String, ApiError> {
+fn token_grant(state: &AppState, authorization: Option<String>, query: &str) -> Result<AccessGrant, ApiError> {
     let query = QueryParameters::parse(query)?;
-    match query.required("token") {
-        Ok(token) => authenticated_user(&state.tokens, Some(token)),
-        Err(_) => authenticated_user(&state.tokens, authorization.as_deref()),
+    let grant = match query.required("token") {
+        Ok(token) => access_grant(&state.tokens, Some(token))?,
+        Err(_) => access_grant(&state.tokens, authorization.as_deref())?,
+    };
+    // Requests take a token a few seconds past its expiry (clock leeway); a socket
+    // opened with one would be closed with 4401 at once.
+    if grant.expires_at_ms <= unix_now_ms() {
+        return Err(ApiError::unauthorized(
+            "the access token has expired; refresh it (PUT /auth/token) and connect again",
+        ));
     }
+    Ok(grant)
 }
 
 /// What one socket is held to.
@@ -204,6 +225,7 @@ enum ReaderEnd {
 async fn serve_socket(
     socket: Box<ServerSocket>,
     user_id: String,
+    grant: SocketGrant,
     services: Arc<MessagingServices>,
     limits: SocketLimits,
     open_socket: OpenSocketGuard,
@@ -213,10 +235,12 @@ async fn serve_socket(
     let (queue, receiver) = OutboundQueue::new(services.outbound_capacity);
     let services_metrics = Arc::clone(&services.metrics);
     let mut writer = tokio::spawn(write_frames(sink, receiver, Arc::clone(&services_metrics)));
+    let expiry = grant.expiry.clone();
     let arguments = SessionArguments {
         user_id: user_id.clone(),
         outbound: queue.clone(),
         services,
+        grant,
     };
     let session = match Box::pin(Actor::spawn(None, Session, arguments)).await {
         Ok((session, _)) => session,
@@ -228,7 +252,20 @@ async fn serve_socket(
         }
     };
     tracing::debug!(%user_id, "websocket session started");
-    let end = read_frames(stream, &session, &queue, limits, &services_metrics, &user_id).await;
+    let socket_end = SocketEnd {
+        liveness: SocketLiveness::new(limits.heartbeat, Instant::now()),
+        expiry,
+    };
+    let end = read_frames(
+        stream,
+        &session,
+        &queue,
+        limits,
+        socket_end,
+        &services_metrics,
+        &user_id,
+    )
+    .await;
     session.stop(Some("socket closed".to_owned()));
     drop(queue);
     if end == ReaderEnd::ClientSilent {
@@ -246,19 +283,38 @@ async fn serve_socket(
     tracing::debug!(%user_id, "websocket session ended");
 }
 
+/// What ends a socket besides its client: silence, and its access token's expiry.
+struct SocketEnd {
+    liveness: SocketLiveness,
+    expiry: SocketExpiry,
+}
+
+impl SocketEnd {
+    /// The earlier of the heartbeat's next due action and the token's expiry.
+    fn next_wake(&self) -> Instant {
+        let heartbeat_due = self.liveness.next_wake();
+        match Instant::now().checked_add(self.expiry.remaining(unix_now_ms())) {
+            Some(expires) => heartbeat_due.min(expires),
+            // Never, as far as the clock goes.
+            None => heartbeat_due,
+        }
+    }
+}
+
 /// Feeds the client's frames to the session until the socket ends, and keeps the
 /// heartbeat: pings queued every interval, the socket given up once the client has been
-/// silent for the idle timeout. One timer, re-armed only when it fires.
+/// silent for the idle timeout, or once its access token expired. One timer, re-armed
+/// only when it fires.
 async fn read_frames(
     mut stream: SplitStream<ServerSocket>,
     session: &ActorRef<SessionMessage>,
     queue: &OutboundQueue,
     limits: SocketLimits,
+    mut end: SocketEnd,
     metrics: &actors::metrics::Metrics,
     user_id: &str,
 ) -> ReaderEnd {
-    let mut liveness = SocketLiveness::new(limits.heartbeat, Instant::now());
-    let wake = tokio::time::sleep_until(liveness.next_wake());
+    let wake = tokio::time::sleep_until(end.next_wake());
     tokio::pin!(wake);
     let frames_in_flight = Arc::new(Semaphore::new(limits.frames_in_flight.max(1)));
     loop {
@@ -274,11 +330,11 @@ async fn read_frames(
                 },
                 () = &mut wake => {
                     // Not the client's silence: the node is the one not reading.
-                    liveness.heard(Instant::now());
-                    if let Some(end) = keep_alive(&mut liveness, queue) {
-                        return end;
+                    end.liveness.heard(Instant::now());
+                    if let Some(reader_end) = keep_alive(&mut end, queue) {
+                        return reader_end;
                     }
-                    wake.as_mut().reset(liveness.next_wake());
+                    wake.as_mut().reset(end.next_wake());
                     continue;
                 }
             },
@@ -286,10 +342,10 @@ async fn read_frames(
         let frame = tokio::select! {
             frame = stream.next() => frame,
             () = &mut wake => {
-                if let Some(end) = keep_alive(&mut liveness, queue) {
-                    return end;
+                if let Some(reader_end) = keep_alive(&mut end, queue) {
+                    return reader_end;
                 }
-                wake.as_mut().reset(liveness.next_wake());
+                wake.as_mut().reset(end.next_wake());
                 continue;
             }
         };
@@ -298,7 +354,7 @@ async fn read_frames(
         };
         // Anything at all, a pong, a control frame or even a refused frame, shows the
         // client is there.
-        liveness.heard(Instant::now());
+        end.liveness.heard(Instant::now());
         let delivered = match frame {
             Ok(message) if (message.is_text() || message.is_binary()) && message.len() > limits.frame_limit => {
                 queue.close(close_codes::MESSAGE_TOO_BIG, "frame too large");
@@ -336,10 +392,18 @@ async fn read_frames(
     }
 }
 
-/// The heartbeat's due action when its timer fires: a ping queued, or the socket given up
-/// (`Some`) when the client has been silent for the idle timeout.
-fn keep_alive(liveness: &mut SocketLiveness, queue: &OutboundQueue) -> Option<ReaderEnd> {
-    match liveness.on_wake(Instant::now()) {
+/// The close reason of a socket whose access token expired (at most 123 bytes).
+const TOKEN_EXPIRED_REASON: &str = "access token expired: renew it over the socket, or reconnect with a fresh one";
+
+/// The due action when the reader's timer fires: the socket closed (`Some`) when its
+/// token expired or its client has been silent for the idle timeout, else a ping queued
+/// when one is due.
+fn keep_alive(end: &mut SocketEnd, queue: &OutboundQueue) -> Option<ReaderEnd> {
+    if end.expiry.remaining(unix_now_ms()).is_zero() {
+        queue.close(close_codes::ACCESS_TOKEN_EXPIRED, TOKEN_EXPIRED_REASON);
+        return Some(ReaderEnd::Finished);
+    }
+    match end.liveness.on_wake(Instant::now()) {
         LivenessDue::GiveUp => {
             queue.close(close_codes::GOING_AWAY, SILENT_CLIENT_REASON);
             return Some(ReaderEnd::ClientSilent);

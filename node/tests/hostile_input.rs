@@ -1,6 +1,7 @@
 //! The hostile-input table over HTTP: SQL injection strings in every field and query
 //! parameter, unicode, NUL and control characters, huge and negative numbers, wrong JSON
-//! types, duplicate keys, invalid UTF-8, and forged, expired, misused or orphaned tokens.
+//! types, duplicate keys, invalid UTF-8, and forged, expired, misused, signed-out or
+//! orphaned tokens.
 //! Every row asserts its status, a JSON error with a message, and that no table changed.
 //! Free-text fields are the exception the table also checks: hostile text there is
 //! stored and returned verbatim, and nothing else changes.
@@ -561,7 +562,23 @@ async fn forged_expired_misused_and_orphaned_tokens_get_401_and_change_nothing()
         .unwrap()
         .refresh_token;
     let bob_id = pair.bob_id.as_str();
+    // A sign-in that signed out: its access token is still unexpired and well signed.
+    let signed_out = pair
+        .app
+        .http
+        .sign_in("bob.tokens@email.com", "1234567890")
+        .await
+        .unwrap();
+    let sign_out_body = serde_json::json!({"refresh_token": signed_out.refresh_token}).to_string();
+    let answer = pair
+        .app
+        .http
+        .request(Method::POST, "/auth/sign-out", None, Some(&sign_out_body))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 204, "{}", answer.body);
     let bad_access_tokens = [
+        ("of a signed-out sign-in", signed_out.access_token.clone()),
         (
             "expired",
             forged(

@@ -54,6 +54,7 @@ const byId = (id) => document.getElementById(id);
 
 const state = {
   session: null, // {access_token, refresh_token, user_id, email, name, surname}
+  renewingSocketToken: false, // a fresh access token is on its way over the socket
   chats: new Map(), // chat_id -> chat (see newChat)
   openChatId: null,
   onlineUsers: new Set(),
@@ -395,6 +396,7 @@ async function connect() {
   const token = encodeURIComponent(state.session.access_token);
   const socket = new WebSocket(`${scheme}//${location.host}/messenger/ws?token=${token}`);
   state.socket = socket;
+  state.renewingSocketToken = false;
   state.connectionNumber += 1;
   state.socketCreatedAt = Date.now();
   state.lastHeartbeatSentAt = 0;
@@ -420,9 +422,56 @@ async function connect() {
     if (socket !== state.socket) return;
     state.socket = null;
     state.live = false;
+    if (event.code === CLOSE_SIGNED_OUT) {
+      signOutLocally("This device was signed out; please sign in again.");
+      return;
+    }
+    if (event.code === CLOSE_TOKEN_EXPIRED && state.session) {
+      // Renewing over the socket did not happen in time: a fresh pair first, then back.
+      refreshTokens().then(() => scheduleReconnect("the access token expired"), () => {});
+      return;
+    }
     const reason = event.code === 1006 ? "the connection was lost" : `closed with ${event.code} ${event.reason}`.trim();
     if (state.session) scheduleReconnect(reason);
   };
+}
+
+// The server closes a socket when its access token expires (4401) unless a fresh one
+// comes over it, and at once when the device signs out anywhere (4403).
+const CLOSE_TOKEN_EXPIRED = 4401;
+const CLOSE_SIGNED_OUT = 4403;
+
+// Seconds since the epoch at which a JWT was issued and expires (read without checking:
+// only to schedule the renewal; the server checks).
+function tokenTimes(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(atob(part));
+    return { issuedAt: claims.iat, expiresAt: claims.exp };
+  } catch (_) {
+    return null;
+  }
+}
+
+// At two thirds of the access token's lifetime: a fresh pair, and the new access token
+// over the open socket, which then lives on it.
+function renewSocketTokenWhenDue(socket) {
+  if (state.renewingSocketToken || !state.session) return;
+  const times = tokenTimes(state.session.access_token);
+  if (!times) return;
+  const renewAt = times.issuedAt + ((times.expiresAt - times.issuedAt) * 2) / 3;
+  if (Date.now() / 1000 < renewAt) return;
+  state.renewingSocketToken = true;
+  refreshTokens().then(
+    () => {
+      if (socket !== state.socket || !sendFrame("renew", { access_token: state.session.access_token })) {
+        state.renewingSocketToken = false;
+      }
+    },
+    () => {
+      state.renewingSocketToken = false;
+    },
+  );
 }
 
 function heard() {
@@ -454,6 +503,7 @@ function checkConnection() {
     return;
   }
   if (now - state.lastHeartbeatSentAt >= HEARTBEAT_INTERVAL_MS) sendHeartbeat();
+  renewSocketTokenWhenDue(socket);
 }
 
 // Drops the current socket without waiting for its close, which a frozen node never
@@ -506,6 +556,9 @@ function onFrame(text, replayedChats) {
       return onServerError(payload);
     case "heartbeat":
       return; // being heard was the point (see heard())
+    case "renewed":
+      state.renewingSocketToken = false;
+      return;
     default:
       console.info("parley: ignoring unknown action", envelope.action);
   }
@@ -696,6 +749,7 @@ function renderStatusLine(phase, detail) {
   const current = line.dataset.state;
   line.dataset.node = current === "live" ? state.liveNode : "";
   line.dataset.replayed = current === "live" ? String(state.lastReplayed) : "";
+  line.dataset.connection = String(state.connectionNumber); // which socket (tests read it)
   const http = state.httpNode ? ` · HTTP answered by ${state.httpNode}` : "";
   const texts = {
     "signed-out": "Not signed in",

@@ -42,6 +42,15 @@ pub enum PeerMessage {
         recipients: Vec<String>,
         presence: PresencePayload,
     },
+    /// A sign-in (refresh-token family) was revoked: the receiver closes that device's
+    /// sockets and refuses its access tokens until `until_ms` (Unix time), when the last
+    /// of them would have expired anyway.
+    SignedOut {
+        from: String,
+        user_id: String,
+        family_id: String,
+        until_ms: u64,
+    },
 }
 
 impl PeerMessage {
@@ -53,7 +62,8 @@ impl PeerMessage {
             | PeerMessage::Presence { from, .. }
             | PeerMessage::Deliver { from, .. }
             | PeerMessage::Status { from, .. }
-            | PeerMessage::PresenceChanged { from, .. } => from,
+            | PeerMessage::PresenceChanged { from, .. }
+            | PeerMessage::SignedOut { from, .. } => from,
         }
     }
 

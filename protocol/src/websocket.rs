@@ -1,10 +1,10 @@
 //! Websocket frames: the seed's envelope `{"topic", "action", "payload"}`, where
 //! `payload` is a JSON document carried as a string.
 //!
-//! Client → server actions: `send-message` (the seed's), `received`, `read`, `heartbeat`.
-//! Server → client actions: `send-message` (a delivery: the same envelope the seed's
-//! recipient gets, with ids and sequence numbers added), `ack`, `status`, `presence`,
-//! `replay-complete`, `heartbeat`, `error`. New actions extend the envelope; the seed's
+//! Client → server actions: `send-message` (the seed's), `received`, `read`, `heartbeat`,
+//! `renew`. Server → client actions: `send-message` (a delivery: the same envelope the
+//! seed's recipient gets, with ids and sequence numbers added), `ack`, `status`,
+//! `presence`, `replay-complete`, `heartbeat`, `renewed`, `error`. New actions extend the envelope; the seed's
 //! frames stay valid verbatim.
 //!
 //! `heartbeat` exists for clients that cannot send websocket pings (browsers): the
@@ -39,6 +39,22 @@ pub mod actions {
     pub const ERROR: &str = "error";
     /// Client: are you there? Server: yes (answered at once, ahead of pending acks).
     pub const HEARTBEAT: &str = "heartbeat";
+    /// Client: here is a fresh access token for this socket (it would otherwise be
+    /// closed when the token it was opened with expires).
+    pub const RENEW: &str = "renew";
+    /// Server: the fresh token is taken; the socket now lives until its expiry.
+    pub const RENEWED: &str = "renewed";
+}
+
+/// Close codes of the messenger socket besides RFC 6455's own (1001 node stopping or
+/// client silent, 1007, 1008, 1009, 1011). Codes 4000-4999 are the application's.
+pub mod close_codes {
+    /// The access token the socket lives on expired and no fresh one came over it
+    /// (`renew`): refresh the token pair and connect again.
+    pub const ACCESS_TOKEN_EXPIRED: u16 = 4401;
+    /// The device signed out (its sign-in was revoked): do not reconnect with its tokens;
+    /// they are refused from now on.
+    pub const SIGNED_OUT: u16 = 4403;
 }
 
 /// The envelope of every text frame, both ways.
@@ -204,6 +220,22 @@ pub struct HeartbeatAnswerPayload {
     pub sent_at_ms: Option<u64>,
     /// The node serving this connection.
     pub node: String,
+}
+
+/// Client `renew` payload.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewPayload {
+    /// A fresh access token of the same user (from `PUT /auth/token`).
+    pub access_token: String,
+}
+
+/// Server `renewed` payload.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewedPayload {
+    /// When the socket will be closed with 4401 unless renewed again (Unix time, ms).
+    pub expires_at_ms: u64,
 }
 
 /// Server `error` payload.

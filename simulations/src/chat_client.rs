@@ -18,6 +18,9 @@
 //!   `replay-complete`;
 //! * reports `received` up to the highest seq below which it holds every message, so a
 //!   reconnect replays little and never skips a message;
+//! * with a refresh token, keeps its access token fresh and renews it over the open
+//!   socket before it expires (see [`ChatClientConfig::refresh_token`]), and stops for
+//!   good when its sign-in is signed out (4403);
 //! * notices a server gone silent (a frozen node keeps the socket open) within about
 //!   10 s by default, through its own pings (see [`ChatClientConfig::silence_timeout`]),
 //!   and reconnects.
@@ -26,6 +29,7 @@ mod backoff;
 mod connection;
 mod inbox;
 mod outbox;
+mod token_keeper;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -47,6 +51,11 @@ pub struct ChatClientConfig {
     pub base_url: String,
     /// The user's access token.
     pub token: String,
+    /// The sign-in's refresh token. With it the client renews its access token at two
+    /// thirds of its lifetime (`PUT /auth/token`, then `renew` over the open socket) and
+    /// reconnects with the newest one. Without it the socket closes when the access
+    /// token expires (4401) and reconnects fail from then on.
+    pub refresh_token: Option<String>,
     /// Where the first connection goes, when it must land on a particular node (tests
     /// that put two users on different nodes); reconnects always use `base_url`.
     pub first_connect_base_url: Option<String>,
@@ -85,6 +94,7 @@ impl ChatClientConfig {
         ChatClientConfig {
             base_url: base_url.into().trim_end_matches('/').to_owned(),
             token: token.into(),
+            refresh_token: None,
             first_connect_base_url: None,
             client_id_prefix: "parley-sim".to_owned(),
             reconnect_backoff: ReconnectBackoff::default(),
@@ -160,6 +170,15 @@ pub enum ChatClientEvent {
     SendRefused(SendRefusal),
     Status(StatusPayload),
     Presence(PresencePayload),
+    /// The sign-in was signed out (the server closed with 4403, or the refresh token was
+    /// refused): the client has stopped; unacked messages stay unacked.
+    SignedOut {
+        reason: String,
+    },
+    /// The access token was renewed over the open socket (`renewed`).
+    TokenRenewed {
+        expires_at_ms: u64,
+    },
     /// An `error` frame that named no message of this client.
     ServerError {
         code: String,

@@ -34,8 +34,10 @@ const MESSAGES_WHILE_ALICE_IS_AWAY: usize = 5;
 /// The first of them, sent while her node hangs before it dies.
 const MESSAGES_WHILE_ALICES_NODE_HANGS: usize = 3;
 const ALICES_MESSAGE_TO_A_HUNG_NODE: &str = "Bob, are you there?";
-/// The 1 s lifetime plus the node's 5 s leeway, with room to spare.
-const TOKEN_EXPIRY_WAIT: Duration = Duration::from_secs(15);
+/// Access tokens live this long here: they expire during the test.
+const ACCESS_TOKEN_TTL_SECONDS: &str = "6";
+/// The 6 s lifetime plus the node's 5 s leeway, with room to spare.
+const TOKEN_EXPIRY_WAIT: Duration = Duration::from_secs(20);
 
 #[tokio::test]
 async fn two_people_chat_in_browsers_and_a_node_crash_loses_nothing() -> anyhow::Result<()> {
@@ -44,10 +46,15 @@ async fn two_people_chat_in_browsers_and_a_node_crash_loses_nothing() -> anyhow:
     let mut spec = ClusterSpec::with_free_ports(state.path().join("cluster"), 2);
     // The cheapest scrypt cost the node accepts (sign-ups are not what is tested here),
     // and access tokens that expire during the test (plus the node's 5 s leeway), so
-    // the page must renew them with its refresh token.
-    spec.node_extra_args = ["--scrypt-log-n", "10", "--access-token-ttl-seconds", "1"]
-        .map(String::from)
-        .to_vec();
+    // the page must renew them with its refresh token, over its socket too.
+    spec.node_extra_args = [
+        "--scrypt-log-n",
+        "10",
+        "--access-token-ttl-seconds",
+        ACCESS_TOKEN_TTL_SECONDS,
+    ]
+    .map(String::from)
+    .to_vec();
     parley_sim::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
     let cluster = LocalCluster::start(spec).await?;
     let public_url = cluster.app.public_url();
@@ -155,10 +162,13 @@ async fn chat_through_a_node_crash(
     Ok(())
 }
 
-/// Once the page's access token has expired, a reload (which reconnects and lists the
-/// chats again) still works: the page trades its refresh token for a new pair.
+/// The page's socket outlives the access token it was opened with: the page sends a
+/// fresh one over it in time (else the node would close it with 4401). Once that token
+/// has expired, a reload (which reconnects and lists the chats again) still works: the
+/// page trades its refresh token for a new pair.
 async fn renews_an_expired_access_token(cluster: &LocalCluster, page: &ChatPage) -> anyhow::Result<()> {
     let expired_token = page.access_token().await?;
+    let connection_before = page.snapshot().await?.connection;
     let http = ParleyHttp::new(cluster.app.public_url());
     poll_until_ready("the access token expires", TOKEN_EXPIRY_WAIT, || {
         let (http, token) = (http.clone(), expired_token.clone());
@@ -174,6 +184,13 @@ async fn renews_an_expired_access_token(cluster: &LocalCluster, page: &ChatPage)
     })
     .await?;
     let before = page.snapshot().await?;
+    ensure!(
+        before.is_live() && before.connection == connection_before,
+        "the page's socket did not outlive its access token: connection {} then {}, {}",
+        connection_before,
+        before.connection,
+        before.status_text
+    );
     page.reload().await?;
     page.wait_until("live again with a renewed token", PAGE_WAIT, PageSnapshot::is_live)
         .await?;

@@ -39,10 +39,19 @@ struct Conversation {
 }
 
 async fn start_conversation(tag: &str) -> anyhow::Result<Conversation> {
+    start_conversation_with_args(tag, &[]).await
+}
+
+/// Like [`start_conversation`], with more flags for every node.
+async fn start_conversation_with_args(tag: &str, extra_node_args: &[&str]) -> anyhow::Result<Conversation> {
     resolve_parley_binary(None).context("build the node first: cargo build -p parley-node, or set PARLEY_BIN")?;
     let state_dir = tempfile::tempdir()?;
     let mut spec = ClusterSpec::with_free_ports(state_dir.path().to_path_buf(), 2);
-    spec.node_extra_args = NODE_ARGS.iter().map(|arg| arg.to_string()).collect();
+    spec.node_extra_args = NODE_ARGS
+        .iter()
+        .chain(extra_node_args)
+        .map(|arg| arg.to_string())
+        .collect();
     parley_sim::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
     let cluster = LocalCluster::start(spec).await?;
     wait_until_cluster_formed(&cluster).await?;
@@ -379,6 +388,63 @@ async fn a_sender_whose_node_is_killed_gets_every_message_stored_and_delivered_o
         alice_stats.messages_delivered_to_app,
         alice_stats.duplicates_dropped,
     );
+    conversation.cluster.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_with_a_refresh_token_keeps_its_socket_past_token_expiry_and_stops_when_signed_out(
+) -> anyhow::Result<()> {
+    // Access tokens of 4 s: the client renews at about 2.7 s, over the open socket.
+    let conversation = start_conversation_with_args("renew", &["--access-token-ttl-seconds", "4"]).await?;
+    let pair = conversation.http.sign_in("bob.renew@email.com", "1234567890").await?;
+    let mut config = client_config(&conversation, &pair.access_token, "bob", None);
+    config.refresh_token = Some(pair.refresh_token.clone());
+    let (bob, mut events) = ChatClient::start(config);
+    bob.wait_until_live(CONNECT_WAIT).await?;
+
+    // Two renewals: the socket outlives the token it was opened with (4 s) and the next.
+    let mut renewals = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while renewals < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, events.recv()).await {
+            Ok(Some(ChatClientEvent::TokenRenewed { .. })) => {
+                renewals += 1;
+                bob.send(&conversation.chat_id, format!("after renewal {renewals}"))?;
+            }
+            Ok(Some(ChatClientEvent::Disconnected { reason, .. })) => panic!("the socket was lost: {reason}"),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => panic!("two renewals did not happen within 20 s: {:?}", bob.stats()),
+        }
+    }
+    let stats = bob.wait_all_acked(SETTLE_WAIT).await?;
+    assert_eq!(stats.connections_opened, 1, "one socket all along: {stats:?}");
+    assert_eq!(stats.messages_acked, 2, "{stats:?}");
+
+    // Signing out (with the sign-in's first refresh token: any token of the family ends
+    // it) closes the socket with 4403 and stops the client.
+    let body = serde_json::json!({ "refresh_token": pair.refresh_token }).to_string();
+    let answer = conversation
+        .http
+        .request(reqwest::Method::POST, "/auth/sign-out", None, Some(&body))
+        .await?;
+    assert_eq!(answer.status, 204, "{}", answer.body);
+    let signed_out = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(event) = events.recv().await {
+            if let ChatClientEvent::SignedOut { reason } = event {
+                return Some(reason);
+            }
+        }
+        None
+    })
+    .await;
+    assert!(
+        matches!(signed_out, Ok(Some(_))),
+        "the client heard of the sign-out within a second: {signed_out:?}"
+    );
+    bob.wait_for("the client to stop", Duration::from_secs(5), |stats| !stats.live)
+        .await?;
     conversation.cluster.shutdown().await?;
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use protocol::messenger::status;
 use protocol::websocket::{
-    actions, CursorPayload, HeartbeatPayload, OutgoingMessage, SendMessagePayload, TOPIC_MESSENGER,
+    actions, CursorPayload, HeartbeatPayload, OutgoingMessage, RenewPayload, SendMessagePayload, TOPIC_MESSENGER,
 };
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
@@ -25,6 +25,9 @@ pub mod codes {
     pub const DATABASE_UNAVAILABLE: &str = "database_unavailable";
     /// The sender passed its send rate; nothing of the frame was stored.
     pub const RATE_LIMITED: &str = "rate_limited";
+    /// A `renew` token that is invalid, expired, revoked or another user's; the socket
+    /// keeps its old token (and closes when that one expires).
+    pub const INVALID_TOKEN: &str = "invalid_token";
     pub const INTERNAL: &str = "internal";
 }
 
@@ -114,6 +117,11 @@ pub enum ClientCommand {
         /// The client's own number, echoed in the answer.
         sent_at_ms: Option<u64>,
     },
+    /// A fresh access token for the socket (checked by the session, not here).
+    Renew {
+        reference: Option<String>,
+        access_token: String,
+    },
 }
 
 /// A refused frame.
@@ -190,9 +198,10 @@ pub fn parse_client_frame(text: &str, limits: &FrameLimits) -> Result<ClientComm
         actions::RECEIVED => parse_cursor(payload, reference, CursorKind::Received),
         actions::READ => parse_cursor(payload, reference, CursorKind::Read),
         actions::HEARTBEAT => parse_heartbeat(payload, reference),
+        actions::RENEW => parse_renew(payload, reference),
         other => Err(fail(
             codes::UNKNOWN_ACTION,
-            format!("unknown action {other:?}; expected send-message, received, read or heartbeat"),
+            format!("unknown action {other:?}; expected send-message, received, read, heartbeat or renew"),
             reference,
             Vec::new(),
         )),
@@ -343,6 +352,25 @@ fn parse_heartbeat(payload: &str, reference: Option<String>) -> Result<ClientCom
         reference,
         sent_at_ms: parsed.sent_at_ms,
     })
+}
+
+fn parse_renew(payload: &str, reference: Option<String>) -> Result<ClientCommand, FrameError> {
+    match serde_json::from_str::<RenewPayload>(payload) {
+        Ok(parsed) if !parsed.access_token.trim().is_empty() => Ok(ClientCommand::Renew {
+            reference,
+            access_token: parsed.access_token.trim().to_owned(),
+        }),
+        Ok(_) => Err(invalid_payload(
+            "renew payload's access_token is empty".to_owned(),
+            reference,
+            Vec::new(),
+        )),
+        Err(error) => Err(invalid_payload(
+            format!("renew payload must be {{\"access_token\": <string>}}: {error}"),
+            reference,
+            Vec::new(),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -496,6 +524,28 @@ mod tests {
         // Only a heartbeat may leave its payload out.
         let cursor = serde_json::json!({"topic": "messenger", "action": "read"}).to_string();
         assert_eq!(parse(&cursor).unwrap_err().code, codes::INVALID_ENVELOPE);
+    }
+
+    #[test]
+    fn renew_frames_carry_a_token_and_bad_ones_are_refused() {
+        let renew =
+            r#"{"topic":"messenger","action":"renew","payload":"{\"access_token\":\" abc.def.ghi \"}","ref":"r1"}"#;
+        assert_eq!(
+            parse(renew).unwrap(),
+            ClientCommand::Renew {
+                reference: Some("r1".to_owned()),
+                access_token: "abc.def.ghi".to_owned()
+            }
+        );
+        for payload in [
+            r#"{}"#,
+            r#"{\"access_token\":\"  \"}"#,
+            r#"{\"access_token\":7}"#,
+            "nope",
+        ] {
+            let frame = format!(r#"{{"topic":"messenger","action":"renew","payload":"{payload}"}}"#);
+            assert_eq!(parse(&frame).unwrap_err().code, codes::INVALID_PAYLOAD, "{frame}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use chrono::NaiveDateTime;
 use futures::FutureExt;
 use mysql_async::prelude::Queryable;
 
-use crate::database::{Database, DbError};
+use crate::database::{Database, DbError, Freshness};
 
 /// One refresh token as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +54,46 @@ async fn insert<Q: Queryable>(queryable: &mut Q, record: &RefreshTokenRecord) ->
         .await
 }
 
+/// A revoked sign-in, as read back by [`revoked_since`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedFamily {
+    pub family_id: String,
+    pub user_id: String,
+    /// UTC.
+    pub revoked_at: NaiveDateTime,
+}
+
+/// Families revoked after `since` (UTC), oldest first, at most `limit`: read by every
+/// node, so that one that missed a peer's word of a sign-out still refuses its tokens.
+pub(super) async fn revoked_since(
+    database: &Database,
+    since: NaiveDateTime,
+    limit: u32,
+) -> Result<Vec<RevokedFamily>, DbError> {
+    let rows: Vec<(String, String, NaiveDateTime)> = database
+        .read(Freshness::MasterFirst, |connection| {
+            async move {
+                connection
+                    .exec(
+                        "SELECT family_id, MIN(user_id), MAX(revoked_at) FROM refresh_tokens \
+                         WHERE revoked_at > ? GROUP BY family_id ORDER BY MAX(revoked_at) LIMIT ?",
+                        (since, limit),
+                    )
+                    .await
+            }
+            .boxed()
+        })
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(family_id, user_id, revoked_at)| RevokedFamily {
+            family_id,
+            user_id,
+            revoked_at,
+        })
+        .collect())
+}
+
 /// Revokes the family of `presented_id` (sign-out). Returns false when the token is
 /// unknown or its family is revoked already.
 pub(super) async fn revoke_family(database: &Database, presented_id: &str, user_id: &str) -> Result<bool, DbError> {
@@ -63,7 +103,7 @@ pub(super) async fn revoke_family(database: &Database, presented_id: &str, user_
             async move {
                 transaction
                     .exec_drop(
-                        "UPDATE refresh_tokens SET revoked = 1 WHERE revoked = 0 AND user_id = ? AND family_id = \
+                        "UPDATE refresh_tokens SET revoked = 1, revoked_at = UTC_TIMESTAMP(6) WHERE revoked = 0 AND user_id = ? AND family_id = \
                          (SELECT family_id FROM (SELECT family_id FROM refresh_tokens WHERE id = ?) AS presented)",
                         (&user_id, &presented_id),
                     )
@@ -102,7 +142,7 @@ pub(super) async fn rotate(
                 if rotated_at.is_some() {
                     transaction
                         .exec_drop(
-                            "UPDATE refresh_tokens SET revoked = 1 WHERE family_id = ?",
+                            "UPDATE refresh_tokens SET revoked = 1, revoked_at = UTC_TIMESTAMP(6) WHERE revoked = 0 AND family_id = ?",
                             (&family_id,),
                         )
                         .await?;

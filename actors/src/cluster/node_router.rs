@@ -4,7 +4,7 @@
 //! RootSupervisor
 //!  └── NodeRouter (remote-capable; pg groups "parley.routers" and "parley.router.<node>")
 //!        from peers:  deliveries and receipts for users with sessions here, presence,
-//!                     heartbeats, snapshot requests
+//!                     heartbeats, snapshot requests, sign-outs
 //!        every tick:  heartbeat to every peer; peers silent past the failure timeout are
 //!                     declared dead (a frozen or partitioned peer never closes its TCP
 //!                     session, so the cluster layer alone would never notice)
@@ -158,6 +158,12 @@ fn handle_peer_message(services: &Arc<MessagingServices>, message: PeerMessage) 
         PeerMessage::PresenceChanged {
             recipients, presence, ..
         } => services.notify_presence_locally(&recipients, Arc::new(presence)),
+        PeerMessage::SignedOut {
+            user_id,
+            family_id,
+            until_ms,
+            ..
+        } => services.sign_out_device(&user_id, &family_id, until_ms, false),
     }
 }
 
@@ -267,6 +273,14 @@ pub async fn announce_online(services: &MessagingServices, user: &str, timeout: 
     let started = std::time::Instant::now();
     futures::future::join_all(calls).await;
     tracing::debug!(%user, elapsed = ?started.elapsed(), "announced online to peers");
+}
+
+/// Casts `message` to every live peer's router (dropped for unreachable ones).
+pub fn tell_every_peer(message: &PeerMessage) {
+    let bytes = message.to_bytes();
+    for router in remote_routers() {
+        let _ = router.cast(NodeRouterMessage::FromPeer(bytes.clone()));
+    }
 }
 
 /// Tells every peer that `user` has no session here any more.

@@ -32,6 +32,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "email_binary",
         sql: include_str!("../../../deploy/migrations/0003_email_binary.sql"),
     },
+    Migration {
+        version: 4,
+        name: "revoked_at",
+        sql: include_str!("../../../deploy/migrations/0004_revoked_at.sql"),
+    },
 ];
 
 /// The migration after whose statements stored emails are rewritten in NFC.

@@ -32,6 +32,7 @@ pub mod close_codes {
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// Internal error.
     pub const INTERNAL_ERROR: u16 = 1011;
+    pub use protocol::websocket::close_codes::{ACCESS_TOKEN_EXPIRED, SIGNED_OUT};
 }
 
 /// Why the socket is being closed.

@@ -9,8 +9,10 @@
 //!                pace the socket takes it, send `replay-complete`, then release the
 //!                held-back deliveries that the replay did not contain
 //!        frames: send-message → the chat's actor (ack after commit), received/read →
-//!                cursor moves, heartbeat → answered at once; a bad frame gets an
-//!                error frame, the socket stays open
+//!                cursor moves, heartbeat → answered at once, renew → a later expiry
+//!                of the socket's token; a bad frame gets an error frame, the socket
+//!                stays open
+//!        sign-out of its sign-in (here or on a peer) → closed with 4403
 //! ```
 //!
 //! The replay reads the master after registering, and a chat's seqs commit in order,
@@ -23,25 +25,26 @@ use tracing::Instrument;
 
 use protocol::websocket::{
     actions, AckPayload, DeliveredMessage, DeliveryPayload, Envelope, ErrorPayload, HeartbeatAnswerPayload, MessageAck,
-    PresencePayload, ReplayCompletePayload, StatusPayload,
+    PresencePayload, RenewedPayload, StatusPayload,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
 
 use crate::cluster::node_router::{announce_offline, announce_online};
 
+mod replay;
+use replay::stream_replay;
+
+use super::device_access::{AccessRefused, SocketGrant};
 use super::frames::{codes, parse_client_frame, ClientCommand, FrameError};
 use super::ordered_replies::OrderedReplies;
 use super::outbound::{close_codes, OutboundQueue};
 use super::session_registry::{RegisteredSession, SessionId};
-use super::store::{self, SendError};
+use super::store::SendError;
 use super::{delivery_envelope, MessagingServices};
 
 /// How long a connecting session waits for each peer to record its user.
 const ANNOUNCE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// Messages in one replayed `send-message` frame.
-const REPLAY_BATCH: usize = 100;
 
 /// The `Session` actor.
 pub struct Session;
@@ -51,6 +54,8 @@ pub struct SessionArguments {
     pub user_id: String,
     pub outbound: OutboundQueue,
     pub services: Arc<MessagingServices>,
+    /// The sign-in and expiry of the token the socket was opened with.
+    pub grant: SocketGrant,
 }
 
 /// A client frame's place among the frames a socket may have in the node at once. The
@@ -85,6 +90,8 @@ pub enum SessionMessage {
     ReplaySent(HashMap<String, u64>),
     /// Close the socket with this code (1001 when the node stops).
     Close { code: u16, reason: String },
+    /// A sign-in of this user was revoked: the socket closes with 4403 if it lives on it.
+    SignedOut { family_id: String },
 }
 
 enum Phase {
@@ -104,6 +111,8 @@ pub struct SessionState {
     replies: OrderedReplies,
     services: Arc<MessagingServices>,
     phase: Phase,
+    /// The sign-in the socket lives on (a `renew` may move it to another of the user's).
+    grant: SocketGrant,
 }
 
 impl SessionState {
@@ -133,6 +142,15 @@ impl Actor for Session {
                 actor: myself.clone(),
             },
         );
+        // Registered first, checked second: a sign-out recorded in between finds this
+        // session registered, one recorded before is seen here. Either way it closes.
+        if let Some(family_id) = &arguments.grant.family_id {
+            if services.revoked_families.is_revoked(family_id) {
+                let _ = myself.cast(SessionMessage::SignedOut {
+                    family_id: family_id.clone(),
+                });
+            }
+        }
         // Every peer must route this user's deliveries here before the replay reads the
         // database, or a message committed on a peer in between would reach no one.
         announce_online(&services, &arguments.user_id, ANNOUNCE_TIMEOUT).await;
@@ -152,6 +170,7 @@ impl Actor for Session {
             outbound: arguments.outbound,
             services,
             phase: Phase::Replaying { held_back: Vec::new() },
+            grant: arguments.grant,
         })
     }
 
@@ -179,6 +198,14 @@ impl Actor for Session {
                     // Untraced: a browser sends one every few seconds, and their traces
                     // would bury those of the messages.
                     answer_heartbeat(state, reference, sent_at_ms);
+                    return Ok(());
+                }
+                if let Ok(ClientCommand::Renew {
+                    reference,
+                    access_token,
+                }) = parsed
+                {
+                    renew(state, reference, &access_token);
                     return Ok(());
                 }
                 // Each frame starts a trace of its own; the chat's commit and the
@@ -230,79 +257,19 @@ impl Actor for Session {
                 state.outbound.close(code, &reason);
                 myself.stop(Some(reason));
             }
+            SessionMessage::SignedOut { family_id } => {
+                if state.grant.family_id.as_deref() == Some(family_id.as_str()) {
+                    tracing::info!(user_id = %state.user_id, "socket closed: its sign-in was signed out");
+                    state.outbound.close(
+                        close_codes::SIGNED_OUT,
+                        "signed out: this sign-in was revoked; sign in again",
+                    );
+                    myself.stop(Some("signed out".to_owned()));
+                }
+            }
         }
         Ok(())
     }
-}
-
-/// Reads the replay a page at a time and queues it at the pace the socket takes it (a
-/// long backlog is not a slow reader, and never sits in the node whole), then tells
-/// the session to go live. A socket holds one page at most. Of one user's replays on
-/// this node one reads the database at a time; a replay waiting for its client to read
-/// does not hold up the others.
-async fn stream_replay(
-    services: Arc<MessagingServices>,
-    user: String,
-    outbound: OutboundQueue,
-    session: ActorRef<SessionMessage>,
-) {
-    let mut pages = store::PendingPages::new(services.database.clone(), &user);
-    let mut replayed = 0_u64;
-    let mut replayed_up_to: HashMap<String, u64> = HashMap::new();
-    loop {
-        let next_page = async {
-            let _turn = services.replay_turns.take(&user).await;
-            pages.next_page().await
-        };
-        let page = match next_page.await {
-            Ok(Some(page)) => page,
-            Ok(None) => break,
-            Err(error) => {
-                let _ = session.cast(SessionMessage::ReplayFailed {
-                    reason: error.to_string(),
-                });
-                return;
-            }
-        };
-        replayed += page.len() as u64;
-        for (chat_id, messages) in replay_frames(page, &mut replayed_up_to) {
-            let frame = delivery_envelope(&DeliveryPayload { chat_id, messages }).to_text();
-            if outbound.push_replay(frame).await.is_err() {
-                return;
-            }
-        }
-    }
-    if replayed > 0 {
-        services.metrics.resume_replays.inc();
-        services.metrics.resume_replayed_messages.inc_by(replayed);
-    }
-    let node = services.node_name.clone();
-    let complete = Envelope::messenger(
-        actions::REPLAY_COMPLETE,
-        &ReplayCompletePayload { replayed, node },
-        None,
-    );
-    if outbound.push_replay(complete.to_text()).await.is_ok() {
-        let _ = session.cast(SessionMessage::ReplaySent(replayed_up_to));
-    }
-}
-
-/// A page of the replay as delivery frames of up to [`REPLAY_BATCH`] messages of one
-/// chat each; notes the highest seq of each chat.
-fn replay_frames(
-    page: Vec<DeliveredMessage>,
-    replayed_up_to: &mut HashMap<String, u64>,
-) -> Vec<(String, Vec<DeliveredMessage>)> {
-    let mut by_chat: Vec<(String, Vec<DeliveredMessage>)> = Vec::new();
-    for message in page {
-        let top = replayed_up_to.entry(message.chat_id.clone()).or_insert(0);
-        *top = (*top).max(message.seq);
-        match by_chat.last_mut() {
-            Some((chat_id, batch)) if *chat_id == message.chat_id && batch.len() < REPLAY_BATCH => batch.push(message),
-            _ => by_chat.push((message.chat_id.clone(), vec![message])),
-        }
-    }
-    by_chat
 }
 
 /// The replay is out: release the held-back live deliveries it did not contain.
@@ -337,6 +304,35 @@ fn answer_heartbeat(state: &SessionState, reference: Option<String>, sent_at_ms:
         node: state.services.node_name.clone(),
     };
     state.push(&Envelope::messenger(actions::HEARTBEAT, &answer, reference));
+}
+
+/// Takes a fresh access token for the socket: the same user's, valid and not signed
+/// out. The socket then lives until the new token's expiry, on its sign-in.
+fn renew(state: &mut SessionState, reference: Option<String>, access_token: &str) {
+    let refusal = |message: &str| FrameError {
+        code: codes::INVALID_TOKEN,
+        message: message.to_owned(),
+        reference: reference.clone(),
+        client_ids: Vec::new(),
+    };
+    let answer = match state.services.access_check.check_access(access_token) {
+        Ok(grant) if grant.user_id == state.user_id => {
+            state.grant.expiry.extend_to(grant.expires_at_ms);
+            state.grant.family_id = grant.family_id;
+            let renewed = RenewedPayload {
+                expires_at_ms: state.grant.expiry.expires_at_ms(),
+            };
+            Envelope::messenger(actions::RENEWED, &renewed, reference.clone())
+        }
+        Ok(_) => error_envelope(&refusal("the token is another user's; this socket keeps its token")),
+        Err(AccessRefused::SignedOut) => error_envelope(&refusal(
+            "the token's sign-in was signed out; this socket keeps its token",
+        )),
+        Err(AccessRefused::Invalid) => error_envelope(&refusal(
+            "the token is invalid or expired; this socket keeps its token until it expires",
+        )),
+    };
+    state.push(&answer);
 }
 
 /// Handles one client frame. `in_flight` moves into the frame's answer and is given back
@@ -416,6 +412,8 @@ async fn handle_client_frame(
             });
         }
         ClientCommand::Heartbeat { reference, sent_at_ms } => answer_heartbeat(state, reference, sent_at_ms),
+        // Handled before tracing, like heartbeats.
+        ClientCommand::Renew { .. } => {}
     }
 }
 

@@ -126,7 +126,7 @@ pub(crate) async fn sign_in(state: AppState, client: IpAddr, body: Bytes) -> Res
         })
         .await?;
     let pair = TokenPair {
-        access_token: state.tokens.issue_access(&user_id, now),
+        access_token: state.tokens.issue_access(&user_id, &refresh.family_id, now),
         refresh_token: refresh.token,
     };
     Ok(json_response(StatusCode::OK, &pair))
@@ -137,17 +137,18 @@ pub(crate) async fn sign_in(state: AppState, client: IpAddr, body: Bytes) -> Res
 pub(crate) async fn refresh(state: AppState, body: Bytes) -> Result<Response, ApiError> {
     let request: RefreshTokenRequest = json_body(&body)?;
     let claims = state.tokens.verify_refresh(&request.refresh_token)?;
+    let family_id = claims.fam.clone().unwrap_or_default();
     if let Err(gone) = require_existing_user(&state, claims.sub.clone()).await {
         // Nothing of a deleted user's sign-in may live on.
         state.accounts.revoke_refresh_family(&claims.jti, &claims.sub).await?;
+        end_device(&state, &claims.sub, &family_id);
         return Err(gone);
     }
-    let family_id = claims.fam.clone().unwrap_or_default();
     let now = Utc::now();
     let next = state.tokens.issue_refresh(&claims.sub, &family_id, now);
     let record = RefreshTokenRecord {
         id: next.id.clone(),
-        family_id,
+        family_id: family_id.clone(),
         user_id: claims.sub.clone(),
         expires_at: next.expires_at.naive_utc(),
     };
@@ -155,12 +156,13 @@ pub(crate) async fn refresh(state: AppState, body: Bytes) -> Result<Response, Ap
         RotationOutcome::Rotated => Ok(json_response(
             StatusCode::OK,
             &TokenPair {
-                access_token: state.tokens.issue_access(&claims.sub, now),
+                access_token: state.tokens.issue_access(&claims.sub, &family_id, now),
                 refresh_token: next.token,
             },
         )),
         RotationOutcome::ReuseDetected => {
             tracing::warn!(user_id = %claims.sub, "refresh token reused; family revoked");
+            end_device(&state, &claims.sub, &family_id);
             Err(ApiError::unauthorized(
                 "this refresh token was already used; every session of its sign-in is revoked, sign in again",
             ))
@@ -172,7 +174,7 @@ pub(crate) async fn refresh(state: AppState, body: Bytes) -> Result<Response, Ap
 }
 
 #[utoipa::path(post, path = "/auth/sign-out", tag = "auth", request_body = RefreshTokenRequest,
-    responses((status = 204, description = "every refresh token of this sign-in is revoked"), (status = 400, description = "bad input, named in the message", body = ErrorBody), (status = 401, description = "invalid, expired or already revoked refresh token", body = ErrorBody), (status = 503, description = "the database is unavailable; retry", body = ErrorBody)))]
+    responses((status = 204, description = "the sign-in is ended: its refresh tokens are revoked, its access tokens are refused on every node, and its websockets close with 4403 within a second"), (status = 400, description = "bad input, named in the message", body = ErrorBody), (status = 401, description = "invalid, expired or already revoked refresh token", body = ErrorBody), (status = 503, description = "the database is unavailable; retry", body = ErrorBody)))]
 pub(crate) async fn sign_out(state: AppState, body: Bytes) -> Result<Response, ApiError> {
     let request: RefreshTokenRequest = json_body(&body)?;
     let claims = state.tokens.verify_refresh(&request.refresh_token)?;
@@ -181,11 +183,19 @@ pub(crate) async fn sign_out(state: AppState, body: Bytes) -> Result<Response, A
             "the refresh token is invalid or already revoked",
         ));
     }
+    end_device(&state, &claims.sub, claims.fam.as_deref().unwrap_or_default());
     tracing::info!(user_id = %claims.sub, "signed out");
     Ok(warp::reply::Reply::into_response(warp::reply::with_status(
         warp::reply(),
         StatusCode::NO_CONTENT,
     )))
+}
+
+/// After its refresh family is revoked: the sign-in's access tokens are refused and its
+/// sockets closed (4403), here and on every peer at once.
+fn end_device(state: &AppState, user_id: &str, family_id: &str) {
+    let until_ms = state.tokens.revoked_until_ms(Utc::now());
+    state.messaging.sign_out_device(user_id, family_id, until_ms, true);
 }
 
 #[utoipa::path(get, path = "/auth/user/get-by-email", tag = "auth", security(("access_token" = [])),

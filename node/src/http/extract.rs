@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::errors::ApiError;
 use crate::app_state::AppState;
 use crate::tokens::TokenIssuer;
+use actors::messaging::device_access::AccessGrant;
 
 /// A JSON body of type `T`, naming the problem (syntax, missing field, wrong type).
 pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -77,6 +78,12 @@ pub fn uuid_field(name: &str, value: &str) -> Result<String, ApiError> {
 /// The caller's user id from the `Authorization` header: the raw token as the seed sends
 /// it, or `Bearer <token>`.
 pub fn authenticated_user(tokens: &TokenIssuer, authorization: Option<&str>) -> Result<String, ApiError> {
+    access_grant(tokens, authorization).map(|grant| grant.user_id)
+}
+
+/// What the caller's access token grants (user, sign-in, expiry), from the header forms
+/// [`authenticated_user`] takes.
+pub fn access_grant(tokens: &TokenIssuer, authorization: Option<&str>) -> Result<AccessGrant, ApiError> {
     let header = authorization
         .map(str::trim)
         .filter(|value| !value.is_empty())
@@ -85,7 +92,7 @@ pub fn authenticated_user(tokens: &TokenIssuer, authorization: Option<&str>) -> 
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
         _ => header,
     };
-    Ok(tokens.verify_access(token)?)
+    Ok(tokens.access_grant(token)?)
 }
 
 /// Like [`authenticated_user`], and the token's user must still exist: tokens are
@@ -122,9 +129,9 @@ mod tests {
 
     #[test]
     fn both_token_header_forms_work() {
-        let tokens = TokenIssuer::new(&"s".repeat(40), 60, 60);
+        let tokens = TokenIssuer::new(&"s".repeat(40), 60, 60, Default::default());
         let user = "6a3b2f50-7d0c-4a4e-9f0e-0d1f8c2b3a41";
-        let token = tokens.issue_access(user, chrono::Utc::now());
+        let token = tokens.issue_access(user, "family", chrono::Utc::now());
         assert_eq!(authenticated_user(&tokens, Some(&token)).unwrap(), user);
         assert_eq!(
             authenticated_user(&tokens, Some(&format!("Bearer {token}"))).unwrap(),

@@ -1,5 +1,5 @@
 //! `/health/live` (the process answers) and `/health/ready` (it can serve: migrations
-//! applied and a database reachable).
+//! applied, recent sign-outs read, a database reachable).
 
 use serde::Serialize;
 use warp::http::StatusCode;
@@ -14,6 +14,8 @@ struct Health<'a> {
     status: &'a str,
     node: &'a str,
     migrations_applied: bool,
+    /// The sign-outs of the last access-token lifetime are read (their tokens refused).
+    sign_outs_loaded: bool,
     /// Heard from a peer (or has no seeds, or none answered within the join grace).
     cluster_joined: bool,
     /// Stopping: answering its last requests, not taking new users.
@@ -102,8 +104,12 @@ fn report(state: &AppState, liveness_only: bool) -> Response {
     let migrations_applied = state.readiness.migrations_applied();
     let draining = state.readiness.is_draining();
     let cluster_joined = state.readiness.cluster_joined();
-    let ready =
-        !draining && migrations_applied && cluster_joined && (master_healthy || !healthy_read_endpoints.is_empty());
+    let sign_outs_loaded = state.readiness.sign_outs_loaded();
+    let ready = !draining
+        && migrations_applied
+        && sign_outs_loaded
+        && cluster_joined
+        && (master_healthy || !healthy_read_endpoints.is_empty());
     let (status, label) = match (liveness_only, ready) {
         (true, _) => (StatusCode::OK, "live"),
         (false, true) => (StatusCode::OK, "ready"),
@@ -113,6 +119,7 @@ fn report(state: &AppState, liveness_only: bool) -> Response {
         status: label,
         node: &state.node_name,
         migrations_applied,
+        sign_outs_loaded,
         cluster_joined,
         draining,
         master_healthy,

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use protocol::websocket::{
     AckPayload, CursorPayload, DeliveredMessage, DeliveryPayload, Envelope, ErrorPayload, HeartbeatAnswerPayload,
-    HeartbeatPayload, MessageAck, OutgoingMessage, PresencePayload, ReplayCompletePayload, SendMessagePayload,
-    StatusPayload,
+    HeartbeatPayload, MessageAck, OutgoingMessage, PresencePayload, RenewPayload, RenewedPayload,
+    ReplayCompletePayload, SendMessagePayload, StatusPayload,
 };
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -58,6 +58,8 @@ pub const DOCUMENT_PATHS: [&str; 2] = ["/swagger/doc.json", "/openapi.json"];
         ReplayCompletePayload,
         HeartbeatPayload,
         HeartbeatAnswerPayload,
+        RenewPayload,
+        RenewedPayload,
         ErrorPayload,
     )),
     modifiers(&AccessTokenScheme),

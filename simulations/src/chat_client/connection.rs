@@ -4,7 +4,7 @@
 
 use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
-use protocol::websocket::{actions, CursorPayload, Envelope, SendMessagePayload};
+use protocol::websocket::{actions, CursorPayload, Envelope, RenewPayload, SendMessagePayload};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Duration, Instant};
@@ -15,6 +15,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::inbox::Inbox;
 use super::outbox::Outbox;
+use super::token_keeper::{RefreshFailure, TokenKeeper};
 use super::{ChatClientConfig, ChatClientEvent, ChatClientStats, ClientCommand};
 
 mod server_frames;
@@ -24,7 +25,12 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Why a connection ended.
 enum ConnectionEnd {
     ShutdownRequested,
-    Lost { reason: String, reached_live: bool },
+    /// The sign-in is over: the client stops.
+    SignedOut(String),
+    Lost {
+        reason: String,
+        reached_live: bool,
+    },
 }
 
 enum ConnectAttempt {
@@ -63,7 +69,9 @@ pub(super) async fn run_client(
     events: mpsc::UnboundedSender<ChatClientEvent>,
     stats: watch::Sender<ChatClientStats>,
 ) {
+    let tokens = TokenKeeper::new(&config.base_url, config.token.clone(), config.refresh_token.clone());
     let mut task = ClientTask {
+        tokens,
         config,
         commands,
         events,
@@ -82,6 +90,7 @@ pub(super) async fn run_client(
 
 struct ClientTask {
     config: ChatClientConfig,
+    tokens: TokenKeeper,
     commands: mpsc::UnboundedReceiver<ClientCommand>,
     events: mpsc::UnboundedSender<ChatClientEvent>,
     stats: watch::Sender<ChatClientStats>,
@@ -102,6 +111,11 @@ impl ClientTask {
                 (Some(first), 0) => first.clone(),
                 _ => self.config.base_url.clone(),
             };
+            if self.tokens.renewal_due() {
+                if let Err(RefreshFailure::SignedOut(reason)) = self.tokens.refresh().await {
+                    return self.stop_signed_out(reason);
+                }
+            }
             match self.connect(&base_url).await {
                 ConnectAttempt::ShutdownRequested => return,
                 ConnectAttempt::Failed(reason) => {
@@ -111,6 +125,7 @@ impl ClientTask {
                 }
                 ConnectAttempt::Open(socket) => match self.drive(*socket).await {
                     ConnectionEnd::ShutdownRequested => return,
+                    ConnectionEnd::SignedOut(reason) => return self.stop_signed_out(reason),
                     ConnectionEnd::Lost { reached_live, .. } => {
                         // A connection that got through its replay was a success: the
                         // next outage starts again from the shortest delay.
@@ -128,12 +143,17 @@ impl ClientTask {
         }
     }
 
+    fn stop_signed_out(&mut self, reason: String) {
+        tracing::info!(%reason, "chat client signed out; stopping");
+        self.emit(ChatClientEvent::SignedOut { reason });
+    }
+
     /// Opens a socket, queueing sends meanwhile.
     async fn connect(&mut self, base_url: &str) -> ConnectAttempt {
         let url = format!(
             "{}/messenger/ws?token={}",
             base_url.replacen("http", "ws", 1),
-            self.config.token
+            self.tokens.access_token()
         );
         let attempt = tokio::time::timeout(self.config.connect_timeout, tokio_tungstenite::connect_async(url));
         tokio::pin!(attempt);
@@ -220,7 +240,9 @@ impl ClientTask {
         let mut keepalive_tick = tokio::time::interval_at(now + keepalive_period, keepalive_period);
         let end = loop {
             let retry_at = self.outbox.next_retry_at();
+            let renew_at = self.tokens.renew_at();
             let step = tokio::select! {
+                _ = sleep_until_if_some(renew_at) => self.renew_token(&mut connection).await,
                 frame = stream.next() => self.on_frame(&mut connection, frame).await,
                 command = self.commands.recv() => self.on_command_while_connected(&mut connection, command).await,
                 _ = report_tick.tick() => self.send_received_reports(&mut connection).await,
@@ -339,6 +361,27 @@ impl ClientTask {
             self.counters.received_reports_sent += 1;
         }
         if let Err(error) = connection.sink.flush().await {
+            return Err(lost(format!("writing failed: {error}"), connection));
+        }
+        Ok(())
+    }
+
+    /// Fetches a fresh token pair and sends the access token over the socket. A passing
+    /// failure is tried again shortly; the socket lives on its old token meanwhile.
+    async fn renew_token(&mut self, connection: &mut OpenConnection) -> Result<(), ConnectionEnd> {
+        match self.tokens.refresh().await {
+            Ok(()) => {}
+            Err(RefreshFailure::SignedOut(reason)) => return Err(ConnectionEnd::SignedOut(reason)),
+            Err(failure @ RefreshFailure::Passing(_)) => {
+                tracing::debug!(%failure, "chat client could not renew its token yet");
+                return Ok(());
+            }
+        }
+        let renew = RenewPayload {
+            access_token: self.tokens.access_token().to_owned(),
+        };
+        let text = Envelope::messenger(actions::RENEW, &renew, None).to_text();
+        if let Err(error) = connection.sink.send(Message::text(text)).await {
             return Err(lost(format!("writing failed: {error}"), connection));
         }
         Ok(())

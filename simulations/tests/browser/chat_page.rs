@@ -19,6 +19,7 @@ return {
   status_state: line.dataset.state,
   status_node: line.dataset.node,
   replayed: line.dataset.replayed ? Number(line.dataset.replayed) : null,
+  connection: Number(line.dataset.connection || 0),
   status_text: line.textContent,
   error: byId("error-banner").hidden ? null : byId("error-text").textContent,
   auth_notice: byId("auth-notice").textContent,
@@ -47,6 +48,8 @@ pub struct PageSnapshot {
     pub status_node: String,
     /// Messages the server replayed when the current connection opened.
     pub replayed: Option<u64>,
+    /// Which of the page's sockets is the current one (1 is the first).
+    pub connection: u64,
     pub status_text: String,
     pub error: Option<String>,
     pub auth_notice: String,

@@ -3,7 +3,8 @@
 //! turns a connection live and releases the resends, refusals are retried or given up.
 
 use protocol::websocket::{
-    actions, AckPayload, DeliveryPayload, Envelope, ErrorPayload, PresencePayload, ReplayCompletePayload, StatusPayload,
+    actions, AckPayload, DeliveryPayload, Envelope, ErrorPayload, PresencePayload, RenewedPayload,
+    ReplayCompletePayload, StatusPayload,
 };
 use std::time::Duration;
 
@@ -30,6 +31,11 @@ impl ClientTask {
             Some(Err(error)) => Err(lost(format!("reading failed: {error}"), connection)),
             Some(Ok(Message::Close(close))) => {
                 let code = close.map(|close| u16::from(close.code));
+                if code == Some(protocol::websocket::close_codes::SIGNED_OUT) {
+                    return Err(ConnectionEnd::SignedOut(
+                        "the server closed the socket: signed out".to_owned(),
+                    ));
+                }
                 Err(lost(format!("closed by the server with {code:?}"), connection))
             }
             Some(Ok(Message::Text(text))) => {
@@ -78,6 +84,15 @@ impl ClientTask {
             actions::STATUS => match envelope.decode_payload::<StatusPayload>() {
                 Ok(status) => {
                     self.emit(ChatClientEvent::Status(status));
+                    Ok(())
+                }
+                Err(error) => ignore_undecodable(&envelope, &error),
+            },
+            actions::RENEWED => match envelope.decode_payload::<RenewedPayload>() {
+                Ok(renewed) => {
+                    self.emit(ChatClientEvent::TokenRenewed {
+                        expires_at_ms: renewed.expires_at_ms,
+                    });
                     Ok(())
                 }
                 Err(error) => ignore_undecodable(&envelope, &error),
