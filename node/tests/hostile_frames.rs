@@ -1,6 +1,6 @@
 //! The hostile-input table over the websocket: SQL injection strings, NUL and control
 //! characters, lone surrogates, huge, negative and wrongly typed numbers, duplicate keys,
-//! wrong JSON types and invalid UTF-8. Every row asserts its error frame (or close code)
+//! wrong JSON types, invalid UTF-8, and tokens a socket may not renew with. Every row asserts its error frame (or close code)
 //! and that no table changed; the socket, and every other user's, keeps working.
 
 #[path = "support/data_snapshot.rs"]
@@ -31,6 +31,13 @@ async fn hostile_frames_get_error_frames_and_change_nothing() {
     let pair = Pair::in_app(TestApp::spawn(servers, 1).await, "frames").await;
     let chat = pair.chat_id.as_str();
     let (mut bob, _, _) = connect_live(pair.app.http.base_url(), &pair.bob).await;
+    let bob_refresh = pair
+        .app
+        .http
+        .sign_in("bob.frames@email.com", "1234567890")
+        .await
+        .unwrap()
+        .refresh_token;
     let snapshot = DataSnapshot::take(servers, &pair.app.database).await;
 
     let injections = ["' OR '1'='1", "'; DROP TABLE messages; --", "1; SELECT SLEEP(5)"];
@@ -54,7 +61,38 @@ async fn hostile_frames_get_error_frames_and_change_nothing() {
             envelope(injection, "{}"),
             "unknown_action",
         ));
+        rows.push((
+            format!("renew with token {injection}"),
+            envelope(
+                actions::RENEW,
+                &serde_json::json!({"access_token": injection}).to_string(),
+            ),
+            "invalid_token",
+        ));
     }
+    rows.extend([
+        (
+            "renew with a number for a token".to_owned(),
+            envelope(actions::RENEW, r#"{"access_token":12}"#),
+            "invalid_payload",
+        ),
+        (
+            "renew with a refresh token".to_owned(),
+            envelope(
+                actions::RENEW,
+                &serde_json::json!({"access_token": bob_refresh}).to_string(),
+            ),
+            "invalid_token",
+        ),
+        (
+            "renew with another user's token".to_owned(),
+            envelope(
+                actions::RENEW,
+                &serde_json::json!({"access_token": pair.alice}).to_string(),
+            ),
+            "invalid_token",
+        ),
+    ]);
     let cursor = |seq: &str| envelope(actions::RECEIVED, &format!(r#"{{"chat_id":"{chat}","seq":{seq}}}"#));
     rows.extend([
         (
