@@ -14,6 +14,8 @@
 
 pub mod chat;
 pub mod device_access;
+#[cfg(test)]
+mod in_process_tests;
 /// Pure parsing, in `parley-checks` so the fuzz targets build it without the runtime.
 pub use checks::frames;
 pub mod ordered_replies;
@@ -22,6 +24,7 @@ pub mod presence;
 pub mod replay_turns;
 pub mod session;
 pub mod session_registry;
+pub mod storage;
 pub mod store;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,7 +35,7 @@ use protocol::websocket::{actions, DeliveryPayload, Envelope, OutgoingMessage, P
 
 use crate::cluster::node_router::{send_to, tell_every_peer};
 use crate::cluster::peers::Peers;
-use crate::database::{Database, DbError};
+use crate::database::DbError;
 use crate::metrics::Metrics;
 use crate::rate_limits::KeyedRateLimiter;
 use crate::trace_context::TracePropagation;
@@ -43,6 +46,7 @@ use presence::{PresenceAnnouncer, PresenceChange};
 use replay_turns::ReplayTurns;
 use session::SessionMessage;
 use session_registry::{SessionId, SessionRegistry};
+use storage::MessagingStorage;
 use store::{CommittedMessage, CursorKind, SendError};
 
 /// The outcome of a frame queued on a chat's actor.
@@ -73,7 +77,8 @@ pub struct MessagingServices {
     pub node_name: String,
     /// The cluster as this node sees it; its name carries the incarnation.
     pub peers: Peers,
-    pub database: Database,
+    /// What the actors read and write (MariaDB on a node, in memory in tests).
+    pub storage: Arc<dyn MessagingStorage>,
     pub sessions: SessionRegistry,
     pub chats: ChatDirectory,
     pub frame_limits: FrameLimits,
@@ -112,7 +117,7 @@ impl MessagingServices {
     pub fn new(
         node_name: String,
         peers: Peers,
-        database: Database,
+        storage: Arc<dyn MessagingStorage>,
         limits: MessagingLimits,
         metrics: Arc<Metrics>,
         trace_propagation: Arc<dyn TracePropagation>,
@@ -127,7 +132,7 @@ impl MessagingServices {
         Arc::new_cyclic(|services| MessagingServices {
             node_name,
             peers,
-            database,
+            storage,
             sessions: SessionRegistry::default(),
             chats: ChatDirectory::default(),
             frame_limits,

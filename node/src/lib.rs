@@ -23,6 +23,7 @@ use actors::database::migrations::apply_migrations;
 use actors::database::Database;
 use actors::messaging::device_access::RevokedFamilies;
 use actors::messaging::outbound::close_codes;
+use actors::messaging::storage::MariaDbStorage;
 use actors::messaging::{MessagingLimits, MessagingServices};
 use actors::metrics::Metrics;
 use actors::supervisor::{RootSupervisor, RootSupervisorArguments};
@@ -100,7 +101,7 @@ pub async fn run(
     let messaging = MessagingServices::new(
         config.node_name.clone(),
         peers,
-        database.clone(),
+        Arc::new(MariaDbStorage::new(database.clone())),
         MessagingLimits {
             frame_limits: config.frame_limits(),
             outbound_capacity: config.outbound_queue_frames,

@@ -20,7 +20,7 @@ use ractor_cluster::RactorMessage;
 use tracing::Instrument;
 
 use super::session_registry::SessionId;
-use super::store::{self, CommittedMessage, CursorKind, FrameToCommit, SendError};
+use super::store::{CommittedMessage, CursorKind, FrameToCommit, SendError};
 use super::MessagingServices;
 
 /// A chat with no traffic for this long stops; the next send starts it again.
@@ -120,7 +120,9 @@ async fn flush(
     for queued in &batch[1..] {
         commit_span.follows_from(&queued.trace);
     }
-    let committed = store::commit_frames(&services.database, &state.chat_id, &frames)
+    let committed = services
+        .storage
+        .commit_frames(&state.chat_id, &frames)
         .instrument(commit_span)
         .await;
     match committed {
@@ -163,7 +165,7 @@ impl ChatState {
         if let Some(members) = &self.members {
             return Ok(members.clone());
         }
-        let members = store::chat_members(&services.database, &self.chat_id).await?;
+        let members = services.storage.chat_members(&self.chat_id).await?;
         if !members.is_empty() {
             self.members = Some(members.clone());
         }
@@ -227,7 +229,7 @@ impl Actor for ChatActor {
             }
             ChatMessage::MoveCursor { user, kind, seq, reply } => {
                 state.last_activity = Instant::now();
-                let outcome = match store::advance_cursor(&services.database, &user, &state.chat_id, kind, seq).await {
+                let outcome = match services.storage.advance_cursor(&user, &state.chat_id, kind, seq).await {
                     Ok(Some(cursor)) => Ok(cursor),
                     Ok(None) => Err(SendError::ChatNotFound),
                     Err(error) => Err(SendError::Database(error)),

@@ -72,7 +72,7 @@ async fn announce_batches(mut queued: mpsc::UnboundedReceiver<PresenceChange>, s
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        match companions_of_users(&services.database, &users).await {
+        match services.storage.companions_of_users(&users).await {
             Ok(companions) => {
                 // In arrival order: a user who left and came back ends up online.
                 for change in batch.drain(..) {
@@ -111,7 +111,10 @@ fn dispatch(services: &MessagingServices, change: PresenceChange, companions: &[
 
 /// Everyone sharing a chat with each of `users`. A replica that knows of none for a user
 /// may simply not have the user's first chat yet: the master confirms those.
-async fn companions_of_users(database: &Database, users: &[String]) -> Result<HashMap<String, Vec<String>>, DbError> {
+pub(super) async fn companions_of_users(
+    database: &Database,
+    users: &[String],
+) -> Result<HashMap<String, Vec<String>>, DbError> {
     let mut companions = lookup(database, Freshness::Any, users).await?;
     let unconfirmed: Vec<String> = users
         .iter()

@@ -3,6 +3,7 @@
 mod batched_statements;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{NaiveDateTime, SubsecRound, Utc};
 use futures::FutureExt;
@@ -12,9 +13,12 @@ use protocol::websocket::{DeliveredMessage, OutgoingMessage};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::storage::MessagingStorage;
 use crate::database::{Database, DbError, Freshness};
 use crate::time_format::format_utc;
-use batched_statements::{insert_messages, stored_by_client_id, NewMessageRow, StoredMessage};
+/// A stored message as a resend finds it: id, chat, seq, text, create time.
+pub(crate) use batched_statements::StoredMessage;
+use batched_statements::{insert_messages, stored_by_client_id, NewMessageRow};
 /// Defined with the frame parser, which produces it; the store decides which column it moves.
 pub use checks::frames::CursorKind;
 
@@ -104,7 +108,8 @@ enum ResendLookup {
     LookUp,
 }
 
-type FrameOutcomes = Vec<Result<Vec<CommittedMessage>, SendError>>;
+/// Each frame's outcome, in frame order.
+pub type FrameOutcomes = Vec<Result<Vec<CommittedMessage>, SendError>>;
 
 async fn commit_once(
     database: &Database,
@@ -164,9 +169,9 @@ fn client_ids_by_member<'f>(frames: &'f [FrameToCommit], members: &[String]) -> 
 }
 
 /// What a batch commits: each frame's outcome in order, and the sequence it ends at.
-struct BatchPlan {
-    outcomes: FrameOutcomes,
-    last_seq: u64,
+pub(crate) struct BatchPlan {
+    pub(crate) outcomes: FrameOutcomes,
+    pub(crate) last_seq: u64,
 }
 
 impl BatchPlan {
@@ -190,7 +195,7 @@ impl BatchPlan {
 /// Assigns sequence numbers after `last_seq`, in frame order. A `client_id` stored before,
 /// or earlier in this same batch (a resend while the first send waited), gets the
 /// original message back instead of a new row.
-fn plan_batch(
+pub(crate) fn plan_batch(
     chat_id: &str,
     frames: &[FrameToCommit],
     members: &[String],
@@ -360,7 +365,7 @@ type PendingRow = (String, String, u64, String, String, NaiveDateTime, Option<St
 /// [`REPLAY_AT_ONCE`] does the replay go through each chat, [`REPLAY_PAGE`] messages a
 /// page.
 pub struct PendingPages {
-    database: Database,
+    storage: Arc<dyn MessagingStorage>,
     user: String,
     reading: PendingReading,
 }
@@ -376,9 +381,9 @@ enum PendingReading {
 }
 
 impl PendingPages {
-    pub fn new(database: Database, user: &str) -> PendingPages {
+    pub fn new(storage: Arc<dyn MessagingStorage>, user: &str) -> PendingPages {
         PendingPages {
-            database,
+            storage,
             user: user.to_owned(),
             reading: PendingReading::Start,
         }
@@ -390,23 +395,18 @@ impl PendingPages {
             match &mut self.reading {
                 PendingReading::Done => return Ok(None),
                 PendingReading::Start => {
-                    let mut at_once = read_pending_at_once(&self.database, &self.user).await?;
+                    let mut at_once = self.storage.pending_messages(&self.user, REPLAY_AT_ONCE + 1).await?;
                     if at_once.len() as u64 <= REPLAY_AT_ONCE {
                         self.reading = PendingReading::Done;
                         if at_once.is_empty() {
                             return Ok(None);
                         }
-                        at_once.sort_unstable_by(|left, right| (&left.0, left.2).cmp(&(&right.0, right.2)));
-                        return Ok(Some(
-                            at_once
-                                .into_iter()
-                                .map(|(chat_id, id, seq, sender, text, create_time, client_id)| {
-                                    delivered(id, chat_id, seq, &sender, text, create_time, client_id.as_deref())
-                                })
-                                .collect(),
-                        ));
+                        at_once.sort_unstable_by(|left, right| {
+                            (&left.chat_id, left.seq).cmp(&(&right.chat_id, right.seq))
+                        });
+                        return Ok(Some(at_once));
                     }
-                    let chats = read_pending_cursors(&self.database, &self.user).await?;
+                    let chats = self.storage.pending_cursors(&self.user).await?;
                     self.reading = PendingReading::ChatByChat { chats: chats.into() };
                 }
                 PendingReading::ChatByChat { chats } => {
@@ -414,7 +414,7 @@ impl PendingPages {
                         self.reading = PendingReading::Done;
                         return Ok(None);
                     };
-                    let page = read_chat_page(&self.database, &chat_id, after).await?;
+                    let page = self.storage.chat_page(&chat_id, after, REPLAY_PAGE).await?;
                     match page.last() {
                         // A full page: the chat may have more after its last seq.
                         Some(last) if page.len() as u64 == REPLAY_PAGE => {
@@ -433,9 +433,13 @@ impl PendingPages {
     }
 }
 
-/// Up to [`REPLAY_AT_ONCE`] + 1 pending messages of all of `user`'s chats, unsorted.
-async fn read_pending_at_once(database: &Database, user: &str) -> Result<Vec<PendingRow>, DbError> {
-    database
+/// Up to `limit` pending messages of all of `user`'s chats, unsorted.
+pub(super) async fn read_pending_messages(
+    database: &Database,
+    user: &str,
+    limit: u64,
+) -> Result<Vec<DeliveredMessage>, DbError> {
+    let rows: Vec<PendingRow> = database
         .read(Freshness::MasterFirst, move |conn| {
             let user = user.to_owned();
             async move {
@@ -448,17 +452,23 @@ async fn read_pending_at_once(database: &Database, user: &str) -> Result<Vec<Pen
                      msg.client_id FROM chat_members m \
                      JOIN messages msg ON msg.chat_id = m.chat_id AND msg.seq > m.received_seq \
                      WHERE m.user_id = ? LIMIT ?",
-                    (user, REPLAY_AT_ONCE + 1),
+                    (user, limit),
                 )
                 .await
             }
             .boxed()
         })
-        .await
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(chat_id, id, seq, sender, text, create_time, client_id)| {
+            delivered(id, chat_id, seq, &sender, text, create_time, client_id.as_deref())
+        })
+        .collect())
 }
 
 /// The chats of `user` with anything pending, and the user's received cursor in each.
-async fn read_pending_cursors(database: &Database, user: &str) -> Result<Vec<(String, u64)>, DbError> {
+pub(super) async fn read_pending_cursors(database: &Database, user: &str) -> Result<Vec<(String, u64)>, DbError> {
     database
         .read(Freshness::MasterFirst, move |conn| {
             let user = user.to_owned();
@@ -475,8 +485,13 @@ async fn read_pending_cursors(database: &Database, user: &str) -> Result<Vec<(St
         .await
 }
 
-/// Up to [`REPLAY_PAGE`] messages of `chat_id` after `after`, in `seq` order.
-async fn read_chat_page(database: &Database, chat_id: &str, after: u64) -> Result<Vec<DeliveredMessage>, DbError> {
+/// Up to `limit` messages of `chat_id` after `after`, in `seq` order.
+pub(super) async fn read_chat_page(
+    database: &Database,
+    chat_id: &str,
+    after: u64,
+    limit: u64,
+) -> Result<Vec<DeliveredMessage>, DbError> {
     type Row = (String, u64, String, String, NaiveDateTime, Option<String>);
     let page: Vec<Row> = database
         .read(Freshness::MasterFirst, |conn| {
@@ -485,7 +500,7 @@ async fn read_chat_page(database: &Database, chat_id: &str, after: u64) -> Resul
                 conn.exec(
                     "SELECT id, seq, user_id, text, create_time, client_id FROM messages \
                      WHERE chat_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-                    (chat_id, after, REPLAY_PAGE),
+                    (chat_id, after, limit),
                 )
                 .await
             }

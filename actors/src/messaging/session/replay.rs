@@ -25,7 +25,7 @@ pub(super) async fn stream_replay(
     outbound: OutboundQueue,
     session: ActorRef<SessionMessage>,
 ) {
-    let mut pages = store::PendingPages::new(services.database.clone(), &user);
+    let mut pages = store::PendingPages::new(Arc::clone(&services.storage), &user);
     let mut replayed = 0_u64;
     let mut replayed_up_to: HashMap<String, u64> = HashMap::new();
     loop {

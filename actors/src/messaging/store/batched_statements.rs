@@ -24,7 +24,7 @@ pub(super) struct NewMessageRow<'a> {
 }
 
 /// What is stored for a sender's `client_id` in a chat: id, chat, seq, text, create time.
-pub(super) type StoredMessage = (String, String, u64, String, NaiveDateTime);
+pub(crate) type StoredMessage = (String, String, u64, String, NaiveDateTime);
 
 /// Splits `count` rows into statement sizes, largest first: 70 rows are 64 + 4 + 1 + 1.
 fn statement_sizes(mut count: usize) -> Vec<usize> {

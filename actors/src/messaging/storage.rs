@@ -1,0 +1,136 @@
+//! The storage seam: what sessions, chats and presence need from the database, and
+//! nothing more. [`MariaDbStorage`] is the real one (MariaDB through [`Database`]'s
+//! routing); the in-memory one (tests only) lets the actors' logic be tested in-process,
+//! with no database server.
+//!
+//! Every method is one step the actors take; the SQL behind each lives in `store` and
+//! `presence`, next to the logic that reads it.
+
+#[cfg(test)]
+pub mod in_memory;
+
+use std::collections::HashMap;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use protocol::websocket::DeliveredMessage;
+
+use super::store::{self, CursorKind, FrameOutcomes, FrameToCommit};
+use crate::database::{Database, DbError};
+
+/// What the messaging actors read and write.
+pub trait MessagingStorage: Send + Sync + 'static {
+    /// Commits several frames for one chat in one transaction, in order: gap-free seqs, a
+    /// `client_id` already stored by its sender answered with the original message, a
+    /// sender who is not a member refused alone (`ChatNotFound` for every frame when the
+    /// chat does not exist).
+    fn commit_frames<'a>(
+        &'a self,
+        chat_id: &'a str,
+        frames: &'a [FrameToCommit],
+    ) -> BoxFuture<'a, Result<FrameOutcomes, DbError>>;
+
+    /// The members of a chat (empty when it does not exist).
+    fn chat_members<'a>(&'a self, chat_id: &'a str) -> BoxFuture<'a, Result<Vec<String>, DbError>>;
+
+    /// Moves `user`'s cursor in `chat_id` forward to `seq` (never backwards, never past
+    /// the chat's last message; read implies received). The cursor's new value, or
+    /// `None` when the user is not in the chat.
+    fn advance_cursor<'a>(
+        &'a self,
+        user: &'a str,
+        chat_id: &'a str,
+        kind: CursorKind,
+        seq: u64,
+    ) -> BoxFuture<'a, Result<Option<u64>, DbError>>;
+
+    /// Up to `limit` messages of all of `user`'s chats above the user's received cursors,
+    /// in any order (the caller sorts).
+    fn pending_messages<'a>(
+        &'a self,
+        user: &'a str,
+        limit: u64,
+    ) -> BoxFuture<'a, Result<Vec<DeliveredMessage>, DbError>>;
+
+    /// The chats of `user` with anything pending, and the user's received cursor in
+    /// each, by chat id.
+    fn pending_cursors<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<Vec<(String, u64)>, DbError>>;
+
+    /// Up to `limit` messages of `chat_id` after `after`, in seq order.
+    fn chat_page<'a>(
+        &'a self,
+        chat_id: &'a str,
+        after: u64,
+        limit: u64,
+    ) -> BoxFuture<'a, Result<Vec<DeliveredMessage>, DbError>>;
+
+    /// The people each of `users` shares a chat with (users with none are absent).
+    fn companions_of_users<'a>(
+        &'a self,
+        users: &'a [String],
+    ) -> BoxFuture<'a, Result<HashMap<String, Vec<String>>, DbError>>;
+}
+
+/// The storage of a running node: MariaDB, writes on the master, reads routed by
+/// [`Database`].
+pub struct MariaDbStorage {
+    database: Database,
+}
+
+impl MariaDbStorage {
+    pub fn new(database: Database) -> MariaDbStorage {
+        MariaDbStorage { database }
+    }
+}
+
+impl MessagingStorage for MariaDbStorage {
+    fn commit_frames<'a>(
+        &'a self,
+        chat_id: &'a str,
+        frames: &'a [FrameToCommit],
+    ) -> BoxFuture<'a, Result<FrameOutcomes, DbError>> {
+        store::commit_frames(&self.database, chat_id, frames).boxed()
+    }
+
+    fn chat_members<'a>(&'a self, chat_id: &'a str) -> BoxFuture<'a, Result<Vec<String>, DbError>> {
+        store::chat_members(&self.database, chat_id).boxed()
+    }
+
+    fn advance_cursor<'a>(
+        &'a self,
+        user: &'a str,
+        chat_id: &'a str,
+        kind: CursorKind,
+        seq: u64,
+    ) -> BoxFuture<'a, Result<Option<u64>, DbError>> {
+        store::advance_cursor(&self.database, user, chat_id, kind, seq).boxed()
+    }
+
+    fn pending_messages<'a>(
+        &'a self,
+        user: &'a str,
+        limit: u64,
+    ) -> BoxFuture<'a, Result<Vec<DeliveredMessage>, DbError>> {
+        store::read_pending_messages(&self.database, user, limit).boxed()
+    }
+
+    fn pending_cursors<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<Vec<(String, u64)>, DbError>> {
+        store::read_pending_cursors(&self.database, user).boxed()
+    }
+
+    fn chat_page<'a>(
+        &'a self,
+        chat_id: &'a str,
+        after: u64,
+        limit: u64,
+    ) -> BoxFuture<'a, Result<Vec<DeliveredMessage>, DbError>> {
+        store::read_chat_page(&self.database, chat_id, after, limit).boxed()
+    }
+
+    fn companions_of_users<'a>(
+        &'a self,
+        users: &'a [String],
+    ) -> BoxFuture<'a, Result<HashMap<String, Vec<String>>, DbError>> {
+        super::presence::companions_of_users(&self.database, users).boxed()
+    }
+}

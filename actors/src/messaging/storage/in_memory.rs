@@ -1,0 +1,248 @@
+//! An in-memory [`MessagingStorage`] for in-process tests of the actors' logic: the same
+//! rules as MariaDB's (the batch plan is the very function the MariaDB store uses), no
+//! server. Never the only proof of a behaviour: the real-process tests are.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use chrono::{SubsecRound, Utc};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use protocol::websocket::DeliveredMessage;
+
+use super::MessagingStorage;
+use crate::database::DbError;
+use crate::messaging::store::{plan_batch, CursorKind, FrameOutcomes, FrameToCommit, StoredMessage};
+
+/// One chat as stored.
+#[derive(Debug, Default)]
+struct StoredChat {
+    members: Vec<String>,
+    /// Per member: (received, read).
+    cursors: HashMap<String, (u64, u64)>,
+    /// In seq order.
+    messages: Vec<DeliveredMessage>,
+}
+
+impl StoredChat {
+    fn last_seq(&self) -> u64 {
+        self.messages.last().map_or(0, |message| message.seq)
+    }
+}
+
+/// Chats, members, messages and cursors in memory.
+#[derive(Debug, Default)]
+pub struct InMemoryStorage {
+    chats: Mutex<HashMap<String, StoredChat>>,
+    /// When set, every call fails as if the database were down.
+    unavailable: Mutex<bool>,
+}
+
+impl InMemoryStorage {
+    /// Creates a chat of `members`.
+    pub fn create_chat(&self, chat_id: &str, members: &[&str]) {
+        let chat = StoredChat {
+            members: members.iter().map(|member| member.to_string()).collect(),
+            cursors: members.iter().map(|member| (member.to_string(), (0, 0))).collect(),
+            messages: Vec::new(),
+        };
+        self.lock().insert(chat_id.to_owned(), chat);
+    }
+
+    /// Every message of a chat, in seq order.
+    pub fn messages(&self, chat_id: &str) -> Vec<DeliveredMessage> {
+        self.lock()
+            .get(chat_id)
+            .map(|chat| chat.messages.clone())
+            .unwrap_or_default()
+    }
+
+    /// Makes every call fail (true) or work again (false).
+    pub fn set_unavailable(&self, unavailable: bool) {
+        *self.unavailable.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = unavailable;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, StoredChat>> {
+        self.chats.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn check_available(&self) -> Result<(), DbError> {
+        if *self.unavailable.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) {
+            return Err(DbError::Unavailable {
+                endpoint: "in-memory".to_owned(),
+                reason: "made unavailable by the test".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    fn commit(&self, chat_id: &str, frames: &[FrameToCommit]) -> Result<FrameOutcomes, DbError> {
+        self.check_available()?;
+        let mut chats = self.lock();
+        let Some(chat) = chats.get_mut(chat_id) else {
+            return Ok(frames
+                .iter()
+                .map(|_| Err(crate::messaging::store::SendError::ChatNotFound))
+                .collect());
+        };
+        let stored: HashMap<(String, String), StoredMessage> = chat
+            .messages
+            .iter()
+            .filter_map(|message| {
+                let client_id = message.client_id.clone()?;
+                let create_time = chrono::DateTime::parse_from_rfc3339(&message.create_time)
+                    .map(|time| time.naive_utc())
+                    .unwrap_or_default();
+                let stored = (
+                    message.id.clone(),
+                    message.chat_id.clone(),
+                    message.seq,
+                    message.text.clone(),
+                    create_time,
+                );
+                Some(((message.user_id.clone(), client_id), stored))
+            })
+            .collect();
+        let now = Utc::now().naive_utc().trunc_subsecs(6);
+        let plan = plan_batch(chat_id, frames, &chat.members, stored, chat.last_seq(), now);
+        let new_messages = plan
+            .outcomes
+            .iter()
+            .filter_map(|outcome| outcome.as_ref().ok())
+            .flatten()
+            .filter(|committed| committed.newly_stored)
+            .map(|committed| committed.message.clone());
+        chat.messages.extend(new_messages);
+        Ok(plan.outcomes)
+    }
+
+    fn pending(&self, user: &str) -> Vec<DeliveredMessage> {
+        let chats = self.lock();
+        let mut pending = Vec::new();
+        for chat in chats.values() {
+            if let Some((received, _)) = chat.cursors.get(user) {
+                pending.extend(chat.messages.iter().filter(|message| message.seq > *received).cloned());
+            }
+        }
+        pending
+    }
+}
+
+impl MessagingStorage for InMemoryStorage {
+    fn commit_frames<'a>(
+        &'a self,
+        chat_id: &'a str,
+        frames: &'a [FrameToCommit],
+    ) -> BoxFuture<'a, Result<FrameOutcomes, DbError>> {
+        futures::future::ready(self.commit(chat_id, frames)).boxed()
+    }
+
+    fn chat_members<'a>(&'a self, chat_id: &'a str) -> BoxFuture<'a, Result<Vec<String>, DbError>> {
+        let members = self.check_available().map(|()| {
+            self.lock()
+                .get(chat_id)
+                .map(|chat| chat.members.clone())
+                .unwrap_or_default()
+        });
+        futures::future::ready(members).boxed()
+    }
+
+    fn advance_cursor<'a>(
+        &'a self,
+        user: &'a str,
+        chat_id: &'a str,
+        kind: CursorKind,
+        seq: u64,
+    ) -> BoxFuture<'a, Result<Option<u64>, DbError>> {
+        let outcome = self.check_available().map(|()| {
+            let mut chats = self.lock();
+            let chat = chats.get_mut(chat_id)?;
+            let last_seq = chat.last_seq();
+            let (received, read) = chat.cursors.get_mut(user)?;
+            let target = seq.min(last_seq);
+            *received = (*received).max(target);
+            match kind {
+                CursorKind::Received => Some(*received),
+                CursorKind::Read => {
+                    *read = (*read).max(target);
+                    Some(*read)
+                }
+            }
+        });
+        futures::future::ready(outcome).boxed()
+    }
+
+    fn pending_messages<'a>(
+        &'a self,
+        user: &'a str,
+        limit: u64,
+    ) -> BoxFuture<'a, Result<Vec<DeliveredMessage>, DbError>> {
+        let pending = self.check_available().map(|()| {
+            let mut pending = self.pending(user);
+            pending.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            pending
+        });
+        futures::future::ready(pending).boxed()
+    }
+
+    fn pending_cursors<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<Vec<(String, u64)>, DbError>> {
+        let cursors = self.check_available().map(|()| {
+            let chats = self.lock();
+            let mut cursors: Vec<(String, u64)> = chats
+                .iter()
+                .filter_map(|(chat_id, chat)| {
+                    let (received, _) = chat.cursors.get(user)?;
+                    (chat.last_seq() > *received).then(|| (chat_id.clone(), *received))
+                })
+                .collect();
+            cursors.sort();
+            cursors
+        });
+        futures::future::ready(cursors).boxed()
+    }
+
+    fn chat_page<'a>(
+        &'a self,
+        chat_id: &'a str,
+        after: u64,
+        limit: u64,
+    ) -> BoxFuture<'a, Result<Vec<DeliveredMessage>, DbError>> {
+        let page = self.check_available().map(|()| {
+            let chats = self.lock();
+            chats
+                .get(chat_id)
+                .map(|chat| {
+                    chat.messages
+                        .iter()
+                        .filter(|message| message.seq > after)
+                        .take(usize::try_from(limit).unwrap_or(usize::MAX))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default()
+        });
+        futures::future::ready(page).boxed()
+    }
+
+    fn companions_of_users<'a>(
+        &'a self,
+        users: &'a [String],
+    ) -> BoxFuture<'a, Result<HashMap<String, Vec<String>>, DbError>> {
+        let companions = self.check_available().map(|()| {
+            let chats = self.lock();
+            let mut companions: HashMap<String, Vec<String>> = HashMap::new();
+            for chat in chats.values() {
+                for user in users.iter().filter(|user| chat.members.contains(user)) {
+                    let theirs = companions.entry(user.clone()).or_default();
+                    for other in chat.members.iter().filter(|other| *other != user) {
+                        if !theirs.contains(other) {
+                            theirs.push(other.clone());
+                        }
+                    }
+                }
+            }
+            companions
+        });
+        futures::future::ready(companions).boxed()
+    }
+}
