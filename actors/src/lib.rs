@@ -1,9 +1,8 @@
 //! Parley's actors and the domain logic they run.
 //!
-//! ```text
-//! RootSupervisor
-//!  └── DbRouter          probes master and read endpoints, keeps the routing health
-//! ```
+//! Every node runs one supervision tree, drawn in [`supervisor`]: the `RootSupervisor`
+//! over the `DbRouter`, the cluster `Membership`, the `NodeRouter` and the
+//! `MessagingSupervisor`, which is the parent of every `Session` and `Chat`.
 //!
 //! Queries never pass through an actor's mailbox: request tasks run them
 //! concurrently on the pools of a [`database::Database`] handle, and the

@@ -1,8 +1,7 @@
 //! Websocket messaging: sessions, chats, delivery, resume.
 //!
 //! ```text
-//! RootSupervisor
-//!  ├── DbRouter
+//! MessagingSupervisor (under the RootSupervisor; the whole tree is in crate::supervisor)
 //!  ├── Session per websocket (local)   parses frames, writes deliveries, replays on connect
 //!  └── Chat per active chat (local)    commits sends, delivers to members' sessions
 //!
@@ -16,6 +15,7 @@ pub mod chat;
 pub mod device_access;
 #[cfg(test)]
 mod in_process_tests;
+pub mod messaging_supervisor;
 /// Pure parsing, in `parley-checks` so the fuzz targets build it without the runtime.
 pub use checks::frames;
 pub mod ordered_replies;
@@ -98,6 +98,9 @@ pub struct MessagingServices {
     pub access_check: Arc<dyn AccessTokenCheck>,
     presence: PresenceAnnouncer,
     next_session_id: AtomicU64,
+    /// The `MessagingSupervisor` that sessions and chats are spawned under (none before
+    /// it starts, and in tests that run the actors bare).
+    supervisor: std::sync::Mutex<Option<ractor::ActorCell>>,
 }
 
 /// What one user or socket may do, for [`MessagingServices::new`].
@@ -145,7 +148,69 @@ impl MessagingServices {
             access_check,
             presence: PresenceAnnouncer::start(services.clone()),
             next_session_id: AtomicU64::new(1),
+            supervisor: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Sessions and chats started from now on are children of `supervisor`.
+    pub fn adopt_actors_under(&self, supervisor: Option<ractor::ActorCell>) {
+        *self.supervisor.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = supervisor;
+    }
+
+    /// Forgets `supervisor` if it is still the one (it stopped; a restarted one adopts anew).
+    pub fn disown_actors_of(&self, supervisor: &ractor::ActorCell) {
+        let mut current = self.supervisor.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if current
+            .as_ref()
+            .is_some_and(|cell| cell.get_id() == supervisor.get_id())
+        {
+            *current = None;
+        }
+    }
+
+    /// Spawns `actor` under the messaging supervisor (unsupervised when there is none).
+    pub async fn spawn_supervised<A: ractor::Actor>(
+        &self,
+        actor: A,
+        arguments: A::Arguments,
+    ) -> Result<ractor::ActorRef<A::Msg>, ractor::SpawnErr> {
+        let supervisor = self
+            .supervisor
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let spawned = match supervisor {
+            Some(supervisor) => ractor::Actor::spawn_linked(None, actor, arguments, supervisor).await,
+            None => ractor::Actor::spawn(None, actor, arguments).await,
+        };
+        spawned.map(|(actor, _)| actor)
+    }
+
+    /// Cleans up after a session or chat that failed (its `post_stop` did not run): a
+    /// session's socket is closed with 1011 and the session leaves the registry; a chat
+    /// leaves the directory. Neither is restarted (see `messaging_supervisor`).
+    pub async fn actor_failed(&self, actor: ractor::ActorId, error: &str) {
+        if let Some((user, session, last_here)) = self.sessions.remove_actor(actor) {
+            tracing::error!(user_id = %user, %error, "session failed; its socket is closed and the client resumes on reconnect");
+            self.metrics.actor_failures.with_label_values(&["session"]).inc();
+            session.outbound.close(
+                outbound::close_codes::INTERNAL_ERROR,
+                "session failed; reconnect to resume",
+            );
+            if last_here {
+                crate::cluster::node_router::announce_offline(self, &user);
+                if !self.online_anywhere(&user) {
+                    self.announce_presence(&user, false, true);
+                }
+            }
+            return;
+        }
+        if let Some(chat_id) = self.chats.forget_actor(actor).await {
+            tracing::error!(%chat_id, %error, "chat actor failed; the next send starts a fresh one");
+            self.metrics.actor_failures.with_label_values(&["chat"]).inc();
+            return;
+        }
+        tracing::error!(%actor, %error, "a messaging actor failed");
     }
 
     pub fn next_session_id(&self) -> SessionId {

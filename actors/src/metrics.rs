@@ -40,6 +40,8 @@ pub struct Metrics {
     pub cluster_members: IntGauge,
     /// Children restarted by the root supervisor.
     pub actor_restarts: IntCounter,
+    /// Sessions and chats that failed (panicked or returned an error), by kind.
+    pub actor_failures: IntCounterVec,
     /// Spans dropped because the export queue was full (the collector absent or slow).
     pub trace_spans_dropped: IntCounter,
     /// Span batches the collector did not take (refused, unreachable, timed out).
@@ -123,6 +125,11 @@ impl Metrics {
             actor_restarts: counter(
                 "parley_actor_restarts_total",
                 "children restarted by the root supervisor",
+            ),
+            actor_failures: counter_vec(
+                "parley_actor_failures_total",
+                "sessions and chats that failed, by kind (session, chat)",
+                &["kind"],
             ),
             trace_spans_dropped: counter(
                 "parley_trace_spans_dropped_total",

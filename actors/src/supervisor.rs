@@ -4,10 +4,14 @@
 //! RootSupervisor           restarts a failed child with a capped backoff
 //!  ├── DbRouter            database endpoint health (database::db_router)
 //!  ├── Membership          NodeServer, seeds, reconnects (cluster::membership)
-//!  └── NodeRouter          the node's remote-capable router (cluster::node_router)
-//! Sessions and Chats are started on demand (messaging) and are not restarted: a failed
-//! session's client reconnects and resumes; a failed chat starts again on the next send.
+//!  ├── NodeRouter          the node's remote-capable router (cluster::node_router)
+//!  └── MessagingSupervisor the parent of every Session and Chat, started on demand and
+//!                          not restarted: a failed session's socket is closed and its
+//!                          client resumes; a failed chat starts again on the next send
+//!                          (messaging::messaging_supervisor)
 //! ```
+//!
+//! This is the node's one supervision tree; the other modules' drawings show their part.
 //!
 //! ractor has no restart strategies of its own: children are spawned linked, and a
 //! child's failure reaches [`Actor::handle_supervisor_evt`] here, which respawns it.
@@ -22,6 +26,7 @@ use crate::cluster::membership::{Membership, MembershipArguments};
 use crate::cluster::node_router::{NodeRouter, NodeRouterArguments};
 use crate::database::db_router::DbRouter;
 use crate::database::Database;
+use crate::messaging::messaging_supervisor::MessagingSupervisor;
 use crate::messaging::MessagingServices;
 use crate::metrics::Metrics;
 
@@ -34,6 +39,7 @@ pub enum Child {
     DbRouter,
     Membership,
     NodeRouter,
+    MessagingSupervisor,
 }
 
 /// What the children need.
@@ -96,6 +102,12 @@ async fn spawn_child(
                 .0
                 .get_cell()
         }
+        Child::MessagingSupervisor => {
+            Actor::spawn_linked(None, MessagingSupervisor, Arc::clone(&arguments.messaging), supervisor)
+                .await?
+                .0
+                .get_cell()
+        }
     };
     Ok(Some(cell))
 }
@@ -111,7 +123,12 @@ impl Actor for RootSupervisor {
         arguments: RootSupervisorArguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let mut children = Vec::new();
-        for child in [Child::DbRouter, Child::NodeRouter, Child::Membership] {
+        for child in [
+            Child::DbRouter,
+            Child::MessagingSupervisor,
+            Child::NodeRouter,
+            Child::Membership,
+        ] {
             if let Some(cell) = spawn_child(child, &arguments, myself.get_cell()).await? {
                 children.push((child, cell));
             }

@@ -19,7 +19,7 @@ use actors::messaging::MessagingServices;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use protocol::errors::codes;
-use ractor::{Actor, ActorRef};
+use ractor::ActorRef;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -236,14 +236,15 @@ async fn serve_socket(
     let services_metrics = Arc::clone(&services.metrics);
     let mut writer = tokio::spawn(write_frames(sink, receiver, Arc::clone(&services_metrics)));
     let expiry = grant.expiry.clone();
+    let services_for_spawn = Arc::clone(&services);
     let arguments = SessionArguments {
         user_id: user_id.clone(),
         outbound: queue.clone(),
         services,
         grant,
     };
-    let session = match Box::pin(Actor::spawn(None, Session, arguments)).await {
-        Ok((session, _)) => session,
+    let session = match Box::pin(services_for_spawn.spawn_supervised(Session, arguments)).await {
+        Ok(session) => session,
         Err(error) => {
             tracing::error!(%user_id, %error, "could not start a session");
             queue.close(close_codes::INTERNAL_ERROR, "could not start the session");

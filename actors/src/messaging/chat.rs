@@ -1,8 +1,10 @@
 //! `Chat`: one per active chat on each node that handles sends for it.
 //!
+//! Its place in the node's tree is drawn in `crate::supervisor`.
+//!
 //! ```text
-//! RootSupervisor
-//!  └── (ChatDirectory) Chat per active chat, local, passivated after idle
+//! MessagingSupervisor
+//!  └── Chat per active chat (found through the ChatDirectory), local, passivated after idle
 //!        Send:       one master transaction per frame (seq assigned under the chat row
 //!                    lock), reply to the sender's session, deliver to members' sessions
 //!        MoveCursor: received/read cursors, status to the other members
@@ -281,9 +283,20 @@ impl ChatDirectory {
             chat_id: chat_id.to_owned(),
             services: Arc::downgrade(services),
         };
-        let (chat, _) = Actor::spawn(None, ChatActor, arguments).await?;
+        let chat = services.spawn_supervised(ChatActor, arguments).await?;
         chats.insert(chat_id.to_owned(), chat.clone());
         Ok(chat)
+    }
+
+    /// Drops the entry of the chat run by `actor` (it failed); its chat id.
+    pub async fn forget_actor(&self, actor: ractor::ActorId) -> Option<String> {
+        let mut chats = self.chats.lock().await;
+        let chat_id = chats
+            .iter()
+            .find(|(_, chat)| chat.get_id() == actor)
+            .map(|(chat_id, _)| chat_id.clone())?;
+        chats.remove(&chat_id);
+        Some(chat_id)
     }
 
     /// Drops the entry if it still names this actor.

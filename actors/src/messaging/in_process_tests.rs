@@ -11,6 +11,8 @@ use protocol::websocket::{
     SendMessagePayload,
 };
 use ractor::{Actor, ActorRef};
+
+use super::messaging_supervisor::MessagingSupervisor;
 use tokio::sync::mpsc;
 
 use super::device_access::{
@@ -34,6 +36,8 @@ struct TestTokens;
 
 impl AccessTokenCheck for TestTokens {
     fn check_access(&self, token: &str) -> Result<AccessGrant, AccessRefused> {
+        // A bug in the token check, for the supervision test.
+        assert_ne!(token, "panic", "the test made this token check panic");
         let mut parts = token
             .strip_prefix("good-token-")
             .ok_or(AccessRefused::Invalid)?
@@ -85,7 +89,10 @@ impl TestSocket {
             services: Arc::clone(services),
             grant,
         };
-        let (session, _) = Actor::spawn(None, Session, arguments).await.expect("session starts");
+        let session = services
+            .spawn_supervised(Session, arguments)
+            .await
+            .expect("session starts");
         TestSocket {
             session,
             frames,
@@ -379,4 +386,61 @@ fn renew(token: &str) -> String {
         None,
     )
     .to_text()
+}
+
+#[tokio::test]
+async fn a_failing_session_or_chat_takes_no_one_else_down() {
+    const OTHER_CHAT: &str = "7b4c3061-8e1d-4b5f-a01f-1e2f9d3c4b52";
+    let storage = Arc::new(InMemoryStorage::default());
+    storage.create_chat(CHAT, &["bob", "alice"]);
+    storage.create_chat(OTHER_CHAT, &["carol", "dave"]);
+    let services = services_on(Arc::clone(&storage));
+    let (supervisor, _) = Actor::spawn(None, MessagingSupervisor, Arc::clone(&services))
+        .await
+        .unwrap();
+    let (mut bob, _) = TestSocket::live(&services, "bob").await;
+    let (alice_phone, _) = TestSocket::live(&services, "alice").await;
+    let (mut alice_laptop, _) = TestSocket::live(&services, "alice").await;
+    let (mut carol, _) = TestSocket::live(&services, "carol").await;
+
+    // A session fails: its socket is closed with 1011 and it leaves the registry; the
+    // same user's other socket and everyone else go on.
+    alice_phone.send_text(renew("panic"));
+    assert_eq!(alice_phone.close_code().await, 1011);
+    assert_eq!(services.sessions.sessions_of("alice").len(), 1);
+    bob.send(&["after the session failed"], None);
+    bob.until(actions::ACK).await;
+    let delivered = alice_laptop.until(actions::SEND_MESSAGE).await;
+    assert_eq!(deliveries(&delivered), vec![(1, "after the session failed".to_owned())]);
+
+    // A chat fails mid-commit: its sender is told to resend, another chat commits
+    // meanwhile, and the resend starts a fresh chat actor and is stored once.
+    storage.panic_on_next_commit(CHAT);
+    bob.send(&["doomed"], Some("client-doomed"));
+    let refused: ErrorPayload = bob.until(actions::ERROR).await.pop().unwrap().decode_payload().unwrap();
+    assert_eq!(refused.client_ids, vec!["client-doomed".to_owned()], "{refused:?}");
+    let other_payload = SendMessagePayload {
+        chat_id: OTHER_CHAT.to_owned(),
+        messages: vec![OutgoingMessage {
+            text: "unaffected".to_owned(),
+            status: None,
+            client_id: None,
+        }],
+    };
+    carol.send_text(Envelope::messenger(actions::SEND_MESSAGE, &other_payload, None).to_text());
+    carol.until(actions::ACK).await;
+    bob.send(&["doomed"], Some("client-doomed"));
+    bob.until(actions::ACK).await;
+    let delivered = alice_laptop.until(actions::SEND_MESSAGE).await;
+    assert_eq!(deliveries(&delivered), vec![(2, "doomed".to_owned())]);
+    assert_eq!(storage.messages(CHAT).len(), 2);
+
+    let failures = ractor::call!(
+        supervisor,
+        super::messaging_supervisor::MessagingSupervisorMessage::Failures
+    )
+    .unwrap();
+    assert_eq!(failures, 2);
+    let counted = |kind: &str| services.metrics.actor_failures.with_label_values(&[kind]).get();
+    assert_eq!((counted("session"), counted("chat")), (1, 1));
 }

@@ -1,7 +1,9 @@
 //! `Session`: one per websocket connection.
 //!
+//! Its place in the node's tree is drawn in `crate::supervisor`.
+//!
 //! ```text
-//! RootSupervisor
+//! MessagingSupervisor
 //!  └── Session (local, one per socket)
 //!        start:  register in the node's SessionRegistry (live deliveries start
 //!                arriving and are held back), read everything pending above the user's
@@ -140,6 +142,7 @@ impl Actor for Session {
             RegisteredSession {
                 session_id,
                 actor: myself.clone(),
+                outbound: arguments.outbound.clone(),
             },
         );
         // Registered first, checked second: a sign-out recorded in between finds this

@@ -7,6 +7,7 @@ use std::sync::RwLock;
 
 use ractor::ActorRef;
 
+use super::outbound::OutboundQueue;
 use super::session::SessionMessage;
 
 /// Identifies one websocket connection on this node.
@@ -17,6 +18,8 @@ pub type SessionId = u64;
 pub struct RegisteredSession {
     pub session_id: SessionId,
     pub actor: ActorRef<SessionMessage>,
+    /// Its socket's queue, so a session that failed can still have its socket closed.
+    pub outbound: OutboundQueue,
 }
 
 /// The node's sessions by user.
@@ -46,6 +49,23 @@ impl SessionRegistry {
             return true;
         }
         false
+    }
+
+    /// Removes the session run by `actor` (it failed): its user, the session, and whether
+    /// it was the user's last here. A scan, but failures are rare.
+    pub fn remove_actor(&self, actor: ractor::ActorId) -> Option<(String, RegisteredSession, bool)> {
+        let mut by_user = self.by_user.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (user, position) = by_user.iter().find_map(|(user, sessions)| {
+            let position = sessions.iter().position(|session| session.actor.get_id() == actor)?;
+            Some((user.clone(), position))
+        })?;
+        let sessions = by_user.get_mut(&user)?;
+        let session = sessions.remove(position);
+        let last_here = sessions.is_empty();
+        if last_here {
+            by_user.remove(&user);
+        }
+        Some((user, session, last_here))
     }
 
     pub fn sessions_of(&self, user_id: &str) -> Vec<RegisteredSession> {

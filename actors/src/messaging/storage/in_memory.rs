@@ -36,6 +36,8 @@ pub struct InMemoryStorage {
     chats: Mutex<HashMap<String, StoredChat>>,
     /// When set, every call fails as if the database were down.
     unavailable: Mutex<bool>,
+    /// A chat whose next commit panics (a bug in the store, for supervision tests).
+    panic_on_commit_to: Mutex<Option<String>>,
 }
 
 impl InMemoryStorage {
@@ -62,6 +64,14 @@ impl InMemoryStorage {
         *self.unavailable.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = unavailable;
     }
 
+    /// The next commit to `chat_id` panics, once.
+    pub fn panic_on_next_commit(&self, chat_id: &str) {
+        *self
+            .panic_on_commit_to
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(chat_id.to_owned());
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, StoredChat>> {
         self.chats.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -78,6 +88,14 @@ impl InMemoryStorage {
 
     fn commit(&self, chat_id: &str, frames: &[FrameToCommit]) -> Result<FrameOutcomes, DbError> {
         self.check_available()?;
+        let doomed = {
+            let mut panic_on = self
+                .panic_on_commit_to
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            panic_on.take_if(|doomed| doomed == chat_id).is_some()
+        };
+        assert!(!doomed, "the test made this commit panic");
         let mut chats = self.lock();
         let Some(chat) = chats.get_mut(chat_id) else {
             return Ok(frames
