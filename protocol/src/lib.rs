@@ -1,8 +1,8 @@
 //! Parley's wire types, shared by the node, the simulations and any client.
 //!
-//! Only serde data lives here: HTTP request and response bodies, error bodies and
-//! (later) websocket frames. No runtime, no actors, no HTTP framework, so any
-//! client can depend on this crate cheaply.
+//! Only serde data lives here: HTTP request and response bodies, error bodies,
+//! websocket frames and close codes, and the messages nodes send each other. No runtime,
+//! no actors, no HTTP framework, so any client can depend on this crate cheaply.
 
 pub mod auth;
 pub mod cluster;

@@ -42,38 +42,13 @@ pub async fn close(connection: Conn) {
 
 /// Runs each statement of a script (statements end with `;` at the end of a line).
 pub async fn execute_sql_script(connection: &mut Conn, script: &str) -> anyhow::Result<()> {
-    for statement in split_sql_statements(script) {
+    for statement in checks::sql_script::statements(script) {
         tokio::time::timeout(STATEMENT_TIMEOUT, connection.query_drop(&statement))
             .await
             .map_err(|_| anyhow!("statement timed out: {statement}"))?
             .with_context(|| format!("executing: {}", redact_sql_password(&statement)))?;
     }
     Ok(())
-}
-
-/// Our templates are simple: `--` comment lines and statements ending in `;` at line end.
-pub fn split_sql_statements(script: &str) -> Vec<String> {
-    let mut statements = Vec::new();
-    let mut current = String::new();
-    for line in script.lines() {
-        let trimmed = line.trim();
-        if trimmed.is_empty() || trimmed.starts_with("--") {
-            continue;
-        }
-        current.push_str(line);
-        current.push('\n');
-        if trimmed.ends_with(';') {
-            let statement = current.trim().trim_end_matches(';').trim().to_owned();
-            if !statement.is_empty() {
-                statements.push(statement);
-            }
-            current.clear();
-        }
-    }
-    if !current.trim().is_empty() {
-        statements.push(current.trim().to_owned());
-    }
-    statements
 }
 
 /// The replica's view of its replication threads, from `SHOW SLAVE STATUS`.
@@ -183,19 +158,6 @@ fn redact_sql_password(statement: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splits_statements_and_skips_comments() {
-        let script = "-- users\nCREATE USER 'a'@'h';\nCHANGE MASTER TO\n  MASTER_PORT = 1,\n  MASTER_USE_GTID = slave_pos;\nSTART SLAVE;\n";
-        assert_eq!(
-            split_sql_statements(script),
-            vec![
-                "CREATE USER 'a'@'h'".to_owned(),
-                "CHANGE MASTER TO\n  MASTER_PORT = 1,\n  MASTER_USE_GTID = slave_pos".to_owned(),
-                "START SLAVE".to_owned(),
-            ]
-        );
-    }
 
     #[test]
     fn hides_passwords() {

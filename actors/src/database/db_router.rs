@@ -50,7 +50,7 @@ pub enum DbRouterMessage {
     /// One endpoint's probe finished.
     ProbeFinished {
         endpoint_name: String,
-        outcome: Result<ProbeReading, String>,
+        outcome: Result<ProbeReading, ProbeFailure>,
     },
     /// A request task saw this endpoint fail and has already marked it down.
     FailureReported { endpoint_name: String, reason: String },
@@ -62,7 +62,7 @@ pub enum DbRouterMessage {
 pub struct DbRouterState {
     database: Database,
     probes_in_flight: HashSet<String>,
-    last_outcomes: Vec<(String, Result<ProbeReading, String>)>,
+    last_outcomes: Vec<(String, Result<ProbeReading, ProbeFailure>)>,
 }
 
 impl Actor for DbRouter {
@@ -143,15 +143,31 @@ fn start_probe(myself: &ActorRef<DbRouterMessage>, state: &mut DbRouterState, en
     });
 }
 
-async fn probe(endpoint: &Endpoint, timeout: Duration) -> Result<ProbeReading, String> {
+/// Why a probe found an endpoint unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeFailure {
+    #[error("could not connect: {0}")]
+    Connect(String),
+    #[error("the probe query failed: {0}")]
+    Query(String),
+    #[error("the probe returned no row")]
+    NoRow,
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+async fn probe(endpoint: &Endpoint, timeout: Duration) -> Result<ProbeReading, ProbeFailure> {
     let started = Instant::now();
     let reading = async {
-        let mut conn = endpoint.connection(timeout).await.map_err(|error| error.to_string())?;
+        let mut conn = endpoint
+            .connection(timeout)
+            .await
+            .map_err(|error| ProbeFailure::Connect(error.to_string()))?;
         let row: Option<(u64, i64)> = conn
             .query_first("SELECT @@server_id, @@read_only")
             .await
-            .map_err(|error| error.to_string())?;
-        let (server_id, read_only) = row.ok_or_else(|| "the probe returned no row".to_owned())?;
+            .map_err(|error| ProbeFailure::Query(error.to_string()))?;
+        let (server_id, read_only) = row.ok_or(ProbeFailure::NoRow)?;
         Ok(ProbeReading {
             server_id,
             read_only: read_only != 0,
@@ -160,11 +176,11 @@ async fn probe(endpoint: &Endpoint, timeout: Duration) -> Result<ProbeReading, S
     };
     match tokio::time::timeout(timeout, reading).await {
         Ok(outcome) => outcome,
-        Err(_) => Err(format!("no answer within {timeout:?}")),
+        Err(_) => Err(ProbeFailure::Timeout(timeout)),
     }
 }
 
-fn apply_probe_outcome(state: &mut DbRouterState, endpoint_name: &str, outcome: Result<ProbeReading, String>) {
+fn apply_probe_outcome(state: &mut DbRouterState, endpoint_name: &str, outcome: Result<ProbeReading, ProbeFailure>) {
     let Some(endpoint) = state
         .database
         .endpoints()
@@ -185,7 +201,7 @@ fn apply_probe_outcome(state: &mut DbRouterState, endpoint_name: &str, outcome: 
     } else if endpoint.record_failure() {
         let reason = match &outcome {
             Ok(_) => "master is read-only".to_owned(),
-            Err(error) => error.clone(),
+            Err(error) => error.to_string(),
         };
         tracing::warn!(endpoint = %endpoint.name, %reason, "database endpoint down");
     }
@@ -211,7 +227,7 @@ fn health_of(state: &DbRouterState) -> Vec<EndpointHealth> {
                 healthy: endpoint.is_healthy(),
                 consecutive_failures: endpoint.consecutive_failures(),
                 last_reading: last.and_then(|outcome| outcome.as_ref().ok().cloned()),
-                last_error: last.and_then(|outcome| outcome.as_ref().err().cloned()),
+                last_error: last.and_then(|outcome| outcome.as_ref().err().map(ToString::to_string)),
             }
         })
         .collect()

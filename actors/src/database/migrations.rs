@@ -87,7 +87,7 @@ async fn apply_pending(conn: &mut Conn) -> Result<Vec<u32>, mysql_async::Error> 
     let done: Vec<u32> = conn.query("SELECT version FROM schema_migrations").await?;
     let mut applied = Vec::new();
     for migration in MIGRATIONS.iter().filter(|migration| !done.contains(&migration.version)) {
-        for statement in statements_of(migration.sql) {
+        for statement in checks::sql_script::statements(migration.sql) {
             conn.query_drop(statement).await?;
         }
         if migration.version == EMAILS_IN_NFC_FROM {
@@ -133,46 +133,13 @@ async fn rewrite_emails_in_nfc(conn: &mut Conn) -> Result<(), mysql_async::Error
     Ok(())
 }
 
-/// Splits a migration file into statements: `--` comment lines dropped, statements
-/// end with `;` at the end of a line.
-fn statements_of(sql: &str) -> Vec<String> {
-    let mut statements = Vec::new();
-    let mut current = String::new();
-    for line in sql.lines() {
-        let trimmed = line.trim();
-        if trimmed.is_empty() || trimmed.starts_with("--") {
-            continue;
-        }
-        current.push_str(line);
-        current.push('\n');
-        if trimmed.ends_with(';') {
-            let statement = current.trim().trim_end_matches(';').to_owned();
-            statements.push(statement);
-            current.clear();
-        }
-    }
-    if !current.trim().is_empty() {
-        statements.push(current.trim().to_owned());
-    }
-    statements
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn splits_statements_and_drops_comments() {
-        let sql = "-- a comment\nCREATE TABLE a (x INT);\n\n-- another\nCREATE TABLE b (\n  y INT\n);\n";
-        assert_eq!(
-            statements_of(sql),
-            vec!["CREATE TABLE a (x INT)", "CREATE TABLE b (\n  y INT\n)"]
-        );
-    }
-
-    #[test]
     fn the_initial_migration_creates_every_table() {
-        let statements = statements_of(MIGRATIONS[0].sql);
+        let statements = checks::sql_script::statements(MIGRATIONS[0].sql);
         for table in ["users", "refresh_tokens", "chats", "chat_members", "messages"] {
             let create = format!("CREATE TABLE IF NOT EXISTS {table} (");
             assert!(
