@@ -1,5 +1,7 @@
 //! The node's configuration: flags, each with an environment variable.
 
+mod trusted_proxies;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,6 +14,7 @@ use actors::messaging::frames::FrameLimits;
 use clap::Parser;
 
 use crate::websocket::SocketHeartbeat;
+pub use trusted_proxies::{ProxyNetwork, ProxyNetworkError, TrustedProxies, DEFAULT_TRUSTED_PROXIES};
 
 /// Secrets shorter than this are refused outside dev mode.
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -133,6 +136,18 @@ pub struct NodeConfig {
     /// once); behind nginx the address is its `X-Real-IP`. 0: no limit.
     #[arg(long, env = "PARLEY_SIGN_IN_PER_ADDRESS_PER_MINUTE", default_value_t = 600)]
     pub sign_in_per_address_per_minute: u32,
+
+    /// The proxies whose `X-Real-IP` header names the client (addresses or CIDR
+    /// networks, comma separated): the per-address limits count a request from one of
+    /// them against that address, any other request against its peer's address, header
+    /// or not. Name your nginx here, and nothing that clients can reach directly.
+    #[arg(
+        long,
+        env = "PARLEY_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        default_value = DEFAULT_TRUSTED_PROXIES
+    )]
+    pub trusted_proxies: Vec<ProxyNetwork>,
 
     /// Largest HTTP request body accepted, in bytes.
     #[arg(long, env = "PARLEY_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
@@ -386,6 +401,11 @@ impl NodeConfig {
         }
     }
 
+    /// The proxies whose `X-Real-IP` is believed.
+    pub fn trusted_proxies(&self) -> TrustedProxies {
+        TrustedProxies::new(self.trusted_proxies.clone())
+    }
+
     pub fn database(&self) -> Result<DatabaseConfig, ConfigError> {
         let reads = self
             .read_urls
@@ -453,6 +473,28 @@ mod tests {
         assert_eq!(config(&["--dev"]).jwt_secret().unwrap(), DEV_JWT_SECRET);
         let strong = "x".repeat(40);
         assert_eq!(config(&["--jwt-secret", &strong]).jwt_secret().unwrap(), strong);
+    }
+
+    #[test]
+    fn trusted_proxies_default_to_loopback_and_take_addresses_and_networks() {
+        let default = config(&[]).trusted_proxies();
+        assert_eq!(default, TrustedProxies::default());
+        assert_eq!(default.to_string(), "127.0.0.1/32,::1/128");
+        let compose = config(&["--trusted-proxies", "172.16.200.10, 10.1.0.0/16"]).trusted_proxies();
+        assert_eq!(compose.to_string(), "172.16.200.10/32,10.1.0.0/16");
+        assert!(compose.contains("172.16.200.10".parse().unwrap()));
+        assert!(compose.contains("10.1.255.1".parse().unwrap()));
+        assert!(!compose.contains("127.0.0.1".parse().unwrap()));
+        let refused = NodeConfig::try_parse_from([
+            "parley",
+            "--master-url",
+            "mysql://u:p@127.0.0.1:3306/parley",
+            "--trusted-proxies",
+            "10.0.0.5/24",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(refused.contains("the network is 10.0.0.0/24"), "{refused}");
     }
 
     #[test]
