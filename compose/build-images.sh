@@ -136,7 +136,8 @@ resolve_parley_binary() {
 }
 
 # Each image gets a small build context of its own: its directory, the shared template
-# renderer, and the files it needs from elsewhere (`SOURCE` or `SOURCE:NAME_IN_CONTEXT`).
+# renderer and generated-secrets reader, and the files it needs from elsewhere (`SOURCE`
+# or `SOURCE:NAME_IN_CONTEXT`).
 # Nothing else of the repository (a target/ of several GB, say) is sent to the engine.
 build_image() {
     local name=$1
@@ -144,7 +145,8 @@ build_image() {
     local context
     context=$(mktemp -d /var/tmp/parley-image-context.XXXXXX)
     cp -a "${compose_dir}/images/${name}/." "${context}/"
-    cp "${compose_dir}/images/common/render-template.sh" "${context}/"
+    cp "${compose_dir}/images/common/render-template.sh" "${compose_dir}/images/common/generated-secrets.sh" \
+        "${context}/"
     local extra source name_in_context
     for extra in "$@"; do
         source=${extra%%:*}

@@ -1,5 +1,8 @@
 //! The node's configuration: flags, each with an environment variable.
 
+mod published_secrets;
+mod trusted_proxies;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,6 +15,9 @@ use actors::messaging::frames::FrameLimits;
 use clap::Parser;
 
 use crate::websocket::SocketHeartbeat;
+pub use published_secrets::PUBLISHED_SECRETS;
+use published_secrets::{database_url_password, is_published_secret};
+pub use trusted_proxies::{ProxyNetwork, ProxyNetworkError, TrustedProxies, DEFAULT_TRUSTED_PROXIES};
 
 /// Secrets shorter than this are refused outside dev mode.
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -133,6 +139,18 @@ pub struct NodeConfig {
     /// once); behind nginx the address is its `X-Real-IP`. 0: no limit.
     #[arg(long, env = "PARLEY_SIGN_IN_PER_ADDRESS_PER_MINUTE", default_value_t = 600)]
     pub sign_in_per_address_per_minute: u32,
+
+    /// The proxies whose `X-Real-IP` header names the client (addresses or CIDR
+    /// networks, comma separated): the per-address limits count a request from one of
+    /// them against that address, any other request against its peer's address, header
+    /// or not. Name your nginx here, and nothing that clients can reach directly.
+    #[arg(
+        long,
+        env = "PARLEY_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        default_value = DEFAULT_TRUSTED_PROXIES
+    )]
+    pub trusted_proxies: Vec<ProxyNetwork>,
 
     /// Largest HTTP request body accepted, in bytes.
     #[arg(long, env = "PARLEY_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
@@ -259,6 +277,8 @@ pub enum ConfigError {
     MissingClusterCookie,
     #[error("the cluster cookie is shorter than {MIN_SECRET_BYTES} bytes")]
     ShortClusterCookie,
+    #[error("{0} is a published value (an example of the repository's compose/.env, a development default, or it says `change-me`): anyone who read the repository could use it. Set one of your own (e.g. `openssl rand -hex 32`; compose generates them when the variable is empty), or pass --dev for development")]
+    PublishedSecret(String),
     #[error("read endpoint {0:?} is not `name=mysql://...` or `mysql://...`")]
     BadReadUrl(String),
     #[error("cluster TLS needs --cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca together; missing: {}", .0.join(", "))]
@@ -281,6 +301,9 @@ impl NodeConfig {
             (None, true) => Ok(DEV_JWT_SECRET.to_owned()),
             (None, false) => Err(ConfigError::MissingJwtSecret),
             (Some(secret), false) if secret == DEV_JWT_SECRET => Err(ConfigError::DevJwtSecret),
+            (Some(secret), false) if is_published_secret(secret) => {
+                Err(ConfigError::PublishedSecret("the JWT secret".to_owned()))
+            }
             (Some(secret), false) if secret.len() < MIN_SECRET_BYTES => Err(ConfigError::ShortJwtSecret),
             (Some(secret), _) => Ok(secret.clone()),
         }
@@ -314,6 +337,9 @@ impl NodeConfig {
         match (&self.cluster_cookie, self.dev) {
             (None, true) => Ok(DEV_CLUSTER_COOKIE.to_owned()),
             (None, false) => Err(ConfigError::MissingClusterCookie),
+            (Some(cookie), false) if is_published_secret(cookie) => {
+                Err(ConfigError::PublishedSecret("the cluster cookie".to_owned()))
+            }
             (Some(cookie), false) if cookie.len() < MIN_SECRET_BYTES => Err(ConfigError::ShortClusterCookie),
             (Some(cookie), _) => Ok(cookie.clone()),
         }
@@ -386,6 +412,11 @@ impl NodeConfig {
         }
     }
 
+    /// The proxies whose `X-Real-IP` is believed.
+    pub fn trusted_proxies(&self) -> TrustedProxies {
+        TrustedProxies::new(self.trusted_proxies.clone())
+    }
+
     pub fn database(&self) -> Result<DatabaseConfig, ConfigError> {
         let reads = self
             .read_urls
@@ -393,6 +424,20 @@ impl NodeConfig {
             .enumerate()
             .map(|(index, entry)| parse_read_url(index, entry))
             .collect::<Result<Vec<_>, _>>()?;
+        if !self.dev {
+            let urls = std::iter::once(("--master-url".to_owned(), self.master_url.as_str())).chain(
+                reads
+                    .iter()
+                    .map(|read| (format!("read endpoint {}", read.name), read.url.as_str())),
+            );
+            for (endpoint, url) in urls {
+                if database_url_password(url).is_some_and(is_published_secret) {
+                    return Err(ConfigError::PublishedSecret(format!(
+                        "the database password of {endpoint}"
+                    )));
+                }
+            }
+        }
         Ok(DatabaseConfig {
             master: EndpointSpec {
                 name: "master".to_owned(),
@@ -453,6 +498,90 @@ mod tests {
         assert_eq!(config(&["--dev"]).jwt_secret().unwrap(), DEV_JWT_SECRET);
         let strong = "x".repeat(40);
         assert_eq!(config(&["--jwt-secret", &strong]).jwt_secret().unwrap(), strong);
+    }
+
+    #[test]
+    fn refuses_the_published_secrets_outside_dev_mode_and_says_why() {
+        let placeholder = "my-own-secret-CHANGE-ME-0123456789abcdef";
+        for published in PUBLISHED_SECRETS.iter().copied().chain([placeholder]) {
+            let jwt = config(&["--jwt-secret", published]).jwt_secret();
+            if published == DEV_JWT_SECRET {
+                assert!(matches!(jwt, Err(ConfigError::DevJwtSecret)), "{jwt:?}");
+            } else {
+                assert!(
+                    matches!(jwt, Err(ConfigError::PublishedSecret(_))),
+                    "{published}: {jwt:?}"
+                );
+            }
+            let cookie = config(&["--cluster-cookie", published]).cluster_cookie();
+            assert!(
+                matches!(cookie, Err(ConfigError::PublishedSecret(_))),
+                "{published}: {cookie:?}"
+            );
+            // Development mode takes them: parley-sim and the tests run with --dev.
+            assert_eq!(
+                config(&["--dev", "--jwt-secret", published]).jwt_secret().unwrap(),
+                published
+            );
+            let dev_cookie = config(&["--dev", "--cluster-cookie", published]).cluster_cookie();
+            assert_eq!(dev_cookie.unwrap(), published);
+        }
+        let error = config(&["--jwt-secret", "example-jwt-secret-change-me-4f7d0c2a9b8e61d3"])
+            .jwt_secret()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("the JWT secret is a published value") && error.contains("--dev"),
+            "{error}"
+        );
+        let own = "4f7d0c2a9b8e61d34f7d0c2a9b8e61d34f7d0c2a9b8e61d3";
+        assert_eq!(config(&["--cluster-cookie", own]).cluster_cookie().unwrap(), own);
+    }
+
+    #[test]
+    fn refuses_a_published_database_password_outside_dev_mode() {
+        let published_url = "mysql://parley:example-app-password-change-me-31c9@master:3306/parley";
+        let own_url = "mysql://parley:0a9e8f7c6b5d4e3f2a1b@master:3306/parley";
+        let with_master = |master: &str, extra: &[&str]| {
+            let mut all = vec!["parley", "--master-url", master];
+            all.extend_from_slice(extra);
+            NodeConfig::try_parse_from(all).unwrap().database()
+        };
+        match with_master(published_url, &[]) {
+            Err(ConfigError::PublishedSecret(what)) => assert_eq!(what, "the database password of --master-url"),
+            other => panic!("the example password was accepted: {other:?}"),
+        }
+        let read = format!("haproxy-read={published_url}");
+        match with_master(own_url, &["--read-url", &read]) {
+            Err(ConfigError::PublishedSecret(what)) => {
+                assert_eq!(what, "the database password of read endpoint haproxy-read")
+            }
+            other => panic!("the example password was accepted: {other:?}"),
+        }
+        assert!(with_master(own_url, &["--read-url", &format!("haproxy-read={own_url}")]).is_ok());
+        assert!(with_master(published_url, &["--dev", "--read-url", &read]).is_ok());
+    }
+
+    #[test]
+    fn trusted_proxies_default_to_loopback_and_take_addresses_and_networks() {
+        let default = config(&[]).trusted_proxies();
+        assert_eq!(default, TrustedProxies::default());
+        assert_eq!(default.to_string(), "127.0.0.1/32,::1/128");
+        let compose = config(&["--trusted-proxies", "172.16.200.10, 10.1.0.0/16"]).trusted_proxies();
+        assert_eq!(compose.to_string(), "172.16.200.10/32,10.1.0.0/16");
+        assert!(compose.contains("172.16.200.10".parse().unwrap()));
+        assert!(compose.contains("10.1.255.1".parse().unwrap()));
+        assert!(!compose.contains("127.0.0.1".parse().unwrap()));
+        let refused = NodeConfig::try_parse_from([
+            "parley",
+            "--master-url",
+            "mysql://u:p@127.0.0.1:3306/parley",
+            "--trusted-proxies",
+            "10.0.0.5/24",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(refused.contains("the network is 10.0.0.0/24"), "{refused}");
     }
 
     #[test]

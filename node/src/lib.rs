@@ -149,6 +149,7 @@ pub async fn run(
         trace_propagation,
         sign_in_limits,
         sign_up_limit,
+        trusted_proxies: Arc::new(config.trusted_proxies()),
         limits: Limits {
             max_body_bytes: config.max_body_bytes,
             max_page_size: config.max_page_size,

@@ -441,9 +441,10 @@ async fn the_web_page_is_served_through_nginx_from_the_binary() {
             "{name} refers to another origin"
         );
     }
-    // Each file is its own route label in the metrics (one node: nginx had no choice).
+    // Each file is its own route label in the metrics of the one node that served them
+    // (read on its own port: nginx refuses /metrics).
     let metrics = client
-        .get(format!("{}/metrics", app.http.base_url()))
+        .get(format!("{}/metrics", app.app.node_url("node-1")))
         .send()
         .await
         .unwrap()
@@ -506,4 +507,115 @@ async fn metrics_count_requests_queries_and_endpoint_health() {
     );
     assert_eq!(count("parley_cluster_members"), 1.0);
     assert_eq!(count("parley_websocket_sessions"), 0.0);
+}
+
+/// One request with the exact target given (no client library normalises it) and
+/// `Connection: close`; the status, the content type and the body.
+async fn raw_get(address: &str, target: &str) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut connection = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    connection.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    connection.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let content_type = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-type")
+                .then(|| value.trim().to_owned())
+        })
+        .unwrap_or_default();
+    (status, content_type, body.to_owned())
+}
+
+/// Requests the nodes counted in `parley_http_requests_total`, scrapes of /metrics aside.
+async fn requests_counted_besides_scrapes(client: &reqwest::Client, node_url: &str) -> f64 {
+    let metrics = client
+        .get(format!("{node_url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("parley_http_requests_total{") && !line.contains(r#"route="/metrics""#))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_and_cluster_are_refused_on_the_public_port_and_served_by_each_node() {
+    let app = TestApp::spawn(shared_servers(BINARY).await, 2).await;
+    app.wait_cluster_formed().await;
+    let client = reqwest::Client::new();
+    let node_urls: Vec<String> = ["node-1", "node-2"].map(|node| app.app.node_url(node)).into();
+    let counted_before = futures::future::join_all(
+        node_urls
+            .iter()
+            .map(|node_url| requests_counted_besides_scrapes(&client, node_url)),
+    )
+    .await;
+
+    let public_address = app.http.base_url().trim_start_matches("http://").to_owned();
+    let spellings = [
+        "/metrics",
+        "/metrics/",
+        "//metrics",
+        "/%6detrics",
+        "/%6Detrics",
+        "/Metrics",
+        "/metrics?name=parley_http_requests_total",
+        "/./metrics",
+        "/health/../metrics",
+        "/metrics;jsessionid=1",
+        "/metrics%3F",
+        "/cluster",
+        "/cluster/",
+        "//cluster",
+        "/%63luster",
+        "/cluster?x",
+        "/cluster#fragment",
+        "/CLUSTER",
+    ];
+    for target in spellings {
+        let (status, content_type, body) = raw_get(&public_address, target).await;
+        assert_eq!(status, 404, "GET {target} through nginx: {body}");
+        assert!(
+            content_type.starts_with("application/json"),
+            "GET {target}: {content_type}"
+        );
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("GET {target}: {body}"));
+        assert_eq!(body["code"], "not_found", "GET {target}: {body}");
+        assert!(body["message"].is_string(), "GET {target}: {body}");
+    }
+    // nginx answered them itself: not one reached a node.
+    let counted_after = futures::future::join_all(
+        node_urls
+            .iter()
+            .map(|node_url| requests_counted_besides_scrapes(&client, node_url)),
+    )
+    .await;
+    assert_eq!(counted_after, counted_before, "a refused request reached a node");
+
+    // The rest of the API still goes through, and each node serves both on its own port.
+    assert_eq!(raw_get(&public_address, "/health/ready").await.0, 200);
+    for node_url in &node_urls {
+        let node = parley_sim::http_client::ParleyHttp::new(node_url.as_str());
+        let view = node.request(Method::GET, "/cluster", None, None).await.unwrap();
+        assert_eq!(view.status, 200, "{}", view.body);
+        assert_eq!(view.body["members"].as_array().map(Vec::len), Some(2), "{}", view.body);
+        let metrics = client.get(format!("{node_url}/metrics")).send().await.unwrap();
+        assert_eq!(metrics.status(), 200);
+        assert!(metrics.text().await.unwrap().contains("parley_http_requests_total"));
+    }
 }

@@ -106,3 +106,38 @@ async fn sign_ins_past_the_per_email_and_per_address_limits_get_429_with_retry_a
     let (status, _) = sign_in_status(&client, &node_url, "guess99@email.com", "10.2.0.2").await;
     assert_eq!(status, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_real_ip_is_believed_only_from_the_trusted_proxies() {
+    // Loopback is not among the trusted proxies here: this test, on 127.0.0.1, is a
+    // client naming a new address in every request's X-Real-IP, as an attacker would.
+    let app = TestApp::spawn_with_args(
+        shared_servers(BINARY).await,
+        1,
+        &[
+            "--sign-in-per-email-per-minute",
+            "0",
+            "--sign-in-per-address-per-minute",
+            "15",
+            "--trusted-proxies",
+            "192.0.2.1,10.99.0.0/16",
+        ],
+    )
+    .await;
+    let node_url = app.app.node_url("node-1");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    // Every attempt counts against 127.0.0.1: 5 at once, then one every 4 s.
+    let (allowed, elapsed, _) = attempts_until_refused(
+        &client,
+        &node_url,
+        5,
+        |attempt| format!("guess{attempt}@email.com"),
+        |attempt| format!("10.3.0.{}", attempt + 1),
+    )
+    .await;
+    assert_burst_then_refused("made-up addresses", allowed, elapsed, 5, Duration::from_secs(4));
+}

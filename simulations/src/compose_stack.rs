@@ -7,9 +7,13 @@
 //! build_images(..)           compose/build-images.sh: base by debootstrap if needed
 //! ComposeProject::new(..)    one project name; every command carries -p NAME -f FILE
 //!   .up() .down()            Drop: down -v, then removes whatever still has its label
+//!   .http_get_inside(..)     a GET from inside a container (what is not published)
 //! docker_kill(ids)           SIGKILL containers, as an operator would
+//! free_application_subnet_prefix()  a /24 for the application network no network here uses
 //! ```
 
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -197,6 +201,40 @@ impl ComposeProject {
         self.compose(&args).await
     }
 
+    /// `GET path` sent from inside a service's container to `port` on its loopback, for
+    /// what the deployment publishes nowhere (a node's `/metrics` and `/cluster`). The
+    /// images have no HTTP client; bash's `/dev/tcp` is enough for HTTP/1.0, where the
+    /// server closes the connection after its answer.
+    pub async fn http_get_inside(&self, service: &str, port: u16, path: &str) -> anyhow::Result<InsideAnswer> {
+        let script = r#"exec 3<>"/dev/tcp/127.0.0.1/$1" && printf 'GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n' "$2" >&3 && cat <&3"#;
+        let port = port.to_string();
+        let raw = self
+            .exec(service, &["bash", "-c", script, "http-get", &port, path])
+            .await?;
+        InsideAnswer::parse(&raw).with_context(|| format!("GET {path} inside {service}: {raw:?}"))
+    }
+
+    /// The container's address on each of its networks (compose names them
+    /// `<project>_<network>`).
+    pub async fn container_addresses(&self, service: &str) -> anyhow::Result<BTreeMap<String, String>> {
+        let id = self.container_id(service).await?;
+        let mut command = std::process::Command::new("docker");
+        command
+            .args([
+                "inspect",
+                "--format",
+                "{{range $network, $settings := .NetworkSettings.Networks}}{{$network}} {{$settings.IPAddress}}\n{{end}}",
+                &id,
+            ])
+            .stdin(Stdio::null());
+        let listing = run_to_completion(command, &format!("docker inspect {service}")).await?;
+        Ok(listing
+            .lines()
+            .filter_map(|line| line.trim().split_once(' '))
+            .map(|(network, address)| (network.to_owned(), address.to_owned()))
+            .collect())
+    }
+
     /// The last lines of every service's log, for a failure report.
     pub async fn logs_tail(&self, lines: usize) -> String {
         let tail = lines.to_string();
@@ -256,6 +294,65 @@ impl Drop for ComposeProject {
             .status();
         self.remove_leftovers();
     }
+}
+
+/// The status line's code and the body of an HTTP answer read raw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InsideAnswer {
+    pub status: u16,
+    pub body: String,
+}
+
+impl InsideAnswer {
+    fn parse(raw: &str) -> anyhow::Result<InsideAnswer> {
+        let (head, body) = raw.split_once("\r\n\r\n").context("no end of the head")?;
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .context("no status code")?;
+        Ok(InsideAnswer {
+            status,
+            body: body.to_owned(),
+        })
+    }
+}
+
+/// The first three numbers of a /24 for the application network (compose's
+/// `PARLEY_APPLICATION_SUBNET_PREFIX`) that overlaps no network of this engine: the
+/// network has a fixed subnet (nginx has a fixed address in it), and Docker refuses a
+/// second network on a subnet in use, by another project or the default one of `.env`.
+/// Chosen at random among 172.16.0.0/16's, outside Docker's own default pools.
+pub fn free_application_subnet_prefix() -> anyhow::Result<String> {
+    let mut taken: Vec<(u32, u32)> = Vec::new();
+    for network in docker_lines(&["network", "ls"], &["--quiet"])? {
+        let subnets = docker_lines(
+            &["network", "inspect"],
+            &["--format", "{{range .IPAM.Config}}{{println .Subnet}}{{end}}", &network],
+        )?;
+        taken.extend(subnets.iter().filter_map(|subnet| ipv4_range(subnet)));
+    }
+    let first = rand::random::<u8>();
+    (0..=255u8)
+        .map(|offset| first.wrapping_add(offset))
+        .map(|third| (third, u32::from(Ipv4Addr::new(172, 16, third, 0))))
+        .find(|(_, start)| {
+            let end = start + 255;
+            taken
+                .iter()
+                .all(|(taken_start, taken_end)| end < *taken_start || *start > *taken_end)
+        })
+        .map(|(third, _)| format!("172.16.{third}"))
+        .context("every /24 of 172.16.0.0/16 overlaps a Docker network here")
+}
+
+/// The first and last address of an IPv4 CIDR (`172.17.0.0/16`); None for IPv6.
+fn ipv4_range(cidr: &str) -> Option<(u32, u32)> {
+    let (address, prefix_length) = cidr.trim().split_once('/')?;
+    let start = u32::from(address.parse::<Ipv4Addr>().ok()?);
+    let prefix_length: u32 = prefix_length.parse().ok().filter(|length| *length <= 32)?;
+    let host_mask = u32::MAX.checked_shr(prefix_length).unwrap_or(0);
+    Some((start & !host_mask, start | host_mask))
 }
 
 /// Names of every compose project that still has a container, network or volume here.
@@ -326,4 +423,32 @@ async fn run_to_completion(command: std::process::Command, description: &str) ->
         );
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_raw_answer_gives_its_status_and_body() {
+        let answer =
+            InsideAnswer::parse("HTTP/1.0 404 Not Found\r\ncontent-type: application/json\r\n\r\n{\"a\":1}").unwrap();
+        assert_eq!(answer.status, 404);
+        assert_eq!(answer.body, "{\"a\":1}");
+        assert!(InsideAnswer::parse("HTTP/1.0 200 OK\r\n").is_err());
+    }
+
+    #[test]
+    fn ipv4_subnets_become_address_ranges() {
+        let range =
+            |start: [u8; 4], end: [u8; 4]| Some((u32::from(Ipv4Addr::from(start)), u32::from(Ipv4Addr::from(end))));
+        assert_eq!(ipv4_range("172.17.0.0/16"), range([172, 17, 0, 0], [172, 17, 255, 255]));
+        assert_eq!(
+            ipv4_range("172.16.200.0/24"),
+            range([172, 16, 200, 0], [172, 16, 200, 255])
+        );
+        assert_eq!(ipv4_range("10.0.0.1/32"), range([10, 0, 0, 1], [10, 0, 0, 1]));
+        assert_eq!(ipv4_range("0.0.0.0/0"), range([0, 0, 0, 0], [255, 255, 255, 255]));
+        assert_eq!(ipv4_range("fd00::/8"), None);
+    }
 }

@@ -5,8 +5,12 @@
 #   replica  read_only; on the first start points itself at the master with GTID
 #            (deploy/mariadb/replica-setup.sql); users and data arrive by replication
 # The first start runs on a private socket with networking off, so nothing (HAProxy,
-# a node, the healthcheck) sees a half-initialised server.
+# a node, the healthcheck) sees a half-initialised server. The passwords come from the
+# environment, or when it leaves them empty from compose's generated secrets.
 set -euo pipefail
+
+# shellcheck source=../common/generated-secrets.sh
+source /usr/local/lib/parley/generated-secrets.sh
 
 role=${PARLEY_MARIADB_ROLE:?set PARLEY_MARIADB_ROLE to master or replica}
 server_id=${PARLEY_MARIADB_SERVER_ID:?set PARLEY_MARIADB_SERVER_ID (unique per server)}
@@ -28,11 +32,16 @@ log() {
 trap 'log "failed at line ${LINENO}: ${BASH_COMMAND}"' ERR
 
 # Passwords go into SQL string literals and mysql:// URLs; this alphabet needs no
-# escaping in either.
+# escaping in either. An example that says "change me" is public (the repository once
+# shipped such values in compose/.env), so it is refused as the nodes refuse theirs.
 require_password() {
     local name=$1 value=${!1:-}
     if [[ ! ${value} =~ ^[A-Za-z0-9._~-]{16,}$ ]]; then
         log "${name} must be at least 16 characters of A-Z a-z 0-9 . _ ~ - (see compose/.env)"
+        exit 1
+    fi
+    if [[ ${value,,} =~ change[-_.]?me ]]; then
+        log "${name} is a published example value (it says change-me); leave it empty in compose/.env for a generated one, or set your own"
         exit 1
     fi
 }
@@ -42,8 +51,12 @@ case ${role} in
     replica) template=replica.cnf ;;
     *) log "PARLEY_MARIADB_ROLE must be master or replica"; exit 1 ;;
 esac
+use_generated_secret_when_empty MARIADB_REPLICATION_PASSWORD
 require_password MARIADB_REPLICATION_PASSWORD
-[[ ${role} == master ]] && require_password MARIADB_APP_PASSWORD
+if [[ ${role} == master ]]; then
+    use_generated_secret_when_empty MARIADB_APP_PASSWORD
+    require_password MARIADB_APP_PASSWORD
+fi
 
 mkdir -p /run/mysqld
 chown mysql:mysql /run/mysqld "${datadir}"

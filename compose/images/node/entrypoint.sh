@@ -3,8 +3,14 @@
 #   PARLEY_NODE_NAME and PARLEY_CLUSTER_ADVERTISE_HOST default to the container's host
 #   name (set it to the service name: peers and nginx reach the node by that name);
 #   PARLEY_CLUSTER_SEEDS defaults to every node of PARLEY_NODES on the cluster port (a
-#   node skips itself), so all nodes share one list.
+#   node skips itself), so all nodes share one list;
+#   PARLEY_JWT_SECRET, PARLEY_CLUSTER_COOKIE and MARIADB_APP_PASSWORD, when empty, come
+#   from compose's generated secrets; the app password replaces `{{app_password}}` in
+#   PARLEY_MASTER_URL and PARLEY_READ_URLS (compose cannot know a generated one).
 set -euo pipefail
+
+# shellcheck source=../common/generated-secrets.sh
+source /usr/local/lib/parley/generated-secrets.sh
 
 host_name=$(hostname)
 export PARLEY_NODE_NAME=${PARLEY_NODE_NAME:-${host_name}}
@@ -20,4 +26,17 @@ if [[ -z ${PARLEY_CLUSTER_SEEDS:-} && -n ${PARLEY_NODES:-} ]]; then
     PARLEY_CLUSTER_SEEDS=$(IFS=','; echo "${seeds[*]}")
     export PARLEY_CLUSTER_SEEDS
 fi
+
+use_generated_secret_when_empty PARLEY_JWT_SECRET
+use_generated_secret_when_empty PARLEY_CLUSTER_COOKIE
+password_placeholder='{{app_password}}'
+for url_variable in PARLEY_MASTER_URL PARLEY_READ_URLS; do
+    urls=${!url_variable:-}
+    if [[ ${urls} == *"${password_placeholder}"* ]]; then
+        use_generated_secret_when_empty MARIADB_APP_PASSWORD
+        export "${url_variable}=${urls//"${password_placeholder}"/"${MARIADB_APP_PASSWORD}"}"
+    fi
+done
+# The node reads the password from its URLs; no need to hand it on twice.
+unset MARIADB_APP_PASSWORD
 exec /usr/local/bin/parley "$@"

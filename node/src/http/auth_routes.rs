@@ -31,8 +31,12 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
         .and(warp::header::optional::<String>("x-real-ip"))
         .and(body_bytes(&state))
         .then(
-            |state, peer: Option<PeerAddress>, real_ip: Option<String>, body| async move {
-                let client = client_address(peer.map(|PeerAddress(peer)| peer), real_ip.as_deref());
+            |state: AppState, peer: Option<PeerAddress>, real_ip: Option<String>, body| async move {
+                let client = client_address(
+                    peer.map(|PeerAddress(peer)| peer),
+                    real_ip.as_deref(),
+                    &state.trusted_proxies,
+                );
                 respond(sign_up(state, client, body).await)
             },
         );
@@ -43,8 +47,12 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
         .and(warp::header::optional::<String>("x-real-ip"))
         .and(body_bytes(&state))
         .then(
-            |state, peer: Option<PeerAddress>, real_ip: Option<String>, body| async move {
-                let client = client_address(peer.map(|PeerAddress(peer)| peer), real_ip.as_deref());
+            |state: AppState, peer: Option<PeerAddress>, real_ip: Option<String>, body| async move {
+                let client = client_address(
+                    peer.map(|PeerAddress(peer)| peer),
+                    real_ip.as_deref(),
+                    &state.trusted_proxies,
+                );
                 respond(sign_in(state, client, body).await)
             },
         );

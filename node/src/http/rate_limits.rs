@@ -4,14 +4,17 @@
 //!
 //! A node limits what reaches it; behind nginx's round robin a client meets each node's
 //! buckets, so the cluster-wide limit is at most the per-node one times the nodes. The
-//! client's address is nginx's `X-Real-IP` when the request comes from a proxy on a
-//! loopback or private address, else the connection's own.
+//! client's address is nginx's `X-Real-IP` when the request comes from one of the
+//! `--trusted-proxies`, else the connection's own: a header believed from anyone else
+//! would let a client draw a fresh bucket for every request.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use actors::accounts::validation::normalize_email;
 pub use actors::rate_limits::KeyedRateLimiter;
+
+use crate::config::TrustedProxies;
 
 /// Both sign-in limits of a node.
 pub struct SignInLimits {
@@ -31,19 +34,14 @@ impl SignInLimits {
 }
 
 /// The client's address: `X-Real-IP` from a trusted proxy, else the peer's.
-pub fn client_address(peer: Option<SocketAddr>, real_ip_header: Option<&str>) -> IpAddr {
-    let peer_ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |peer| peer.ip());
-    let from_proxy = match peer_ip {
-        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private(),
-        IpAddr::V6(v6) => {
-            v6.is_loopback()
-                || v6
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| v4.is_loopback() || v4.is_private())
-        }
-    };
+pub fn client_address(
+    peer: Option<SocketAddr>,
+    real_ip_header: Option<&str>,
+    trusted_proxies: &TrustedProxies,
+) -> IpAddr {
+    let peer_ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |peer| peer.ip().to_canonical());
     match real_ip_header.and_then(|value| value.trim().parse::<IpAddr>().ok()) {
-        Some(forwarded) if from_proxy => forwarded,
+        Some(forwarded) if trusted_proxies.contains(peer_ip) => forwarded,
         _ => peer_ip,
     }
 }
@@ -52,22 +50,39 @@ pub fn client_address(peer: Option<SocketAddr>, real_ip_header: Option<&str>) ->
 mod tests {
     use super::*;
 
+    fn peer(address: &str) -> Option<SocketAddr> {
+        Some(SocketAddr::new(address.parse().unwrap(), 40000))
+    }
+
     #[test]
-    fn the_forwarded_address_is_believed_only_from_a_proxy_nearby() {
-        let nginx: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        let stranger: SocketAddr = "203.0.113.9:40000".parse().unwrap();
+    fn the_forwarded_address_is_believed_only_from_a_trusted_proxy() {
+        let loopback_only = TrustedProxies::default();
+        let believed =
+            |from: &str, header: Option<&str>| client_address(peer(from), header, &loopback_only).to_string();
+        assert_eq!(believed("127.0.0.1", Some("198.51.100.7")), "198.51.100.7");
+        assert_eq!(believed("::1", Some(" 198.51.100.7 ")), "198.51.100.7");
+        assert_eq!(believed("::ffff:127.0.0.1", Some("2001:db8::7")), "2001:db8::7");
+        // A stranger, and neighbours that are not configured (the old rule believed any
+        // private or loopback peer), are counted as themselves.
+        for stranger in ["203.0.113.9", "10.0.0.7", "192.168.1.7", "172.16.200.11", "127.0.0.2"] {
+            assert_eq!(believed(stranger, Some("198.51.100.7")), stranger);
+        }
+        assert_eq!(believed("::ffff:203.0.113.9", Some("198.51.100.7")), "203.0.113.9");
+        assert_eq!(believed("127.0.0.1", Some("not an address")), "127.0.0.1");
+        assert_eq!(believed("127.0.0.1", None), "127.0.0.1");
         assert_eq!(
-            client_address(Some(nginx), Some("198.51.100.7")).to_string(),
-            "198.51.100.7"
+            client_address(None, Some("198.51.100.7"), &loopback_only).to_string(),
+            "0.0.0.0"
         );
-        assert_eq!(
-            client_address(Some(stranger), Some("198.51.100.7")).to_string(),
-            "203.0.113.9"
-        );
-        assert_eq!(
-            client_address(Some(nginx), Some("not an address")).to_string(),
-            "127.0.0.1"
-        );
-        assert_eq!(client_address(Some(nginx), None).to_string(), "127.0.0.1");
+    }
+
+    #[test]
+    fn a_configured_proxy_is_believed_and_loopback_no_longer_is() {
+        let nginx_in_compose = TrustedProxies::new(vec!["172.16.200.10".parse().unwrap()]);
+        let believed =
+            |from: &str, header: Option<&str>| client_address(peer(from), header, &nginx_in_compose).to_string();
+        assert_eq!(believed("172.16.200.10", Some("198.51.100.7")), "198.51.100.7");
+        assert_eq!(believed("172.16.200.11", Some("198.51.100.7")), "172.16.200.11");
+        assert_eq!(believed("127.0.0.1", Some("198.51.100.7")), "127.0.0.1");
     }
 }
