@@ -55,7 +55,8 @@ fn check_frame(frame_text: &str, limits: &FrameLimits) {
         Ok(
             ClientCommand::Send { reference, .. }
             | ClientCommand::MoveCursor { reference, .. }
-            | ClientCommand::Heartbeat { reference, .. },
+            | ClientCommand::Heartbeat { reference, .. }
+            | ClientCommand::Renew { reference, .. },
         ) => reference,
     };
     // A frame repeating a key is refused before any field is read: which `ref` it meant
@@ -104,6 +105,12 @@ fn check_frame(frame_text: &str, limits: &FrameLimits) {
         }
         Ok(ClientCommand::MoveCursor { chat_id, .. }) => assert_canonical_uuid(&chat_id),
         Ok(ClientCommand::Heartbeat { .. }) => {}
+        Ok(ClientCommand::Renew { access_token, .. }) => {
+            assert!(
+                !access_token.is_empty() && access_token.trim() == access_token,
+                "renew accepted with a blank or untrimmed token {access_token:?}"
+            );
+        }
     }
 }
 
