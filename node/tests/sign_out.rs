@@ -176,36 +176,15 @@ async fn a_socket_closes_when_its_token_expires_unless_a_fresh_one_comes_over_it
         assert_eq!(error.code, "invalid_token", "{what}");
     }
 
-    let pair = app
-        .http
-        .request(
-            Method::PUT,
-            "/auth/token",
-            None,
-            Some(&serde_json::json!({ "refresh_token": bob.refresh_token }).to_string()),
-        )
-        .await
-        .unwrap();
-    assert_eq!(pair.status, 200, "{}", pair.body);
-    let fresh: TokenPair = serde_json::from_value(pair.body).unwrap();
-    // A token issued within the same second as the first has the same expiry: wait
-    // until the clock has moved past it, so the renewal is visibly later.
+    // A token issued within the same second as the first has the same expiry: refresh
+    // until the clock has moved past it (at most a second), so the renewal is later.
     let first_expiry_ms = expiry_ms(&bob.access_token);
-    let mut fresh = fresh;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut fresh = refreshed(&app, &bob.refresh_token).await;
     while expiry_ms(&fresh.access_token) <= first_expiry_ms {
+        assert!(Instant::now() < deadline, "the token's expiry never moved");
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let pair = app
-            .http
-            .request(
-                Method::PUT,
-                "/auth/token",
-                None,
-                Some(&serde_json::json!({ "refresh_token": fresh.refresh_token }).to_string()),
-            )
-            .await
-            .unwrap();
-        assert_eq!(pair.status, 200, "{}", pair.body);
-        fresh = serde_json::from_value(pair.body).unwrap();
+        fresh = refreshed(&app, &fresh.refresh_token).await;
     }
     kept.send_text(renew_frame(&fresh.access_token, "renew")).await.unwrap();
     let renewed = answer_to(&mut kept, "renew").await;
@@ -233,6 +212,18 @@ async fn a_socket_closes_when_its_token_expires_unless_a_fresh_one_comes_over_it
         now_ms() >= renewed.expires_at_ms,
         "closed before its renewed token expired"
     );
+}
+
+/// A new pair for `refresh_token` (which stops working).
+async fn refreshed(app: &TestApp, refresh_token: &str) -> TokenPair {
+    let body = serde_json::json!({ "refresh_token": refresh_token }).to_string();
+    let pair = app
+        .http
+        .request(Method::PUT, "/auth/token", None, Some(&body))
+        .await
+        .unwrap();
+    assert_eq!(pair.status, 200, "{}", pair.body);
+    serde_json::from_value(pair.body).unwrap()
 }
 
 fn now_ms() -> u64 {
