@@ -554,7 +554,7 @@ mod tests {
         let read = format!("haproxy-read={published_url}");
         match with_master(own_url, &["--read-url", &read]) {
             Err(ConfigError::PublishedSecret(what)) => {
-                assert_eq!(what, "the database password of read endpoint haproxy-read")
+                assert_eq!(what, "the database password of read endpoint haproxy-read");
             }
             other => panic!("the example password was accepted: {other:?}"),
         }
@@ -591,7 +591,7 @@ mod tests {
         assert_eq!(with(&[]).unwrap(), None);
         match with(&["--cluster-tls-cert", "node.pem"]) {
             Err(ConfigError::PartialClusterTls(missing)) => {
-                assert_eq!(missing, ["--cluster-tls-key", "--cluster-tls-ca"])
+                assert_eq!(missing, ["--cluster-tls-key", "--cluster-tls-ca"]);
             }
             other => panic!("a lone certificate was accepted: {other:?}"),
         }

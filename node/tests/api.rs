@@ -3,7 +3,7 @@
 #[path = "support/test_app.rs"]
 mod test_app;
 
-use parley_sim::http_client::seed_person;
+use parley_client::http::seed_person;
 use protocol::auth::SignUpRequest;
 use reqwest::Method;
 use test_app::{shared_servers, TestApp};
@@ -610,7 +610,7 @@ async fn metrics_and_cluster_are_refused_on_the_public_port_and_served_by_each_n
     // The rest of the API still goes through, and each node serves both on its own port.
     assert_eq!(raw_get(&public_address, "/health/ready").await.0, 200);
     for node_url in &node_urls {
-        let node = parley_sim::http_client::ParleyHttp::new(node_url.as_str());
+        let node = parley_client::http::ParleyHttp::new(node_url.as_str());
         let view = node.request(Method::GET, "/cluster", None, None).await.unwrap();
         assert_eq!(view.status, 200, "{}", view.body);
         assert_eq!(view.body["members"].as_array().map(Vec::len), Some(2), "{}", view.body);

@@ -21,7 +21,7 @@ mod test_app;
 use std::time::Duration;
 
 use data_snapshot::DataSnapshot;
-use parley_sim::http_client::seed_person;
+use parley_client::http::seed_person;
 use protocol::websocket::{actions, DeliveryPayload, Envelope, ErrorPayload, PresencePayload, StatusPayload};
 use reqwest::Method;
 use test_app::{connect_live, shared_servers, text_message, Pair, TestApp};

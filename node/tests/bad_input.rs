@@ -3,7 +3,7 @@
 #[path = "support/test_app.rs"]
 mod test_app;
 
-use parley_sim::http_client::seed_person;
+use parley_client::http::seed_person;
 use reqwest::Method;
 use test_app::{shared_servers, TestApp};
 

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use parley_sim::ws_client::{WsConnection, WsEvent};
+use parley_client::{MessengerSocket, SocketEvent};
 use protocol::websocket::{actions, DeliveryPayload, Envelope, OutgoingMessage, PresencePayload};
 use test_app::{connect_live, shared_servers, Pair, TestApp};
 use tokio::time::Instant;
@@ -22,7 +22,7 @@ async fn pair(tag: &str) -> Pair {
     Pair::in_app(app, tag).await
 }
 
-async fn connect_to(pair: &Pair, node: &str, token: &str) -> WsConnection {
+async fn connect_to(pair: &Pair, node: &str, token: &str) -> MessengerSocket {
     connect_live(&pair.app.app.node_url(node), token).await.0
 }
 
@@ -232,14 +232,16 @@ async fn a_recipient_whose_node_dies_gets_every_message_once_after_reconnecting_
     }
     let detected_after = killed_at.elapsed();
     // Drain until the socket dies.
-    while let Ok(WsEvent::Envelope(envelope)) = alice.next_event(WAIT).await {
+    while let Ok(SocketEvent::Envelope(envelope)) = alice.next_event(WAIT).await {
         inbox.take(&envelope);
     }
     // Reconnect through nginx, which now only has node-2.
     let mut reconnected = None;
     while reconnected.is_none() {
         assert!(killed_at.elapsed() < WAIT, "could not reconnect");
-        reconnected = WsConnection::connect(pair.app.http.base_url(), &pair.alice).await.ok();
+        reconnected = MessengerSocket::connect(pair.app.http.base_url(), &pair.alice)
+            .await
+            .ok();
     }
     let mut alice = reconnected.unwrap();
     let mut first_replayed = None;
@@ -255,7 +257,7 @@ async fn a_recipient_whose_node_dies_gets_every_message_once_after_reconnecting_
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     while inbox.texts_in_order.len() < TOTAL && Instant::now() < deadline {
-        if let Ok(WsEvent::Envelope(envelope)) = alice.next_event(WAIT).await {
+        if let Ok(SocketEvent::Envelope(envelope)) = alice.next_event(WAIT).await {
             inbox.take(&envelope);
         }
     }

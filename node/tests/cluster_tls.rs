@@ -8,11 +8,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use actors::cluster::tls::{ClusterTls, ClusterTlsFiles, DEFAULT_CLUSTER_SERVER_NAME};
-use parley_sim::cluster_certificates::{
+use parley_client::http::ParleyHttp;
+use parley_launcher::cluster_certificates::{
     ca_certificate_path, cluster_tls_node_args, node_certificate_path, node_key_path, write_cluster_certificates,
     ClusterCertificateAuthority,
 };
-use parley_sim::http_client::ParleyHttp;
 use protocol::websocket::{actions, DeliveryPayload, OutgoingMessage};
 use test_app::{connect_live, shared_servers, Pair, TestApp};
 use tokio::time::Instant;

@@ -7,7 +7,7 @@ mod test_app;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use parley_sim::http_client::seed_person;
+use parley_client::http::seed_person;
 use test_app::{own_servers, TestApp};
 use tokio::time::Instant;
 

@@ -94,7 +94,7 @@ fn build_fuzz_targets_once() -> anyhow::Result<()> {
 }
 
 fn build_fuzz_targets() -> anyhow::Result<()> {
-    parley_sim::test_watchdog::arm(BINARY);
+    parley_launcher::test_watchdog::arm(BINARY);
     let installed = cargo_fuzz("--version")
         .output()
         .context("running cargo to look for cargo-fuzz")?;

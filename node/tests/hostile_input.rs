@@ -13,8 +13,8 @@ mod test_app;
 
 use data_snapshot::{count_on_master, execute_on_master, DataSnapshot};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use parley_client::http::seed_person;
 use parley_node::tokens::Claims;
-use parley_sim::http_client::seed_person;
 use reqwest::Method;
 use test_app::{shared_servers, Pair, TestApp};
 

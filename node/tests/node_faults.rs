@@ -6,7 +6,7 @@ mod test_app;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use parley_sim::ws_client::{WsConnection, WsEvent};
+use parley_client::{MessengerSocket, SocketEvent};
 use protocol::websocket::{actions, OutgoingMessage, PresencePayload};
 use test_app::{connect_live, shared_servers, Pair, TestApp};
 use tokio::time::Instant;
@@ -18,7 +18,7 @@ async fn pair(app: TestApp, tag: &str) -> Pair {
     Pair::in_app(app, tag).await
 }
 
-async fn connect_to(url: &str, token: &str) -> WsConnection {
+async fn connect_to(url: &str, token: &str) -> MessengerSocket {
     connect_live(url, token).await.0
 }
 
@@ -108,8 +108,8 @@ async fn sigterm_closes_websockets_with_1001_and_the_node_exits() {
     pair.app.app.kill("node-1", Signal::SIGTERM).unwrap();
     let code = loop {
         match alice.next_event(WAIT).await.unwrap() {
-            WsEvent::Closed(code) => break code,
-            WsEvent::Envelope(_) => continue,
+            SocketEvent::Closed(code) => break code,
+            SocketEvent::Envelope(_) => continue,
         }
     };
     assert_eq!(code, Some(1001), "going away: reconnect elsewhere");
@@ -175,8 +175,8 @@ async fn a_stopping_node_stops_listening_first_and_answers_its_open_connections_
     pair.app.app.kill("node-1", Signal::SIGTERM).unwrap();
     let code = loop {
         match alice.next_event(WAIT).await.unwrap() {
-            WsEvent::Closed(code) => break code,
-            WsEvent::Envelope(_) => continue,
+            SocketEvent::Closed(code) => break code,
+            SocketEvent::Envelope(_) => continue,
         }
     };
     assert_eq!(code, Some(1001));
@@ -259,14 +259,14 @@ async fn a_reader_that_falls_behind_is_closed_with_1008_and_the_sender_is_not_sl
     let code = loop {
         assert!(Instant::now() < deadline, "no close for the slow reader");
         match alice.next_event(WAIT).await {
-            Ok(WsEvent::Closed(code)) => break code,
-            Ok(WsEvent::Envelope(_)) => continue,
+            Ok(SocketEvent::Closed(code)) => break code,
+            Ok(SocketEvent::Envelope(_)) => continue,
             Err(error) => panic!("read failed before the close: {error:#}"),
         }
     };
     assert_eq!(code, Some(1008));
     // Nothing is lost: a reconnect replays everything.
-    let mut socket = WsConnection::connect(pair.app.http.base_url(), &pair.alice)
+    let mut socket = MessengerSocket::connect(pair.app.http.base_url(), &pair.alice)
         .await
         .unwrap();
     let (_, done) = socket

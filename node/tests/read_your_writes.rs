@@ -9,8 +9,8 @@ mod test_app;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use parley_sim::http_client::seed_person;
-use parley_sim::DatabaseServers;
+use parley_client::http::seed_person;
+use parley_launcher::DatabaseServers;
 use protocol::websocket::{actions, AckPayload, OutgoingMessage};
 use reqwest::Method;
 use test_app::{connect_live, own_servers, TestApp};
@@ -22,14 +22,14 @@ const PASSWORD: &str = "1234567890";
 /// Runs `statement` as root on each replica.
 async fn on_replicas(servers: &DatabaseServers, statement: &str) {
     for replica in ["replica-1", "replica-2"] {
-        let mut connection = parley_sim::mariadb_admin::connect_url(&servers.root_url(replica))
+        let mut connection = parley_launcher::mariadb_admin::connect_url(&servers.root_url(replica))
             .await
             .unwrap_or_else(|error| panic!("connecting to {replica}: {error:#}"));
         connection
             .query_drop(statement)
             .await
             .unwrap_or_else(|error| panic!("{statement} on {replica}: {error}"));
-        parley_sim::mariadb_admin::close(connection).await;
+        parley_launcher::mariadb_admin::close(connection).await;
     }
 }
 
@@ -108,7 +108,7 @@ async fn every_read_through_node_2_reflects_a_write_through_node_1_however_far_t
 
     // The replicas really had applied none of it: a replica's answer would have missed it.
     let applied: Option<String> = {
-        let mut replica = parley_sim::mariadb_admin::connect_url(&servers.root_url("replica-1"))
+        let mut replica = parley_launcher::mariadb_admin::connect_url(&servers.root_url("replica-1"))
             .await
             .unwrap();
         let found = replica
@@ -118,7 +118,7 @@ async fn every_read_through_node_2_reflects_a_write_through_node_1_however_far_t
             )
             .await
             .unwrap();
-        parley_sim::mariadb_admin::close(replica).await;
+        parley_launcher::mariadb_admin::close(replica).await;
         found
     };
     assert_eq!(

@@ -74,7 +74,7 @@ async fn a_backlog_replayed_to_eight_sockets_is_held_a_page_at_a_time() {
         stalled.push(socket);
     }
     // The eighth reads its whole replay.
-    let mut reader = parley_sim::ws_client::WsConnection::connect(&node_url, &pair.alice)
+    let mut reader = parley_client::MessengerSocket::connect(&node_url, &pair.alice)
         .await
         .unwrap();
     let mut seqs = Vec::new();

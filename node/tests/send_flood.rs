@@ -12,7 +12,7 @@ mod test_app;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use parley_sim::http_client::seed_person;
+use parley_client::http::seed_person;
 use protocol::websocket::{actions, AckPayload, Envelope, ErrorPayload, OutgoingMessage, SendMessagePayload};
 use resident_memory::{resident_mib, PeakMemory};
 use test_app::{connect_live, shared_servers, TestApp};

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parley_sim::http_client::seed_person;
+use parley_client::http::seed_person;
 use resident_memory::PeakMemory;
 use sign_in::sign_in_status;
 use test_app::{shared_servers, TestApp};

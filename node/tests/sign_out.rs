@@ -9,8 +9,8 @@ mod test_app;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use parley_sim::http_client::seed_person;
-use parley_sim::ws_client::{WsConnection, WsEvent};
+use parley_client::http::seed_person;
+use parley_client::{MessengerSocket, SocketEvent};
 use protocol::auth::TokenPair;
 use protocol::websocket::{actions, close_codes, Envelope, ErrorPayload, RenewPayload, RenewedPayload};
 use reqwest::Method;
@@ -47,20 +47,20 @@ fn renew_frame(token: &str, reference: &str) -> String {
 }
 
 /// Frames until the answer to `reference` (a `renewed` or an `error`).
-async fn answer_to(socket: &mut WsConnection, reference: &str) -> Envelope {
+async fn answer_to(socket: &mut MessengerSocket, reference: &str) -> Envelope {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match socket.next_event(left).await.expect("an answer to the renew") {
-            WsEvent::Envelope(envelope) if envelope.reference.as_deref() == Some(reference) => return envelope,
-            WsEvent::Envelope(_) => continue,
-            WsEvent::Closed(code) => panic!("closed with {code:?} before answering {reference}"),
+            SocketEvent::Envelope(envelope) if envelope.reference.as_deref() == Some(reference) => return envelope,
+            SocketEvent::Envelope(_) => continue,
+            SocketEvent::Closed(code) => panic!("closed with {code:?} before answering {reference}"),
         }
     }
 }
 
 /// The socket answers a heartbeat: it is open and served.
-async fn assert_served(socket: &mut WsConnection, what: &str) {
+async fn assert_served(socket: &mut MessengerSocket, what: &str) {
     socket
         .send_text(r#"{"topic":"messenger","action":"heartbeat","payload":"","ref":"alive"}"#)
         .await
@@ -81,13 +81,7 @@ async fn signing_out_closes_that_devices_sockets_on_every_node_within_a_second_a
     let (mut laptop_on_2, _, _) = connect_live(&app.app.node_url("node-2"), &laptop.access_token).await;
 
     let signed_out_at = Instant::now();
-    let body = serde_json::json!({ "refresh_token": phone.refresh_token }).to_string();
-    let answer = app
-        .node("node-1")
-        .request(Method::POST, "/auth/sign-out", None, Some(&body))
-        .await
-        .unwrap();
-    assert_eq!(answer.status, 204, "{}", answer.body);
+    sign_out_through(&app, "node-1", &phone.refresh_token).await;
     // On the node that took the sign-out and on its peer, within a second of the answer.
     for (node, socket) in [("node-1", &mut phone_on_1), ("node-2", &mut phone_on_2)] {
         let left = Duration::from_secs(1).saturating_sub(signed_out_at.elapsed());
@@ -105,7 +99,7 @@ async fn signing_out_closes_that_devices_sockets_on_every_node_within_a_second_a
             "the signed-out access token on {node}"
         );
         assert!(
-            WsConnection::connect(&app.app.node_url(node), &phone.access_token)
+            MessengerSocket::connect(&app.app.node_url(node), &phone.access_token)
                 .await
                 .is_err(),
             "a socket with the signed-out token on {node}"
@@ -136,19 +130,15 @@ async fn a_node_that_was_down_during_the_sign_out_refuses_the_token_once_ready()
     assert_eq!(token_status(&app, "node-2", &phone.access_token).await, 200);
 
     app.app.kill("node-2", Signal::SIGKILL).unwrap();
-    let body = serde_json::json!({ "refresh_token": phone.refresh_token }).to_string();
-    let answer = app
-        .node("node-1")
-        .request(Method::POST, "/auth/sign-out", None, Some(&body))
-        .await
-        .unwrap();
-    assert_eq!(answer.status, 204, "{}", answer.body);
+    sign_out_through(&app, "node-1", &phone.refresh_token).await;
     // Nothing told node-2: it reads the sign-out from the database before it is ready.
     app.app.start_component("node-2").await.unwrap();
     assert_eq!(token_status(&app, "node-2", &phone.access_token).await, 401);
-    assert!(WsConnection::connect(&app.app.node_url("node-2"), &phone.access_token)
-        .await
-        .is_err());
+    assert!(
+        MessengerSocket::connect(&app.app.node_url("node-2"), &phone.access_token)
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,6 +202,17 @@ async fn a_socket_closes_when_its_token_expires_unless_a_fresh_one_comes_over_it
         now_ms() >= renewed.expires_at_ms,
         "closed before its renewed token expired"
     );
+}
+
+/// Signs the sign-in of `refresh_token` out through `node` (answered 204).
+async fn sign_out_through(app: &TestApp, node: &str, refresh_token: &str) {
+    let body = serde_json::json!({ "refresh_token": refresh_token }).to_string();
+    let answer = app
+        .node(node)
+        .request(Method::POST, "/auth/sign-out", None, Some(&body))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 204, "{}", answer.body);
 }
 
 /// A new pair for `refresh_token` (which stops working).

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use parley_sim::http_client::seed_person;
+use parley_client::http::seed_person;
 use test_app::{shared_servers, TestApp};
 use tokio::time::Instant;
 
@@ -62,7 +62,7 @@ async fn a_hundred_sign_ups_from_one_address_do_not_keep_another_from_signing_in
     let _serial = ONE_FLOOD_AT_A_TIME.lock().await;
     // OWASP cost and the default limits (no test flags): they are the point.
     let app = TestApp::spawn_with_only_args(shared_servers(BINARY).await, 2, &[]).await;
-    let public = app.app.public_url().to_owned();
+    let public = app.app.public_url().clone();
     let quiet = client_from("127.0.0.3");
     let carol = seed_person("Carol", "quiet");
     let body = serde_json::to_value(&carol).unwrap();
@@ -116,7 +116,7 @@ async fn a_hundred_sign_ups_from_one_address_do_not_keep_another_from_signing_in
 async fn two_hundred_wrong_sign_ins_through_nginx_get_only_401_and_429() {
     let _serial = ONE_FLOOD_AT_A_TIME.lock().await;
     let app = TestApp::spawn_with_only_args(shared_servers(BINARY).await, 2, &[]).await;
-    let public = app.app.public_url().to_owned();
+    let public = app.app.public_url().clone();
     let client = client_from("127.0.0.4");
     let attempts = (0..200).map(|index| {
         let (client, url) = (client.clone(), format!("{public}/auth/sign-in"));

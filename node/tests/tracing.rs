@@ -8,7 +8,7 @@ mod test_app;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use parley_sim::trace_collector::{CollectedSpan, TraceCollector};
+use parley_launcher::trace_collector::{CollectedSpan, TraceCollector};
 use protocol::websocket::{actions, Envelope, OutgoingMessage, SendMessagePayload};
 use test_app::{connect_live, shared_servers, Pair, TestApp};
 use tokio::time::Instant;

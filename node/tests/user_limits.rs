@@ -6,8 +6,8 @@ mod test_app;
 
 use std::time::Duration;
 
-use parley_sim::http_client::seed_person;
-use parley_sim::ws_client::WsConnection;
+use parley_client::http::seed_person;
+use parley_client::MessengerSocket;
 use test_app::{shared_servers, TestApp};
 use tokio::time::Instant;
 
@@ -77,19 +77,19 @@ async fn a_user_at_the_socket_limit_is_refused_another_until_one_closes() {
         .access_token;
     let node = app.app.node_url("node-1");
 
-    let first = WsConnection::connect(&node, &bob).await.unwrap();
-    let _second = WsConnection::connect(&node, &bob).await.unwrap();
-    let Err(refused) = WsConnection::connect(&node, &bob).await else {
+    let first = MessengerSocket::connect(&node, &bob).await.unwrap();
+    let _second = MessengerSocket::connect(&node, &bob).await.unwrap();
+    let Err(refused) = MessengerSocket::connect(&node, &bob).await else {
         panic!("a third socket must be refused");
     };
     assert!(format!("{refused:#}").contains("429"), "{refused:#}");
     // Other users are not affected.
-    let _alice = WsConnection::connect(&node, &alice).await.unwrap();
+    let _alice = MessengerSocket::connect(&node, &alice).await.unwrap();
 
     first.close().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match WsConnection::connect(&node, &bob).await {
+        match MessengerSocket::connect(&node, &bob).await {
             Ok(_third) => break,
             Err(error) => assert!(
                 Instant::now() < deadline,
@@ -112,7 +112,7 @@ async fn twenty_parallel_connects_of_one_user_never_pass_the_socket_limit() {
         .access_token;
     let node = app.app.node_url("node-1");
     // All at once: a check made before the session registers let several through.
-    let attempts = (0..20).map(|_| WsConnection::connect(&node, &bob));
+    let attempts = (0..20).map(|_| MessengerSocket::connect(&node, &bob));
     let outcomes = futures::future::join_all(attempts).await;
     let refusals: Vec<String> = outcomes
         .iter()

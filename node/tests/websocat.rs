@@ -140,7 +140,7 @@ async fn a_quiet_websocat_terminal_answers_the_pings_and_stays_open() {
     ];
     let app = TestApp::spawn_with_args(shared_servers(BINARY).await, 1, &flags).await;
     let http = &app.http;
-    let carol = parley_sim::http_client::seed_person("Carol", "websocat-quiet");
+    let carol = parley_client::http::seed_person("Carol", "websocat-quiet");
     http.sign_up_ok(&carol).await.unwrap();
     let token = http.sign_in(&carol.email, &carol.password).await.unwrap().access_token;
     let mut terminal = Terminal::open(http.base_url(), &token).await;

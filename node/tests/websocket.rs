@@ -6,8 +6,8 @@ mod test_app;
 
 use std::time::Duration;
 
-use parley_sim::http_client::seed_person;
-use parley_sim::ws_client::WsConnection;
+use parley_client::http::seed_person;
+use parley_client::MessengerSocket;
 use protocol::websocket::{
     actions, AckPayload, DeliveryPayload, Envelope, ErrorPayload, OutgoingMessage, ReplayCompletePayload, StatusPayload,
 };
@@ -21,7 +21,7 @@ async fn pair(tag: &str) -> Pair {
     Pair::in_app(TestApp::spawn(shared_servers(BINARY).await, 1).await, tag).await
 }
 
-async fn connect(pair: &Pair, token: &str) -> (WsConnection, ReplayCompletePayload, Vec<Envelope>) {
+async fn connect(pair: &Pair, token: &str) -> (MessengerSocket, ReplayCompletePayload, Vec<Envelope>) {
     connect_live(pair.app.http.base_url(), token).await
 }
 
@@ -388,7 +388,7 @@ async fn bad_frames_get_error_frames_and_the_socket_stays_usable() {
 #[tokio::test]
 async fn a_bad_token_is_refused_before_the_upgrade() {
     let pair = pair("token").await;
-    assert!(WsConnection::connect(pair.app.http.base_url(), "garbage")
+    assert!(MessengerSocket::connect(pair.app.http.base_url(), "garbage")
         .await
         .is_err());
     let answer = pair

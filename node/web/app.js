@@ -1,7 +1,7 @@
 // Parley's web chat page: a plain client of the public API (the HTTP endpoints and the
 // messenger websocket), with no build step and nothing loaded from elsewhere.
 //
-// It keeps the same promises as the reference client (simulations/src/chat_client.rs):
+// It keeps the same promises as the reference client (simulations/client/src/chat_client.rs):
 // - every message is shown once, in seq order, however often the server delivers it
 //   (a reconnect replays everything above the `received` cursor);
 // - `received` is reported up to the highest seq below which nothing is missing, so a

@@ -41,8 +41,8 @@ use std::time::Duration;
 use anyhow::bail;
 use serde::Serialize;
 
-use crate::trace_collector::TraceCollector;
-use crate::LocalCluster;
+use parley_launcher::trace_collector::TraceCollector;
+use parley_launcher::LocalCluster;
 
 pub use http_read::HttpReadFigures;
 pub use idle_connections::{MemoryFigures, RssSample};

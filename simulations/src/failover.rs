@@ -9,12 +9,8 @@
 //! then:  wait (bounded) for every ack and delivery ─ close clients ─ report
 //! ```
 
-pub mod chat_load;
 mod experiment_cluster;
-pub mod experiment_users;
 mod fault_script;
-pub mod http_load;
-pub mod latency_statistics;
 mod report;
 mod timeline_plot;
 
@@ -25,10 +21,10 @@ use anyhow::{ensure, Context};
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
-pub use chat_load::{ChatPlacement, DuplicateDelivery, LostMessage};
+pub use crate::load::chat_load::{ChatPlacement, DuplicateDelivery, LostMessage};
+pub use crate::load::http_load::HttpProblem;
 pub use experiment_cluster::{attach_or_start_cluster, restart_dead_components, wait_until_mesh_formed, ClusterOrigin};
 pub use fault_script::{FaultAction, FaultRecord, FaultSpec, ScriptedFault};
-pub use http_load::HttpProblem;
 pub use report::{
     ExperimentSettings, FailoverReport, HttpSummary, TimelineSecond, WebsocketSummary, SEED_CPU_CORES,
     SEED_LATENCY_AVERAGE_MS, SEED_NON_2XX, SEED_REQUESTS, SEED_REQUESTS_PER_SECOND,
@@ -36,11 +32,12 @@ pub use report::{
 pub(crate) use timeline_plot::register_font;
 pub use timeline_plot::write_timeline_plot;
 
-use crate::http_client::ParleyHttp;
-use crate::LocalCluster;
-use chat_load::{ChatLoadOutcome, ChatLoadSettings, RunningChatLoad};
-use http_load::{HttpLoadOutcome, HttpLoadSettings, RunningHttpLoad};
-use latency_statistics::{round_ms, LatencySamples};
+use crate::load::chat_load::{ChatLoadOutcome, ChatLoadSettings, RunningChatLoad};
+use crate::load::http_load::{HttpLoadOutcome, HttpLoadSettings, RunningHttpLoad};
+use crate::load::latency_samples::{round_ms, LatencySamples};
+use crate::load::load_users;
+use parley_client::http::ParleyHttp;
+use parley_launcher::LocalCluster;
 
 /// What to run; [`FailoverConfig::seed_experiment`] gives the defaults of the CLI.
 #[derive(Debug, Clone)]
@@ -105,14 +102,14 @@ pub async fn run_failover_experiment(
     wait_until_mesh_formed(cluster, config.startup_timeout).await?;
     let public_url = cluster.app.public_url();
     let http = ParleyHttp::new(&public_url);
-    let run_tag = experiment_users::fresh_run_tag();
+    let run_tag = load_users::fresh_run_tag();
     progress.say(&format!(
         "creating {} users, two password hashes each (tag {run_tag})",
         config.pairs * 2 + 2
     ));
     let (http_users, pair_accounts) = tokio::try_join!(
-        experiment_users::create_http_load_users(&http, &run_tag),
-        experiment_users::create_chat_pairs(&http, &run_tag, config.pairs)
+        load_users::create_http_load_users(&http, &run_tag),
+        load_users::create_chat_pairs(&http, &run_tag, config.pairs)
     )
     .context("creating the experiment's users")?;
     let chat_load = RunningChatLoad::connect(

@@ -7,10 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use parley_sim::app_tier::resolve_parley_binary;
+use parley_launcher::app_tier::resolve_parley_binary;
+use parley_launcher::trace_collector::TraceCollector;
+use parley_launcher::{ClusterSpec, LocalCluster};
 use parley_sim::bench::{run_benchmarks, BenchConfig, BENCH_NODE_ARGS};
-use parley_sim::trace_collector::TraceCollector;
-use parley_sim::{ClusterSpec, LocalCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_benchmark_reports_parley_the_baseline_and_their_ratio() -> anyhow::Result<()> {
@@ -24,7 +24,7 @@ async fn each_benchmark_reports_parley_the_baseline_and_their_ratio() -> anyhow:
         .chain(["--otlp-endpoint", traces.endpoint()])
         .map(String::from)
         .collect();
-    parley_sim::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
+    parley_launcher::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
     let cluster = LocalCluster::start(spec).await?;
     // memory and storm hold thousands of sockets; bench_memory_storm.rs runs them small.
     let config = BenchConfig {

@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use parley_sim::app_tier::resolve_parley_binary;
+use parley_launcher::app_tier::resolve_parley_binary;
+use parley_launcher::{ClusterSpec, LocalCluster};
 use parley_sim::bench::{run_benchmarks, write_plots, BenchConfig, BENCH_NODE_ARGS};
-use parley_sim::{ClusterSpec, LocalCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sockets_are_measured_and_a_killed_node_s_users_all_resume() -> anyhow::Result<()> {
@@ -16,7 +16,7 @@ async fn idle_sockets_are_measured_and_a_killed_node_s_users_all_resume() -> any
     let state = tempfile::tempdir()?;
     let mut spec = ClusterSpec::with_free_ports(state.path().to_path_buf(), 2);
     spec.node_extra_args = BENCH_NODE_ARGS.iter().map(|argument| argument.to_string()).collect();
-    parley_sim::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
+    parley_launcher::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
     let cluster = LocalCluster::start(spec).await?;
     let config = BenchConfig {
         names: ["memory", "storm"].map(String::from).to_vec(),

@@ -23,10 +23,10 @@ use anyhow::{ensure, Context};
 use chat_page::{ChatPage, PageSnapshot};
 use chromedriver::ChromeDriver;
 use nix::sys::signal::Signal;
-use parley_sim::app_tier::resolve_parley_binary;
-use parley_sim::http_client::ParleyHttp;
-use parley_sim::readiness::{poll_until_ready, Probe};
-use parley_sim::{ClusterSpec, LocalCluster};
+use parley_client::http::ParleyHttp;
+use parley_launcher::app_tier::resolve_parley_binary;
+use parley_launcher::readiness::{poll_until_ready, Probe};
+use parley_launcher::{ClusterSpec, LocalCluster};
 use reqwest::Method;
 use two_people::{move_off_node, screenshots_dir, serving_node, sign_up_and_in, PAGE_WAIT};
 
@@ -55,7 +55,7 @@ async fn two_people_chat_in_browsers_and_a_node_crash_loses_nothing() -> anyhow:
     ]
     .map(String::from)
     .to_vec();
-    parley_sim::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
+    parley_launcher::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
     let cluster = LocalCluster::start(spec).await?;
     let public_url = cluster.app.public_url();
     let public_port: u16 = public_url.rsplit(':').next().unwrap_or_default().parse()?;

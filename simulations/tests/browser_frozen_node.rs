@@ -24,8 +24,8 @@ use anyhow::{ensure, Context};
 use chat_page::ChatPage;
 use chromedriver::ChromeDriver;
 use nix::sys::signal::Signal;
-use parley_sim::app_tier::resolve_parley_binary;
-use parley_sim::{ClusterSpec, LocalCluster};
+use parley_launcher::app_tier::resolve_parley_binary;
+use parley_launcher::{ClusterSpec, LocalCluster};
 use tokio::time::Instant;
 use two_people::{move_off_node, screenshots_dir, serving_node, sign_up_and_in, PAGE_WAIT};
 
@@ -48,7 +48,7 @@ async fn a_page_leaves_a_frozen_node_by_itself_and_shows_the_missed_messages_onc
     let mut spec = ClusterSpec::with_free_ports(state.path().join("cluster"), 2);
     // The cheapest scrypt cost the node accepts: sign-ups are not what is tested here.
     spec.node_extra_args = ["--scrypt-log-n", "10"].map(String::from).to_vec();
-    parley_sim::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
+    parley_launcher::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
     let cluster = LocalCluster::start(spec).await?;
     let public_url = cluster.app.public_url();
     let public_port: u16 = public_url.rsplit(':').next().unwrap_or_default().parse()?;

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context};
 use nix::sys::signal::Signal;
-use parley_sim::app_tier::resolve_parley_binary;
-use parley_sim::chat_client::{ChatClient, ChatClientConfig, ChatClientEvent, ReceivedMessage, SentMessageAck};
-use parley_sim::http_client::{seed_person, ParleyHttp};
-use parley_sim::{ClusterSpec, LocalCluster};
+use parley_client::chat_client::{ChatClient, ChatClientConfig, ChatClientEvent, ReceivedMessage, SentMessageAck};
+use parley_client::http::{seed_person, ParleyHttp};
+use parley_launcher::app_tier::resolve_parley_binary;
+use parley_launcher::{ClusterSpec, LocalCluster};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -52,7 +52,7 @@ async fn start_conversation_with_args(tag: &str, extra_node_args: &[&str]) -> an
         .chain(extra_node_args)
         .map(|arg| arg.to_string())
         .collect();
-    parley_sim::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
+    parley_launcher::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
     let cluster = LocalCluster::start(spec).await?;
     wait_until_cluster_formed(&cluster).await?;
     let http = ParleyHttp::new(cluster.app.public_url());

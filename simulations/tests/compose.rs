@@ -26,14 +26,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use load_with_kills::{run_load_with_kills, LoadOutcome, LoadWithKills};
-use parley_sim::app_tier::resolve_parley_binary;
-use parley_sim::compose_stack::{
+use parley_client::http::ParleyHttp;
+use parley_launcher::app_tier::resolve_parley_binary;
+use parley_launcher::compose_stack::{
     build_images, free_application_subnet_prefix, locate_compose_dir, projects_present, ComposeProject, ComposeTool,
 };
-use parley_sim::http_client::ParleyHttp;
-use parley_sim::pid_is_alive;
-use parley_sim::ports::pick_free_ports;
-use parley_sim::readiness::{http_get_status, poll_until_ready, Probe};
+use parley_launcher::pid_is_alive;
+use parley_launcher::ports::pick_free_ports;
+use parley_launcher::readiness::{http_get_status, poll_until_ready, Probe};
 use protocol::cluster::ClusterView;
 use seed_walkthrough::{exchange_seed_frames, run_seed_curl_commands, SignUps, SEED_TEXTS};
 

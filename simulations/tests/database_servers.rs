@@ -8,7 +8,7 @@ use anyhow::{ensure, Context};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Row};
 use nix::sys::signal::Signal;
-use parley_sim::{pid_is_alive, process_group_has_live_members, DatabaseServers, DatabaseServersSpec, PortChoice};
+use parley_launcher::{pid_is_alive, process_group_has_live_members, DatabaseServers, DatabaseServersSpec, PortChoice};
 
 const DATABASE: &str = "parley_sim_test";
 const REPLICA_1_SERVER_ID: u32 = 2;
@@ -63,7 +63,7 @@ async fn assert_replicating_with_gtid(url: &str, server: &str) -> anyhow::Result
 #[tokio::test]
 async fn replicas_follow_the_master_and_haproxy_routes_around_a_dead_replica() -> anyhow::Result<()> {
     let state = tempfile::tempdir()?;
-    parley_sim::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
+    parley_launcher::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
     let servers = DatabaseServers::start(DatabaseServersSpec {
         state_dir: state.path().to_path_buf(),
         ports: PortChoice::Free,
@@ -101,7 +101,7 @@ async fn replicas_follow_the_master_and_haproxy_routes_around_a_dead_replica() -
         .await;
     match write_on_replica {
         Err(mysql_async::Error::Server(error)) => {
-            assert_eq!(error.code, 1290, "unexpected error {error:?}")
+            assert_eq!(error.code, 1290, "unexpected error {error:?}");
         }
         other => panic!("a write on a read_only replica must fail with 1290, got {other:?}"),
     }

@@ -9,12 +9,12 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use parley_sim::app_tier::resolve_parley_binary;
+use parley_launcher::app_tier::resolve_parley_binary;
+use parley_launcher::readiness::{poll_until_ready, Probe};
+use parley_launcher::{ClusterSpec, LocalCluster};
 use parley_sim::failover::{
     run_failover_experiment, wait_until_mesh_formed, FailoverConfig, FailoverReport, FaultSpec, ScriptedFault,
 };
-use parley_sim::readiness::{poll_until_ready, Probe};
-use parley_sim::{ClusterSpec, LocalCluster};
 
 /// Cheap password hashing: sign-ups are setup here, not the subject.
 const CHEAP_SCRYPT_ARGS: [&str; 2] = ["--scrypt-log-n", "10"];
@@ -55,7 +55,7 @@ async fn start_cluster() -> anyhow::Result<ExperimentCluster> {
     let state_dir = tempfile::tempdir()?;
     let mut spec = ClusterSpec::with_free_ports(state_dir.path().to_path_buf(), 2);
     spec.node_extra_args = CHEAP_SCRYPT_ARGS.iter().map(|arg| arg.to_string()).collect();
-    parley_sim::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
+    parley_launcher::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
     let cluster = LocalCluster::start(spec).await?;
     Ok(ExperimentCluster {
         cluster,
@@ -452,7 +452,7 @@ async fn a_partitioned_node_loses_its_users_to_the_other_and_nothing_is_delivere
     wait_until_mesh_formed(&experiment.cluster, Duration::from_secs(20)).await?;
     let ready = format!("{}/health/ready", experiment.cluster.app.node_url("node-1"));
     poll_until_ready("node-1 to be ready after the heal", Duration::from_secs(20), || async {
-        Ok(match parley_sim::readiness::http_get_status(&ready).await {
+        Ok(match parley_launcher::readiness::http_get_status(&ready).await {
             Ok(200) => Probe::Ready(()),
             Ok(status) => Probe::NotYet(anyhow::anyhow!("{ready} answered {status}")),
             Err(error) => Probe::NotYet(error),

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use nix::sys::signal::Signal;
-use parley_sim::app_tier::resolve_parley_binary;
-use parley_sim::{pid_is_alive, process_group_has_live_members, ClusterSpec, LocalCluster};
+use parley_launcher::app_tier::resolve_parley_binary;
+use parley_launcher::{pid_is_alive, process_group_has_live_members, ClusterSpec, LocalCluster};
 
 async fn get_status(url: &str) -> anyhow::Result<u16> {
     let client = reqwest::Client::builder()
@@ -21,7 +21,7 @@ async fn get_status(url: &str) -> anyhow::Result<u16> {
 async fn nginx_routes_around_a_dead_node_and_the_node_comes_back() -> anyhow::Result<()> {
     resolve_parley_binary(None).context("build the node first: cargo test --workspace, or set PARLEY_BIN")?;
     let state = tempfile::tempdir()?;
-    parley_sim::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
+    parley_launcher::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
     let cluster = LocalCluster::start(ClusterSpec::with_free_ports(state.path().to_path_buf(), 2)).await?;
     let public_ready = format!("{}/health/ready", cluster.app.public_url());
     assert_eq!(get_status(&public_ready).await?, 200);

@@ -39,7 +39,7 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
         .map(|state: AppState| cluster(&state));
     let metrics = warp::path!("metrics")
         .and(warp::get())
-        .and(with_state(state.clone()))
+        .and(with_state(state))
         .map(|state: AppState| metrics(&state));
     live.or(ready).unify().or(cluster).unify().or(metrics).unify()
 }

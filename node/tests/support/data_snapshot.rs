@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use mysql_async::prelude::Queryable;
-use parley_sim::DatabaseServers;
+use parley_launcher::DatabaseServers;
 
 /// Every table Parley writes.
 const TABLES: &str = "users, refresh_tokens, chats, chat_members, messages";
@@ -18,14 +18,14 @@ pub struct DataSnapshot(Vec<(String, Option<u64>)>);
 impl DataSnapshot {
     /// Reads the master, which every write reaches first.
     pub async fn take(servers: &DatabaseServers, database: &str) -> DataSnapshot {
-        let mut connection = parley_sim::mariadb_admin::connect_url(&servers.master_url(database))
+        let mut connection = parley_launcher::mariadb_admin::connect_url(&servers.master_url(database))
             .await
             .expect("connecting to the master");
         let rows: Vec<(String, Option<u64>)> = connection
             .query(format!("CHECKSUM TABLE {TABLES}"))
             .await
             .expect("checksumming the tables");
-        parley_sim::mariadb_admin::close(connection).await;
+        parley_launcher::mariadb_admin::close(connection).await;
         assert!(
             rows.iter().all(|(_, checksum)| checksum.is_some()),
             "every table exists: {rows:?}"
@@ -62,26 +62,26 @@ impl DataSnapshot {
 
 /// The single number `query` answers on the master.
 pub async fn count_on_master(servers: &DatabaseServers, database: &str, query: &str, parameters: Vec<String>) -> u64 {
-    let mut connection = parley_sim::mariadb_admin::connect_url(&servers.master_url(database))
+    let mut connection = parley_launcher::mariadb_admin::connect_url(&servers.master_url(database))
         .await
         .expect("connecting to the master");
     let count: Option<u64> = connection
         .exec_first(query, parameters)
         .await
         .unwrap_or_else(|error| panic!("{query}: {error}"));
-    parley_sim::mariadb_admin::close(connection).await;
+    parley_launcher::mariadb_admin::close(connection).await;
     count.unwrap_or_default()
 }
 
 /// Runs one statement on the master as the app's database (for a test's own setup, such
 /// as deleting a user the API has no way to delete).
 pub async fn execute_on_master(servers: &DatabaseServers, database: &str, statement: &str, parameters: Vec<String>) {
-    let mut connection = parley_sim::mariadb_admin::connect_url(&servers.master_url(database))
+    let mut connection = parley_launcher::mariadb_admin::connect_url(&servers.master_url(database))
         .await
         .expect("connecting to the master");
     connection
         .exec_drop(statement, parameters)
         .await
         .unwrap_or_else(|error| panic!("{statement}: {error}"));
-    parley_sim::mariadb_admin::close(connection).await;
+    parley_launcher::mariadb_admin::close(connection).await;
 }

@@ -9,9 +9,9 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use parley_sim::http_client::{seed_person, ParleyHttp};
-use parley_sim::ws_client::WsConnection;
-use parley_sim::{AppTier, AppTierSpec, DatabaseServers, DatabaseServersSpec, PortChoice};
+use parley_client::http::{seed_person, ParleyHttp};
+use parley_client::MessengerSocket;
+use parley_launcher::{AppTier, AppTierSpec, DatabaseServers, DatabaseServersSpec, PortChoice};
 use protocol::websocket::{actions, Envelope, OutgoingMessage, ReplayCompletePayload};
 use tokio::sync::OnceCell;
 
@@ -26,7 +26,7 @@ static NEXT_APP: AtomicUsize = AtomicUsize::new(0);
 /// Where this test binary keeps its state: under cargo's target tmp dir, one folder per
 /// run (older runs' folders are removed first).
 pub fn binary_state_dir(binary: &str) -> PathBuf {
-    parley_sim::test_watchdog::arm(binary);
+    parley_launcher::test_watchdog::arm(binary);
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("parley-tests");
     let prefix = format!("{binary}-");
     if let Ok(entries) = std::fs::read_dir(&root) {
@@ -35,7 +35,7 @@ pub fn binary_state_dir(binary: &str) -> PathBuf {
             let Some(pid) = name.strip_prefix(&prefix).and_then(|pid| pid.parse::<u32>().ok()) else {
                 continue;
             };
-            if !parley_sim::pid_is_alive(pid) {
+            if !parley_launcher::pid_is_alive(pid) {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
@@ -200,8 +200,8 @@ pub fn text_message(text: &str) -> OutgoingMessage {
 
 /// A messenger socket to `url` whose replay is done: the socket, the `replay-complete`
 /// payload and the frames before it.
-pub async fn connect_live(url: &str, token: &str) -> (WsConnection, ReplayCompletePayload, Vec<Envelope>) {
-    let mut socket = WsConnection::connect(url, token).await.unwrap();
+pub async fn connect_live(url: &str, token: &str) -> (MessengerSocket, ReplayCompletePayload, Vec<Envelope>) {
+    let mut socket = MessengerSocket::connect(url, token).await.unwrap();
     let (before, done) = socket
         .until_action(actions::REPLAY_COMPLETE, std::time::Duration::from_secs(10))
         .await

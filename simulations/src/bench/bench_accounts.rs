@@ -10,8 +10,8 @@
 use anyhow::Context;
 use futures::{stream, StreamExt, TryStreamExt};
 
-use crate::failover::experiment_users::{sign_up_and_in, SignedInUser};
-use crate::http_client::ParleyHttp;
+use crate::load::load_users::{sign_up_and_in, SignedInUser};
+use parley_client::http::ParleyHttp;
 
 const SIGN_UP_CONCURRENCY: usize = 16;
 /// create-chat is one master transaction and no hashing.

@@ -12,8 +12,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::mariadb_admin::connect_url;
-use crate::LocalCluster;
+use parley_launcher::mariadb_admin::connect_url;
+use parley_launcher::LocalCluster;
 
 const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -65,7 +65,7 @@ impl DatabaseLoadSampler {
                 previous = current;
             }
             for connection in connections {
-                crate::mariadb_admin::close(connection).await;
+                parley_launcher::mariadb_admin::close(connection).await;
             }
             Ok(samples)
         });

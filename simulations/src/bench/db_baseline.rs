@@ -9,7 +9,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, Params, Pool, PoolConstraints, PoolOpts};
 use tokio::time::Instant;
 
-use crate::failover::latency_statistics::LatencySamples;
+use crate::load::latency_samples::LatencySamples;
 
 /// Statements completed per second by `concurrency` loops of `statement` with
 /// `params_of(loop, n)` (the n-th statement of a loop).

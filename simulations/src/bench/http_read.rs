@@ -8,10 +8,10 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::{concurrency_key, db_baseline, ByConcurrency, Comparison};
-use crate::failover::experiment_users::{create_http_load_users, fresh_run_tag};
-use crate::failover::http_load::{HttpLoadSettings, RunningHttpLoad};
-use crate::http_client::ParleyHttp;
-use crate::LocalCluster;
+use crate::load::http_load::{HttpLoadSettings, RunningHttpLoad};
+use crate::load::load_users::{create_http_load_users, fresh_run_tag};
+use parley_client::http::ParleyHttp;
+use parley_launcher::LocalCluster;
 
 const CONCURRENCIES: [usize; 2] = [10, 64];
 /// The target: Parley's HTTP reads at 70 % of the bare query or better.

@@ -25,9 +25,9 @@ use super::bench_accounts::sign_up_many;
 use super::lean_socket::{connect_lean, next_frame, node_socket_address, read_until_replay_complete, source_address};
 use super::lean_socket::{LeanFrame, LeanSocket};
 use super::process_figures::{component_pid, open_files_left, raise_own_open_files_limit, resident_bytes};
-use crate::failover::experiment_users::fresh_run_tag;
-use crate::http_client::ParleyHttp;
-use crate::LocalCluster;
+use crate::load::load_users::fresh_run_tag;
+use parley_client::http::ParleyHttp;
+use parley_launcher::LocalCluster;
 
 /// The node whose memory is measured.
 const MEASURED_NODE: &str = "node-1";

@@ -12,12 +12,12 @@ use tokio::time::Instant;
 
 use super::latency_hops::{self, ClientTiming, HopBreakdown};
 use super::{db_baseline, messages, CHAT_SENDERS};
-use crate::failover::chat_load::{ChatLoadSettings, DeliveredTiming, RunningChatLoad};
-use crate::failover::experiment_users::{create_chat_pairs, fresh_run_tag};
-use crate::failover::latency_statistics::round_ms;
-use crate::http_client::ParleyHttp;
-use crate::trace_collector::TraceCollector;
-use crate::LocalCluster;
+use crate::load::chat_load::{ChatLoadSettings, DeliveredTiming, RunningChatLoad};
+use crate::load::latency_samples::round_ms;
+use crate::load::load_users::{create_chat_pairs, fresh_run_tag};
+use parley_client::http::ParleyHttp;
+use parley_launcher::trace_collector::TraceCollector;
+use parley_launcher::LocalCluster;
 
 /// The target for the p99.
 const TARGET_P99_MS: f64 = 10.0;

@@ -1,5 +1,5 @@
 //! Where a message's delivery latency goes, hop by hop: the nodes' spans (collected over
-//! OTLP by [`TraceCollector`](crate::trace_collector::TraceCollector)) joined with the
+//! OTLP by [`TraceCollector`](parley_launcher::trace_collector::TraceCollector)) joined with the
 //! benchmark clients' own send and receive times.
 //!
 //! A message is found in the traces by its id, which the recipient's `socket.deliver`
@@ -17,8 +17,8 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::failover::latency_statistics::round_ms;
-use crate::trace_collector::CollectedSpan;
+use crate::load::latency_samples::round_ms;
+use parley_launcher::trace_collector::CollectedSpan;
 
 /// One message as the benchmark's clients saw it, on the wall clock.
 #[derive(Debug, Clone)]

@@ -5,6 +5,11 @@
 //! Each source address has its own ephemeral ports (about 28,000 in Linux's default
 //! range), so spreading connections over 127.0.0.2, 127.0.0.3, … keeps one node's port
 //! from running out of four-tuples long before the node does.
+//!
+//! Why not `parley_client::MessengerSocket`: a client crate has no business binding
+//! source addresses or shrinking its buffers below what a real client needs, and
+//! decoding every frame in full would make the benchmark measure its own client. Only the
+//! benchmarks that hold thousands of sockets in one process use this one.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -87,7 +92,7 @@ pub enum LeanFrame {
 /// The next frame, however long it takes (callers bound the wait).
 pub async fn next_frame(socket: &mut LeanSocket) -> anyhow::Result<LeanFrame> {
     let text = match socket.next().await {
-        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(LeanFrame::Ended),
+        None | Some(Err(_) | Ok(Message::Close(_))) => return Ok(LeanFrame::Ended),
         Some(Ok(Message::Text(text))) => text,
         Some(Ok(_)) => return Ok(LeanFrame::Other),
     };

@@ -10,10 +10,10 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::{db_baseline, Comparison, CHAT_SENDERS};
-use crate::failover::chat_load::{ChatLoadSettings, RunningChatLoad};
-use crate::failover::experiment_users::{create_chat_pairs, fresh_run_tag};
-use crate::http_client::ParleyHttp;
-use crate::LocalCluster;
+use crate::load::chat_load::{ChatLoadSettings, RunningChatLoad};
+use crate::load::load_users::{create_chat_pairs, fresh_run_tag};
+use parley_client::http::ParleyHttp;
+use parley_launcher::LocalCluster;
 
 /// Offered per sender: more than the system sustains, so what arrives is its limit.
 const OFFERED_PER_SENDER: f64 = 250.0;

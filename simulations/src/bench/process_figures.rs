@@ -49,7 +49,7 @@ pub fn raise_own_open_files_limit() -> anyhow::Result<u64> {
 }
 
 /// The pid of a cluster component, from the cluster's status.
-pub fn component_pid(statuses: &[crate::ComponentStatus], name: &str) -> anyhow::Result<u32> {
+pub fn component_pid(statuses: &[parley_launcher::ComponentStatus], name: &str) -> anyhow::Result<u32> {
     match statuses.iter().find(|status| status.name == name) {
         Some(status) if status.alive => Ok(status.pid),
         Some(_) => bail!("{name} is not running"),

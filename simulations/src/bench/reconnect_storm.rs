@@ -27,10 +27,10 @@ use super::lean_socket::{connect_lean, node_socket_address, read_until_replay_co
 use super::process_figures::raise_own_open_files_limit;
 use super::storm_recipient::{run_recipient, RecipientOutcome, RecipientRun, StormProgress};
 use super::storm_senders::{send_pending_messages, SenderChats};
-use crate::failover::experiment_users::fresh_run_tag;
-use crate::http_client::ParleyHttp;
-use crate::readiness::{poll_until_ready, Probe};
-use crate::LocalCluster;
+use crate::load::load_users::fresh_run_tag;
+use parley_client::http::ParleyHttp;
+use parley_launcher::readiness::{poll_until_ready, Probe};
+use parley_launcher::LocalCluster;
 
 const KILLED_NODE: &str = "node-1";
 const SURVIVING_NODE: &str = "node-2";
@@ -202,7 +202,7 @@ type StormMoments = (Instant, Vec<Vec<String>>, Vec<QueryRateSample>);
 /// resumes. Returns the kill's instant, each user's expected ids and the database load.
 async fn storm_with_connected_users(
     cluster: &LocalCluster,
-    senders: &[crate::failover::experiment_users::SignedInUser],
+    senders: &[crate::load::load_users::SignedInUser],
     chat_ids: &[String],
     sender_index_of: impl Fn(usize) -> usize,
     progress: &StormProgress,

@@ -11,8 +11,8 @@ use protocol::errors::codes;
 use protocol::websocket::{actions, AckPayload, ErrorPayload, OutgoingMessage};
 use tokio::time::Instant;
 
-use crate::failover::experiment_users::SignedInUser;
-use crate::ws_client::WsConnection;
+use crate::load::load_users::SignedInUser;
+use parley_client::MessengerSocket;
 
 const ACK_TIMEOUT: Duration = Duration::from_secs(120);
 /// Frames a sender has written and not yet seen acked.
@@ -50,7 +50,7 @@ async fn send_from_one(
     per_chat: usize,
 ) -> anyhow::Result<HashMap<usize, Vec<String>>> {
     let email = &sender.sender.email;
-    let mut socket = WsConnection::connect(node_url, &sender.sender.access_token)
+    let mut socket = MessengerSocket::connect(node_url, &sender.sender.access_token)
         .await
         .with_context(|| format!("connecting sender {email}"))?;
     socket

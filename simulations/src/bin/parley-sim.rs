@@ -9,14 +9,14 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use nix::sys::signal::Signal;
+use parley_launcher::local_cluster::{remove_state_dir, DEFAULT_PUBLIC_PORT, STATE_FILE_NAME};
+use parley_launcher::trace_collector::TraceCollector;
+use parley_launcher::{ClusterSpec, ComponentStatus, LocalCluster};
 use parley_sim::bench::{run_benchmarks, write_plots, BenchConfig, BENCH_NODE_ARGS};
 use parley_sim::failover::{
     attach_or_start_cluster, restart_dead_components, run_failover_experiment, write_timeline_plot, ClusterOrigin,
     FailoverConfig, FaultAction, FaultSpec,
 };
-use parley_sim::local_cluster::{remove_state_dir, DEFAULT_PUBLIC_PORT, STATE_FILE_NAME};
-use parley_sim::trace_collector::TraceCollector;
-use parley_sim::{ClusterSpec, ComponentStatus, LocalCluster};
 use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Parser)]
@@ -195,7 +195,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 // A failover run has a hundred chat clients, each logging its reconnect.
                 .unwrap_or_else(|_| {
-                    tracing_subscriber::EnvFilter::new("warn,parley_sim=info,parley_sim::chat_client=warn")
+                    tracing_subscriber::EnvFilter::new("warn,parley_sim=info,parley_client::chat_client=warn")
                 }),
         )
         .with_writer(std::io::stderr)
@@ -493,7 +493,7 @@ async fn down(state_dir: &Path) -> anyhow::Result<()> {
         if let Some(launcher) = cluster.live_launcher() {
             cluster.signal_launcher(Signal::SIGTERM)?;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-            while parley_sim::pid_is_alive(launcher.pid) && tokio::time::Instant::now() < deadline {
+            while parley_launcher::pid_is_alive(launcher.pid) && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }

@@ -7,10 +7,10 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use protocol::cluster::ClusterView;
 
-use crate::http_client::ParleyHttp;
-use crate::local_cluster::{remove_state_dir, STATE_FILE_NAME};
-use crate::readiness::{poll_until_ready, Probe};
-use crate::{ClusterSpec, LocalCluster};
+use parley_client::http::ParleyHttp;
+use parley_launcher::local_cluster::{remove_state_dir, STATE_FILE_NAME};
+use parley_launcher::readiness::{poll_until_ready, Probe};
+use parley_launcher::{ClusterSpec, LocalCluster};
 
 /// Where the experiment's cluster came from, which decides who stops it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +69,7 @@ pub async fn wait_until_mesh_formed(cluster: &LocalCluster, timeout: Duration) -
             || async {
                 let view = match node.request(reqwest::Method::GET, "/cluster", None, None).await {
                     Ok(view) => view,
-                    Err(error) => return Ok(Probe::NotYet(error)),
+                    Err(error) => return Ok(Probe::NotYet(error.into())),
                 };
                 let alive = serde_json::from_value::<ClusterView>(view.body.clone()).map_or(0, |cluster_view| {
                     cluster_view.members.iter().filter(|member| member.alive).count()

@@ -16,7 +16,7 @@ use nix::sys::signal::Signal;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::LocalCluster;
+use parley_launcher::LocalCluster;
 
 /// What happens to the target component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -395,7 +395,7 @@ pub fn components_left_frozen(faults: &[ScriptedFault]) -> Vec<String> {
                 }
             }
             FaultAction::Continue | FaultAction::Kill | FaultAction::Terminate | FaultAction::Start => {
-                frozen.retain(|name| *name != fault.target)
+                frozen.retain(|name| *name != fault.target);
             }
             FaultAction::Partition | FaultAction::Heal => {}
         }

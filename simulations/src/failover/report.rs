@@ -6,9 +6,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::chat_load::{ChatPlacement, DuplicateDelivery, LostMessage};
 use super::fault_script::FaultRecord;
-use super::http_load::HttpProblem;
+use crate::load::chat_load::{ChatPlacement, DuplicateDelivery, LostMessage};
+use crate::load::http_load::HttpProblem;
 
 /// The seed's wrk run (10 connections, 60 s, one replica and one app instance stopped).
 pub const SEED_REQUESTS: u64 = 100_102;

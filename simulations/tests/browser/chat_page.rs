@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fantoccini::{Client, Locator};
-use parley_sim::readiness::{poll_until_ready, Probe};
+use parley_launcher::readiness::{poll_until_ready, Probe};
 use protocol::auth::SignUpRequest;
 use serde::Deserialize;
 

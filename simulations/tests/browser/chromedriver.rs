@@ -12,12 +12,12 @@ use anyhow::{bail, Context};
 use fantoccini::wd::Capabilities;
 use fantoccini::ClientBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
-use parley_sim::ports::pick_free_ports;
-use parley_sim::process_control::{
+use parley_launcher::ports::pick_free_ports;
+use parley_launcher::process_control::{
     find_program, kill_process_groups_and_wait_blocking, spawn_component_process, LaunchCommand, ProcessIdentity,
     SpawnMode,
 };
-use parley_sim::readiness::{poll_until_ready, Probe};
+use parley_launcher::readiness::{poll_until_ready, Probe};
 use serde_json::json;
 
 /// Debian's chromium package puts the browser here; chromedriver finds it by this path.

@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
-use parley_sim::compose_stack::{docker_kill, ComposeProject};
-use parley_sim::failover::chat_load::{ChatLoadOutcome, ChatLoadSettings, RunningChatLoad};
-use parley_sim::failover::experiment_users::{create_chat_pairs, create_http_load_users, fresh_run_tag};
-use parley_sim::failover::http_load::{HttpLoadSettings, RunningHttpLoad};
+use parley_client::http::ParleyHttp;
+use parley_launcher::compose_stack::{docker_kill, ComposeProject};
 use parley_sim::failover::{ChatPlacement, HttpProblem};
-use parley_sim::http_client::ParleyHttp;
+use parley_sim::load::chat_load::{ChatLoadOutcome, ChatLoadSettings, RunningChatLoad};
+use parley_sim::load::http_load::{HttpLoadSettings, RunningHttpLoad};
+use parley_sim::load::load_users::{create_chat_pairs, create_http_load_users, fresh_run_tag};
 use tokio::time::Instant;
 
 #[derive(Debug, Clone)]

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
-use parley_sim::ws_client::WsConnection;
+use parley_client::MessengerSocket;
 use protocol::websocket::{actions, DeliveryPayload, Envelope, ReplayCompletePayload};
 use serde_json::Value;
 
@@ -127,9 +127,9 @@ pub async fn run_seed_curl_commands(port: u16, expected_sign_ups: SignUps) -> an
 /// Alice opens her socket, Bob his, and Bob types the seed's three frames: Alice gets the
 /// three texts in order, Bob an ack for each. Returns the nodes Alice and Bob landed on.
 pub async fn exchange_seed_frames(public_url: &str, walkthrough: &CurlWalkthrough) -> anyhow::Result<(String, String)> {
-    let mut alice = WsConnection::connect(public_url, &walkthrough.alice_token).await?;
+    let mut alice = MessengerSocket::connect(public_url, &walkthrough.alice_token).await?;
     let (_, alice_ready) = alice.until_action(actions::REPLAY_COMPLETE, FRAME_TIMEOUT).await?;
-    let mut bob = WsConnection::connect(public_url, &walkthrough.bob_token).await?;
+    let mut bob = MessengerSocket::connect(public_url, &walkthrough.bob_token).await?;
     let (_, bob_ready) = bob.until_action(actions::REPLAY_COMPLETE, FRAME_TIMEOUT).await?;
     for frame in SEED_FRAMES {
         bob.send_text(frame.replace("{CHAT_ID}", &walkthrough.chat_id)).await?;

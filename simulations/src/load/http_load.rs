@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::latency_statistics::LatencySamples;
+use super::latency_samples::LatencySamples;
 
 /// Kinds of failure kept for the report; the counters keep counting past it.
 const DISTINCT_PROBLEMS_KEPT: usize = 50;

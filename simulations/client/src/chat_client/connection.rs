@@ -4,14 +4,12 @@
 
 use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
-use protocol::websocket::{actions, CursorPayload, Envelope, RenewPayload, SendMessagePayload};
-use tokio::net::TcpStream;
+use protocol::websocket::{actions, CursorPayload, RenewPayload, SendMessagePayload};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::socket::{envelope_message, normal_close, open_messenger_socket};
 
 use super::inbox::Inbox;
 use super::outbox::Outbox;
@@ -20,7 +18,7 @@ use super::{ChatClientConfig, ChatClientEvent, ChatClientStats, ClientCommand};
 
 mod server_frames;
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Socket = crate::socket::WebSocket;
 
 /// Why a connection ended.
 enum ConnectionEnd {
@@ -150,20 +148,15 @@ impl ClientTask {
 
     /// Opens a socket, queueing sends meanwhile.
     async fn connect(&mut self, base_url: &str) -> ConnectAttempt {
-        let url = format!(
-            "{}/messenger/ws?token={}",
-            base_url.replacen("http", "ws", 1),
-            self.tokens.access_token()
-        );
-        let attempt = tokio::time::timeout(self.config.connect_timeout, tokio_tungstenite::connect_async(url));
+        let token = self.tokens.access_token().to_owned();
+        let attempt = open_messenger_socket(base_url, &token, self.config.connect_timeout);
         tokio::pin!(attempt);
         loop {
             tokio::select! {
                 outcome = &mut attempt => {
                     return match outcome {
-                        Ok(Ok((socket, _))) => ConnectAttempt::Open(Box::new(socket)),
-                        Ok(Err(error)) => ConnectAttempt::Failed(error.to_string()),
-                        Err(_) => ConnectAttempt::Failed(format!("no answer within {:?}", self.config.connect_timeout)),
+                        Ok(socket) => ConnectAttempt::Open(Box::new(socket)),
+                        Err(error) => ConnectAttempt::Failed(error.to_string()),
                     };
                 }
                 command = self.commands.recv() => {
@@ -298,11 +291,7 @@ impl ClientTask {
     async fn close_for_shutdown(&mut self, connection: &mut OpenConnection) -> ConnectionEnd {
         // Reporting first spares the user's next connection a replay of what we hold.
         if self.send_received_reports(connection).await.is_ok() {
-            let close = CloseFrame {
-                code: CloseCode::Normal,
-                reason: "bye".into(),
-            };
-            let _ = connection.sink.send(Message::Close(Some(close))).await;
+            let _ = connection.sink.send(Message::Close(Some(normal_close()))).await;
             let _ = connection.sink.close().await;
         }
         tracing::debug!(connection = connection.number, "chat client closed its connection");
@@ -327,8 +316,11 @@ impl ClientTask {
                 chat_id: frame.chat_id,
                 messages: frame.messages,
             };
-            let text = Envelope::messenger(actions::SEND_MESSAGE, &payload, None).to_text();
-            if let Err(error) = connection.sink.feed(Message::text(text)).await {
+            if let Err(error) = connection
+                .sink
+                .feed(envelope_message(actions::SEND_MESSAGE, &payload, None))
+                .await
+            {
                 return Err(lost(format!("writing failed: {error}"), connection));
             }
             self.counters.messages_written += written;
@@ -354,8 +346,8 @@ impl ClientTask {
             return Ok(());
         }
         for (chat_id, seq) in due {
-            let text = Envelope::messenger(actions::RECEIVED, &CursorPayload { chat_id, seq }, None).to_text();
-            if let Err(error) = connection.sink.feed(Message::text(text)).await {
+            let report = envelope_message(actions::RECEIVED, &CursorPayload { chat_id, seq }, None);
+            if let Err(error) = connection.sink.feed(report).await {
                 return Err(lost(format!("writing failed: {error}"), connection));
             }
             self.counters.received_reports_sent += 1;
@@ -380,8 +372,11 @@ impl ClientTask {
         let renew = RenewPayload {
             access_token: self.tokens.access_token().to_owned(),
         };
-        let text = Envelope::messenger(actions::RENEW, &renew, None).to_text();
-        if let Err(error) = connection.sink.send(Message::text(text)).await {
+        if let Err(error) = connection
+            .sink
+            .send(envelope_message(actions::RENEW, &renew, None))
+            .await
+        {
             return Err(lost(format!("writing failed: {error}"), connection));
         }
         Ok(())

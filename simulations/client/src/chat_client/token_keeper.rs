@@ -11,7 +11,7 @@ use protocol::auth::TokenPair;
 use reqwest::Method;
 use tokio::time::Instant;
 
-use crate::http_client::ParleyHttp;
+use crate::http::ParleyHttp;
 
 /// How long to wait before asking again after a refresh that failed for a passing reason.
 const RETRY_AFTER_FAILED_REFRESH: Duration = Duration::from_secs(1);

@@ -11,6 +11,11 @@
 //!   groups on a normal exit too, because statics holding clusters are never dropped.
 //! * [`SpawnMode::Detached`] (`parley-sim up --detach`, CLI restarts): the child starts a
 //!   new session and outlives the launcher.
+//!
+//! The one module of the workspace with `unsafe` code: `pre_exec` hooks (prctl, setsid
+//! between fork and exec, where only async-signal-safe calls may run) and `atexit` have
+//! no safe wrappers in std or nix. Each block says why it is sound.
+#![allow(unsafe_code)]
 
 use std::collections::BTreeSet;
 use std::fs::OpenOptions;

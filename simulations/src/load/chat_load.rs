@@ -13,10 +13,10 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::experiment_users::ChatPairAccounts;
-use super::latency_statistics::LatencySamples;
-use crate::chat_client::{ChatClient, ChatClientConfig, ChatClientEvent, ChatClientStats, ReceivedMessage};
-use crate::readiness::POLL_INTERVAL;
+use super::latency_samples::LatencySamples;
+use super::load_users::ChatPairAccounts;
+use parley_client::chat_client::{ChatClient, ChatClientConfig, ChatClientEvent, ChatClientStats, ReceivedMessage};
+use parley_launcher::readiness::POLL_INTERVAL;
 
 /// Kept for the report; the counts go on past it.
 const LISTED_PROBLEMS_LIMIT: usize = 50;

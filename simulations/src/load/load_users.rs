@@ -5,7 +5,7 @@
 use anyhow::Context;
 use futures::{stream, StreamExt, TryStreamExt};
 
-use crate::http_client::{seed_person, ParleyHttp};
+use parley_client::http::{seed_person, ParleyHttp};
 
 /// Sign-ups and sign-ins hash a password each; more at once only queue on the nodes'
 /// bounded hashing pools.

@@ -34,11 +34,12 @@ mod token_keeper;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
 use protocol::websocket::{PresencePayload, StatusPayload};
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+
+use crate::ClientError;
 
 pub use backoff::ReconnectBackoff;
 pub use inbox::{ChatSequenceTracker, DeliveryVerdict, Inbox, RETAINED_IDS_BELOW_CONTIGUOUS_TOP};
@@ -287,7 +288,7 @@ impl ChatClient {
 
     /// Queues a message and returns its client id. It is written as soon as a connection
     /// is live and kept until acked. Fails only once the client has stopped.
-    pub fn send(&self, chat_id: &str, text: impl Into<String>) -> anyhow::Result<String> {
+    pub fn send(&self, chat_id: &str, text: impl Into<String>) -> Result<String, ClientError> {
         let number = self.next_client_number.fetch_add(1, Ordering::Relaxed);
         let client_id = format!("{}-{number}", self.client_id_prefix);
         self.commands
@@ -296,7 +297,7 @@ impl ChatClient {
                 chat_id: chat_id.to_owned(),
                 text: text.into(),
             })
-            .map_err(|_| anyhow!("the chat client has stopped"))?;
+            .map_err(|_| ClientError::Stopped)?;
         self.queued_through_this_handle.fetch_add(1, Ordering::Relaxed);
         Ok(client_id)
     }
@@ -312,25 +313,32 @@ impl ChatClient {
         what: &str,
         timeout: Duration,
         mut condition: impl FnMut(&ChatClientStats) -> bool,
-    ) -> anyhow::Result<ChatClientStats> {
+    ) -> Result<ChatClientStats, ClientError> {
         let mut stats = self.stats.clone();
         let outcome = tokio::time::timeout(timeout, stats.wait_for(|current| condition(current)))
             .await
             .map(|reached| reached.map(|stats| stats.clone()));
         match outcome {
             Ok(Ok(reached)) => Ok(reached),
-            Ok(Err(_)) => bail!("the chat client stopped before {what}: {:?}", self.stats()),
-            Err(_) => bail!("{what} did not happen within {timeout:?}: {:?}", self.stats()),
+            Ok(Err(_)) => Err(ClientError::StoppedBefore {
+                what: what.to_owned(),
+                stats: format!("{:?}", self.stats()),
+            }),
+            Err(_) => Err(ClientError::WaitTimedOut {
+                what: what.to_owned(),
+                timeout,
+                stats: format!("{:?}", self.stats()),
+            }),
         }
     }
 
     /// Waits until a connection has finished its replay.
-    pub async fn wait_until_live(&self, timeout: Duration) -> anyhow::Result<ChatClientStats> {
+    pub async fn wait_until_live(&self, timeout: Duration) -> Result<ChatClientStats, ClientError> {
         self.wait_for("a live connection", timeout, |stats| stats.live).await
     }
 
     /// Waits until every message queued so far was acked (or refused for good).
-    pub async fn wait_all_acked(&self, timeout: Duration) -> anyhow::Result<ChatClientStats> {
+    pub async fn wait_all_acked(&self, timeout: Duration) -> Result<ChatClientStats, ClientError> {
         let queued = self.queued_through_this_handle.load(Ordering::Relaxed);
         self.wait_for(&format!("acks for all {queued} messages"), timeout, |stats| {
             stats.messages_acked + stats.messages_refused >= queued
@@ -339,7 +347,7 @@ impl ChatClient {
     }
 
     /// Waits until `count` messages were handed to the application.
-    pub async fn wait_delivered(&self, count: u64, timeout: Duration) -> anyhow::Result<ChatClientStats> {
+    pub async fn wait_delivered(&self, count: u64, timeout: Duration) -> Result<ChatClientStats, ClientError> {
         self.wait_for(&format!("{count} messages delivered"), timeout, |stats| {
             stats.messages_delivered_to_app >= count
         })
@@ -348,14 +356,15 @@ impl ChatClient {
 
     /// Reports what was received, closes the socket normally and stops the task. The
     /// events channel ends after the last event.
-    pub async fn shutdown(self) -> anyhow::Result<ChatClientStats> {
+    pub async fn shutdown(self) -> Result<ChatClientStats, ClientError> {
         // An already stopped task is no error: there is nothing left to close.
         let _ = self.commands.send(ClientCommand::Shutdown);
         let final_stats = self.stats.clone();
-        tokio::time::timeout(Duration::from_secs(5), self.task)
+        let shutdown_timeout = Duration::from_secs(5);
+        tokio::time::timeout(shutdown_timeout, self.task)
             .await
-            .context("the chat client did not stop within 5 s")?
-            .context("the chat client's task failed")?;
+            .map_err(|_| ClientError::ShutdownTimedOut(shutdown_timeout))?
+            .map_err(ClientError::TaskFailed)?;
         let stats = final_stats.borrow().clone();
         Ok(stats)
     }

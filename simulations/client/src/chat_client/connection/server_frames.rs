@@ -11,6 +11,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::socket::{read_server_frame, ServerFrame};
+
 use super::super::inbox::DeliveryVerdict;
 use super::super::{ChatClientEvent, ReceivedMessage, ResumeRecord, SendRefusal, SentMessageAck};
 use super::{lost, ClientTask, ConnectionEnd, OpenConnection};
@@ -26,11 +28,13 @@ impl ClientTask {
         frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
     ) -> Result<(), ConnectionEnd> {
         let now = Instant::now();
-        match frame {
-            None => Err(lost("the connection ended", connection)),
-            Some(Err(error)) => Err(lost(format!("reading failed: {error}"), connection)),
-            Some(Ok(Message::Close(close))) => {
-                let code = close.map(|close| u16::from(close.code));
+        let frame = match frame {
+            None => return Err(lost("the connection ended", connection)),
+            Some(Err(error)) => return Err(lost(format!("reading failed: {error}"), connection)),
+            Some(Ok(frame)) => frame,
+        };
+        match read_server_frame(frame) {
+            ServerFrame::Closed(code) => {
                 if code == Some(protocol::websocket::close_codes::SIGNED_OUT) {
                     return Err(ConnectionEnd::SignedOut(
                         "the server closed the socket: signed out".to_owned(),
@@ -38,17 +42,16 @@ impl ClientTask {
                 }
                 Err(lost(format!("closed by the server with {code:?}"), connection))
             }
-            Some(Ok(Message::Text(text))) => {
+            ServerFrame::Envelope(envelope) => {
                 connection.last_frame_at = now;
-                match serde_json::from_str::<Envelope>(text.as_str()) {
-                    Ok(envelope) => self.on_envelope(connection, envelope, now).await,
-                    Err(error) => {
-                        tracing::warn!(%error, frame = %text.as_str(), "the server sent a frame that is not an envelope");
-                        Ok(())
-                    }
-                }
+                self.on_envelope(connection, envelope, now).await
             }
-            Some(Ok(_)) => {
+            ServerFrame::NotAnEnvelope(error) => {
+                connection.last_frame_at = now;
+                tracing::warn!(%error, "the server sent a frame that is not an envelope");
+                Ok(())
+            }
+            ServerFrame::Other => {
                 connection.last_frame_at = now;
                 Ok(())
             }

@@ -1,10 +1,13 @@
-//! A typed client of Parley's HTTP API, for tests and load tools.
+//! A typed client of Parley's HTTP API: sign-up, sign-in and the messenger calls, with
+//! [`ParleyHttp::request`] for anything else (tests send hostile input through it).
 
-use anyhow::{bail, Context};
 use protocol::auth::{SignUpRequest, TokenPair, UserIdResponse};
 use protocol::messenger::{ChatsResponse, CreateChatResponse, MessagesPage};
-use reqwest::Method;
+pub use reqwest::Method;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+
+use crate::ClientError;
 
 /// One answer: status, JSON body (Null when not JSON) and the node that served it.
 #[derive(Debug, Clone)]
@@ -24,11 +27,17 @@ impl ApiResponse {
         self.body.get("message").and_then(Value::as_str).unwrap_or_default()
     }
 
-    fn expect(self, status: u16, what: &str) -> anyhow::Result<Value> {
-        if self.status != status {
-            bail!("{what}: expected {status}, got {} {}", self.status, self.body);
+    /// The body parsed as `T`, when the status is `expected`.
+    fn expect<T: DeserializeOwned>(self, expected: u16, what: &'static str) -> Result<T, ClientError> {
+        if self.status != expected {
+            return Err(ClientError::UnexpectedStatus {
+                what,
+                expected,
+                status: self.status,
+                body: self.body,
+            });
         }
-        Ok(self.body)
+        serde_json::from_value(self.body).map_err(|source| ClientError::UnexpectedBody { what, source })
     }
 }
 
@@ -47,6 +56,7 @@ pub struct ParleyHttp {
 }
 
 impl ParleyHttp {
+    /// A client of `base_url` (`http://host:port`, a trailing slash is ignored).
     pub fn new(base_url: impl Into<String>) -> ParleyHttp {
         ParleyHttp {
             base_url: base_url.into().trim_end_matches('/').to_owned(),
@@ -58,6 +68,7 @@ impl ParleyHttp {
         }
     }
 
+    /// The base URL every path is appended to.
     pub fn base_url(&self) -> &str {
         &self.base_url
     }
@@ -70,7 +81,7 @@ impl ParleyHttp {
         path: &str,
         token: Option<&str>,
         body: Option<&str>,
-    ) -> anyhow::Result<ApiResponse> {
+    ) -> Result<ApiResponse, ClientError> {
         let mut request = self.client.request(method.clone(), format!("{}{path}", self.base_url));
         if let Some(token) = token {
             request = request.header("Authorization", token);
@@ -78,7 +89,11 @@ impl ParleyHttp {
         if let Some(body) = body {
             request = request.header("Content-Type", "application/json").body(body.to_owned());
         }
-        let response = request.send().await.with_context(|| format!("{method} {path}"))?;
+        let transport = |source: reqwest::Error| ClientError::Transport {
+            request: format!("{method} {path}"),
+            source,
+        };
+        let response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
         let header = |name: &str| {
             response
@@ -90,10 +105,7 @@ impl ParleyHttp {
         let node = header("x-parley-node");
         let content_type = header("content-type");
         let retry_after_seconds = header("retry-after").and_then(|seconds| seconds.trim().parse().ok());
-        let text = response
-            .text()
-            .await
-            .with_context(|| format!("reading {method} {path}"))?;
+        let text = response.text().await.map_err(transport)?;
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
         Ok(ApiResponse {
             status,
@@ -114,7 +126,7 @@ impl ParleyHttp {
         path: &str,
         token: Option<&str>,
         body: Option<&str>,
-    ) -> anyhow::Result<ApiResponse> {
+    ) -> Result<ApiResponse, ClientError> {
         let deadline = tokio::time::Instant::now() + BUSY_RETRY_WINDOW;
         loop {
             let answer = self.request(method.clone(), path, token, body).await?;
@@ -126,58 +138,63 @@ impl ParleyHttp {
         }
     }
 
-    pub async fn sign_up(&self, request: &SignUpRequest) -> anyhow::Result<ApiResponse> {
-        self.request(
-            Method::POST,
-            "/auth/sign-up",
-            None,
-            Some(&serde_json::to_string(request)?),
-        )
-        .await
+    /// `POST /auth/sign-up`, whatever the answer.
+    pub async fn sign_up(&self, request: &SignUpRequest) -> Result<ApiResponse, ClientError> {
+        self.request(Method::POST, "/auth/sign-up", None, Some(&json_text(request)))
+            .await
     }
 
     /// Signs up and returns the new user id (expects 201; a 429 is retried after its
     /// `Retry-After`).
-    pub async fn sign_up_ok(&self, request: &SignUpRequest) -> anyhow::Result<String> {
-        let body = serde_json::to_string(request)?;
+    pub async fn sign_up_ok(&self, request: &SignUpRequest) -> Result<String, ClientError> {
         let answer = self
-            .request_honouring_retry_after(Method::POST, "/auth/sign-up", None, Some(&body))
+            .request_honouring_retry_after(Method::POST, "/auth/sign-up", None, Some(&json_text(request)))
             .await?;
-        let body = answer.expect(201, "sign-up")?;
-        Ok(serde_json::from_value::<protocol::auth::SignUpResponse>(body)?.user_id)
+        Ok(answer.expect::<protocol::auth::SignUpResponse>(201, "sign-up")?.user_id)
     }
 
-    pub async fn sign_in(&self, email: &str, password: &str) -> anyhow::Result<TokenPair> {
+    /// Signs in (a 429 is retried after its `Retry-After`).
+    pub async fn sign_in(&self, email: &str, password: &str) -> Result<TokenPair, ClientError> {
         let body = serde_json::json!({ "email": email, "password": password }).to_string();
         let answer = self
             .request_honouring_retry_after(Method::POST, "/auth/sign-in", None, Some(&body))
             .await?;
-        Ok(serde_json::from_value(answer.expect(200, "sign-in")?)?)
+        answer.expect(200, "sign-in")
     }
 
-    pub async fn user_id_by_email(&self, token: &str, email: &str) -> anyhow::Result<String> {
+    /// `GET /auth/user/get-by-email`: the user id of `email`.
+    pub async fn user_id_by_email(&self, token: &str, email: &str) -> Result<String, ClientError> {
         let path = format!("/auth/user/get-by-email?email={}", urlencode(email));
         let answer = self.request(Method::GET, &path, Some(token), None).await?;
-        Ok(serde_json::from_value::<UserIdResponse>(answer.expect(200, "get-by-email")?)?.user_id)
+        Ok(answer.expect::<UserIdResponse>(200, "get-by-email")?.user_id)
     }
 
-    pub async fn create_chat(&self, token: &str, companion_id: &str) -> anyhow::Result<String> {
+    /// `POST /messenger/create-chat`: the one-to-one chat with `companion_id`.
+    pub async fn create_chat(&self, token: &str, companion_id: &str) -> Result<String, ClientError> {
         let body = serde_json::json!({ "companion_id": companion_id }).to_string();
         let answer = self
             .request(Method::POST, "/messenger/create-chat", Some(token), Some(&body))
             .await?;
-        Ok(serde_json::from_value::<CreateChatResponse>(answer.expect(200, "create-chat")?)?.chat_id)
+        Ok(answer.expect::<CreateChatResponse>(200, "create-chat")?.chat_id)
     }
 
-    pub async fn chats(&self, token: &str) -> anyhow::Result<ChatsResponse> {
+    /// `GET /messenger/chats`.
+    pub async fn chats(&self, token: &str) -> Result<ChatsResponse, ClientError> {
         let answer = self.request(Method::GET, "/messenger/chats", Some(token), None).await?;
-        Ok(serde_json::from_value(answer.expect(200, "chats")?)?)
+        answer.expect(200, "chats")
     }
 
-    pub async fn messages(&self, token: &str, chat_id: &str, offset: u64, limit: u64) -> anyhow::Result<MessagesPage> {
+    /// `GET /messenger/messages`: one page of a chat's history.
+    pub async fn messages(
+        &self,
+        token: &str,
+        chat_id: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<MessagesPage, ClientError> {
         let path = format!("/messenger/messages?chat_id={chat_id}&offset={offset}&limit={limit}");
         let answer = self.request(Method::GET, &path, Some(token), None).await?;
-        Ok(serde_json::from_value(answer.expect(200, "messages")?)?)
+        answer.expect(200, "messages")
     }
 }
 
@@ -194,6 +211,10 @@ pub fn seed_person(name: &str, tag: &str) -> SignUpRequest {
         city: "New Yourk".to_owned(),
         interests: "programming".to_owned(),
     }
+}
+
+fn json_text(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).expect("a request body serialises")
 }
 
 fn urlencode(value: &str) -> String {
