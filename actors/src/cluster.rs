@@ -10,5 +10,6 @@
 
 pub mod membership;
 pub mod node_router;
+pub mod peer_network;
 pub mod peers;
 pub mod tls;

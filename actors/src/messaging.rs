@@ -33,7 +33,7 @@ use std::sync::Arc;
 use protocol::cluster::PeerMessage;
 use protocol::websocket::{actions, DeliveryPayload, Envelope, OutgoingMessage, PresencePayload, StatusPayload};
 
-use crate::cluster::node_router::{send_to, tell_every_peer};
+use crate::cluster::peer_network::PeerNetwork;
 use crate::cluster::peers::Peers;
 use crate::database::DbError;
 use crate::metrics::Metrics;
@@ -77,6 +77,8 @@ pub struct MessagingServices {
     pub node_name: String,
     /// The cluster as this node sees it; its name carries the incarnation.
     pub peers: Peers,
+    /// How messages reach the other nodes.
+    pub peer_network: Arc<dyn PeerNetwork>,
     /// What the actors read and write (MariaDB on a node, in memory in tests).
     pub storage: Arc<dyn MessagingStorage>,
     pub sessions: SessionRegistry,
@@ -120,6 +122,7 @@ impl MessagingServices {
     pub fn new(
         node_name: String,
         peers: Peers,
+        peer_network: Arc<dyn PeerNetwork>,
         storage: Arc<dyn MessagingStorage>,
         limits: MessagingLimits,
         metrics: Arc<Metrics>,
@@ -135,6 +138,7 @@ impl MessagingServices {
         Arc::new_cyclic(|services| MessagingServices {
             node_name,
             peers,
+            peer_network,
             storage,
             sessions: SessionRegistry::default(),
             chats: ChatDirectory::default(),
@@ -197,12 +201,7 @@ impl MessagingServices {
                 outbound::close_codes::INTERNAL_ERROR,
                 "session failed; reconnect to resume",
             );
-            if last_here {
-                crate::cluster::node_router::announce_offline(self, &user);
-                if !self.online_anywhere(&user) {
-                    self.announce_presence(&user, false, true);
-                }
-            }
+            self.session_left(&user, last_here);
             return;
         }
         if let Some(chat_id) = self.chats.forget_actor(actor).await {
@@ -211,6 +210,18 @@ impl MessagingServices {
             return;
         }
         tracing::error!(%actor, %error, "a messaging actor failed");
+    }
+
+    /// A session of `user` left the registry (stopped, or failed): when it was the user's
+    /// last here, peers stop routing to this node for them, and their companions hear
+    /// they went offline if they have no session anywhere.
+    pub fn session_left(&self, user: &str, last_here: bool) {
+        if last_here {
+            crate::cluster::node_router::announce_offline(self, user);
+            if !self.online_anywhere(user) {
+                self.announce_presence(user, false, true);
+            }
+        }
     }
 
     pub fn next_session_id(&self) -> SessionId {
@@ -301,7 +312,7 @@ impl MessagingServices {
                 delivery: delivery.as_ref().clone(),
                 traceparent: traceparent.clone(),
             };
-            send_to(self, &node, &message);
+            self.peer_network.send_to(&node, &message);
             self.metrics.messages_delivered.with_label_values(&["remote"]).inc();
         }
         self.deliver_locally(members, delivery, except, trace);
@@ -339,7 +350,7 @@ impl MessagingServices {
                 recipients,
                 status: status.as_ref().clone(),
             };
-            send_to(self, &node, &message);
+            self.peer_network.send_to(&node, &message);
         }
         self.notify_status_locally(members, status);
     }
@@ -399,7 +410,7 @@ impl MessagingServices {
             }
         }
         if tell_peers {
-            tell_every_peer(&PeerMessage::SignedOut {
+            self.peer_network.tell_every_peer(&PeerMessage::SignedOut {
                 from: self.peers.node_name().to_owned(),
                 user_id: user_id.to_owned(),
                 family_id: family_id.to_owned(),

@@ -18,6 +18,7 @@ use std::time::Duration;
 use actors::accounts::passwords::PasswordVault;
 use actors::accounts::Accounts;
 use actors::chats::Chats;
+use actors::cluster::peer_network::RactorPeerNetwork;
 use actors::cluster::peers::Peers;
 use actors::database::migrations::apply_migrations;
 use actors::database::Database;
@@ -101,6 +102,7 @@ pub async fn run(
     let messaging = MessagingServices::new(
         config.node_name.clone(),
         peers,
+        Arc::new(RactorPeerNetwork),
         Arc::new(MariaDbStorage::new(database.clone())),
         MessagingLimits {
             frame_limits: config.frame_limits(),

@@ -168,13 +168,12 @@ async fn connect_missing_seeds(myself: &ActorRef<MembershipMessage>, state: &mut
     if seeds.is_empty() {
         return;
     }
-    let sessions = match state
+    let Ok(CallResult::Success(sessions)) = state
         .server
         .call(NodeServerMessage::GetSessions, Some(Duration::from_secs(1)))
         .await
-    {
-        Ok(CallResult::Success(sessions)) => sessions,
-        _ => return,
+    else {
+        return;
     };
     // Every seed reached (directly or through the transitive mesh): nothing to do.
     if sessions.len() >= seeds.len() {

@@ -19,9 +19,10 @@ use std::time::Duration;
 
 use protocol::cluster::PeerMessage;
 use ractor::pg::{self, GroupChangeMessage};
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use ractor_cluster::RactorClusterMessage;
 
+use super::peer_network::remote_router_of;
 use super::peers::Heard;
 use crate::messaging::MessagingServices;
 
@@ -98,12 +99,12 @@ impl Actor for NodeRouter {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             NodeRouterMessage::FromPeer(bytes) => match PeerMessage::from_bytes(&bytes) {
-                Ok(message) => handle_peer_message(&state.services, message),
+                Ok(message) => receive_from_peer(&state.services, message),
                 Err(error) => tracing::warn!(%error, "undecodable peer message dropped"),
             },
             NodeRouterMessage::Announce(bytes, reply) => {
                 if let Ok(message) = PeerMessage::from_bytes(&bytes) {
-                    handle_peer_message(&state.services, message);
+                    receive_from_peer(&state.services, message);
                 }
                 let _ = reply.send(true);
             }
@@ -125,7 +126,9 @@ impl Actor for NodeRouter {
     }
 }
 
-fn handle_peer_message(services: &Arc<MessagingServices>, message: PeerMessage) {
+/// Acts on a message from a peer: the router's whole job, and what in-process networks
+/// of tests call directly.
+pub fn receive_from_peer(services: &Arc<MessagingServices>, message: PeerMessage) {
     let from = message.from_node().to_owned();
     if services.peers.heard_from(&from) == Heard::Revived {
         tracing::info!(peer = %from, "peer joined");
@@ -133,7 +136,7 @@ fn handle_peer_message(services: &Arc<MessagingServices>, message: PeerMessage) 
     }
     match message {
         PeerMessage::Heartbeat { .. } => {}
-        PeerMessage::SnapshotRequest { from } => send_to(services, &from, &snapshot_of(services)),
+        PeerMessage::SnapshotRequest { from } => services.peer_network.send_to(&from, &snapshot_of(services)),
         PeerMessage::PresenceSnapshot { from, users } => {
             // Users back with a revived peer: their companions here see them online again.
             for user in users.iter().filter(|user| !services.online_anywhere(user)) {
@@ -169,9 +172,8 @@ fn handle_peer_message(services: &Arc<MessagingServices>, message: PeerMessage) 
 
 /// A peer appeared (or came back): it gets our users and we ask for its users.
 fn greet(services: &MessagingServices, peer: &str) {
-    send_to(services, peer, &snapshot_of(services));
-    send_to(
-        services,
+    services.peer_network.send_to(peer, &snapshot_of(services));
+    services.peer_network.send_to(
         peer,
         &PeerMessage::SnapshotRequest {
             from: services.peers.node_name().to_owned(),
@@ -187,13 +189,9 @@ fn snapshot_of(services: &MessagingServices) -> PeerMessage {
 }
 
 fn heartbeat_and_expire(services: &Arc<MessagingServices>) {
-    let heartbeat = PeerMessage::Heartbeat {
+    services.peer_network.tell_every_peer(&PeerMessage::Heartbeat {
         from: services.peers.node_name().to_owned(),
-    }
-    .to_bytes();
-    for router in remote_routers() {
-        let _ = router.cast(NodeRouterMessage::FromPeer(heartbeat.clone()));
-    }
+    });
     for (peer, users) in services.peers.expire_silent() {
         tracing::warn!(%peer, users = users.len(), "peer silent past the failure timeout, declared dead");
         services.peer_users_gone(users);
@@ -217,7 +215,7 @@ fn handle_group_change(services: &Arc<MessagingServices>, change: GroupChangeMes
             };
             // The peer may still be reachable over another session (two sessions raced and
             // one was torn down): only a peer with no router left in the group is dead.
-            let still_reachable = router_of(peer).is_some();
+            let still_reachable = remote_router_of(peer).is_some();
             if peer != services.peers.node_name()
                 && cells.iter().any(|cell| !cell.get_id().is_local())
                 && !still_reachable
@@ -230,29 +228,6 @@ fn handle_group_change(services: &Arc<MessagingServices>, change: GroupChangeMes
     }
 }
 
-fn remote_routers() -> Vec<ActorRef<NodeRouterMessage>> {
-    pg::get_members(&ROUTERS_GROUP.to_owned())
-        .into_iter()
-        .filter(|cell| !cell.get_id().is_local())
-        .map(ActorRef::from)
-        .collect()
-}
-
-fn router_of(node: &str) -> Option<ActorCell> {
-    pg::get_members(&router_group(node))
-        .into_iter()
-        .find(|cell| !cell.get_id().is_local())
-}
-
-/// Casts `message` to `node`'s router; dropped when the node is unreachable (its users
-/// then resume from the database on reconnect).
-pub fn send_to(_services: &MessagingServices, node: &str, message: &PeerMessage) {
-    if let Some(cell) = router_of(node) {
-        let router: ActorRef<NodeRouterMessage> = cell.into();
-        let _ = router.cast(NodeRouterMessage::FromPeer(message.to_bytes()));
-    }
-}
-
 /// Tells every live peer that `user` is now online here and waits (bounded) until each
 /// has recorded it: after this, a commit anywhere routes that user's deliveries here.
 pub async fn announce_online(services: &MessagingServices, user: &str, timeout: Duration) {
@@ -260,38 +235,20 @@ pub async fn announce_online(services: &MessagingServices, user: &str, timeout: 
         from: services.peers.node_name().to_owned(),
         user_id: user.to_owned(),
         online: true,
-    }
-    .to_bytes();
-    let calls = remote_routers().into_iter().map(|router| {
-        let announcement = announcement.clone();
-        async move {
-            let _ = router
-                .call(|reply| NodeRouterMessage::Announce(announcement, reply), Some(timeout))
-                .await;
-        }
-    });
+    };
     let started = std::time::Instant::now();
-    futures::future::join_all(calls).await;
+    services
+        .peer_network
+        .announce_to_every_peer(&announcement, timeout)
+        .await;
     tracing::debug!(%user, elapsed = ?started.elapsed(), "announced online to peers");
-}
-
-/// Casts `message` to every live peer's router (dropped for unreachable ones).
-pub fn tell_every_peer(message: &PeerMessage) {
-    let bytes = message.to_bytes();
-    for router in remote_routers() {
-        let _ = router.cast(NodeRouterMessage::FromPeer(bytes.clone()));
-    }
 }
 
 /// Tells every peer that `user` has no session here any more.
 pub fn announce_offline(services: &MessagingServices, user: &str) {
-    let message = PeerMessage::Presence {
+    services.peer_network.tell_every_peer(&PeerMessage::Presence {
         from: services.peers.node_name().to_owned(),
         user_id: user.to_owned(),
         online: false,
-    }
-    .to_bytes();
-    for router in remote_routers() {
-        let _ = router.cast(NodeRouterMessage::FromPeer(message.clone()));
-    }
+    });
 }

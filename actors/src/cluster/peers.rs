@@ -3,7 +3,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so tests can pause and advance time past the failure timeout.
+use tokio::time::Instant;
 
 use protocol::cluster::{ClusterMember, ClusterView};
 

@@ -125,7 +125,7 @@ async fn rewrite_emails_in_nfc(conn: &mut Conn) -> Result<(), mysql_async::Error
         {
             Ok(()) => tracing::info!(user_id = %id, "stored email rewritten in nfc"),
             Err(mysql_async::Error::Server(error)) if error.code == 1062 => {
-                tracing::warn!(user_id = %id, "stored email left as it is: its nfc form belongs to another user")
+                tracing::warn!(user_id = %id, "stored email left as it is: its nfc form belongs to another user");
             }
             Err(error) => return Err(error),
         }

@@ -14,7 +14,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so tests can pause time and advance it past the idle limit.
+use tokio::time::Instant;
 
 use protocol::websocket::{DeliveryPayload, OutgoingMessage, StatusPayload};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -308,6 +311,11 @@ impl ChatDirectory {
         {
             chats.remove(chat_id);
         }
+    }
+
+    /// The chats with a running actor on this node.
+    pub async fn running(&self) -> Vec<String> {
+        self.chats.lock().await.keys().cloned().collect()
     }
 
     /// Stops every chat (node shutdown).

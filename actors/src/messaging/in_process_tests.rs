@@ -23,12 +23,17 @@ use super::outbound::{OutboundFrame, OutboundQueue, OutboundReceiver};
 use super::session::{FrameInFlight, Session, SessionArguments, SessionMessage};
 use super::storage::in_memory::InMemoryStorage;
 use super::{MessagingLimits, MessagingServices};
+use crate::cluster::peer_network::in_process::InProcessNetwork;
 use crate::cluster::peers::Peers;
 use crate::metrics::Metrics;
 use crate::rate_limits::KeyedRateLimiter;
 use crate::trace_context::NoTracePropagation;
 
+mod paused_time;
+mod two_nodes;
+
 const WAIT: Duration = Duration::from_secs(5);
+const PEER_FAILURE_TIMEOUT: Duration = Duration::from_secs(5);
 const CHAT: &str = "6a3b2f50-7d0c-4a4e-9f0e-0d1f8c2b3a41";
 
 /// Takes `good-token-<user>-<family>` for that user and family; refuses anything else.
@@ -53,12 +58,20 @@ impl AccessTokenCheck for TestTokens {
     }
 }
 
-/// One node's messaging services on `storage`, no send limit.
+/// One node's messaging services on `storage`, no send limit, alone on its network.
 fn services_on(storage: Arc<InMemoryStorage>) -> Arc<MessagingServices> {
+    node_on(storage, &InProcessNetwork::new())
+}
+
+/// One node's messaging services on `storage`, joined to `network`; peers are declared
+/// dead after 5 s of silence.
+fn node_on(storage: Arc<InMemoryStorage>, network: &Arc<InProcessNetwork>) -> Arc<MessagingServices> {
     let node = format!("node-{}", uuid::Uuid::new_v4().simple());
-    MessagingServices::new(
-        node.clone(),
-        Peers::new(format!("{node}#test"), Duration::from_secs(5)),
+    let incarnation = format!("{node}#test");
+    let services = MessagingServices::new(
+        node,
+        Peers::new(incarnation.clone(), PEER_FAILURE_TIMEOUT),
+        network.endpoint(&incarnation),
         storage,
         MessagingLimits {
             frame_limits: FrameLimits::default(),
@@ -69,7 +82,17 @@ fn services_on(storage: Arc<InMemoryStorage>) -> Arc<MessagingServices> {
         },
         Arc::new(Metrics::new()),
         Arc::new(NoTracePropagation),
-    )
+    );
+    network.attach(&services);
+    services
+}
+
+/// Bob and Alice's chat in fresh storage, and one node's services on it.
+fn bob_and_alice() -> (Arc<InMemoryStorage>, Arc<MessagingServices>) {
+    let storage = Arc::new(InMemoryStorage::default());
+    storage.create_chat(CHAT, &["bob", "alice"]);
+    let services = services_on(Arc::clone(&storage));
+    (storage, services)
 }
 
 /// A session with a test writer in place of the socket.
@@ -113,9 +136,14 @@ impl TestSocket {
             .expect("session alive");
     }
 
+    /// Sends `texts` in one frame to Bob and Alice's chat.
     fn send(&self, texts: &[&str], client_id: Option<&str>) {
+        self.send_to(CHAT, texts, client_id);
+    }
+
+    fn send_to(&self, chat_id: &str, texts: &[&str], client_id: Option<&str>) {
         let payload = SendMessagePayload {
-            chat_id: CHAT.to_owned(),
+            chat_id: chat_id.to_owned(),
             messages: texts
                 .iter()
                 .map(|text| OutgoingMessage {
@@ -129,7 +157,11 @@ impl TestSocket {
     }
 
     async fn next(&mut self) -> Envelope {
-        tokio::time::timeout(WAIT, self.frames.recv())
+        self.next_within(WAIT).await
+    }
+
+    async fn next_within(&mut self, within: Duration) -> Envelope {
+        tokio::time::timeout(within, self.frames.recv())
             .await
             .expect("a frame in time")
             .expect("the socket is open")
@@ -137,9 +169,14 @@ impl TestSocket {
 
     /// Frames until one of `action`, which is returned last.
     async fn until(&mut self, action: &str) -> Vec<Envelope> {
+        self.until_within(action, WAIT).await
+    }
+
+    /// Frames until one of `action`, each within `within` of the one before.
+    async fn until_within(&mut self, action: &str, within: Duration) -> Vec<Envelope> {
         let mut seen = Vec::new();
         loop {
-            let frame = self.next().await;
+            let frame = self.next_within(within).await;
             let done = frame.action == action;
             seen.push(frame);
             if done {
@@ -214,9 +251,7 @@ fn deliveries(frames: &[Envelope]) -> Vec<(u64, String)> {
 
 #[tokio::test]
 async fn a_reconnect_during_a_stream_of_commits_gets_every_message_once_in_order() {
-    let storage = Arc::new(InMemoryStorage::default());
-    storage.create_chat(CHAT, &["bob", "alice"]);
-    let services = services_on(Arc::clone(&storage));
+    let (storage, services) = bob_and_alice();
     let (mut bob, _) = TestSocket::live(&services, "bob").await;
     // Half before Alice connects (the replay), half while she registers and replays
     // (held back and released after it, without the ones the replay had).
@@ -247,9 +282,7 @@ async fn a_reconnect_during_a_stream_of_commits_gets_every_message_once_in_order
 
 #[tokio::test]
 async fn frames_are_acked_in_order_and_a_resend_is_stored_once_with_the_original_ack() {
-    let storage = Arc::new(InMemoryStorage::default());
-    storage.create_chat(CHAT, &["bob", "alice"]);
-    let services = services_on(Arc::clone(&storage));
+    let (storage, services) = bob_and_alice();
     let (mut bob, _) = TestSocket::live(&services, "bob").await;
     for index in 0..20 {
         bob.send(&[&format!("a{index}"), &format!("b{index}")], None);
@@ -279,9 +312,7 @@ async fn frames_are_acked_in_order_and_a_resend_is_stored_once_with_the_original
 
 #[tokio::test]
 async fn a_send_while_the_database_is_down_is_refused_and_stored_once_when_resent() {
-    let storage = Arc::new(InMemoryStorage::default());
-    storage.create_chat(CHAT, &["bob", "alice"]);
-    let services = services_on(Arc::clone(&storage));
+    let (storage, services) = bob_and_alice();
     let (mut bob, _) = TestSocket::live(&services, "bob").await;
     storage.set_unavailable(true);
     bob.send(&["hello"], Some("client-7"));
@@ -297,9 +328,7 @@ async fn a_send_while_the_database_is_down_is_refused_and_stored_once_when_resen
 
 #[tokio::test]
 async fn companions_hear_presence_and_a_non_member_cannot_send() {
-    let storage = Arc::new(InMemoryStorage::default());
-    storage.create_chat(CHAT, &["bob", "alice"]);
-    let services = services_on(Arc::clone(&storage));
+    let (storage, services) = bob_and_alice();
     let (mut bob, _) = TestSocket::live(&services, "bob").await;
     let (alice, _) = TestSocket::live(&services, "alice").await;
     let online: PresencePayload = bob
@@ -335,9 +364,7 @@ async fn companions_hear_presence_and_a_non_member_cannot_send() {
 
 #[tokio::test]
 async fn a_sign_out_closes_that_sign_ins_sockets_only_and_a_renewal_moves_a_socket_to_its_sign_in() {
-    let storage = Arc::new(InMemoryStorage::default());
-    storage.create_chat(CHAT, &["bob", "alice"]);
-    let services = services_on(Arc::clone(&storage));
+    let (_storage, services) = bob_and_alice();
     let grant = |family: &str| SocketGrant {
         family_id: Some(family.to_owned()),
         expiry: SocketExpiry::at(unix_now_ms() + 60_000),
@@ -419,15 +446,7 @@ async fn a_failing_session_or_chat_takes_no_one_else_down() {
     bob.send(&["doomed"], Some("client-doomed"));
     let refused: ErrorPayload = bob.until(actions::ERROR).await.pop().unwrap().decode_payload().unwrap();
     assert_eq!(refused.client_ids, vec!["client-doomed".to_owned()], "{refused:?}");
-    let other_payload = SendMessagePayload {
-        chat_id: OTHER_CHAT.to_owned(),
-        messages: vec![OutgoingMessage {
-            text: "unaffected".to_owned(),
-            status: None,
-            client_id: None,
-        }],
-    };
-    carol.send_text(Envelope::messenger(actions::SEND_MESSAGE, &other_payload, None).to_text());
+    carol.send_to(OTHER_CHAT, &["unaffected"], None);
     carol.until(actions::ACK).await;
     bob.send(&["doomed"], Some("client-doomed"));
     bob.until(actions::ACK).await;

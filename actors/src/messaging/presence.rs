@@ -24,7 +24,6 @@ use protocol::websocket::PresencePayload;
 use tokio::sync::mpsc;
 
 use super::MessagingServices;
-use crate::cluster::node_router::send_to;
 use crate::database::statement_sizes::padded_to_statement_size;
 use crate::database::{Database, DbError, Freshness};
 
@@ -103,7 +102,7 @@ fn dispatch(services: &MessagingServices, change: PresenceChange, companions: &[
                 recipients,
                 presence: presence.as_ref().clone(),
             };
-            send_to(services, &node, &message);
+            services.peer_network.send_to(&node, &message);
         }
     }
     services.notify_presence_locally(companions, presence);

@@ -32,7 +32,7 @@ use protocol::websocket::{
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
 
-use crate::cluster::node_router::{announce_offline, announce_online};
+use crate::cluster::node_router::announce_online;
 
 mod replay;
 use replay::stream_replay;
@@ -179,12 +179,7 @@ impl Actor for Session {
 
     async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
         let last_here = state.services.sessions.unregister(&state.user_id, state.session_id);
-        if last_here {
-            announce_offline(&state.services, &state.user_id);
-            if !state.services.online_anywhere(&state.user_id) {
-                state.services.announce_presence(&state.user_id, false, true);
-            }
-        }
+        state.services.session_left(&state.user_id, last_here);
         Ok(())
     }
 
@@ -216,7 +211,7 @@ impl Actor for Session {
                 let frame_span = tracing::info_span!(parent: None, "ws.frame", user_id = %state.user_id);
                 // Boxed: the actor's task is sized for the largest future its handler
                 // awaits, and every idle session would carry this one's ~1.3 KB.
-                Box::pin(handle_client_frame(state, parsed, in_flight).instrument(frame_span)).await
+                Box::pin(handle_client_frame(state, parsed, in_flight).instrument(frame_span)).await;
             }
             SessionMessage::ClientBinary => state.replies.queue_now(
                 error_envelope(&FrameError {
@@ -245,7 +240,7 @@ impl Actor for Session {
             },
             SessionMessage::Status(status) => state.push(&Envelope::messenger(actions::STATUS, status.as_ref(), None)),
             SessionMessage::Presence(presence) => {
-                state.push(&Envelope::messenger(actions::PRESENCE, presence.as_ref(), None))
+                state.push(&Envelope::messenger(actions::PRESENCE, presence.as_ref(), None));
             }
             SessionMessage::ReplaySent(replayed_up_to) => go_live(state, replayed_up_to),
             SessionMessage::ReplayFailed { reason: error } => {

@@ -32,7 +32,7 @@ pub enum SendError {
     Database(#[from] DbError),
     /// The transaction of a batch of frames failed; every frame of it gets this.
     #[error(transparent)]
-    Shared(std::sync::Arc<DbError>),
+    Shared(Arc<DbError>),
 }
 
 impl SendError {
