@@ -357,7 +357,7 @@ async fn a_soak_of_every_kind_of_fault_loses_and_duplicates_nothing() -> anyhow:
     // One after the other: a node killed and restarted, the other stopped gracefully and
     // restarted, a replica killed and restarted, HAProxy killed and restarted, then a
     // node frozen (SIGSTOP) for 14 s and resumed. GETs only: a POST sent to a frozen
-    // node is not retried by nginx (it may have been applied), which the README states.
+    // node is not retried by nginx (it may have been applied), which docs/operations.md states.
     let faults = [
         "2:kill:node-1",
         "4:start:node-1",

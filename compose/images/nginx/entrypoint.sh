@@ -10,9 +10,8 @@ access_log=${NGINX_ACCESS_LOG:-/dev/stdout}
 temp_dir=/var/lib/nginx/parley
 config=/etc/nginx/parley.conf
 
-# Same as parley-sim (deploy/nginx/nginx.conf says why they differ): for plain requests
-# a node that fails once is skipped for 2 s and the request goes on to the next one;
-# websocket upgrades never mark a node failed.
+# Same as parley-sim (deploy/nginx/nginx.conf says why): no node is ever marked failed
+# (max_fails=0); a request that fails on one node goes on to the next one.
 http_upstream_servers=""
 websocket_upstream_servers=""
 IFS=',' read -r -a node_names <<<"${nodes}"

@@ -47,7 +47,7 @@ pub struct ComposeTool {
 
 impl ComposeTool {
     /// `docker compose` when the plugin answers, else `docker-compose`; the same order as
-    /// the README and `compose/build-images.sh` users follow.
+    /// docs/compose.md and `compose/build-images.sh` users follow.
     pub fn detect() -> anyhow::Result<ComposeTool> {
         let candidates = [
             ComposeTool {

@@ -9,7 +9,7 @@ use parley_client::MessengerSocket;
 use protocol::websocket::{actions, DeliveryPayload, Envelope, ReplayCompletePayload};
 use serde_json::Value;
 
-/// The seed's commands as the README lists them (the seed's own history command has its
+/// The seed's commands as docs/getting-started.md lists them (the seed's own history command has its
 /// example chat id where this has `${CHAT_ID}`). The last line hands the variables back.
 const SEED_CURL_COMMANDS: &str = r#"
 curl -X POST -H "Content-Type: application/json" \
