@@ -14,6 +14,7 @@ pub mod errors;
 mod master_position;
 pub mod migrations;
 mod recent_writes;
+pub mod replication_gate;
 pub mod statement_sizes;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,8 +28,10 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Transaction, TxOpts};
 use ractor::ActorRef;
 
+use db_router::SemiSyncReading;
 pub use endpoint::{Endpoint, EndpointRole, EndpointSpec, PoolLimits};
 pub use errors::DbError;
+use replication_gate::ReplicationGate;
 
 use crate::metrics::Metrics;
 use db_router::DbRouterMessage;
@@ -77,6 +80,9 @@ pub struct DatabaseConfig {
     pub reads: Vec<EndpointSpec>,
     pub timeouts: DatabaseTimeouts,
     pub pool_limits: PoolLimits,
+    /// Refuse writes while the master reports no replica that acknowledges commits
+    /// (semi-synchronous replication), instead of acking what only the master holds.
+    pub require_semi_sync: bool,
 }
 
 /// How fresh a read must be.
@@ -110,6 +116,7 @@ struct Shared {
     next_read: AtomicUsize,
     router: ArcSwapOption<ActorRef<DbRouterMessage>>,
     metrics: Arc<Metrics>,
+    replication_gate: ReplicationGate,
 }
 
 /// One read attempt's failure, by what it means for the next attempt.
@@ -145,8 +152,23 @@ impl Database {
                 next_read: AtomicUsize::new(0),
                 router: ArcSwapOption::empty(),
                 metrics,
+                replication_gate: ReplicationGate::new(config.require_semi_sync),
             }),
         })
+    }
+
+    /// Takes in what the `DbRouter` saw of the master's semi-synchronous replication.
+    pub fn note_semi_sync(&self, reading: &SemiSyncReading) {
+        self.shared
+            .replication_gate
+            .note(reading, &self.shared.master.name, &self.shared.metrics);
+    }
+
+    /// The `DbRouter` could not connect to the master.
+    pub fn note_master_unreachable(&self) {
+        self.shared
+            .replication_gate
+            .note_unreachable(&self.shared.master.name, &self.shared.metrics);
     }
 
     pub fn master(&self) -> &Arc<Endpoint> {
@@ -261,15 +283,17 @@ impl Database {
         let master = &self.shared.master;
         let timeout = self.shared.timeouts.write;
         let write_span = tracing::info_span!("db.write", db.endpoint = %master.name);
-        let outcome = tokio::time::timeout(timeout, self.write_with_retries(master, timeout, &work))
-            .instrument(write_span)
-            .await;
-        let result = match outcome {
-            Ok(result) => result,
-            Err(_) => Err(DbError::Timeout {
-                endpoint: master.name.clone(),
-                timeout,
-            }),
+        let result = match self.shared.replication_gate.check(&master.name) {
+            Err(refused) => Err(refused),
+            Ok(()) => tokio::time::timeout(timeout, self.write_with_retries(master, timeout, &work))
+                .instrument(write_span)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(DbError::Timeout {
+                        endpoint: master.name.clone(),
+                        timeout,
+                    })
+                }),
         };
         let label = match &result {
             Ok(_) => "ok",

@@ -36,6 +36,15 @@ pub struct Metrics {
     pub database_queries: IntCounterVec,
     /// 1 when the endpoint is considered healthy (set at scrape time).
     pub database_endpoint_healthy: IntGaugeVec,
+    /// Replicas the master reports as acknowledging commits (semi-synchronous
+    /// replication), as of the last probe.
+    pub database_semi_sync_replicas: IntGauge,
+    /// Commits the master returned without any replica's acknowledgement since it
+    /// started; stays 0 unless semi-synchronous replication was turned off or fell back.
+    pub database_semi_sync_unacknowledged_commits: IntGauge,
+    /// 1 while this node refuses writes at once: the master is unreachable, or no
+    /// replica would acknowledge them.
+    pub database_writes_blocked: IntGauge,
     /// Live cluster members, this node included (set at scrape time).
     pub cluster_members: IntGauge,
     /// Children restarted by the root supervisor.
@@ -120,6 +129,18 @@ impl Metrics {
                     &["endpoint"],
                 )
                 .expect("valid metric"),
+            ),
+            database_semi_sync_replicas: gauge(
+                "parley_database_semi_sync_replicas",
+                "replicas acknowledging the master's commits (semi-synchronous replication)",
+            ),
+            database_semi_sync_unacknowledged_commits: gauge(
+                "parley_database_semi_sync_unacknowledged_commits",
+                "commits the master returned without a replica's acknowledgement since it started",
+            ),
+            database_writes_blocked: gauge(
+                "parley_database_writes_blocked",
+                "1 while writes are refused at once: the master is unreachable or no replica would acknowledge them",
             ),
             cluster_members: gauge("parley_cluster_members", "live cluster members, this node included"),
             actor_restarts: counter(

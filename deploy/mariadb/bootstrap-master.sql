@@ -1,6 +1,12 @@
 -- Runs once as root on the freshly initialised master. Users are created here only:
 -- these statements go into the master's binlog and reach the replicas through replication.
 
+-- No replica can connect before the replication user below exists, so no commit of
+-- this script could be acknowledged: semi-synchronous replication waits until the
+-- replicas are attached. The configuration turns it on again at every start, and
+-- parley-sim turns it on once its replicas have caught up.
+SET GLOBAL rpl_semi_sync_master_enabled = OFF;
+
 -- Replicas connect with this user to stream the binlog.
 CREATE USER IF NOT EXISTS 'repl'@'{{replication_host}}' IDENTIFIED BY '{{replication_password}}';
 GRANT REPLICATION SLAVE ON *.* TO 'repl'@'{{replication_host}}';

@@ -259,6 +259,13 @@ pub struct NodeConfig {
     #[arg(long, env = "PARLEY_DB_WRITE_TIMEOUT_MS", default_value_t = 1500)]
     pub db_write_timeout_ms: u64,
 
+    /// Refuse writes (503, database_unavailable) while the master reports no replica
+    /// that acknowledges commits (semi-synchronous replication), so that nothing is acked
+    /// that only the master holds. `false` accepts asynchronous replication, where a
+    /// master's death may lose acked messages.
+    #[arg(long, env = "PARLEY_REQUIRE_SEMI_SYNC", default_value_t = true, action = clap::ArgAction::Set)]
+    pub require_semi_sync: bool,
+
     /// Connections per database endpoint pool.
     #[arg(long, env = "PARLEY_DB_POOL_MAX", default_value_t = 64)]
     pub db_pool_max: usize,
@@ -454,6 +461,7 @@ impl NodeConfig {
                 max_connections: self.db_pool_max,
                 ..PoolLimits::default()
             },
+            require_semi_sync: self.require_semi_sync,
         })
     }
 }

@@ -29,6 +29,30 @@ pub struct ProbeReading {
     pub server_id: u64,
     pub read_only: bool,
     pub latency: Duration,
+    /// The master's side of semi-synchronous replication (probed on the master only).
+    pub semi_sync: Option<SemiSyncReading>,
+}
+
+/// How the master stands with semi-synchronous replication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SemiSyncReading {
+    /// `rpl_semi_sync_master_enabled`: commits wait for a replica's acknowledgement.
+    pub enabled: bool,
+    /// `Rpl_semi_sync_master_status`: the master is waiting for acknowledgements now
+    /// (off while it has fallen back to asynchronous replication).
+    pub active: bool,
+    /// `Rpl_semi_sync_master_clients`: replicas connected that acknowledge.
+    pub acknowledging_replicas: u64,
+    /// `Rpl_semi_sync_master_no_tx`: commits that returned without any acknowledgement
+    /// since the master started (a fall-back to asynchronous replication).
+    pub unacknowledged_commits: u64,
+}
+
+impl SemiSyncReading {
+    /// Whether a commit made now would reach a replica before it returns.
+    pub fn commits_are_acknowledged(&self) -> bool {
+        self.enabled && self.acknowledging_replicas > 0
+    }
 }
 
 /// The router's view of one endpoint.
@@ -156,23 +180,51 @@ pub enum ProbeFailure {
     Timeout(Duration),
 }
 
+/// The master's role and its semi-synchronous replication in one round trip.
+const MASTER_PROBE: &str = "SELECT @@server_id, @@read_only, @@rpl_semi_sync_master_enabled, \
+     (SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_STATUS'), \
+     (SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_CLIENTS'), \
+     (SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_NO_TX')";
+
+type MasterProbeRow = (u64, i64, i64, Option<String>, Option<String>, Option<String>);
+
 async fn probe(endpoint: &Endpoint, timeout: Duration) -> Result<ProbeReading, ProbeFailure> {
     let started = Instant::now();
     let reading = async {
-        let mut conn = endpoint
-            .connection(timeout)
-            .await
-            .map_err(|error| ProbeFailure::Connect(error.to_string()))?;
-        let row: Option<(u64, i64)> = conn
-            .query_first("SELECT @@server_id, @@read_only")
-            .await
-            .map_err(|error| ProbeFailure::Query(error.to_string()))?;
-        let (server_id, read_only) = row.ok_or(ProbeFailure::NoRow)?;
-        Ok(ProbeReading {
-            server_id,
-            read_only: read_only != 0,
-            latency: started.elapsed(),
-        })
+        // A pool too busy to lend a connection in time is a slow endpoint, not a dead one.
+        let mut conn = endpoint.connection(timeout).await.map_err(|error| match error {
+            super::DbError::Timeout { timeout, .. } => ProbeFailure::Timeout(timeout),
+            other => ProbeFailure::Connect(other.to_string()),
+        })?;
+        let query_failed = |error: mysql_async::Error| ProbeFailure::Query(error.to_string());
+        if endpoint.role == EndpointRole::Master {
+            let row: Option<MasterProbeRow> = conn.query_first(MASTER_PROBE).await.map_err(query_failed)?;
+            let (server_id, read_only, enabled, status, clients, no_tx) = row.ok_or(ProbeFailure::NoRow)?;
+            let number = |value: Option<String>| value.and_then(|value| value.parse().ok()).unwrap_or(0);
+            Ok(ProbeReading {
+                server_id,
+                read_only: read_only != 0,
+                latency: started.elapsed(),
+                semi_sync: Some(SemiSyncReading {
+                    enabled: enabled != 0,
+                    active: status.is_some_and(|status| status.eq_ignore_ascii_case("ON")),
+                    acknowledging_replicas: number(clients),
+                    unacknowledged_commits: number(no_tx),
+                }),
+            })
+        } else {
+            let row: Option<(u64, i64)> = conn
+                .query_first("SELECT @@server_id, @@read_only")
+                .await
+                .map_err(query_failed)?;
+            let (server_id, read_only) = row.ok_or(ProbeFailure::NoRow)?;
+            Ok(ProbeReading {
+                server_id,
+                read_only: read_only != 0,
+                latency: started.elapsed(),
+                semi_sync: None,
+            })
+        }
     };
     match tokio::time::timeout(timeout, reading).await {
         Ok(outcome) => outcome,
@@ -204,6 +256,17 @@ fn apply_probe_outcome(state: &mut DbRouterState, endpoint_name: &str, outcome: 
             Err(error) => error.to_string(),
         };
         tracing::warn!(endpoint = %endpoint.name, %reason, "database endpoint down");
+    }
+    match &outcome {
+        Ok(ProbeReading {
+            semi_sync: Some(semi_sync),
+            ..
+        }) => state.database.note_semi_sync(semi_sync),
+        // A refused or failed connection, not a slow answer: a busy master keeps its writes.
+        Err(ProbeFailure::Connect(_)) if endpoint.role == EndpointRole::Master => {
+            state.database.note_master_unreachable();
+        }
+        _ => {}
     }
     match state.last_outcomes.iter_mut().find(|(name, _)| name == endpoint_name) {
         Some(entry) => entry.1 = outcome,

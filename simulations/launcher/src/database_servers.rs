@@ -219,7 +219,16 @@ impl DatabaseServers {
             )
             .await?;
         }
-        self.wait_replicas_caught_up(CATCH_UP_TIMEOUT).await
+        self.wait_replicas_caught_up(CATCH_UP_TIMEOUT).await?;
+        // The bootstrap turned semi-synchronous replication off (nothing could
+        // acknowledge it); with the replicas attached, every commit from now on waits
+        // for one of them, as after every restart of the master.
+        let mut master = self.connect_root(MASTER_NAME).await?;
+        let enabled = mariadb_admin::execute_sql_script(&mut master, "SET GLOBAL rpl_semi_sync_master_enabled = ON")
+            .await
+            .context("turning semi-synchronous replication on");
+        mariadb_admin::close(master).await;
+        enabled
     }
 
     async fn start_haproxy(&mut self, deploy_dir: &Path) -> anyhow::Result<()> {
