@@ -26,7 +26,7 @@ pub use crate::load::http_load::HttpProblem;
 pub use experiment_cluster::{attach_or_start_cluster, restart_dead_components, wait_until_mesh_formed, ClusterOrigin};
 pub use fault_script::{FaultAction, FaultRecord, FaultSpec, ScriptedFault};
 pub use report::{
-    ExperimentSettings, FailoverReport, HttpSummary, TimelineSecond, WebsocketSummary, SEED_CPU_CORES,
+    ExperimentSettings, FailoverReport, HttpSummary, TimelineSecond, WebsocketSummary, WritesSummary, SEED_CPU_CORES,
     SEED_LATENCY_AVERAGE_MS, SEED_NON_2XX, SEED_REQUESTS, SEED_REQUESTS_PER_SECOND,
 };
 pub(crate) use timeline_plot::register_font;
@@ -256,6 +256,7 @@ fn assemble_report(
         errors,
         responses_by_node: http_outcome.responses_by_node,
         responses_by_request: http_outcome.responses_by_request,
+        non_2xx_by_method: http_outcome.non_2xx_by_method,
         problems: http_outcome.problems,
     };
     let ws = WebsocketSummary {
@@ -284,10 +285,12 @@ fn assemble_report(
         duplicate_deliveries: chat_outcome.duplicates,
     };
     let failures = FailoverReport::count_failures(&http, &ws, &faults);
+    let writes = WritesSummary::from_acks(&faults, &chat_outcome.ack_times_s, load_seconds);
     FailoverReport {
         experiment,
         http,
         ws,
+        writes,
         faults,
         timeline,
         failures,

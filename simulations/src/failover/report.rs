@@ -52,7 +52,50 @@ pub struct HttpSummary {
     pub responses_by_node: BTreeMap<String, u64>,
     /// Responses to each kind of request (`get-by-email`, `create-chat`).
     pub responses_by_request: BTreeMap<String, u64>,
+    /// Non-2xx responses by method (`GET`, `POST`): reads must never fail, writes may
+    /// while the master is away.
+    pub non_2xx_by_method: BTreeMap<String, u64>,
     pub problems: Vec<HttpProblem>,
+}
+
+/// How long writes were unavailable after a fault on the master.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WritesSummary {
+    /// From the first fault on the master (kill, stop, partition) to the first message
+    /// acked after it, in seconds; until the end of the load when none was; null
+    /// without such a fault.
+    pub unavailable_s: Option<f64>,
+    /// A message was acked after that fault.
+    pub recovered: bool,
+}
+
+impl WritesSummary {
+    /// Acks within this long after the fault were committed before it (in flight).
+    const IN_FLIGHT_S: f64 = 0.2;
+
+    /// From the faults and the sorted ack times of a run that lasted `load_s`.
+    pub fn from_acks(faults: &[FaultRecord], ack_times_s: &[f64], load_s: f64) -> WritesSummary {
+        let first_master_fault = faults
+            .iter()
+            .filter(|fault| fault.name == "master" && fault.action != "start" && fault.error.is_none())
+            .map(|fault| fault.executed_at_s)
+            .min_by(f64::total_cmp);
+        let Some(fault_at) = first_master_fault else {
+            return WritesSummary {
+                unavailable_s: None,
+                recovered: true,
+            };
+        };
+        let first_ack_after = ack_times_s
+            .iter()
+            .copied()
+            .find(|acked_at| *acked_at > fault_at + Self::IN_FLIGHT_S);
+        let round = |seconds: f64| (seconds * 1000.0).round() / 1000.0;
+        WritesSummary {
+            unavailable_s: Some(round(first_ack_after.unwrap_or(load_s) - fault_at)),
+            recovered: first_ack_after.is_some(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -107,6 +150,7 @@ pub struct FailoverReport {
     pub experiment: ExperimentSettings,
     pub http: HttpSummary,
     pub ws: WebsocketSummary,
+    pub writes: WritesSummary,
     pub faults: Vec<FaultRecord>,
     pub timeline: Vec<TimelineSecond>,
     /// non-2xx + errors + lost + duplicates + unacked + refused + sequence conflicts +
@@ -184,6 +228,14 @@ impl FailoverReport {
                 "  {:>6.1} s  {:<5} {:<10} {outcome}",
                 fault.executed_at_s, fault.action, fault.name
             );
+        }
+        if let Some(unavailable_s) = self.writes.unavailable_s {
+            let back = if self.writes.recovered {
+                "until the first ack after the fault"
+            } else {
+                "and not back by the end of the load"
+            };
+            let _ = writeln!(out, "  writes unavailable {unavailable_s:.1} s ({back})");
         }
     }
 
@@ -363,5 +415,57 @@ mod tests {
         assert_eq!(thousands(1_000), "1,000");
         assert_eq!(thousands(100_102), "100,102");
         assert_eq!(thousands(12_345_678), "12,345,678");
+    }
+}
+
+#[cfg(test)]
+mod writes_tests {
+    use super::*;
+
+    fn fault(action: &str, name: &str, at_s: f64) -> FaultRecord {
+        FaultRecord {
+            at_s,
+            action: action.into(),
+            name: name.into(),
+            executed_at_s: at_s,
+            completed_at_s: at_s,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn writes_are_unavailable_from_the_master_fault_to_the_first_ack_committed_after_it() {
+        // Acks every 0.1 s until the kill at 4 s (one still in flight at 4.05 s), then
+        // none until the master is back at 9.5 s.
+        let mut acks: Vec<f64> = (1..=40).map(|tenth| f64::from(tenth) / 10.0).collect();
+        acks.extend([4.05, 9.5, 9.6]);
+        let faults = [
+            fault("kill", "replica-1", 2.0),
+            fault("kill", "master", 4.0),
+            fault("start", "master", 9.0),
+        ];
+        let writes = WritesSummary::from_acks(&faults, &acks, 20.0);
+        assert_eq!(
+            writes,
+            WritesSummary {
+                unavailable_s: Some(5.5),
+                recovered: true
+            }
+        );
+    }
+
+    #[test]
+    fn writes_never_back_count_until_the_end_and_no_master_fault_counts_nothing() {
+        let acks = [1.0, 2.0];
+        let kill = [fault("kill", "master", 3.0)];
+        assert_eq!(
+            WritesSummary::from_acks(&kill, &acks, 20.0),
+            WritesSummary {
+                unavailable_s: Some(17.0),
+                recovered: false
+            }
+        );
+        let other = [fault("kill", "node-1", 3.0)];
+        assert_eq!(WritesSummary::from_acks(&other, &acks, 20.0).unavailable_s, None);
     }
 }

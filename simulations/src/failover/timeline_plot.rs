@@ -256,7 +256,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::failover::report::{ExperimentSettings, HttpSummary, WebsocketSummary};
+    use crate::failover::report::{ExperimentSettings, HttpSummary, WebsocketSummary, WritesSummary};
     use crate::failover::{ChatPlacement, FaultRecord};
 
     fn report_with_faults() -> FailoverReport {
@@ -302,6 +302,7 @@ mod tests {
                 errors: 1,
                 responses_by_node: Default::default(),
                 responses_by_request: Default::default(),
+                non_2xx_by_method: Default::default(),
                 problems: Vec::new(),
             },
             ws: WebsocketSummary {
@@ -326,6 +327,10 @@ mod tests {
                 settled: true,
                 lost_messages: Vec::new(),
                 duplicate_deliveries: Vec::new(),
+            },
+            writes: WritesSummary {
+                unavailable_s: None,
+                recovered: true,
             },
             faults: vec![fault("replica-1", 5.0), fault("node-1", 5.02), fault("node-2", 8.0)],
             timeline,

@@ -153,6 +153,8 @@ pub struct ChatLoadOutcome {
     pub delivered_per_second: Vec<u64>,
     /// Every ack arrived and every acked message reached its recipient in time.
     pub settled: bool,
+    /// When each ack arrived, in seconds from the start of the load, in order.
+    pub ack_times_s: Vec<f64>,
 }
 
 pub struct RunningChatLoad {
@@ -329,6 +331,7 @@ impl RunningChatLoad {
             .lost
             .sort_by(|left, right| left.acked_at_s.total_cmp(&right.acked_at_s));
         outcome.lost.truncate(LISTED_PROBLEMS_LIMIT);
+        outcome.ack_times_s.sort_by(f64::total_cmp);
         outcome
             .duplicates
             .sort_by(|left, right| left.at_s.total_cmp(&right.at_s));
@@ -350,6 +353,7 @@ fn add_pair_to_outcome(
     outcome.refused += ledger.refused;
     outcome.delivered += ledger.delivered_at_by_id.len() as u64;
     for (client_id, (id, seq, acked_at)) in &ledger.acked {
+        outcome.ack_times_s.push(seconds_into_load(*acked_at).as_secs_f64());
         match ledger.delivered_at_by_id.get(id) {
             Some(delivered_at) => {
                 if let Some(sent_at) = ledger.sent_at_by_client_id.get(client_id) {

@@ -52,6 +52,13 @@ impl RepeatedRequest {
             RepeatedRequest::CreateChat { .. } => "create-chat",
         }
     }
+
+    fn method(&self) -> &'static str {
+        match self {
+            RepeatedRequest::GetByEmail { .. } => "GET",
+            RepeatedRequest::CreateChat { .. } => "POST",
+        }
+    }
 }
 
 /// Running totals the progress line reads while the load runs.
@@ -125,6 +132,8 @@ pub struct HttpLoadOutcome {
     pub responses_by_node: BTreeMap<String, u64>,
     /// `get-by-email`, `create-chat`: what each kind of loop got answered.
     pub responses_by_request: BTreeMap<String, u64>,
+    /// Non-2xx responses by the request's method (`GET`, `POST`).
+    pub non_2xx_by_method: BTreeMap<String, u64>,
     pub problems: Vec<HttpProblem>,
     /// From the start of the load until the last connection stopped.
     pub elapsed: Duration,
@@ -143,6 +152,9 @@ impl HttpLoadOutcome {
         }
         for (request, count) in other.responses_by_request {
             *self.responses_by_request.entry(request).or_default() += count;
+        }
+        for (method, count) in other.non_2xx_by_method {
+            *self.non_2xx_by_method.entry(method).or_default() += count;
         }
         for problem in other.problems {
             record_problem(&mut self.problems, problem);
@@ -242,6 +254,10 @@ async fn run_connection(
                 if !(200..300).contains(&response.status) {
                     live.non_2xx.fetch_add(1, Ordering::Relaxed);
                     outcome.second_mut(second).non_2xx += 1;
+                    *outcome
+                        .non_2xx_by_method
+                        .entry(request.method().to_owned())
+                        .or_default() += 1;
                     record_problem(
                         &mut outcome.problems,
                         HttpProblem {
