@@ -73,9 +73,13 @@ impl Default for DatabaseTimeouts {
 /// What the node is told about its databases.
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
+    /// Where writes go (and reads of last resort).
     pub master: EndpointSpec,
+    /// Read endpoints (replicas or HAProxy), tried in turn; may be empty (reads go to the master).
     pub reads: Vec<EndpointSpec>,
+    /// Connect, query and queueing bounds.
     pub timeouts: DatabaseTimeouts,
+    /// Pool size of each endpoint (the same for all).
     pub pool_limits: PoolLimits,
 }
 
@@ -149,6 +153,7 @@ impl Database {
         })
     }
 
+    /// The master endpoint (writes, and reads of last resort).
     pub fn master(&self) -> &Arc<Endpoint> {
         &self.shared.master
     }
@@ -158,6 +163,7 @@ impl Database {
         std::iter::once(&self.shared.master).chain(self.shared.reads.iter())
     }
 
+    /// The configured timeouts.
     pub fn timeouts(&self) -> &DatabaseTimeouts {
         &self.shared.timeouts
     }
