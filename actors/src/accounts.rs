@@ -23,15 +23,19 @@ use validation::{normalize_email, validate_sign_up, InvalidField};
 /// Why an account operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
+    /// A sign-up field broke a rule (400 `invalid_body`); the field and rule are named.
     #[error(transparent)]
     Invalid(#[from] InvalidField),
+    /// Sign-up with an email already registered (409 `conflict`): sign in instead.
     #[error("a user with this email already exists")]
     EmailTaken,
     /// One answer for an unknown email and a wrong password.
     #[error("wrong email or password")]
     InvalidCredentials,
+    /// Hashing the password failed; [`HashingError::Busy`] means retry shortly (429).
     #[error(transparent)]
     Hashing(#[from] HashingError),
+    /// The database failed; an outage (`is_unavailable`) is worth a retry (503).
     #[error(transparent)]
     Database(#[from] DbError),
 }
@@ -39,7 +43,9 @@ pub enum AccountError {
 /// What a lookup by email found, for a caller who may have been deleted meanwhile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EmailLookup {
+    /// The user id (UUID) of the email.
     Found(String),
+    /// No account has this email (after normalisation).
     NotFound,
     /// The caller's own account no longer exists.
     CallerGone,
@@ -65,6 +71,8 @@ type ProfileRow = (
 );
 
 impl Accounts {
+    /// Account operations on `database`, hashing with `passwords` (which holds the scrypt
+    /// cost and the hashing queue).
     pub fn new(database: Database, passwords: PasswordVault) -> Accounts {
         Accounts { database, passwords }
     }

@@ -22,8 +22,11 @@ pub use history::PageRequest;
 /// Why a chat operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
+    /// The companion (or the caller, if deleted meanwhile) does not exist; holds the id
+    /// (404 `not_found`).
     #[error("no user with id {0}")]
     UnknownUser(String),
+    /// `companion_id` is the caller's own id (400 `invalid_parameter`).
     #[error("a chat needs another person: companion_id is the caller's own id")]
     ChatWithSelf,
     /// The chat does not exist, or the caller is not in it: the same answer for both,
@@ -33,6 +36,7 @@ pub enum ChatError {
     /// The caller is in as many chats as a user may be.
     #[error("you are in {0} chats, the most allowed; no new chat can be started")]
     TooManyChats(u64),
+    /// The database failed; an outage (`is_unavailable`) is worth a retry (503).
     #[error(transparent)]
     Database(#[from] DbError),
 }
@@ -55,6 +59,7 @@ fn direct_key(first: &str, second: &str) -> String {
 }
 
 impl Chats {
+    /// Chat operations on `database`; each user may start at most `max_chats_per_user` chats.
     pub fn new(database: Database, max_chats_per_user: u64) -> Chats {
         Chats {
             database,

@@ -76,9 +76,13 @@ impl Default for DatabaseTimeouts {
 /// What the node is told about its databases.
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
+    /// Where writes go (and reads of last resort).
     pub master: EndpointSpec,
+    /// Read endpoints (replicas or HAProxy), tried in turn; may be empty (reads go to the master).
     pub reads: Vec<EndpointSpec>,
+    /// Connect, query and queueing bounds.
     pub timeouts: DatabaseTimeouts,
+    /// Pool size of each endpoint (the same for all).
     pub pool_limits: PoolLimits,
     /// Refuse writes while the master reports no replica that acknowledges commits
     /// (semi-synchronous replication), instead of acking what only the master holds.
@@ -171,6 +175,7 @@ impl Database {
             .note_unreachable(&self.shared.master.name, &self.shared.metrics);
     }
 
+    /// The master endpoint (writes, and reads of last resort).
     pub fn master(&self) -> &Arc<Endpoint> {
         &self.shared.master
     }
@@ -180,6 +185,7 @@ impl Database {
         std::iter::once(&self.shared.master).chain(self.shared.reads.iter())
     }
 
+    /// The configured timeouts.
     pub fn timeouts(&self) -> &DatabaseTimeouts {
         &self.shared.timeouts
     }

@@ -81,9 +81,13 @@ pub struct MessagingServices {
     pub peer_network: Arc<dyn PeerNetwork>,
     /// What the actors read and write (MariaDB on a node, in memory in tests).
     pub storage: Arc<dyn MessagingStorage>,
+    /// The websocket sessions on this node, by user.
     pub sessions: SessionRegistry,
+    /// The `Chat` actors running on this node, by chat id.
     pub chats: ChatDirectory,
+    /// What one client frame may carry.
     pub frame_limits: FrameLimits,
+    /// The node's Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// Frames a session may have queued for a slow client before it is closed.
     pub outbound_capacity: usize,
@@ -107,6 +111,7 @@ pub struct MessagingServices {
 
 /// What one user or socket may do, for [`MessagingServices::new`].
 pub struct MessagingLimits {
+    /// What one client frame may carry.
     pub frame_limits: FrameLimits,
     /// Frames a session may have queued for a slow client before it is closed.
     pub outbound_capacity: usize,
@@ -119,6 +124,9 @@ pub struct MessagingLimits {
 }
 
 impl MessagingServices {
+    /// The services of one node. `node_name` is the name users see (`node-1`); `peers`
+    /// carries the cluster name with incarnation. Must be called inside a tokio runtime
+    /// (it starts the presence announcer task).
     pub fn new(
         node_name: String,
         peers: Peers,
@@ -224,6 +232,7 @@ impl MessagingServices {
         }
     }
 
+    /// A fresh id for a websocket session on this node (unique until the node restarts).
     pub fn next_session_id(&self) -> SessionId {
         self.next_session_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -355,6 +364,7 @@ impl MessagingServices {
         self.notify_status_locally(members, status);
     }
 
+    /// Hands a cursor move to every session on this node of each of `members`.
     pub fn notify_status_locally(&self, members: &[String], status: Arc<StatusPayload>) {
         for member in members {
             for session in self.sessions.sessions_of(member) {
@@ -363,6 +373,7 @@ impl MessagingServices {
         }
     }
 
+    /// Hands a presence change to every session on this node of each of `members`.
     pub fn notify_presence_locally(&self, members: &[String], presence: Arc<PresencePayload>) {
         for member in members {
             for session in self.sessions.sessions_of(member) {

@@ -31,6 +31,7 @@ pub struct Metrics {
     pub messages_delivered: IntCounterVec,
     /// Connections that replayed pending messages, and how many messages they replayed.
     pub resume_replays: IntCounter,
+    /// Messages those connections replayed.
     pub resume_replayed_messages: IntCounter,
     /// Database queries by endpoint, kind (read, write) and outcome (ok, unavailable, error).
     pub database_queries: IntCounterVec,
@@ -66,6 +67,8 @@ fn registered<M: prometheus::core::Collector + Clone + 'static>(registry: &Regis
 }
 
 impl Metrics {
+    /// Every metric at zero, in a registry of its own (so two nodes in one test process do
+    /// not collide).
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let counter =

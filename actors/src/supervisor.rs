@@ -36,19 +36,27 @@ pub struct RootSupervisor;
 /// The supervised children.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Child {
+    /// The database health prober.
     DbRouter,
+    /// The cluster membership (only with a cluster).
     Membership,
+    /// The node router (cluster delivery and presence).
     NodeRouter,
+    /// The parent of the sessions and chats.
     MessagingSupervisor,
 }
 
 /// What the children need.
 pub struct RootSupervisorArguments {
+    /// The database the `DbRouter` probes.
     pub database: Database,
+    /// The node's messaging services, for the `NodeRouter` and the messaging supervisor.
     pub messaging: Arc<MessagingServices>,
     /// None: a node without a cluster (single node).
     pub membership: Option<MembershipArguments>,
+    /// How often the `NodeRouter` heartbeats its peers.
     pub heartbeat_interval: Duration,
+    /// Where restarts are counted.
     pub metrics: Arc<Metrics>,
 }
 

@@ -274,29 +274,43 @@ pub struct NodeConfig {
 /// A configuration that cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// No JWT secret given and not in development mode: set one.
     #[error("no JWT secret: set --jwt-secret / PARLEY_JWT_SECRET (at least {MIN_SECRET_BYTES} bytes), or pass --dev for development")]
     MissingJwtSecret,
+    /// The JWT secret is too short to resist guessing: use a longer random one.
     #[error("the JWT secret is shorter than {MIN_SECRET_BYTES} bytes")]
     ShortJwtSecret,
+    /// The built-in development secret outside development mode.
     #[error("the JWT secret is the well-known development secret; pass --dev to allow it")]
     DevJwtSecret,
+    /// A cluster is configured but no cookie authenticates its members: set one.
     #[error("no cluster cookie: set --cluster-cookie / PARLEY_CLUSTER_COOKIE (at least {MIN_SECRET_BYTES} bytes), or pass --dev for development")]
     MissingClusterCookie,
+    /// The cluster cookie is too short to resist guessing: use a longer random one.
     #[error("the cluster cookie is shorter than {MIN_SECRET_BYTES} bytes")]
     ShortClusterCookie,
+    /// A secret (named in the variant) is one published in the repository: choose another.
     #[error("{0} is a published value (an example of the repository's compose/.env, a development default, or it says `change-me`): anyone who read the repository could use it. Set one of your own (e.g. `openssl rand -hex 32`; compose generates them when the variable is empty), or pass --dev for development")]
     PublishedSecret(String),
+    /// A `--read-url` entry (held) is neither `name=mysql://...` nor `mysql://...`.
     #[error("read endpoint {0:?} is not `name=mysql://...` or `mysql://...`")]
     BadReadUrl(String),
+    /// Some of the three cluster TLS files are given but not all; holds the missing flags.
     #[error("cluster TLS needs --cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca together; missing: {}", .0.join(", "))]
     PartialClusterTls(Vec<&'static str>),
+    /// Cluster TLS files without `--cluster-listen`.
     #[error("cluster TLS flags are given but no --cluster-listen: a single node has no cluster to secure")]
     ClusterTlsWithoutCluster,
+    /// The cluster TLS files could not be loaded.
     #[error(transparent)]
     ClusterTls(#[from] ClusterTlsError),
+    /// The websocket ping interval is 0 or not shorter than the idle timeout, so a quiet
+    /// healthy client would be closed.
     #[error("--websocket-idle-timeout-ms ({idle_timeout_ms}) must exceed --websocket-ping-interval-ms ({ping_interval_ms}), which must not be 0: a healthy quiet client must be pinged before it is given up")]
     WebsocketHeartbeat {
+        /// The configured ping interval, in milliseconds.
         ping_interval_ms: u64,
+        /// The configured idle timeout, in milliseconds.
         idle_timeout_ms: u64,
     },
 }
@@ -316,6 +330,7 @@ impl NodeConfig {
         }
     }
 
+    /// What one websocket frame may carry, from the message limits given.
     pub fn frame_limits(&self) -> FrameLimits {
         FrameLimits {
             max_text_chars: self.max_message_chars,
@@ -412,6 +427,7 @@ impl NodeConfig {
         }))
     }
 
+    /// The scrypt cost of new password hashes (`--scrypt-log-n`; r and p are fixed).
     pub fn scrypt_cost(&self) -> ScryptCost {
         ScryptCost {
             log_n: self.scrypt_log_n,
@@ -424,6 +440,9 @@ impl NodeConfig {
         TrustedProxies::new(self.trusted_proxies.clone())
     }
 
+    /// The master and read endpoints with their timeouts and pool size. Fails on a
+    /// malformed `--read-url`, and outside `--dev` on a database password published in the
+    /// repository.
     pub fn database(&self) -> Result<DatabaseConfig, ConfigError> {
         let reads = self
             .read_urls

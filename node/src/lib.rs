@@ -47,7 +47,9 @@ const SOCKET_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the node reports through: its metrics, and how traces cross the cluster hop.
 pub struct Observability {
+    /// The node's Prometheus metrics (shared with the exporter and `/metrics`).
     pub metrics: Arc<Metrics>,
+    /// Writes and reads `traceparent` so traces continue across nodes and from HTTP callers.
     pub trace_propagation: Arc<dyn TracePropagation>,
 }
 

@@ -26,18 +26,29 @@ pub struct Claims {
     /// have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fam: Option<String>,
+    /// Issued at: Unix time, seconds.
     pub iat: i64,
+    /// Not valid before: Unix time, seconds (the issue time).
     pub nbf: i64,
+    /// Expiry: Unix time, seconds (checked with 5 s of leeway).
     pub exp: i64,
 }
 
 /// Why a presented token was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
+    /// Malformed, badly signed, not yet valid or expired: the client must refresh or sign in (401).
     #[error("the token is invalid or expired")]
     Invalid,
+    /// A refresh token where an access token is needed, or the reverse (401).
     #[error("a {found} token was given where a {expected} token is needed")]
-    WrongKind { expected: &'static str, found: String },
+    WrongKind {
+        /// The kind the endpoint takes: `access` or `refresh`.
+        expected: &'static str,
+        /// The `typ` claim the token has.
+        found: String,
+    },
+    /// Valid, but its sign-in was revoked: the client must sign in again (401).
     #[error("this sign-in was signed out; sign in again")]
     SignedOut,
 }
@@ -45,9 +56,13 @@ pub enum TokenError {
 /// A freshly issued refresh token with the facts the database stores about it.
 #[derive(Debug, Clone)]
 pub struct IssuedRefreshToken {
+    /// The signed JWT handed to the client.
     pub token: String,
+    /// Its `jti`: the row in `refresh_tokens`.
     pub id: String,
+    /// The sign-in it belongs to (its `fam` claim).
     pub family_id: String,
+    /// When it expires (its `exp`).
     pub expires_at: DateTime<Utc>,
 }
 

@@ -46,6 +46,8 @@ use liveness::{LivenessDue, SocketLiveness};
 /// hyper after the upgrade.
 type ServerSocket = WebSocketStream<TcpStream>;
 
+/// `GET /messenger/ws?token=`: checks the access token (401 before any upgrade), then
+/// upgrades to the messenger websocket served by a `Session` actor.
 pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     // The token is checked before the upgrade headers, so a bad token is a 401 whether
     // or not the request is a websocket handshake.

@@ -10,21 +10,38 @@ use crate::websocket::{DeliveryPayload, PresencePayload, StatusPayload};
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum PeerMessage {
     /// Sent to every peer every heartbeat interval; silence means the peer is gone.
-    Heartbeat { from: String },
+    Heartbeat {
+        /// Sender's cluster name with incarnation (`node-1#<incarnation>`).
+        from: String,
+    },
     /// Asks the receiver for its `PresenceSnapshot` (sent when a peer appears or revives).
-    SnapshotRequest { from: String },
+    SnapshotRequest {
+        /// Sender's cluster name with incarnation; the snapshot is sent back to it.
+        from: String,
+    },
     /// Every user with a session on `from`; replaces what the receiver knew of `from`.
-    PresenceSnapshot { from: String, users: Vec<String> },
+    PresenceSnapshot {
+        /// Sender's cluster name with incarnation.
+        from: String,
+        /// Ids of the users with at least one session on `from`, in no particular order.
+        users: Vec<String>,
+    },
     /// `user_id` opened their first session on `from`, or closed their last one there.
     Presence {
+        /// Sender's cluster name with incarnation (where the user's sessions are).
         from: String,
+        /// The user (UUID) whose presence on `from` changed.
         user_id: String,
+        /// True: first session opened on `from`; false: last one closed there.
         online: bool,
     },
     /// Messages committed in a chat, for the `recipients` who have sessions on the receiver.
     Deliver {
+        /// Sender's cluster name with incarnation (the node that committed the messages).
         from: String,
+        /// User ids the receiver should deliver to (only those with sessions on the receiver).
         recipients: Vec<String>,
+        /// The committed messages, as the websocket `send-message` delivery carries them.
         delivery: DeliveryPayload,
         /// W3C `traceparent` of the commit, so the recipient's node continues its trace.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -32,28 +49,40 @@ pub enum PeerMessage {
     },
     /// A member's cursor moved, for `recipients` on the receiver.
     Status {
+        /// Sender's cluster name with incarnation.
         from: String,
+        /// User ids the receiver should tell (only those with sessions on the receiver).
         recipients: Vec<String>,
+        /// The member's new cursor, as the websocket `status` frame carries it.
         status: StatusPayload,
     },
     /// A user went online or offline cluster-wide, for `recipients` (their companions).
     PresenceChanged {
+        /// Sender's cluster name with incarnation.
         from: String,
+        /// Companions of the user, among those with sessions on the receiver.
         recipients: Vec<String>,
+        /// Who went online or offline, as the websocket `presence` frame carries it.
         presence: PresencePayload,
     },
     /// A sign-in (refresh-token family) was revoked: the receiver closes that device's
     /// sockets and refuses its access tokens until `until_ms` (Unix time), when the last
     /// of them would have expired anyway.
     SignedOut {
+        /// Sender's cluster name with incarnation (the node that took the sign-out).
         from: String,
+        /// The user (UUID) who signed out.
         user_id: String,
+        /// The revoked refresh-token family (the `fam` claim of that sign-in's tokens).
         family_id: String,
+        /// Milliseconds since the Unix epoch when the family's last access token expires; the
+        /// receiver may forget the revocation after that.
         until_ms: u64,
     },
 }
 
 impl PeerMessage {
+    /// The sending node's cluster name (with incarnation), whatever the kind.
     pub fn from_node(&self) -> &str {
         match self {
             PeerMessage::Heartbeat { from }
@@ -67,10 +96,13 @@ impl PeerMessage {
         }
     }
 
+    /// JSON encoding of the message, tagged by `kind` (snake_case variant name).
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("peer messages serialise to JSON")
     }
 
+    /// Decodes what [`PeerMessage::to_bytes`] produced; fails on malformed JSON or an unknown
+    /// `kind` (e.g. from a newer peer), which the receiver should log and drop.
     pub fn from_bytes(bytes: &[u8]) -> Result<PeerMessage, serde_json::Error> {
         serde_json::from_slice(bytes)
     }
@@ -82,6 +114,7 @@ impl PeerMessage {
 pub struct ClusterView {
     /// This node's cluster name (`node-1#<incarnation>`).
     pub node: String,
+    /// Every node the answering node knows, itself included, alive or not.
     pub members: Vec<ClusterMember>,
 }
 
@@ -89,6 +122,7 @@ pub struct ClusterView {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterMember {
+    /// The member's cluster name with incarnation (`node-1#<incarnation>`).
     pub name: String,
     /// True for the answering node and for peers heard from within the failure timeout.
     pub alive: bool,

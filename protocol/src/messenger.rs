@@ -4,8 +4,11 @@ use serde::{Deserialize, Serialize};
 
 /// The statuses a message goes through, as the seed names them.
 pub mod status {
+    /// Stored on the master, not yet received by every other member.
     pub const CREATED: &str = "created";
+    /// Every other member's `received` cursor has reached the message.
     pub const RECEIVED: &str = "received";
+    /// Every other member's `read` cursor has reached the message.
     pub const READ: &str = "read";
 }
 
@@ -13,6 +16,7 @@ pub mod status {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateChatRequest {
+    /// The other user's id (a UUID, from `get-by-email`); must not be the caller's own.
     pub companion_id: String,
 }
 
@@ -20,6 +24,7 @@ pub struct CreateChatRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateChatResponse {
+    /// The direct chat of the caller and the companion (a UUID), new or existing.
     pub chat_id: String,
 }
 
@@ -27,8 +32,11 @@ pub struct CreateChatResponse {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Participant {
+    /// The member's user id (UUID).
     pub user_id: String,
+    /// The member's given name.
     pub name: String,
+    /// The member's family name.
     pub surname: String,
     /// Connected to some node of the cluster when the list was made, as the answering
     /// node knows it; `presence` frames on the websocket tell the changes after that.
@@ -40,8 +48,11 @@ pub struct Participant {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatSummary {
+    /// The chat's id (UUID).
     pub chat_id: String,
+    /// When the chat was created: RFC 3339 in UTC with microseconds.
     pub create_time: String,
+    /// Every member of the chat, the caller included.
     pub participants: Vec<Participant>,
     /// Sequence number of the newest message, 0 when the chat is empty.
     pub last_seq: u64,
@@ -53,6 +64,7 @@ pub struct ChatSummary {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatsResponse {
+    /// The caller's chats, oldest first (by creation time, then id).
     pub chats: Vec<ChatSummary>,
 }
 
@@ -64,9 +76,11 @@ pub struct MessageView {
     pub id: String,
     /// Per-chat sequence number: gap-free, strictly increasing.
     pub seq: u64,
+    /// The chat the message belongs to (UUID).
     pub chat_id: String,
     /// The sender.
     pub user_id: String,
+    /// The message text as sent (at most 4096 characters by default).
     pub text: String,
     /// `created`, `received` or `read`, as seen from the other participants' cursors.
     pub status: String,
@@ -78,9 +92,15 @@ pub struct MessageView {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessagesPage {
+    /// Messages in the chat: its newest `seq`, since sequence numbers start at 1 without gaps.
     pub total: u64,
+    /// The `offset` asked for (0 when omitted): the page holds messages with `seq > offset`.
     pub offset: u64,
+    /// The page size used: the one asked for, else the default (100, or the node's
+    /// maximum when lower). A `limit` above the maximum is refused, not clamped.
     pub limit: u64,
+    /// Messages with `offset < seq <= offset + limit`, in `seq` order; fewer than `limit`
+    /// (possibly none) at the end of the history.
     pub messages: Vec<MessageView>,
 }
 

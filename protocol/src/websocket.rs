@@ -61,7 +61,9 @@ pub mod close_codes {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
+    /// Always `messenger` ([`TOPIC_MESSENGER`]); any other topic is refused with `unknown_topic`.
     pub topic: String,
+    /// What the frame does: one of [`actions`]; it decides how `payload` decodes.
     pub action: String,
     /// A JSON document, as a string (the seed's format).
     pub payload: String,
@@ -101,6 +103,7 @@ fn to_json<T: Serialize>(value: &T) -> String {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutgoingMessage {
+    /// The message text: not empty, at most 4096 characters by default.
     pub text: String,
     /// The seed sends `created`; ignored otherwise.
     #[serde(default)]
@@ -114,7 +117,9 @@ pub struct OutgoingMessage {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendMessagePayload {
+    /// The chat to send to (UUID); the sender must be a member.
     pub chat_id: String,
+    /// Messages to store in order, one `ack` entry each; at most 100 per frame by default.
     pub messages: Vec<OutgoingMessage>,
 }
 
@@ -122,14 +127,21 @@ pub struct SendMessagePayload {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveredMessage {
+    /// Global message id (a UUID); clients de-duplicate deliveries by it.
     pub id: String,
+    /// Per-chat sequence number: from 1, gap-free, strictly increasing.
     pub seq: u64,
+    /// The chat the message belongs to (UUID).
     pub chat_id: String,
     /// The sender.
     pub user_id: String,
+    /// The message text as sent.
     pub text: String,
+    /// Always `created` in a delivery; later changes come as `status` frames.
     pub status: String,
+    /// Commit time on the master: RFC 3339 in UTC with microseconds.
     pub create_time: String,
+    /// The sender's `client_id`, when the send had one (lets the sender match its own messages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
 }
@@ -138,7 +150,9 @@ pub struct DeliveredMessage {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryPayload {
+    /// The chat of every message in `messages` (UUID).
     pub chat_id: String,
+    /// Messages in `seq` order; a replay may repeat messages already seen (de-duplicate by `id`).
     pub messages: Vec<DeliveredMessage>,
 }
 
@@ -146,10 +160,14 @@ pub struct DeliveryPayload {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageAck {
+    /// The `client_id` the message was sent with, when it had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// The stored message's global id (UUID); a resend with the same `client_id` gets the same.
     pub id: String,
+    /// The message's per-chat sequence number (from 1).
     pub seq: u64,
+    /// Commit time on the master: RFC 3339 in UTC with microseconds.
     pub create_time: String,
 }
 
@@ -157,7 +175,9 @@ pub struct MessageAck {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AckPayload {
+    /// The chat the messages were stored in (UUID).
     pub chat_id: String,
+    /// One entry per message of the frame, in the frame's order.
     pub acks: Vec<MessageAck>,
 }
 
@@ -165,7 +185,10 @@ pub struct AckPayload {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CursorPayload {
+    /// The chat whose cursor moves (UUID).
     pub chat_id: String,
+    /// The highest `seq` received or read (`read` moves the received cursor too). Cursors
+    /// never move back, so a lower one changes nothing, and stop at the chat's newest `seq`.
     pub seq: u64,
 }
 
@@ -173,10 +196,13 @@ pub struct CursorPayload {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusPayload {
+    /// The chat whose member's cursor moved (UUID).
     pub chat_id: String,
+    /// The member (UUID) whose cursor moved.
     pub user_id: String,
     /// `received` or `read`.
     pub status: String,
+    /// The member's new cursor: every message with `seq` up to this one.
     pub seq: u64,
 }
 
@@ -184,7 +210,9 @@ pub struct StatusPayload {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PresencePayload {
+    /// The companion (UUID) whose presence changed.
     pub user_id: String,
+    /// True when the user now has a session on some node of the cluster.
     pub online: bool,
 }
 
@@ -242,7 +270,9 @@ pub struct RenewedPayload {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorPayload {
+    /// Human-readable explanation; its wording may change.
     pub message: String,
+    /// Stable machine-readable code (e.g. `invalid_payload`, `chat_not_found`, `rate_limited`).
     pub code: String,
     /// The `client_id`s of the refused messages, when the frame had any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -82,6 +82,7 @@ const CHAT_SENDERS: usize = 20;
 /// maximum is.
 const LATENCY_DEFAULT_OFFERED_PER_S: f64 = 200.0;
 
+/// What `parley-sim bench` runs and for how long.
 #[derive(Clone)]
 pub struct BenchConfig {
     /// Which to run; empty: all.
@@ -113,14 +114,18 @@ impl Default for BenchConfig {
 /// One measurement: Parley's figure, the baseline's, their ratio and the target.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Comparison {
+    /// Parley's figure (unit as the measurement says: per second, ms, bytes), rounded to 2 decimals.
     pub parley: f64,
+    /// The database's own figure in the same run and unit, rounded to 2 decimals.
     pub baseline: f64,
+    /// `parley / baseline` (0 when the baseline is 0), rounded to 2 decimals.
     pub ratio: f64,
     /// The ratio the issue asks for at least.
     pub target_ratio: f64,
 }
 
 impl Comparison {
+    /// Compares `parley` with `baseline` against `target_ratio`.
     pub fn new(parley: f64, baseline: f64, target_ratio: f64) -> Comparison {
         let ratio = if baseline > 0.0 { parley / baseline } else { 0.0 };
         Comparison {
@@ -131,6 +136,7 @@ impl Comparison {
         }
     }
 
+    /// Whether the ratio reaches the target.
     pub fn meets_target(&self) -> bool {
         self.ratio >= self.target_ratio
     }
@@ -145,17 +151,24 @@ fn round2(value: f64) -> f64 {
 /// Everything one `bench` run measured, keyed as `--json` writes it.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct BenchReport {
+    /// `http_read`, when it ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_read: Option<HttpReadFigures>,
+    /// `messages`, when it ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub messages: Option<MessageFigures>,
+    /// `latency`, when it ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency: Option<LatencyFigures>,
+    /// `memory`, when it ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemoryFigures>,
+    /// `storm`, when it ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storm: Option<StormFigures>,
+    /// CPU cores of the machine that ran everything (figures scale with it).
     pub cpu_cores: usize,
+    /// How long each side of each measurement ran, in seconds.
     pub duration_s: f64,
 }
 
@@ -257,6 +270,7 @@ impl BenchReport {
         lines.join("\n") + "\n"
     }
 
+    /// The report as pretty-printed JSON (what `--json` writes).
     pub fn to_json(&self) -> anyhow::Result<String> {
         Ok(serde_json::to_string_pretty(self)?)
     }

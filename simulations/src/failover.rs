@@ -42,6 +42,7 @@ use parley_launcher::LocalCluster;
 /// What to run; [`FailoverConfig::seed_experiment`] gives the defaults of the CLI.
 #[derive(Debug, Clone)]
 pub struct FailoverConfig {
+    /// How long the load runs (the seed's wrk: 60 s).
     pub duration: Duration,
     /// Concurrent get-by-email loops (wrk's connections).
     pub http_connections: usize,

@@ -12,30 +12,48 @@ use uuid::Uuid;
 
 /// Error codes of websocket `error` frames.
 pub mod codes {
+    /// The frame is not JSON at all; nothing of it was understood (no `ref` echoed).
     pub const NOT_JSON: &str = "not_json";
+    /// JSON, but not an object with `topic`, `action` and `payload` as strings, each key once.
     pub const INVALID_ENVELOPE: &str = "invalid_envelope";
+    /// A `topic` other than `messenger`.
     pub const UNKNOWN_TOPIC: &str = "unknown_topic";
+    /// An `action` this server does not know (a client newer than the server, or a typo).
     pub const UNKNOWN_ACTION: &str = "unknown_action";
+    /// The payload does not decode as the action's payload, or a field breaks a rule
+    /// (`chat_id` not a UUID, no messages, a bad `client_id`, control characters in a text).
     pub const INVALID_PAYLOAD: &str = "invalid_payload";
+    /// A message text that is empty or only whitespace; nothing of the frame was stored.
     pub const EMPTY_TEXT: &str = "empty_text";
+    /// A message text over [`super::FrameLimits::max_text_chars`]; nothing of the frame was stored.
     pub const TEXT_TOO_LONG: &str = "text_too_long";
+    /// More messages in one frame than [`super::FrameLimits::max_messages_per_frame`]: split them.
     pub const TOO_MANY_MESSAGES: &str = "too_many_messages";
+    /// No such chat, or the sender is not a member (one answer for both, so chat ids cannot
+    /// be probed).
     pub const CHAT_NOT_FOUND: &str = "chat_not_found";
+    /// A binary websocket frame: the protocol is text frames only.
     pub const BINARY_NOT_SUPPORTED: &str = "binary_not_supported";
+    /// No database could take the send (e.g. during a failover): send again shortly; a
+    /// resend with the same `client_id` is stored once.
     pub const DATABASE_UNAVAILABLE: &str = "database_unavailable";
     /// The sender passed its send rate; nothing of the frame was stored.
     pub const RATE_LIMITED: &str = "rate_limited";
     /// A `renew` token that is invalid, expired, revoked or another user's; the socket
     /// keeps its old token (and closes when that one expires).
     pub const INVALID_TOKEN: &str = "invalid_token";
+    /// An unexpected server-side failure; sending again with the same `client_id` is safe.
     pub const INTERNAL: &str = "internal";
 }
 
 /// Limits on what one frame may carry.
 #[derive(Debug, Clone, Copy)]
 pub struct FrameLimits {
+    /// Most characters (Unicode scalar values, not bytes) in one message text; 4096 by default.
     pub max_text_chars: usize,
+    /// Most messages in one `send-message` frame; 100 by default.
     pub max_messages_per_frame: usize,
+    /// Most characters of a `client_id` (which must also be ASCII and not empty); 64 by default.
     pub max_client_id_chars: usize,
 }
 
@@ -52,11 +70,14 @@ impl Default for FrameLimits {
 /// Which cursor a client report moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CursorKind {
+    /// The client's `received` cursor: messages that reached the device.
     Received,
+    /// The client's `read` cursor: messages the user has seen (also moves `received`).
     Read,
 }
 
 impl CursorKind {
+    /// The status name this cursor reports (`received` or `read`), as used in `status` frames.
     pub fn status(self) -> &'static str {
         match self {
             CursorKind::Received => status::RECEIVED,
@@ -99,27 +120,40 @@ impl<'de> Deserialize<'de> for UniqueKeyObject {
 /// What a valid client frame asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientCommand {
+    /// Store `messages` in `chat_id`, in order, and `ack` them (a `send-message` frame).
     Send {
+        /// The frame's `ref`, echoed in the `ack` or `error` answer.
         reference: Option<String>,
+        /// The chat, as a canonical lowercase hyphenated UUID whatever form the client wrote.
         chat_id: String,
+        /// The messages, already checked: 1 to `max_messages_per_frame`, texts not blank and
+        /// within `max_text_chars`, `client_id`s within `max_client_id_chars` ASCII.
         messages: Vec<OutgoingMessage>,
     },
+    /// Move the sender's `received` or `read` cursor in a chat (a `received` or `read` frame).
     MoveCursor {
+        /// The frame's `ref`, echoed in an `error` answer.
         reference: Option<String>,
+        /// The chat, as a canonical lowercase hyphenated UUID.
         chat_id: String,
+        /// Which cursor moves.
         kind: CursorKind,
+        /// The new cursor value as the client sent it (not checked against the chat here).
         seq: u64,
     },
     /// Answer at once with a `heartbeat` frame: the client is checking that its node is
     /// alive.
     Heartbeat {
+        /// The frame's `ref`, echoed in the answer.
         reference: Option<String>,
         /// The client's own number, echoed in the answer.
         sent_at_ms: Option<u64>,
     },
     /// A fresh access token for the socket (checked by the session, not here).
     Renew {
+        /// The frame's `ref`, echoed in the `renewed` or `error` answer.
         reference: Option<String>,
+        /// The fresh access token, not yet verified.
         access_token: String,
     },
 }
@@ -127,9 +161,14 @@ pub enum ClientCommand {
 /// A refused frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrameError {
+    /// The `error` frame's code: one of [`codes`].
     pub code: &'static str,
+    /// Human-readable explanation for the client developer.
     pub message: String,
+    /// The frame's `ref` when it could be read, so the client can match the error to its frame.
     pub reference: Option<String>,
+    /// The `client_id`s found in the payload even when it was otherwise wrong, so the client
+    /// knows which of its pending messages were refused (empty when there were none).
     pub client_ids: Vec<String>,
 }
 

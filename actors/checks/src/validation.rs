@@ -8,7 +8,9 @@ use unicode_normalization::UnicodeNormalization;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {rule}")]
 pub struct InvalidField {
+    /// The request field that broke the rule (`email`, `password`, `birthday`, ...).
     pub field: &'static str,
+    /// The rule it broke, for people (`must be at least 8 characters`).
     pub rule: String,
 }
 
@@ -24,20 +26,31 @@ fn invalid(field: &'static str, rule: impl Into<String>) -> InvalidField {
 pub struct ValidSignUp {
     /// Trimmed and lowercased.
     pub email: String,
+    /// As sent (not trimmed): 8 or more characters, at most 256 bytes, no NUL.
     pub password: String,
+    /// Trimmed; 1 to [`NAME_MAX_CHARS`] characters, no control characters but newline.
     pub name: String,
+    /// Trimmed; same rules as `name`.
     pub surname: String,
     /// In UTC.
     pub birthday: NaiveDateTime,
+    /// Lowercased: one of [`SEXES`].
     pub sex: String,
+    /// Trimmed; same rules as `name`.
     pub city: String,
+    /// Trimmed; may be empty, at most [`INTERESTS_MAX_CHARS`] characters.
     pub interests: String,
 }
 
+/// Fewest characters (not bytes) a password may have.
 pub const PASSWORD_MIN_CHARS: usize = 8;
+/// Most bytes a password may have: bounds the hashing work one request can ask for.
 pub const PASSWORD_MAX_BYTES: usize = 256;
+/// Most characters of `name`, `surname` and `city` after trimming.
 pub const NAME_MAX_CHARS: usize = 100;
+/// Most characters of `interests` after trimming.
 pub const INTERESTS_MAX_CHARS: usize = 2000;
+/// The accepted values of `sex`, lowercase.
 pub const SEXES: &[&str] = &["male", "female", "other"];
 
 /// The one form of an email that is stored, looked up and rate-limited, or what is

@@ -20,8 +20,11 @@ use super::hashing_turns::{HashingTurns, TurnLimits};
 /// scrypt cost parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScryptCost {
+    /// log2 of scrypt's CPU/memory cost N; memory per hash is 128 * r * 2^log_n bytes.
     pub log_n: u8,
+    /// scrypt block size.
     pub r: u32,
+    /// scrypt parallelism (hashes run one thread each, so it multiplies the time).
     pub p: u32,
 }
 
@@ -35,6 +38,8 @@ impl Default for ScryptCost {
 /// Why hashing failed (never because of the password's content).
 #[derive(Debug, thiserror::Error)]
 pub enum HashingError {
+    /// scrypt itself failed (bad cost parameters, or the hashing task died): a server
+    /// fault, answered 500; the reason is for the log.
     #[error("password hashing failed: {0}")]
     Failed(String),
     /// So many hashes are waiting that this one would wait too long: try again shortly.

@@ -14,7 +14,9 @@ use crate::database::{Database, DbError, Freshness};
 pub struct RefreshTokenRecord {
     /// The token's `jti`.
     pub id: String,
+    /// The sign-in it belongs to: every rotation keeps the family, a new sign-in starts one.
     pub family_id: String,
+    /// The user (UUID) the token was issued to.
     pub user_id: String,
     /// UTC.
     pub expires_at: NaiveDateTime,
@@ -57,7 +59,9 @@ async fn insert<Q: Queryable>(queryable: &mut Q, record: &RefreshTokenRecord) ->
 /// A revoked sign-in, as read back by [`revoked_since`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevokedFamily {
+    /// The revoked sign-in's family id (the `fam` claim of its tokens).
     pub family_id: String,
+    /// The user (UUID) whose sign-in it was.
     pub user_id: String,
     /// UTC.
     pub revoked_at: NaiveDateTime,

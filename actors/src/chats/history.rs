@@ -11,7 +11,9 @@ use crate::time_format::format_utc;
 /// Which slice of the history: messages with `offset < seq <= offset + limit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageRequest {
+    /// Messages with `seq` above this are returned (0: from the first message).
     pub offset: u64,
+    /// Most messages in the page; the caller bounds it (1 to the node's maximum page size).
     pub limit: u64,
 }
 

@@ -54,7 +54,9 @@ pub enum NodeRouterMessage {
 
 /// Start-up arguments of the `NodeRouter`.
 pub struct NodeRouterArguments {
+    /// The node's messaging services: sessions to deliver to, peers, storage.
     pub services: Arc<MessagingServices>,
+    /// How often the router heartbeats its peers (and checks them for silence).
     pub heartbeat_interval: Duration,
 }
 

@@ -33,6 +33,8 @@ pub enum Heard {
 }
 
 impl Peers {
+    /// No peers known yet. `node_name` is this node's cluster name (with incarnation); a
+    /// peer silent for `failure_timeout` is declared dead.
     pub fn new(node_name: String, failure_timeout: Duration) -> Peers {
         Peers {
             node_name,
@@ -46,6 +48,8 @@ impl Peers {
         &self.node_name
     }
 
+    /// Records that `node` just spoke (any message counts as a heartbeat) and whether it is
+    /// new or back from the dead; this node's own name is always `Known`.
     pub fn heard_from(&self, node: &str) -> Heard {
         if node == self.node_name {
             return Heard::Known;
@@ -73,6 +77,8 @@ impl Peers {
         }
     }
 
+    /// Records that `user` opened their first or closed their last session on `node`;
+    /// ignored for a node not known (its snapshot will tell).
     pub fn set_presence(&self, node: &str, user: &str, online: bool) {
         let mut peers = self.by_name.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(record) = peers.get_mut(node) {
@@ -133,6 +139,7 @@ impl Peers {
         peers.values().any(|record| record.alive && record.users.contains(user))
     }
 
+    /// Cluster names of the peers currently alive (this node not included), in no order.
     pub fn live_peer_names(&self) -> Vec<String> {
         let peers = self.by_name.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         peers

@@ -50,42 +50,73 @@ pub struct ClusterTlsFiles {
 /// (`cause`, not `source`, so an error chain does not print it twice).
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterTlsError {
+    /// A file could not be read (missing, no permission).
     #[error("cannot read the cluster TLS {what} {path}: {cause}")]
     Unreadable {
+        /// Which file: `certificate`, `private key` or `CA`.
         what: &'static str,
+        /// The path as configured.
         path: PathBuf,
+        /// The I/O error.
         cause: std::io::Error,
     },
+    /// A certificate or CA file holds no `CERTIFICATE` PEM block.
     #[error("the cluster TLS {what} {path} holds no PEM certificate")]
-    NoCertificate { what: &'static str, path: PathBuf },
+    NoCertificate {
+        /// Which file: `certificate` or `CA`.
+        what: &'static str,
+        /// The path as configured.
+        path: PathBuf,
+    },
+    /// A file is not valid PEM.
     #[error("the cluster TLS {what} {path} is not valid PEM: {cause}")]
     BadPem {
+        /// Which file: `certificate` or `CA`.
         what: &'static str,
+        /// The path as configured.
         path: PathBuf,
+        /// What the PEM parser found wrong.
         cause: tokio_rustls::rustls::pki_types::pem::Error,
     },
+    /// The private key file holds no key rustls can use (none, or an unsupported kind).
     #[error("the cluster TLS private key {path} holds no usable private key: {cause}")]
     BadPrivateKey {
+        /// The path as configured.
         path: PathBuf,
+        /// What the PEM parser found wrong.
         cause: tokio_rustls::rustls::pki_types::pem::Error,
     },
+    /// A CA certificate cannot be used as a trust anchor.
     #[error("the cluster TLS CA {path} holds a certificate that cannot be a trust anchor: {cause}")]
     BadCertificateAuthority {
+        /// The path as configured.
         path: PathBuf,
+        /// Why rustls refused it.
         cause: tokio_rustls::rustls::Error,
     },
+    /// The configured server name is not a valid DNS name; holds the name.
     #[error("cluster TLS server name {0:?} is not a valid DNS name")]
     BadServerName(String),
+    /// rustls refused the material for one side (e.g. the key does not match the
+    /// certificate).
     #[error("cannot build the cluster TLS {side} configuration: {reason}")]
-    Configuration { side: &'static str, reason: String },
+    Configuration {
+        /// `server` (the acceptor) or `client` (the connector).
+        side: &'static str,
+        /// rustls's message.
+        reason: String,
+    },
 }
 
 /// Ready-made TLS for the cluster: the listener's acceptor, the dialler's connector and
 /// the name a dialled peer's certificate must carry.
 #[derive(Clone)]
 pub struct ClusterTls {
+    /// Accepts peers' connections; requires a client certificate issued by the CA.
     pub acceptor: TlsAcceptor,
+    /// Dials peers, presenting this node's certificate and checking theirs against the CA.
     pub connector: TlsConnector,
+    /// The name every peer's certificate must carry (one name for the whole cluster).
     pub server_name: ServerName<'static>,
 }
 

@@ -26,8 +26,11 @@ pub struct DbRouter;
 /// What one successful probe saw.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProbeReading {
+    /// The server's `@@server_id`: tells which server answered behind a proxy or a moved address.
     pub server_id: u64,
+    /// The server's `@@read_only`; a master that reports it (demoted) counts as down.
     pub read_only: bool,
+    /// Time from the probe's start to its answer, connecting included.
     pub latency: Duration,
     /// The master's side of semi-synchronous replication (probed on the master only).
     pub semi_sync: Option<SemiSyncReading>,
@@ -58,11 +61,17 @@ impl SemiSyncReading {
 /// The router's view of one endpoint.
 #[derive(Debug, Clone)]
 pub struct EndpointHealth {
+    /// The endpoint's configured name (`master`, `replica-1`, ...).
     pub name: String,
+    /// Master or read endpoint.
     pub role: EndpointRole,
+    /// Whether queries are routed to it now (request failures mark it down at once).
     pub healthy: bool,
+    /// Failures (probes and requests) since its last success.
     pub consecutive_failures: u64,
+    /// What the latest probe saw, when it succeeded.
     pub last_reading: Option<ProbeReading>,
+    /// Why the latest probe failed, when it did.
     pub last_error: Option<String>,
 }
 
@@ -73,11 +82,18 @@ pub enum DbRouterMessage {
     ProbeAll,
     /// One endpoint's probe finished.
     ProbeFinished {
+        /// The probed endpoint's configured name.
         endpoint_name: String,
+        /// What the probe saw, or why it failed.
         outcome: Result<ProbeReading, ProbeFailure>,
     },
     /// A request task saw this endpoint fail and has already marked it down.
-    FailureReported { endpoint_name: String, reason: String },
+    FailureReported {
+        /// The failed endpoint's configured name.
+        endpoint_name: String,
+        /// What the request saw (for the log).
+        reason: String,
+    },
     /// The health of every endpoint, master first.
     Health(RpcReplyPort<Vec<EndpointHealth>>),
 }
@@ -170,12 +186,16 @@ fn start_probe(myself: &ActorRef<DbRouterMessage>, state: &mut DbRouterState, en
 /// Why a probe found an endpoint unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProbeFailure {
+    /// No connection could be opened; holds the driver's message.
     #[error("could not connect: {0}")]
     Connect(String),
+    /// `SELECT @@server_id, @@read_only` failed; holds the driver's message.
     #[error("the probe query failed: {0}")]
     Query(String),
+    /// The probe query returned no row (should not happen on MariaDB or MySQL).
     #[error("the probe returned no row")]
     NoRow,
+    /// No answer within the probe timeout (held): the server may be frozen or unreachable.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
 }

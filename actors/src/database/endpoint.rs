@@ -24,13 +24,16 @@ pub struct EndpointSpec {
     pub name: String,
     /// `mysql://user:password@host:port/database`
     pub url: String,
+    /// Whether it takes writes (master) or reads.
     pub role: EndpointRole,
 }
 
 /// Pool sizes per endpoint.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolLimits {
+    /// Connections kept open even when idle.
     pub min_connections: usize,
+    /// Most connections at once; a quarter is kept free of reads, for writes and probes.
     pub max_connections: usize,
 }
 
@@ -46,7 +49,9 @@ impl Default for PoolLimits {
 /// A live endpoint: its pool plus the health the router and the query path keep.
 #[derive(Debug)]
 pub struct Endpoint {
+    /// The configured name (`master`, `haproxy-read`, `replica-1`, ...).
     pub name: String,
+    /// Whether it takes writes (master) or reads.
     pub role: EndpointRole,
     pool: Pool,
     healthy: AtomicBool,
@@ -123,6 +128,7 @@ impl Endpoint {
         }
     }
 
+    /// Whether queries are routed to it now.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
@@ -139,6 +145,7 @@ impl Endpoint {
         !self.healthy.swap(true, Ordering::Relaxed)
     }
 
+    /// Failures (probes and requests) since its last success.
     pub fn consecutive_failures(&self) -> u64 {
         self.consecutive_failures.load(Ordering::Relaxed)
     }

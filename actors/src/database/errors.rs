@@ -8,20 +8,39 @@ pub enum DbError {
     /// The endpoint refused, dropped or never opened the connection, or is read-only
     /// where a write was needed.
     #[error("database endpoint {endpoint} is unavailable: {reason}")]
-    Unavailable { endpoint: String, reason: String },
+    Unavailable {
+        /// The endpoint's configured name.
+        endpoint: String,
+        /// What the driver or the router said.
+        reason: String,
+    },
     /// The endpoint did not answer in time; for a write the outcome is unknown.
     #[error("database endpoint {endpoint} did not answer within {timeout:?}")]
-    Timeout { endpoint: String, timeout: Duration },
+    Timeout {
+        /// The endpoint's configured name.
+        endpoint: String,
+        /// The bound that passed.
+        timeout: Duration,
+    },
     /// Every read endpoint and the master failed the read.
     #[error("no database endpoint could serve the read (last error: {last_error})")]
-    NoReadEndpoint { last_error: String },
+    NoReadEndpoint {
+        /// The error of the last endpoint tried.
+        last_error: String,
+    },
     /// A unique key refused the row.
     #[error("duplicate entry for key {key}")]
-    Duplicate { key: String },
+    Duplicate {
+        /// Name of the unique key that refused the row, without a table prefix (e.g.
+        /// `users_email`, `PRIMARY`).
+        key: String,
+    },
     /// The query itself failed: a bug or a schema mismatch, not an outage.
     #[error("query failed on {endpoint}: {source}")]
     Query {
+        /// The endpoint's configured name.
         endpoint: String,
+        /// The driver's error.
         #[source]
         source: mysql_async::Error,
     },

@@ -10,8 +10,11 @@ use super::{Database, DbError};
 
 /// One schema change, from `deploy/migrations/`.
 pub struct Migration {
+    /// Applied in increasing order; a version recorded as applied is never run again.
     pub version: u32,
+    /// Short description, recorded with the version.
     pub name: &'static str,
+    /// The script's text (statements separated by `;`), compiled into the binary.
     pub sql: &'static str,
 }
 

@@ -39,21 +39,29 @@ pub struct ChatActor;
 pub enum ChatMessage {
     /// Commit one frame's messages from `sender`, in frame order, and deliver them.
     Send {
+        /// The sending user (UUID); must be a member of the chat.
         sender: String,
+        /// The frame's messages, already checked by the frame parser.
         messages: Vec<OutgoingMessage>,
         /// The sending socket: it gets the ack, not a copy of the delivery.
         origin: Option<SessionId>,
         /// The frame's span: the commit and the deliveries continue its trace.
         trace: tracing::Span,
+        /// The committed messages in frame order, or why the frame was refused.
         reply: RpcReplyPort<Result<Vec<CommittedMessage>, SendError>>,
     },
     /// Commit the queued sends (sent by the chat to itself after a send arrives).
     Flush,
     /// Move `user`'s received or read cursor and tell the other members.
     MoveCursor {
+        /// The user (UUID) whose cursor moves; must be a member.
         user: String,
+        /// Which cursor.
         kind: CursorKind,
+        /// The cursor's new value as the client sent it.
         seq: u64,
+        /// The cursor after the move (never lower than before, never above the chat's newest
+        /// `seq`), or why it was refused.
         reply: RpcReplyPort<Result<u64, SendError>>,
     },
     /// Stop when idle (sent periodically to itself).
@@ -62,7 +70,9 @@ pub enum ChatMessage {
 
 /// Start-up arguments of a `Chat`.
 pub struct ChatArguments {
+    /// The chat this actor serves.
     pub chat_id: String,
+    /// The node's services, held weakly so a chat never keeps them alive.
     pub services: Weak<MessagingServices>,
 }
 

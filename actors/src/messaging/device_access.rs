@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// What a valid access token grants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessGrant {
+    /// The user (UUID) the token was issued to.
     pub user_id: String,
     /// The sign-in (refresh-token family) it was issued for; `None` for tokens issued
     /// before access tokens carried it (they cannot be revoked, and expire on their own).
@@ -34,8 +35,10 @@ pub struct AccessGrant {
 /// Why a presented access token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccessRefused {
+    /// The token is malformed, forged, expired or of the wrong kind.
     #[error("the access token is invalid or expired")]
     Invalid,
+    /// The token is valid but its sign-in was revoked.
     #[error("this sign-in was signed out; sign in again")]
     SignedOut,
 }
@@ -43,6 +46,7 @@ pub enum AccessRefused {
 /// Checks access tokens presented over an open socket. The node implements it with its
 /// token issuer (which consults [`RevokedFamilies`]); the actors never see the secret.
 pub trait AccessTokenCheck: Send + Sync {
+    /// Verifies `token` as an access token and says what it grants.
     fn check_access(&self, token: &str) -> Result<AccessGrant, AccessRefused>;
 }
 
@@ -97,6 +101,7 @@ impl RevokedFamilies {
         }
     }
 
+    /// Whether the family is signed out and some of its access tokens may still be valid.
     pub fn is_revoked(&self, family_id: &str) -> bool {
         let families = self
             .until_ms_by_family
@@ -115,6 +120,7 @@ impl RevokedFamilies {
         families.values().filter(|until| **until > now).count()
     }
 
+    /// True when no family is currently held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -126,6 +132,7 @@ impl RevokedFamilies {
 pub struct SocketExpiry(Arc<AtomicU64>);
 
 impl SocketExpiry {
+    /// Expires at `expires_at_ms` (Unix time, milliseconds).
     pub fn at(expires_at_ms: u64) -> SocketExpiry {
         SocketExpiry(Arc::new(AtomicU64::new(expires_at_ms)))
     }
@@ -135,10 +142,12 @@ impl SocketExpiry {
         SocketExpiry::at(u64::MAX)
     }
 
+    /// When the socket's token expires (Unix time, milliseconds; `u64::MAX`: never).
     pub fn expires_at_ms(&self) -> u64 {
         self.0.load(Ordering::Acquire)
     }
 
+    /// Moves the expiry to `expires_at_ms`, never earlier than it already is.
     pub fn extend_to(&self, expires_at_ms: u64) {
         self.0.fetch_max(expires_at_ms, Ordering::AcqRel);
     }
@@ -152,7 +161,9 @@ impl SocketExpiry {
 /// The grant a socket was opened with, handed to its session.
 #[derive(Debug, Clone)]
 pub struct SocketGrant {
+    /// The sign-in (refresh-token family), `None` for tokens without one.
     pub family_id: Option<String>,
+    /// When the socket must be closed unless its token is renewed.
     pub expiry: SocketExpiry,
 }
 

@@ -38,7 +38,9 @@ pub mod close_codes {
 /// Why the socket is being closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseRequest {
+    /// The websocket close code (RFC 6455, or 4401/4403 of the protocol).
     pub code: u16,
+    /// The close reason sent to the client (short: at most 123 bytes fit a close frame).
     pub reason: String,
 }
 
@@ -57,9 +59,13 @@ pub enum OutboundFrame {
 /// The writer's side: frames in order, a close request that jumps the queue, and a ping
 /// that found the queue full.
 pub struct OutboundReceiver {
+    /// Frames to write, in order.
     pub frames: mpsc::Receiver<OutboundFrame>,
+    /// Fires once when the socket must close: the writer sends the close frame and stops.
     pub close: oneshot::Receiver<CloseRequest>,
+    /// Set when a ping could not be queued (queue full); the writer sends it when it can.
     pub owed_ping: OwedPing,
+    /// The writer reports flushed replay frames here.
     pub replay_pacing: ReplayPacing,
 }
 
@@ -125,6 +131,7 @@ pub enum PushError {
 }
 
 impl OutboundQueue {
+    /// A queue holding at most `capacity` frames (at least 1), and its writer's side.
     pub fn new(capacity: usize) -> (OutboundQueue, OutboundReceiver) {
         let (frames_sender, frames) = mpsc::channel(capacity.max(1));
         let (close_sender, close) = oneshot::channel();
@@ -216,6 +223,7 @@ impl OutboundQueue {
         }
     }
 
+    /// True once the writer is gone (the socket ended).
     pub fn is_closed(&self) -> bool {
         self.frames.is_closed()
     }

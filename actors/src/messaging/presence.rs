@@ -30,7 +30,9 @@ use crate::database::{Database, DbError, Freshness};
 /// A user went online or offline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceChange {
+    /// The user (UUID) whose presence changed.
     pub user_id: String,
+    /// True when the user came online (first session), false when they went offline.
     pub online: bool,
     /// Also tell companions on peers. A peer's death is seen by every survivor, so each
     /// tells only its own sessions then.
@@ -53,6 +55,8 @@ impl PresenceAnnouncer {
         PresenceAnnouncer { changes }
     }
 
+    /// Queues the change; its companions are looked up and told in the background, in
+    /// batches. Never blocks.
     pub fn announce(&self, change: PresenceChange) {
         // The task ends only when the services are gone, and then nobody is listening.
         let _ = self.changes.send(change);

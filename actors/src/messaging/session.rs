@@ -53,8 +53,11 @@ pub struct Session;
 
 /// Start-up arguments of a `Session`.
 pub struct SessionArguments {
+    /// The authenticated user (UUID) the socket belongs to.
     pub user_id: String,
+    /// The socket's outbound queue.
     pub outbound: OutboundQueue,
+    /// The node's messaging services.
     pub services: Arc<MessagingServices>,
     /// The sign-in and expiry of the token the socket was opened with.
     pub grant: SocketGrant,
@@ -87,13 +90,24 @@ pub enum SessionMessage {
     /// A companion went online or offline.
     Presence(Arc<PresencePayload>),
     /// The replay could not be read; the socket is closed so the client retries.
-    ReplayFailed { reason: String },
+    ReplayFailed {
+        /// Why the replay failed (for the log).
+        reason: String,
+    },
     /// The replay is queued for the socket; highest seq replayed per chat.
     ReplaySent(HashMap<String, u64>),
     /// Close the socket with this code (1001 when the node stops).
-    Close { code: u16, reason: String },
+    Close {
+        /// The websocket close code.
+        code: u16,
+        /// The close reason sent to the client (at most 123 bytes).
+        reason: String,
+    },
     /// A sign-in of this user was revoked: the socket closes with 4403 if it lives on it.
-    SignedOut { family_id: String },
+    SignedOut {
+        /// The revoked sign-in (refresh-token family).
+        family_id: String,
+    },
 }
 
 enum Phase {

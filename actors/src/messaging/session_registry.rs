@@ -16,7 +16,9 @@ pub type SessionId = u64;
 /// One registered session.
 #[derive(Clone)]
 pub struct RegisteredSession {
+    /// The session's id, unique on this node.
     pub session_id: SessionId,
+    /// The session's actor.
     pub actor: ActorRef<SessionMessage>,
     /// Its socket's queue, so a session that failed can still have its socket closed.
     pub outbound: OutboundQueue,
@@ -68,6 +70,7 @@ impl SessionRegistry {
         Some((user, session, last_here))
     }
 
+    /// The sessions of `user_id` on this node (empty when none).
     pub fn sessions_of(&self, user_id: &str) -> Vec<RegisteredSession> {
         let by_user = self.by_user.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         by_user.get(user_id).cloned().unwrap_or_default()
@@ -79,6 +82,7 @@ impl SessionRegistry {
         by_user.keys().cloned().collect()
     }
 
+    /// Whether `user_id` has a session on this node.
     pub fn is_online(&self, user_id: &str) -> bool {
         let by_user = self.by_user.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         by_user.contains_key(user_id)
@@ -90,6 +94,7 @@ impl SessionRegistry {
         by_user.values().flatten().cloned().collect()
     }
 
+    /// Sessions on this node, all users.
     pub fn session_count(&self) -> usize {
         let by_user = self.by_user.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         by_user.values().map(Vec::len).sum()

@@ -78,6 +78,7 @@ pub struct MariaDbStorage {
 }
 
 impl MariaDbStorage {
+    /// Storage on `database`.
     pub fn new(database: Database) -> MariaDbStorage {
         MariaDbStorage { database }
     }

@@ -28,6 +28,7 @@ pub enum SendError {
     /// No such chat, or the sender is not in it: one answer for both.
     #[error("chat not found")]
     ChatNotFound,
+    /// The database failed for this frame alone; an outage is worth a resend.
     #[error(transparent)]
     Database(#[from] DbError),
     /// The transaction of a batch of frames failed; every frame of it gets this.
@@ -49,6 +50,7 @@ impl SendError {
 /// One committed message of a send, in the order of the frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommittedMessage {
+    /// The message as stored (the original one when the `client_id` was seen before).
     pub message: DeliveredMessage,
     /// False when the `client_id` had been stored before: the original is acked again.
     pub newly_stored: bool,
@@ -57,7 +59,9 @@ pub struct CommittedMessage {
 /// One client frame waiting for its commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrameToCommit {
+    /// The sending user (UUID).
     pub sender: String,
+    /// The frame's messages in order.
     pub messages: Vec<OutgoingMessage>,
 }
 
@@ -381,6 +385,7 @@ enum PendingReading {
 }
 
 impl PendingPages {
+    /// The pages pending for `user`, read from `storage` on demand.
     pub fn new(storage: Arc<dyn MessagingStorage>, user: &str) -> PendingPages {
         PendingPages {
             storage,

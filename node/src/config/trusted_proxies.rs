@@ -19,20 +19,31 @@ pub struct ProxyNetwork {
 /// A `--trusted-proxies` entry that is not an address or a network.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProxyNetworkError {
+    /// Neither an IP address nor `address/prefix`; holds the entry.
     #[error("{0:?} is not an address or a network (e.g. 10.0.0.5, 10.0.0.0/24, ::1/128)")]
     NotAnAddress(String),
+    /// The prefix is longer than the address has bits (`10.0.0.0/33`).
     #[error("{given:?}: a /{prefix_length} prefix is longer than the address ({address_bits} bits)")]
     PrefixTooLong {
+        /// The entry as written.
         given: String,
+        /// The prefix length written.
         prefix_length: u8,
+        /// Bits of the address: 32 (IPv4) or 128 (IPv6).
         address_bits: u8,
     },
     // Refused rather than masked: `10.0.0.5/24` may mean one host or the whole network,
     // and guessing wrong trusts too much or too little.
+    /// The address has bits set past its prefix (`10.0.0.5/24`): ambiguous, so refused.
     #[error(
         "{given:?} has bits set past its prefix; the network is {network}, a single host is written without a prefix"
     )]
-    HostBitsSet { given: String, network: String },
+    HostBitsSet {
+        /// The entry as written.
+        given: String,
+        /// The network the prefix names (`10.0.0.0/24`).
+        network: String,
+    },
 }
 
 fn address_bits(address: IpAddr) -> u8 {
@@ -125,6 +136,7 @@ pub struct TrustedProxies {
 }
 
 impl TrustedProxies {
+    /// Trusts connections from any of `networks`.
     pub fn new(networks: Vec<ProxyNetwork>) -> TrustedProxies {
         TrustedProxies { networks }
     }

@@ -17,14 +17,18 @@ use crate::tokens::TokenError;
 /// An HTTP error answer.
 #[derive(Debug)]
 pub struct ApiError {
+    /// The HTTP status of the answer.
     pub status: StatusCode,
+    /// The body's stable code, one of `protocol::errors::codes`.
     pub code: &'static str,
+    /// The body's human-readable message.
     pub message: String,
     /// Seconds for `Retry-After` (a 503 always says 1).
     pub retry_after_seconds: Option<u64>,
 }
 
 impl ApiError {
+    /// An error answer without `Retry-After` (a 503 still gets one of 1 s).
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
@@ -42,18 +46,22 @@ impl ApiError {
         }
     }
 
+    /// A 400 with `code` (`invalid_body` or `invalid_parameter`).
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
 
+    /// A 401 `unauthorized`: the access token is missing, invalid, expired or revoked.
     pub fn unauthorized(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, codes::UNAUTHORIZED, message)
     }
 
+    /// A 404 `not_found`.
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, message)
     }
 
+    /// The JSON `{"message", "code"}` answer, with `Retry-After` when set or for a 503.
     pub fn into_response(self) -> Response {
         let body = ErrorBody {
             message: self.message,

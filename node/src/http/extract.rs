@@ -28,6 +28,8 @@ pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 pub struct QueryParameters(HashMap<String, String>);
 
 impl QueryParameters {
+    /// Parses a raw query string (without `?`); 400 `invalid_parameter` when it is not
+    /// URL-encoded pairs.
     pub fn parse(raw: &str) -> Result<QueryParameters, ApiError> {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw).map_err(|error| {
             ApiError::bad_request(codes::INVALID_PARAMETER, format!("invalid query string: {error}"))
@@ -39,6 +41,7 @@ impl QueryParameters {
         Ok(QueryParameters(parameters))
     }
 
+    /// The trimmed value of `name`; 400 `invalid_parameter` when absent or blank.
     pub fn required(&self, name: &str) -> Result<&str, ApiError> {
         match self.0.get(name).map(String::as_str) {
             Some(value) if !value.trim().is_empty() => Ok(value.trim()),

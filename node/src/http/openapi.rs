@@ -21,6 +21,7 @@ use crate::websocket;
 /// Where the JSON document is served (the seed's convention, and the usual name).
 pub const DOCUMENT_PATHS: [&str; 2] = ["/swagger/doc.json", "/openapi.json"];
 
+/// The OpenAPI document of the HTTP API, served next to the Swagger UI.
 #[derive(OpenApi)]
 #[openapi(
     info(

@@ -18,7 +18,9 @@ use crate::config::TrustedProxies;
 
 /// Both sign-in limits of a node.
 pub struct SignInLimits {
+    /// Attempts per normalised email, whatever address they come from (guessing one password).
     pub per_email: KeyedRateLimiter,
+    /// Attempts per client address, whatever email they name (spraying many accounts).
     pub per_address: KeyedRateLimiter,
 }
 

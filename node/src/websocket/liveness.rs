@@ -22,7 +22,11 @@ use tokio::time::Instant;
 /// How often the server pings and how long it waits for a sign of life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SocketHeartbeat {
+    /// How often the server pings every socket (well below nginx's read timeout, so
+    /// healthy idle sockets stay open).
     pub ping_interval: Duration,
+    /// How long without any frame from the client (pongs count) before the socket is closed
+    /// with 1001; longer than `ping_interval`.
     pub idle_timeout: Duration,
 }
 

@@ -64,6 +64,7 @@ pub struct ChatClientConfig {
     /// follow, so two clients of one user never share an id. Keep it under 40 characters:
     /// the server refuses client ids over 64.
     pub client_id_prefix: String,
+    /// Spacing of connection attempts after a lost or failed connection (doubling, jittered).
     pub reconnect_backoff: ReconnectBackoff,
     /// Spacing of resends of a message the server refused for a passing reason
     /// (`database_unavailable`, `internal`).
@@ -91,6 +92,8 @@ pub struct ChatClientConfig {
 }
 
 impl ChatClientConfig {
+    /// Defaults for a client of `base_url` (trailing `/` dropped) signed in with the access
+    /// token `token`; no refresh token, so it cannot renew.
     pub fn new(base_url: impl Into<String>, token: impl Into<String>) -> ChatClientConfig {
         ChatClientConfig {
             base_url: base_url.into().trim_end_matches('/').to_owned(),
@@ -117,14 +120,23 @@ impl ChatClientConfig {
 /// A message the application receives, once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedMessage {
+    /// The chat (UUID) the message belongs to.
     pub chat_id: String,
+    /// The server's global message id (UUID); the client hands each id over once.
     pub id: String,
+    /// The message's per-chat sequence number (from 1).
     pub seq: u64,
+    /// The sender's user id (UUID); may be this client's own user (sent from another device).
     pub sender_user_id: String,
+    /// The message text.
     pub text: String,
+    /// The status as delivered (`created`).
     pub status: String,
+    /// Commit time on the master, as the server wrote it (RFC 3339, UTC, microseconds).
     pub create_time: String,
+    /// The sender's client id, when it sent one.
     pub client_id: Option<String>,
+    /// When this client read the delivery (local monotonic clock).
     pub received_at: Instant,
     /// Which connection of this client brought it (1 is the first).
     pub connection_number: u64,
@@ -133,11 +145,17 @@ pub struct ReceivedMessage {
 /// The server committed a message this client sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SentMessageAck {
+    /// The id this client gave the message (returned by `send`).
     pub client_id: String,
+    /// The chat (UUID) it was sent to.
     pub chat_id: String,
+    /// The stored message's global id (UUID).
     pub id: String,
+    /// The message's per-chat sequence number.
     pub seq: u64,
+    /// Commit time on the master (RFC 3339, UTC, microseconds).
     pub create_time: String,
+    /// When the ack was read (local monotonic clock).
     pub acked_at: Instant,
     /// How many copies were written before the ack (more than one: it was resent).
     pub times_written: u32,
@@ -146,9 +164,14 @@ pub struct SentMessageAck {
 /// The server refused a message for good; it left the unacked set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendRefusal {
+    /// The id this client gave the message.
     pub client_id: String,
+    /// The chat (UUID) it was sent to.
     pub chat_id: String,
+    /// The server's error code (e.g. `chat_not_found`, `text_too_long`); never a passing one,
+    /// those are retried.
     pub code: String,
+    /// The server's explanation.
     pub message: String,
 }
 
@@ -157,33 +180,48 @@ pub struct SendRefusal {
 pub enum ChatClientEvent {
     /// A connection finished its replay (`replay-complete`); live traffic follows.
     Live {
+        /// Which connection of this client (1 is the first).
         connection_number: u64,
+        /// The node serving it.
         node: String,
+        /// Messages the server replayed before live traffic (duplicates included).
         replayed: u64,
     },
     /// A connection ended; the client reconnects by itself.
     Disconnected {
+        /// Which connection of this client ended.
         connection_number: u64,
+        /// Why it ended (for logs).
         reason: String,
     },
+    /// A message not handed over before (de-duplicated by id across connections).
     Message(ReceivedMessage),
+    /// A message this client sent is committed.
     Acked(SentMessageAck),
+    /// A message this client sent was refused for good.
     SendRefused(SendRefusal),
+    /// A chat member's `received` or `read` cursor moved.
     Status(StatusPayload),
+    /// A companion went online or offline.
     Presence(PresencePayload),
     /// The sign-in was signed out (the server closed with 4403, or the refresh token was
     /// refused): the client has stopped; unacked messages stay unacked.
     SignedOut {
+        /// Why (for logs).
         reason: String,
     },
     /// The access token was renewed over the open socket (`renewed`).
     TokenRenewed {
+        /// When the socket's new token expires (Unix time, milliseconds).
         expires_at_ms: u64,
     },
     /// An `error` frame that named no message of this client.
     ServerError {
+        /// The server's error code.
         code: String,
+        /// The server's explanation.
         message: String,
+        /// The `ref` of the frame it answers, when the server could read one.
         reference: Option<String>,
     },
 }
@@ -191,15 +229,19 @@ pub enum ChatClientEvent {
 /// One reconnect, from the moment the old connection was found dead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResumeRecord {
+    /// The new connection's number (1 is the first).
     pub connection_number: u64,
     /// The node that served the new connection.
     pub node: String,
+    /// When the old connection was found dead (or the first attempt to replace it failed).
     pub disconnected_at: Instant,
     /// The websocket upgrade of the new connection succeeded.
     pub reconnected_at: Instant,
     /// The first delivery or `replay-complete` on the new connection.
     pub first_traffic_at: Instant,
+    /// `replay-complete` on the new connection: live traffic from here.
     pub live_at: Instant,
+    /// Messages the server replayed on the new connection.
     pub replayed: u64,
 }
 
@@ -219,12 +261,17 @@ pub struct ChatClientStats {
     pub messages_written: u64,
     /// Copies written again (after a reconnect or a passing refusal).
     pub messages_resent: u64,
+    /// Queued messages the server acked (each counted once, however many copies were written).
     pub messages_acked: u64,
+    /// Queued messages the server refused for good.
     pub messages_refused: u64,
     /// Queued and neither acked nor refused.
     pub messages_unacked: u64,
+    /// Copies written on the current connection and not yet answered.
     pub messages_in_flight: u64,
+    /// Messages handed to the application (new ids only; own echoes not included).
     pub messages_delivered_to_app: u64,
+    /// Deliveries of ids already handed over (replays, at-least-once delivery).
     pub duplicates_dropped: u64,
     /// This client's own messages coming back in a replay.
     pub own_echoes_absorbed: u64,
@@ -232,15 +279,19 @@ pub struct ChatClientStats {
     pub sequence_conflicts: u64,
     /// Acks for client ids not (or no longer) unacked.
     pub unexpected_acks: u64,
+    /// `received` frames written.
     pub received_reports_sent: u64,
+    /// Websocket connections opened, the first included.
     pub connections_opened: u64,
     /// Connections opened after the first one.
     pub reconnects: u64,
+    /// Connection attempts that failed (refused, timed out, or answered with an HTTP error).
     pub connect_failures: u64,
     /// The current connection finished its replay.
     pub live: bool,
     /// The node of the current (or last) live connection.
     pub current_node: Option<String>,
+    /// One record per reconnect that reached `replay-complete`, oldest first.
     pub resume_records: Vec<ResumeRecord>,
 }
 
@@ -302,6 +353,7 @@ impl ChatClient {
         Ok(client_id)
     }
 
+    /// The counters as of the client task's last update.
     pub fn stats(&self) -> ChatClientStats {
         self.stats.borrow().clone()
     }

@@ -13,6 +13,7 @@ pub enum ClientError {
     Transport {
         /// Method and path, as `POST /auth/sign-in`.
         request: String,
+        /// The HTTP client's error.
         #[source]
         source: reqwest::Error,
     },
@@ -21,7 +22,9 @@ pub enum ClientError {
     UnexpectedStatus {
         /// The API call, as `sign-in`.
         what: &'static str,
+        /// The status the call expects (e.g. 200).
         expected: u16,
+        /// The status the server answered.
         status: u16,
         /// The answer's JSON body (its `message` says why), or null.
         body: serde_json::Value,
@@ -29,7 +32,9 @@ pub enum ClientError {
     /// The answer had the expected status but not the expected shape.
     #[error("{what}: the answer does not parse: {source}")]
     UnexpectedBody {
+        /// The API call, as `sign-in`.
         what: &'static str,
+        /// Why the body did not parse.
         #[source]
         source: serde_json::Error,
     },
@@ -39,12 +44,18 @@ pub enum ClientError {
     Connect {
         /// The socket's URL without its token.
         url: String,
+        /// The websocket client's error (for an HTTP answer, it holds the status).
         #[source]
         source: Box<tungstenite::Error>,
     },
     /// Opening the websocket took longer than allowed.
     #[error("connecting {url}: no answer within {timeout:?}")]
-    ConnectTimedOut { url: String, timeout: Duration },
+    ConnectTimedOut {
+        /// The socket's URL without its token.
+        url: String,
+        /// The bound that passed.
+        timeout: Duration,
+    },
     /// Reading or writing an open websocket failed.
     #[error("websocket: {0}")]
     Socket(#[source] Box<tungstenite::Error>),
@@ -57,14 +68,18 @@ pub enum ClientError {
     /// A text frame that is not a JSON envelope.
     #[error("the server sent a frame that is not an envelope: {frame}")]
     NotAnEnvelope {
+        /// The frame's text.
         frame: String,
+        /// Why it did not parse.
         #[source]
         source: serde_json::Error,
     },
     /// A [`crate::ChatClient`] wait ended before its condition held.
     #[error("{what} did not happen within {timeout:?}: {stats}")]
     WaitTimedOut {
+        /// What was waited for.
         what: String,
+        /// How long.
         timeout: Duration,
         /// The client's counters when the wait gave up.
         stats: String,
@@ -74,7 +89,12 @@ pub enum ClientError {
     Stopped,
     /// The [`crate::ChatClient`]'s task stopped while a wait was on.
     #[error("the chat client stopped before {what}: {stats}")]
-    StoppedBefore { what: String, stats: String },
+    StoppedBefore {
+        /// What was waited for.
+        what: String,
+        /// The client's counters when it stopped.
+        stats: String,
+    },
     /// [`crate::ChatClient::shutdown`] did not finish in time.
     #[error("the chat client did not stop within {0:?}")]
     ShutdownTimedOut(Duration),

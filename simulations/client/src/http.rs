@@ -12,10 +12,13 @@ use crate::ClientError;
 /// One answer: status, JSON body (Null when not JSON) and the node that served it.
 #[derive(Debug, Clone)]
 pub struct ApiResponse {
+    /// The HTTP status code.
     pub status: u16,
+    /// The body parsed as JSON; `Value::Null` when empty or not JSON.
     pub body: Value,
     /// The `x-parley-node` header.
     pub node: Option<String>,
+    /// The `Content-Type` header.
     pub content_type: Option<String>,
     /// The `Retry-After` header, in seconds.
     pub retry_after_seconds: Option<u64>,

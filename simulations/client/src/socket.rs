@@ -254,6 +254,7 @@ pub struct UntilActionFailed {
     pub action: String,
     /// The envelopes read before the failure.
     pub seen: Vec<Envelope>,
+    /// The error that ended the wait.
     #[source]
     pub source: ClientError,
 }

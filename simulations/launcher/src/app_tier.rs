@@ -22,9 +22,13 @@ use node_launch::NodeLaunchSettings;
 
 pub use node_launch::resolve_parley_binary;
 
+/// What [`AppTier::start`] starts: N parley nodes on one database, and nginx in front.
 pub struct AppTierSpec {
+    /// Where logs, configs and the nodes' state go (created if missing).
     pub state_dir: PathBuf,
+    /// The MariaDB database (schema) name the nodes use; created on the master if missing.
     pub database: String,
+    /// How many parley nodes (at least 1).
     pub nodes: usize,
     /// nginx's port; None picks a free one.
     pub public_port: Option<u16>,
@@ -32,26 +36,34 @@ pub struct AppTierSpec {
     pub node_ports: PortChoice,
     /// None: `PARLEY_BIN`, else next to the current executable.
     pub parley_bin: Option<PathBuf>,
+    /// The JWT secret every node shares, so a token from one node works on all.
     pub jwt_secret: String,
     /// The cluster cookie every node gets.
     pub cluster_cookie: String,
     /// Appended to every node's command line; `{{node_name}}`, `{{node_index}}` and
     /// `{{node_port}}` are replaced per node.
     pub node_extra_args: Vec<String>,
+    /// Keep the processes running after this process exits (`parley-sim up --detach`).
     pub detach: bool,
 }
 
 /// What `cluster.json` keeps of the app tier.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AppTierRecord {
+    /// The tier's state directory (absolute).
     pub state_dir: PathBuf,
+    /// The database (schema) name the nodes use.
     pub database: String,
+    /// nginx's port on 127.0.0.1: the cluster's public address.
     pub public_port: u16,
+    /// Each node's HTTP port on 127.0.0.1, in node order.
     pub node_ports: Vec<u16>,
     /// Each node's cluster (ractor_cluster) port, in node order.
     #[serde(default)]
     pub cluster_ports: Vec<u16>,
+    /// The JWT secret the nodes share (so `parley-sim` can mint test tokens later).
     pub jwt_secret: String,
+    /// The nodes and nginx, enough to signal and restart them.
     pub components: Vec<ComponentRecord>,
 }
 
@@ -69,6 +81,8 @@ pub struct AppTier {
     owns_processes: bool,
 }
 
+/// The name of the node at 1-based `index` (`node-1`), as its component and
+/// `PARLEY_NODE_NAME` carry it.
 pub fn node_name(index: usize) -> String {
     format!("node-{index}")
 }
@@ -194,26 +208,32 @@ impl AppTier {
         self.node_ports.get(index.checked_sub(1)?).copied()
     }
 
+    /// Every node's name, in order (`node-1` …).
     pub fn node_names(&self) -> Vec<String> {
         (1..=self.node_ports.len()).map(node_name).collect()
     }
 
+    /// The database (schema) name the nodes use.
     pub fn database(&self) -> &str {
         &self.database
     }
 
+    /// The JWT secret the nodes share.
     pub fn jwt_secret(&self) -> &str {
         &self.jwt_secret
     }
 
+    /// The tier's state directory (absolute).
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
     }
 
+    /// Pid, address and liveness of every node and of nginx.
     pub fn status(&self) -> Vec<ComponentStatus> {
         self.components.statuses()
     }
 
+    /// The names of every node and of nginx.
     pub fn component_names(&self) -> Vec<String> {
         self.components.names().map(str::to_owned).collect()
     }
@@ -243,6 +263,7 @@ impl AppTier {
         Ok(())
     }
 
+    /// What `cluster.json` keeps of the tier.
     pub fn record(&self) -> AppTierRecord {
         AppTierRecord {
             state_dir: self.state_dir.clone(),

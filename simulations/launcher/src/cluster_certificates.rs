@@ -89,14 +89,17 @@ pub fn cluster_tls_node_args(directory: &Path) -> Vec<String> {
     ]
 }
 
+/// Where the cluster CA's certificate is written in `directory`.
 pub fn ca_certificate_path(directory: &Path) -> PathBuf {
     directory.join("ca.pem")
 }
 
+/// Where `node_name`'s certificate is written in `directory`.
 pub fn node_certificate_path(directory: &Path, node_name: &str) -> PathBuf {
     directory.join(format!("{node_name}.pem"))
 }
 
+/// Where `node_name`'s private key is written in `directory` (mode 0600).
 pub fn node_key_path(directory: &Path, node_name: &str) -> PathBuf {
     directory.join(format!("{node_name}.key"))
 }

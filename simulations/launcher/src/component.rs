@@ -20,32 +20,46 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// What `parley-sim status` shows for each component.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ComponentStatus {
+    /// The component's name (`master`, `node-1`, `nginx`, ...).
     pub name: String,
+    /// Its process id (of the group leader).
     pub pid: u32,
     /// `127.0.0.1:port` (for HAProxy: its read frontend).
     pub addr: String,
+    /// Whether that very process (pid and start time) is still running.
     pub alive: bool,
 }
 
 /// A component as persisted in `cluster.json`: enough to signal it and restart it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ComponentRecord {
+    /// The component's name.
     pub name: String,
+    /// `127.0.0.1:port` it listens on.
     pub addr: String,
+    /// Which process it is (pid and start time), to signal it later.
     pub process: ProcessIdentity,
+    /// How to start it again.
     pub command: LaunchCommand,
 }
 
+/// One started process of the cluster (a server, a node, a proxy), restartable with the
+/// command it was started with.
 #[derive(Debug)]
 pub struct Component {
+    /// The component's name (`master`, `node-1`, `nginx`, ...).
     pub name: String,
+    /// `127.0.0.1:port` it listens on.
     pub addr: String,
+    /// How it was started, and how a restart starts it again.
     pub command: LaunchCommand,
     // A restart replaces the process behind a shared reference.
     process: Mutex<ProcessIdentity>,
 }
 
 impl Component {
+    /// Starts `command` in its own process group (see [`SpawnMode`]); fails when it cannot
+    /// be started (it does not wait for it to be ready).
     pub fn spawn(name: &str, addr: String, command: LaunchCommand, mode: SpawnMode) -> anyhow::Result<Self> {
         let process = spawn_component_process(&command, mode).with_context(|| format!("starting {name}"))?;
         tracing::info!(component = name, pid = process.pid, "started {name}");
@@ -57,6 +71,7 @@ impl Component {
         })
     }
 
+    /// A component started by another process, read back from `cluster.json`.
     pub fn from_record(record: ComponentRecord) -> Self {
         Self {
             name: record.name,
@@ -66,6 +81,7 @@ impl Component {
         }
     }
 
+    /// What `cluster.json` keeps of it.
     pub fn record(&self) -> ComponentRecord {
         ComponentRecord {
             name: self.name.clone(),
@@ -75,14 +91,17 @@ impl Component {
         }
     }
 
+    /// The current process (a restart replaces it).
     pub fn process_identity(&self) -> ProcessIdentity {
         *self.process.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Whether the current process is still running (a recycled pid does not count).
     pub fn is_alive(&self) -> bool {
         process_is_alive(self.process_identity())
     }
 
+    /// Its line of `parley-sim status`.
     pub fn status(&self) -> ComponentStatus {
         let process = self.process_identity();
         ComponentStatus {
@@ -163,20 +182,24 @@ pub struct ComponentSet {
 }
 
 impl ComponentSet {
+    /// Components started by another process, read back from `cluster.json`.
     pub fn from_records(records: Vec<ComponentRecord>) -> Self {
         Self {
             components: records.into_iter().map(Component::from_record).collect(),
         }
     }
 
+    /// Adds a started component.
     pub fn push(&mut self, component: Component) {
         self.components.push(component);
     }
 
+    /// The component called `name`, if any.
     pub fn find(&self, name: &str) -> Option<&Component> {
         self.components.iter().find(|component| component.name == name)
     }
 
+    /// The component called `name`, or an error listing the known names.
     pub fn get(&self, name: &str) -> anyhow::Result<&Component> {
         self.find(name).with_context(|| {
             format!(
@@ -186,18 +209,22 @@ impl ComponentSet {
         })
     }
 
+    /// Every component's name, in start order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.components.iter().map(|component| component.name.as_str())
     }
 
+    /// Every component's status, in start order.
     pub fn statuses(&self) -> Vec<ComponentStatus> {
         self.components.iter().map(Component::status).collect()
     }
 
+    /// What `cluster.json` keeps of every component.
     pub fn records(&self) -> Vec<ComponentRecord> {
         self.components.iter().map(Component::record).collect()
     }
 
+    /// Whether any component's process still runs.
     pub fn any_alive(&self) -> bool {
         self.components.iter().any(Component::is_alive)
     }

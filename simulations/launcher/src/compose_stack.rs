@@ -74,6 +74,7 @@ impl ComposeTool {
         bail!("neither `docker compose` nor `docker-compose` works here; run deploy/install.sh")
     }
 
+    /// The command as it would be typed (`docker compose` or `docker-compose`), for messages.
     pub fn describe(&self) -> String {
         std::iter::once(self.program.as_str())
             .chain(self.leading_args.iter().map(String::as_str))
@@ -104,12 +105,16 @@ pub async fn build_images(compose_dir: &Path, parley_binary: &Path, tag: &str) -
 /// What still carries a project's label.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Leftovers {
+    /// Names of the containers still there.
     pub containers: Vec<String>,
+    /// Names of the networks still there.
     pub networks: Vec<String>,
+    /// Names of the volumes still there.
     pub volumes: Vec<String>,
 }
 
 impl Leftovers {
+    /// Nothing of the project is left.
     pub fn is_empty(&self) -> bool {
         self.containers.is_empty() && self.networks.is_empty() && self.volumes.is_empty()
     }
@@ -136,6 +141,7 @@ impl ComposeProject {
         }
     }
 
+    /// The compose project name (`-p`), also the label its leftovers are found by.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -299,7 +305,9 @@ impl Drop for ComposeProject {
 /// The status line's code and the body of an HTTP answer read raw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InsideAnswer {
+    /// The HTTP status code of the answer's status line.
     pub status: u16,
+    /// Everything after the head, as received.
     pub body: String,
 }
 

@@ -26,8 +26,11 @@ pub const DEFAULT_DATABASE_BASE_PORT: u16 = 13306;
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 const REPLICATION_START_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// What [`DatabaseServers::start`] starts.
 pub struct DatabaseServersSpec {
+    /// Where data directories, configs and logs go (created if missing).
     pub state_dir: PathBuf,
+    /// A fixed layout (see [`DatabaseServerPorts`]) or free ports.
     pub ports: PortChoice,
     /// Keep running after this process exits (`parley-sim up --detach`).
     pub detach: bool,
@@ -36,11 +39,17 @@ pub struct DatabaseServersSpec {
 /// Every port of the database tier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatabaseServerPorts {
+    /// The master MariaDB's port.
     pub master: u16,
+    /// The first replica's port.
     pub replica_1: u16,
+    /// The second replica's port.
     pub replica_2: u16,
+    /// HAProxy's write frontend (to the master).
     pub haproxy_write: u16,
+    /// HAProxy's read frontend (to the replicas, the master as a backup).
     pub haproxy_read: u16,
+    /// HAProxy's stats page (HTTP, `/stats`).
     pub haproxy_stats: u16,
 }
 
@@ -66,6 +75,7 @@ impl DatabaseServerPorts {
         })
     }
 
+    /// The port of the MariaDB server called `name` (`master`, `replica-1`, `replica-2`).
     pub fn of_server(&self, name: &str) -> Option<u16> {
         match name {
             MASTER_NAME => Some(self.master),
@@ -80,10 +90,15 @@ impl DatabaseServerPorts {
 /// 127.0.0.1 only and is meant to be poked at by hand.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatabaseCredentials {
+    /// The user the nodes connect as (DML on the app database).
     pub app_user: String,
+    /// The app user's password.
     pub app_password: String,
+    /// The administrative user (creating databases, promoting, inspecting replication).
     pub admin_user: String,
+    /// The admin user's password.
     pub admin_password: String,
+    /// The password the replicas connect to the master with.
     pub replication_password: String,
 }
 
@@ -102,9 +117,13 @@ impl Default for DatabaseCredentials {
 /// What `cluster.json` keeps of the database tier.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DatabaseServersRecord {
+    /// The tier's state directory (absolute).
     pub state_dir: PathBuf,
+    /// The tier's ports.
     pub ports: DatabaseServerPorts,
+    /// The users the servers were set up with.
     pub credentials: DatabaseCredentials,
+    /// The three servers and HAProxy, enough to signal and restart them.
     pub components: Vec<ComponentRecord>,
 }
 
@@ -122,6 +141,9 @@ pub struct DatabaseServers {
 }
 
 impl DatabaseServers {
+    /// Initialises and starts the master and both replicas, sets up GTID replication and
+    /// HAProxy, and returns once both replicas run and have caught up. Fails when a server
+    /// does not come up in time.
     pub async fn start(spec: DatabaseServersSpec) -> anyhow::Result<Self> {
         let deploy_dir = locate_deploy_dir()?;
         std::fs::create_dir_all(&spec.state_dir)
@@ -346,22 +368,27 @@ impl DatabaseServers {
         )
     }
 
+    /// The URL of HAProxy's stats page.
     pub fn haproxy_stats_url(&self) -> String {
         format!("http://127.0.0.1:{}/stats", self.ports.haproxy_stats)
     }
 
+    /// The tier's ports.
     pub fn ports(&self) -> DatabaseServerPorts {
         self.ports
     }
 
+    /// The tier's state directory (absolute).
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
     }
 
+    /// Pid, address and liveness of every server and of HAProxy.
     pub fn status(&self) -> Vec<ComponentStatus> {
         self.components.statuses()
     }
 
+    /// The names of every server and of HAProxy.
     pub fn component_names(&self) -> Vec<String> {
         self.components.names().map(str::to_owned).collect()
     }
@@ -417,6 +444,7 @@ impl DatabaseServers {
         MariadbServerLayout::new(&self.state_dir, name, port)
     }
 
+    /// What `cluster.json` keeps of the tier.
     pub fn record(&self) -> DatabaseServersRecord {
         DatabaseServersRecord {
             state_dir: self.state_dir.clone(),

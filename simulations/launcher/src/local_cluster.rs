@@ -17,25 +17,36 @@ use crate::database_servers::{
 use crate::ports::PortChoice;
 use crate::process_control::{process_is_alive, terminate_process_groups, ProcessIdentity};
 
+/// The file in the state dir that describes a running cluster (for `status`, `kill`, `down`).
 pub const STATE_FILE_NAME: &str = "cluster.json";
 /// Present in every state dir parley-sim created; nothing else is ever deleted.
 pub const STATE_DIR_MARKER: &str = ".parley-sim-state";
 const JWT_SECRET_FILE_NAME: &str = "jwt-secret";
 const STATE_FILE_FORMAT: u32 = 1;
+/// nginx's port in the CLI's layout: the seed's `http://localhost:10000`.
 pub const DEFAULT_PUBLIC_PORT: u16 = 10000;
 
+/// What [`LocalCluster::start`] starts.
 pub struct ClusterSpec {
+    /// Where everything of the cluster lives; must be new or made by parley-sim before.
     pub state_dir: PathBuf,
+    /// How many parley nodes.
     pub nodes: usize,
     /// nginx's port; None picks a free one.
     pub public_port: Option<u16>,
+    /// Ports of the database tier.
     pub database_ports: PortChoice,
+    /// HTTP ports of the nodes (their cluster ports are chosen next to them).
     pub node_ports: PortChoice,
+    /// The MariaDB database (schema) name.
     pub database: String,
+    /// The `parley` binary; None: `PARLEY_BIN`, else next to the current executable.
     pub parley_bin: Option<PathBuf>,
+    /// Appended to every node's command line (placeholders as in [`AppTierSpec::node_extra_args`]).
     pub node_extra_args: Vec<String>,
     /// TLS between the nodes, with a CA and certificates made in `<state_dir>/cluster-tls`.
     pub cluster_tls: bool,
+    /// Keep the processes running after this process exits.
     pub detach: bool,
 }
 
@@ -84,7 +95,9 @@ struct ClusterStateFile {
 
 /// master, replica-1, replica-2, haproxy, node-1 … node-N, nginx.
 pub struct LocalCluster {
+    /// The database tier.
     pub servers: DatabaseServers,
+    /// The nodes and nginx.
     pub app: AppTier,
     state_dir: PathBuf,
     detached: bool,
@@ -92,6 +105,8 @@ pub struct LocalCluster {
 }
 
 impl LocalCluster {
+    /// Starts the database tier, then the app tier on it, and writes `cluster.json`. The JWT
+    /// secret is kept in the state dir, so a restarted cluster accepts old tokens.
     pub async fn start(spec: ClusterSpec) -> anyhow::Result<Self> {
         prepare_state_dir(&spec.state_dir)?;
         let state_dir = spec.state_dir.canonicalize().context("resolving the state dir")?;
@@ -191,10 +206,12 @@ impl LocalCluster {
         std::fs::rename(&temporary, &path).with_context(|| format!("writing {}", path.display()))
     }
 
+    /// The cluster's state directory (absolute).
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
     }
 
+    /// Whether the processes outlive the process that started them.
     pub fn is_detached(&self) -> bool {
         self.detached
     }
@@ -205,6 +222,7 @@ impl LocalCluster {
             .filter(|launcher| launcher.pid != std::process::id() && process_is_alive(*launcher))
     }
 
+    /// Every component's status: servers first, then nodes and nginx.
     pub fn status(&self) -> Vec<ComponentStatus> {
         let mut statuses = self.servers.status();
         statuses.extend(self.app.status());
@@ -217,6 +235,7 @@ impl LocalCluster {
         self.servers.components().any_alive() || self.app.components().any_alive() || self.live_launcher().is_some()
     }
 
+    /// Sends `signal` to the component called `name` (a server, HAProxy, a node or nginx).
     pub fn kill(&self, name: &str, signal: Signal) -> anyhow::Result<()> {
         if self.servers.component_names().iter().any(|known| known == name) {
             self.servers.kill(name, signal)

@@ -54,15 +54,22 @@ pub async fn execute_sql_script(connection: &mut Conn, script: &str) -> anyhow::
 /// The replica's view of its replication threads, from `SHOW SLAVE STATUS`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplicationStatus {
+    /// `Slave_IO_Running`: `Yes`, `No` or `Connecting`.
     pub io_running: String,
+    /// `Slave_SQL_Running`: `Yes` or `No`.
     pub sql_running: String,
+    /// `Using_Gtid`: `No`, `Current_Pos` or `Slave_Pos`.
     pub using_gtid: String,
+    /// `Last_IO_Error`, empty when none.
     pub last_io_error: String,
+    /// `Last_SQL_Error`, empty when none.
     pub last_sql_error: String,
+    /// `Gtid_IO_Pos`: the GTIDs received from the master.
     pub gtid_io_pos: String,
 }
 
 impl ReplicationStatus {
+    /// Both the IO and the SQL thread run (replication is up).
     pub fn both_threads_running(&self) -> bool {
         self.io_running == "Yes" && self.sql_running == "Yes"
     }
@@ -111,6 +118,7 @@ pub async fn wait_for_gtid_position(connection: &mut Conn, position: &str, timeo
     Ok(outcome.flatten() == Some(0))
 }
 
+/// The server's `@@server_id`.
 pub async fn server_id(connection: &mut Conn) -> anyhow::Result<u32> {
     let id: Option<u32> = connection
         .query_first("SELECT @@server_id")

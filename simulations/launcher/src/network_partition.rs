@@ -75,7 +75,9 @@ fn cgroup2_root() -> Option<PathBuf> {
 
 /// What is cut: the node's cgroup for its outgoing packets, its ports for the incoming.
 pub struct PartitionTarget<'target> {
+    /// The node's cgroup: packets its processes send are dropped.
     pub cgroup: &'target NodeCgroup,
+    /// Ports the node listens on: packets sent to them are dropped.
     pub listening_ports: &'target [u16],
 }
 

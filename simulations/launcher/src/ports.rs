@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PortChoice {
     /// A known layout from `base` (the CLI's stable ports).
-    Fixed { base: u16 },
+    Fixed {
+        /// The first port of the layout; the others follow at fixed offsets.
+        base: u16,
+    },
     /// Whatever the kernel hands out (tests running side by side).
     Free,
 }
@@ -89,6 +92,7 @@ pub fn ports_for(choice: PortChoice, count: usize) -> anyhow::Result<Vec<u16>> {
     }
 }
 
+/// `127.0.0.1:port`: every component listens on loopback only.
 pub fn local_addr(port: u16) -> String {
     format!("127.0.0.1:{port}")
 }

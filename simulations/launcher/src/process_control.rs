@@ -37,10 +37,13 @@ use serde::{Deserialize, Serialize};
 /// Everything needed to start (and later restart) one component.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LaunchCommand {
+    /// The executable.
     pub program: PathBuf,
+    /// Its arguments.
     pub args: Vec<String>,
     /// Set on top of the launcher's own environment.
     pub env: Vec<(String, String)>,
+    /// The working directory; None: the launcher's.
     pub working_dir: Option<PathBuf>,
     /// stdout and stderr are appended here.
     pub log_path: PathBuf,
@@ -59,6 +62,7 @@ impl LaunchCommand {
     }
 }
 
+/// Whether a started process dies with the launcher.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SpawnMode {
     /// Killed by the kernel if this process dies; killed at exit.
@@ -70,6 +74,7 @@ pub enum SpawnMode {
 /// A pid plus its start time, so a recycled pid is never mistaken for our process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessIdentity {
+    /// The process id.
     pub pid: u32,
     /// Field 22 of `/proc/PID/stat` (clock ticks since boot).
     pub start_time_ticks: Option<u64>,

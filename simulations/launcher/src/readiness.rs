@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 
+/// How often a readiness probe is repeated while waiting.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// One look at whatever is being waited for.
 pub enum Probe<T> {
+    /// Ready, with what the probe found.
     Ready(T),
     /// Not yet; the reason is reported if the deadline passes.
     NotYet(anyhow::Error),

@@ -17,9 +17,13 @@ use tokio::task::JoinHandle;
 /// One span as the collector received it.
 #[derive(Debug, Clone)]
 pub struct CollectedSpan {
+    /// The trace id (16 bytes).
     pub trace_id: Vec<u8>,
+    /// The span id (8 bytes).
     pub span_id: Vec<u8>,
+    /// The parent span's id; empty for a root span.
     pub parent_span_id: Vec<u8>,
+    /// The span's name.
     pub name: String,
     /// `service.instance.id` of the exporting node (its node name).
     pub instance: String,
@@ -27,7 +31,9 @@ pub struct CollectedSpan {
     pub service: String,
     /// The span's attributes, each as text.
     pub attributes: BTreeMap<String, String>,
+    /// Start time, nanoseconds since the Unix epoch.
     pub start_unix_ns: u64,
+    /// End time, nanoseconds since the Unix epoch.
     pub end_unix_ns: u64,
 }
 

@@ -17,12 +17,14 @@ const CONCURRENCIES: [usize; 2] = [10, 64];
 /// The target: Parley's HTTP reads at 70 % of the bare query or better.
 const TARGET_RATIO: f64 = 0.7;
 
+/// `http_read`: get-by-email through nginx against the same point query on HAProxy's read port.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct HttpReadFigures {
     /// At concurrency 10, the seed's: requests/s through Parley.
     pub parley_rps: f64,
     /// At concurrency 10: queries/s of the bare point query.
     pub baseline_rps: f64,
+    /// `parley_rps / baseline_rps` at concurrency 10; the target is 0.7.
     pub ratio: f64,
     /// `c10`, `c64`.
     #[serde(flatten)]

@@ -50,18 +50,26 @@ const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(200);
 const RSS_SETTLED_FRACTION: f64 = 0.005;
 const RSS_SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// `memory`: node-1's resident memory per idle websocket.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct MemoryFigures {
     /// Idle sockets measured.
     pub connections: usize,
     /// Asked for; more than `connections` when the open files limits did not allow it.
     pub connections_requested: usize,
+    /// Users the sockets belong to (20 sockets each).
     pub users: usize,
+    /// node-1's resident memory before the sockets opened, once settled.
     pub rss_before_bytes: u64,
+    /// node-1's resident memory with every socket open and idle, once settled.
     pub rss_after_bytes: u64,
+    /// `(rss_after_bytes - rss_before_bytes) / connections`, rounded (0 if memory fell).
     pub bytes_per_conn: f64,
+    /// The target: 16 KiB.
     pub target_bytes_per_conn: f64,
+    /// Centrifugo's published figure (other machine, other clients): for reference only.
     pub reference_centrifugo_bytes_per_conn: f64,
+    /// Phoenix's published figure (other machine, other clients): for reference only.
     pub reference_phoenix_bytes_per_conn: f64,
     /// Resident memory while the sockets opened, for the plot.
     #[serde(skip)]
@@ -69,14 +77,18 @@ pub struct MemoryFigures {
 }
 
 impl MemoryFigures {
+    /// Whether the bytes per connection are within the target.
     pub fn meets_target(&self) -> bool {
         self.bytes_per_conn <= self.target_bytes_per_conn
     }
 }
 
+/// node-1's resident memory with so many sockets open.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RssSample {
+    /// Sockets open when sampled.
     pub connections: usize,
+    /// Resident memory then, in bytes.
     pub rss_bytes: u64,
 }
 

@@ -22,16 +22,22 @@ use parley_launcher::LocalCluster;
 /// The target for the p99.
 const TARGET_P99_MS: f64 = 10.0;
 
+/// `latency`: from the sender's `send` to the recipient's application, across nodes.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct LatencyFigures {
+    /// Median delivery latency, ms.
     pub p50_ms: f64,
+    /// 99th percentile delivery latency, ms (the target is on this one).
     pub p99_ms: f64,
+    /// Slowest delivery, ms.
     pub max_ms: f64,
     /// Messages per second offered while measuring.
     pub offered_per_s: f64,
     /// One connection's single-row INSERT with autocommit on the master.
     pub baseline_commit_p50_ms: f64,
+    /// 99th percentile of the single-row INSERT commit, ms.
     pub baseline_commit_p99_ms: f64,
+    /// The target for `p99_ms`: 10 ms.
     pub target_p99_ms: f64,
     /// Hop by hop, when the nodes exported their traces to the benchmark.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -42,6 +48,7 @@ pub struct LatencyFigures {
 }
 
 impl LatencyFigures {
+    /// Whether the p99 is within the target.
     pub fn meets_target(&self) -> bool {
         self.p99_ms <= self.target_p99_ms
     }

@@ -31,12 +31,17 @@ pub struct ClientTiming {
 /// One hop's share of the delivery latency over the messages traced through it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct HopFigures {
+    /// The hop's name (between two marks on a message's path).
     pub hop: &'static str,
     /// What the time between the hop's two marks is spent on.
     pub covers: &'static str,
+    /// Messages measured through this hop.
     pub messages: u64,
+    /// Median time in the hop, ms.
     pub p50_ms: f64,
+    /// 99th percentile time in the hop, ms.
     pub p99_ms: f64,
+    /// Mean time in the hop, ms.
     pub mean_ms: f64,
 }
 
@@ -48,6 +53,7 @@ pub struct HopBreakdown {
     /// Of those, messages whose trace arrived complete (the nodes drop spans when their
     /// export queue is full).
     pub traced: u64,
+    /// One entry per hop, in path order.
     pub hops: Vec<HopFigures>,
     /// The `transaction` hop taken apart, over the same messages.
     pub transaction_parts: Vec<HopFigures>,

@@ -44,14 +44,18 @@ const LIVE_DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The target.
 const TARGET_ALL_RESUMED_S: f64 = 5.0;
 
+/// `storm`: node-1 killed under users with pending messages, all of them resuming on node-2.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StormFigures {
+    /// Connected users when node-1 was killed.
     pub users: usize,
+    /// Messages each user had pending (delivered, never reported `received`).
     pub pending_per_user: usize,
     /// Users that got `replay-complete` and all their pending messages after the kill.
     pub resumed_users: usize,
     /// From the kill until the last user resumed; `None` (null) when some never did.
     pub all_resumed_s: Option<f64>,
+    /// Median time from the kill until a user resumed, in seconds.
     pub median_resumed_s: f64,
     /// Pending messages a user never got back after the kill.
     pub lost: u64,
@@ -61,6 +65,7 @@ pub struct StormFigures {
     pub extra_reconnects: u64,
     /// Statements per second over master and replicas, the highest 100 ms sample.
     pub peak_db_queries_per_s: f64,
+    /// The target for `all_resumed_s`: 5 s.
     pub target_all_resumed_s: f64,
     /// Each resumed user's time from the kill, sorted, for the plot.
     #[serde(skip)]
@@ -71,6 +76,7 @@ pub struct StormFigures {
 }
 
 impl StormFigures {
+    /// Whether every user resumed within the target.
     pub fn meets_target(&self) -> bool {
         self.resumed_users == self.users
             && self

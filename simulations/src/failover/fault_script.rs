@@ -98,12 +98,14 @@ impl fmt::Display for FaultAction {
 pub struct ScriptedFault {
     /// From the start of the load.
     pub at: Duration,
+    /// What is done to the component.
     pub action: FaultAction,
     /// A component name: master, replica-1, haproxy, node-2, nginx, …
     pub target: String,
 }
 
 impl ScriptedFault {
+    /// `action` on `target` at `at` from the start of the load.
     pub fn new(at: Duration, action: FaultAction, target: impl Into<String>) -> ScriptedFault {
         ScriptedFault {
             at,
@@ -188,7 +190,9 @@ fn parse_seconds(fault_text: &str, seconds: &str) -> anyhow::Result<Duration> {
 pub struct FaultRecord {
     /// When it was scheduled, in seconds from the start of the load.
     pub at_s: f64,
+    /// The action as written in the script (`kill`, `start`, ...).
     pub action: String,
+    /// The component it was done to.
     pub name: String,
     /// When it was actually carried out.
     pub executed_at_s: f64,

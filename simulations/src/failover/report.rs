@@ -12,49 +12,71 @@ use crate::load::http_load::HttpProblem;
 
 /// The seed's wrk run (10 connections, 60 s, one replica and one app instance stopped).
 pub const SEED_REQUESTS: u64 = 100_102;
+/// The seed's requests per second.
 pub const SEED_REQUESTS_PER_SECOND: f64 = 1_666.75;
+/// The seed's average latency, ms.
 pub const SEED_LATENCY_AVERAGE_MS: f64 = 3.25;
+/// The seed's failed (non-2xx) responses.
 pub const SEED_NON_2XX: u64 = 3;
+/// CPU cores of the seed's machine (a Ryzen 9).
 pub const SEED_CPU_CORES: usize = 12;
 
 /// Problems printed in the table; the JSON holds every one kept.
 const PROBLEMS_IN_TABLE: usize = 10;
 
+/// What ran: the load's shape and where the users were.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ExperimentSettings {
+    /// How long the load ran, in seconds.
     pub duration_s: f64,
+    /// Concurrent HTTP loops (wrk's connections).
     pub http_connections: usize,
     /// Of which none are get-by-email: `POST /messenger/create-chat` loops.
     pub http_post_connections: usize,
+    /// Websocket chat pairs (a sender and a recipient each).
     pub pairs: usize,
+    /// Messages per second each pair's sender sends.
     pub message_rate_per_pair: f64,
+    /// The nodes of the cluster.
     pub nodes: Vec<String>,
     /// Of the machine that ran everything (the seed's: 12).
     pub cpu_cores: usize,
     /// In every email this run signed up.
     pub run_tag: String,
+    /// Which node each user's websocket landed on at the start.
     pub placement: ChatPlacement,
 }
 
+/// The HTTP load, wrk-style.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct HttpSummary {
     /// Responses of any status.
     pub requests: u64,
+    /// Responses per second over the load.
     pub rps: f64,
+    /// Mean latency, ms.
     pub avg_ms: f64,
+    /// Median latency, ms.
     pub p50_ms: f64,
+    /// 90th percentile latency, ms.
     pub p90_ms: f64,
+    /// 99th percentile latency, ms.
     pub p99_ms: f64,
+    /// Slowest response, ms.
     pub max_ms: f64,
+    /// Responses with a status other than 2xx (each one is a failure of the run).
     pub non_2xx: u64,
     /// Requests with no response: connection refused or reset, a body cut short, a timeout.
     pub errors: u64,
+    /// Responses per serving node (by the `x-parley-node` header; answers without one,
+    /// such as nginx's own, are not counted here).
     pub responses_by_node: BTreeMap<String, u64>,
     /// Responses to each kind of request (`get-by-email`, `create-chat`).
     pub responses_by_request: BTreeMap<String, u64>,
     /// Non-2xx responses by method (`GET`, `POST`): reads must never fail, writes may
     /// while the master is away.
     pub non_2xx_by_method: BTreeMap<String, u64>,
+    /// The failed requests, grouped by status, node and detail.
     pub problems: Vec<HttpProblem>,
 }
 
@@ -98,9 +120,12 @@ impl WritesSummary {
     }
 }
 
+/// The websocket load: what was sent, acked, delivered, lost.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct WebsocketSummary {
+    /// Messages the senders queued.
     pub sent: u64,
+    /// Messages the server acked.
     pub acked: u64,
     /// Refused for good by the server (never expected here).
     pub refused: u64,
@@ -116,42 +141,64 @@ pub struct WebsocketSummary {
     pub redeliveries_absorbed: u64,
     /// Two ids at one seq of a chat: a server bug if ever non-zero.
     pub sequence_conflicts: u64,
+    /// Connections reopened after one was lost.
     pub reconnects: u64,
     /// Connection attempts that failed (an upgrade refused, by nginx's 503 when it found
     /// no node, or a timeout); each is followed by another attempt.
     pub connect_failures: u64,
+    /// Reconnects that reached `replay-complete`.
     pub resumes: u64,
+    /// Median time from a lost connection to the first traffic on the new one, ms.
     pub resume_p50_ms: f64,
+    /// 99th percentile of the same, ms.
     pub resume_p99_ms: f64,
+    /// Slowest resume, ms.
     pub resume_max_ms: f64,
+    /// Median time from `send` to the recipient's application, ms.
     pub delivery_p50_ms: f64,
+    /// 99th percentile of the same, ms.
     pub delivery_p99_ms: f64,
+    /// Slowest delivery, ms.
     pub delivery_max_ms: f64,
     /// Every ack and every delivery arrived within the wait after the load.
     pub settled: bool,
+    /// The lost messages (the first ones, by ack time).
     pub lost_messages: Vec<LostMessage>,
+    /// The duplicate deliveries (the first ones, by time).
     pub duplicate_deliveries: Vec<DuplicateDelivery>,
 }
 
 /// One second of the run (the load, then the wait for stragglers).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TimelineSecond {
+    /// Seconds from the start of the load.
     pub second: u64,
     /// Responses completed in this second.
     pub http_rps: u64,
+    /// Requests without a response that ended in this second.
     pub http_errors: u64,
+    /// Non-2xx responses in this second.
     pub http_non_2xx: u64,
+    /// 99th percentile latency of this second's responses, ms.
     pub http_p99_ms: f64,
+    /// Messages delivered to recipients' applications in this second.
     pub ws_delivered: u64,
 }
 
+/// Everything one failover experiment measured, as `--json` writes it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FailoverReport {
+    /// What ran.
     pub experiment: ExperimentSettings,
+    /// The HTTP load.
     pub http: HttpSummary,
+    /// The websocket load.
     pub ws: WebsocketSummary,
+    /// How long writes were unavailable after a fault on the master.
     pub writes: WritesSummary,
+    /// The scripted faults and when they were carried out.
     pub faults: Vec<FaultRecord>,
+    /// Second by second, for the plot.
     pub timeline: Vec<TimelineSecond>,
     /// non-2xx + errors + lost + duplicates + unacked + refused + sequence conflicts +
     /// faults that could not be carried out.
@@ -159,6 +206,8 @@ pub struct FailoverReport {
 }
 
 impl FailoverReport {
+    /// Everything that counts as a failure: non-2xx, errors, lost, duplicate, unacked,
+    /// refused, sequence conflicts and faults that could not be carried out.
     pub fn count_failures(http: &HttpSummary, ws: &WebsocketSummary, faults: &[FaultRecord]) -> u64 {
         let failed_faults = faults.iter().filter(|fault| fault.error.is_some()).count() as u64;
         http.non_2xx
@@ -171,10 +220,12 @@ impl FailoverReport {
             + failed_faults
     }
 
+    /// Whether the run had no failure at all.
     pub fn passed(&self) -> bool {
         self.failures == 0
     }
 
+    /// The report as pretty-printed JSON.
     pub fn to_json(&self) -> anyhow::Result<String> {
         Ok(serde_json::to_string_pretty(self)?)
     }

@@ -21,21 +21,29 @@ use parley_launcher::readiness::POLL_INTERVAL;
 /// Kept for the report; the counts go on past it.
 const LISTED_PROBLEMS_LIMIT: usize = 50;
 
+/// How the websocket load runs.
 #[derive(Debug, Clone)]
 pub struct ChatLoadSettings {
     /// nginx: it spreads the connections over the nodes, and every reconnect goes there.
     pub base_url: String,
+    /// Messages per second each pair's sender sends.
     pub message_rate_per_pair: f64,
 }
 
 /// An acked message the recipient's application never got.
 #[derive(Debug, Clone, serde::Serialize, PartialEq)]
 pub struct LostMessage {
+    /// Index of the pair (sender and recipient) it was sent in.
     pub pair: usize,
+    /// The pair's chat (UUID).
     pub chat_id: String,
+    /// The client id it was sent with.
     pub client_id: String,
+    /// The id the server acked it with.
     pub id: String,
+    /// The seq the server acked it with.
     pub seq: u64,
+    /// When it was acked, in seconds from the start of the load.
     pub acked_at_s: f64,
 }
 
@@ -43,11 +51,17 @@ pub struct LostMessage {
 /// the same client id under another id (stored twice).
 #[derive(Debug, Clone, serde::Serialize, PartialEq)]
 pub struct DuplicateDelivery {
+    /// Index of the pair it was delivered in.
     pub pair: usize,
+    /// The id of the second copy.
     pub id: String,
+    /// The seq of the second copy.
     pub seq: u64,
+    /// The sender's client id, when it had one.
     pub client_id: Option<String>,
+    /// The id of the first copy (the same as `id` for a repeated id).
     pub first_id: String,
+    /// When the second copy arrived, in seconds from the start of the load.
     pub at_s: f64,
 }
 
@@ -114,14 +128,18 @@ struct PairClients {
 /// One acked message that reached its recipient.
 #[derive(Debug, Clone)]
 pub struct DeliveredTiming {
+    /// The message's id.
     pub id: String,
+    /// When the sender queued it (`send`).
     pub sent_at: Instant,
+    /// When the recipient's client handed it to the application.
     pub delivered_at: Instant,
 }
 
 /// Where the users were when the load started.
 #[derive(Debug, Default, Clone, serde::Serialize, PartialEq)]
 pub struct ChatPlacement {
+    /// Users connected to each node.
     pub users_by_node: BTreeMap<String, u64>,
     /// Pairs whose sender and recipient are on different nodes.
     pub cross_node_pairs: u64,
@@ -130,20 +148,31 @@ pub struct ChatPlacement {
 /// What the websocket load measured.
 #[derive(Debug, Default)]
 pub struct ChatLoadOutcome {
+    /// Messages queued by the senders.
     pub sent: u64,
+    /// Messages the server acked.
     pub acked: u64,
+    /// Messages the server refused for good.
     pub refused: u64,
+    /// Distinct messages the recipients got.
     pub delivered: u64,
+    /// Acked messages never delivered (the first ones listed, by ack time).
     pub lost: Vec<LostMessage>,
+    /// All acked messages never delivered.
     pub lost_count: u64,
+    /// Messages delivered twice (the first ones listed).
     pub duplicates: Vec<DuplicateDelivery>,
+    /// All messages delivered twice.
     pub duplicate_count: u64,
     /// Copies the ChatClients dropped by id (at-least-once delivery at work, not a fault).
     pub redeliveries_absorbed: u64,
+    /// Two ids at one seq of a chat (a server bug if ever non-zero).
     pub sequence_conflicts: u64,
+    /// Connections reopened after one was lost, over every client.
     pub reconnects: u64,
     /// Connection attempts that failed (refused upgrades, timeouts) before a reconnect.
     pub connect_failures: u64,
+    /// Per reconnect: from the lost connection to the first traffic on the new one.
     pub resume_times: LatencySamples,
     /// From `send` on the sender to the recipient's application.
     pub delivery_times: LatencySamples,
@@ -157,6 +186,7 @@ pub struct ChatLoadOutcome {
     pub ack_times_s: Vec<f64>,
 }
 
+/// The websocket load while it runs: the pairs' clients and what they recorded.
 pub struct RunningChatLoad {
     pairs: Vec<PairClients>,
     ledgers: Arc<Vec<Mutex<PairLedger>>>,
@@ -269,10 +299,12 @@ impl RunningChatLoad {
         }
     }
 
+    /// Messages delivered so far (for the progress line).
     pub fn delivered_so_far(&self) -> u64 {
         self.delivered_so_far.load(Ordering::Relaxed)
     }
 
+    /// Reconnects so far, over every client.
     pub fn reconnects_so_far(&self) -> u64 {
         self.all_stats().iter().map(|stats| stats.reconnects).sum()
     }

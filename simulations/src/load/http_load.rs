@@ -23,18 +23,23 @@ const DISTINCT_PROBLEMS_KEPT: usize = 50;
 /// errors either way).
 const PAUSE_AFTER_CONNECTION_ERROR: Duration = Duration::from_millis(10);
 
+/// How the HTTP load runs.
 #[derive(Debug, Clone)]
 pub struct HttpLoadSettings {
     /// nginx.
     pub base_url: String,
+    /// Concurrent `get-by-email` loops (wrk's connections).
     pub connections: usize,
     /// The raw access token, as the seed's wrk script sends it.
     pub token: String,
+    /// The email every `get-by-email` asks for.
     pub looked_up_email: String,
     /// Loops of `POST /messenger/create-chat` with this companion (the looked-up user:
     /// the same chat every time, so the writes are idempotent).
     pub post_connections: usize,
+    /// The user id every `create-chat` names.
     pub companion_id: String,
+    /// A request without an answer in this time counts as an error.
     pub request_timeout: Duration,
 }
 
@@ -64,8 +69,11 @@ impl RepeatedRequest {
 /// Running totals the progress line reads while the load runs.
 #[derive(Debug, Default)]
 pub struct HttpLiveCounters {
+    /// Responses of any status so far.
     pub responses: AtomicU64,
+    /// Responses with a status other than 2xx so far.
     pub non_2xx: AtomicU64,
+    /// Requests without a response so far.
     pub errors: AtomicU64,
 }
 
@@ -79,8 +87,11 @@ pub struct HttpProblem {
     pub node: Option<String>,
     /// The start of the answer's body, or the error.
     pub detail: String,
+    /// How many requests failed this way.
     pub count: u64,
+    /// The first one, in seconds from the start of the load.
     pub first_at_s: f64,
+    /// The last one, in seconds from the start of the load.
     pub last_at_s: f64,
 }
 
@@ -109,9 +120,13 @@ fn record_problem(problems: &mut Vec<HttpProblem>, problem: HttpProblem) {
 /// One second of one connection (or, merged, of all of them).
 #[derive(Debug, Default, Clone)]
 pub struct HttpSecond {
+    /// Responses of any status.
     pub responses: u64,
+    /// Responses with a status other than 2xx.
     pub non_2xx: u64,
+    /// Requests without a response.
     pub errors: u64,
+    /// Latencies of the responses.
     pub latencies: LatencySamples,
 }
 
@@ -129,11 +144,13 @@ impl HttpSecond {
 pub struct HttpLoadOutcome {
     /// Indexed by the second (from the start of the load) in which a request completed.
     pub seconds: Vec<HttpSecond>,
+    /// Responses per serving node (by the `x-parley-node` header, when the answer had one).
     pub responses_by_node: BTreeMap<String, u64>,
     /// `get-by-email`, `create-chat`: what each kind of loop got answered.
     pub responses_by_request: BTreeMap<String, u64>,
     /// Non-2xx responses by the request's method (`GET`, `POST`).
     pub non_2xx_by_method: BTreeMap<String, u64>,
+    /// The failed requests, grouped.
     pub problems: Vec<HttpProblem>,
     /// From the start of the load until the last connection stopped.
     pub elapsed: Duration,
@@ -173,10 +190,13 @@ impl HttpLoadOutcome {
 /// The connections, running until `load_ends_at`.
 pub struct RunningHttpLoad {
     connections: Vec<JoinHandle<HttpLoadOutcome>>,
+    /// Running totals, for the progress line.
     pub live: Arc<HttpLiveCounters>,
 }
 
 impl RunningHttpLoad {
+    /// Starts the loops; each repeats its request until `load_ends_at`. Fails when the HTTP
+    /// client cannot be built.
     pub fn start(settings: &HttpLoadSettings, load_started_at: Instant, load_ends_at: Instant) -> anyhow::Result<Self> {
         let live = Arc::new(HttpLiveCounters::default());
         let base_url = settings.base_url.trim_end_matches('/');

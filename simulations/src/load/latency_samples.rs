@@ -11,21 +11,25 @@ pub struct LatencySamples {
 }
 
 impl LatencySamples {
+    /// Adds one latency (kept in whole microseconds, at most about 71 minutes).
     pub fn record(&mut self, latency: Duration) {
         let micros = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
         self.microseconds.push(micros);
         self.sorted = false;
     }
 
+    /// Adds every sample of `other`.
     pub fn merge(&mut self, other: LatencySamples) {
         self.microseconds.extend(other.microseconds);
         self.sorted = false;
     }
 
+    /// Samples held.
     pub fn len(&self) -> usize {
         self.microseconds.len()
     }
 
+    /// True when no sample is held.
     pub fn is_empty(&self) -> bool {
         self.microseconds.is_empty()
     }
@@ -42,6 +46,7 @@ impl LatencySamples {
         f64::from(self.microseconds[index]) / 1000.0
     }
 
+    /// The largest sample, ms (0 when empty).
     pub fn max_ms(&self) -> f64 {
         self.microseconds
             .iter()
@@ -49,6 +54,7 @@ impl LatencySamples {
             .map_or(0.0, |max| f64::from(*max) / 1000.0)
     }
 
+    /// The mean, ms (0 when empty).
     pub fn mean_ms(&self) -> f64 {
         if self.microseconds.is_empty() {
             return 0.0;

@@ -15,8 +15,11 @@ const PASSWORD: &str = "1234567890";
 /// One signed-in user.
 #[derive(Debug, Clone)]
 pub struct SignedInUser {
+    /// The user's id (UUID).
     pub user_id: String,
+    /// The email it signed up with.
     pub email: String,
+    /// Its access token (expires after the node's access-token lifetime, an hour by default).
     pub access_token: String,
 }
 
@@ -24,16 +27,22 @@ pub struct SignedInUser {
 /// for Alice's in the seed.
 #[derive(Debug, Clone)]
 pub struct HttpLoadUsers {
+    /// The user who asks (Bob in the seed).
     pub looker: SignedInUser,
+    /// The user asked for (Alice in the seed).
     pub looked_up: SignedInUser,
 }
 
 /// A chat between a sender and a recipient.
 #[derive(Debug, Clone)]
 pub struct ChatPairAccounts {
+    /// The pair's index, from 0.
     pub pair_index: usize,
+    /// The user who sends.
     pub sender: SignedInUser,
+    /// The user who receives.
     pub recipient: SignedInUser,
+    /// Their chat (UUID).
     pub chat_id: String,
 }
 
@@ -64,6 +73,7 @@ pub(crate) async fn sign_up_and_in(http: &ParleyHttp, name: &str, tag: &str) -> 
     })
 }
 
+/// Signs up and signs in the two users of the HTTP load; their emails carry `run_tag`.
 pub async fn create_http_load_users(http: &ParleyHttp, run_tag: &str) -> anyhow::Result<HttpLoadUsers> {
     let (looker, looked_up) = tokio::try_join!(
         sign_up_and_in(http, "Looker", run_tag),
@@ -72,6 +82,8 @@ pub async fn create_http_load_users(http: &ParleyHttp, run_tag: &str) -> anyhow:
     Ok(HttpLoadUsers { looker, looked_up })
 }
 
+/// Signs up `pairs` senders and recipients (emails carrying `run_tag`) and creates each
+/// pair's chat.
 pub async fn create_chat_pairs(
     http: &ParleyHttp,
     run_tag: &str,

@@ -30,7 +30,10 @@ pub enum DeliveryVerdict {
     OwnEcho,
     /// A different id at a seq already held: the server broke "one message per seq". The
     /// message is new by id, so it is handed over, but this is a bug to report.
-    SequenceConflict { held_id: String },
+    SequenceConflict {
+        /// The id already held at that seq.
+        held_id: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,10 +138,12 @@ impl Inbox {
         self.tracker(chat_id).hold(seq, id, HeldOrigin::SentByThisClient);
     }
 
+    /// The highest seq of `chat_id` such that every seq from 1 to it is held (0: none yet).
     pub fn contiguous_top(&self, chat_id: &str) -> u64 {
         self.chats.get(chat_id).map_or(0, ChatSequenceTracker::contiguous_top)
     }
 
+    /// The bookkeeping of `chat_id`, if anything was held there.
     pub fn chat(&self, chat_id: &str) -> Option<&ChatSequenceTracker> {
         self.chats.get(chat_id)
     }

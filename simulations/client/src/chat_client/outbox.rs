@@ -21,8 +21,11 @@ enum PendingState {
 /// One unacked message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingMessage {
+    /// The id the server de-duplicates resends by (unique per client).
     pub client_id: String,
+    /// The chat (UUID) it goes to.
     pub chat_id: String,
+    /// The message text.
     pub text: String,
     /// Copies written so far, over every connection.
     pub times_written: u32,
@@ -34,7 +37,9 @@ pub struct PendingMessage {
 /// One `send-message` frame to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutgoingFrame {
+    /// The chat (UUID) of every message of the frame.
     pub chat_id: String,
+    /// The messages in queue order, each with its client id.
     pub messages: Vec<OutgoingMessage>,
     /// How many of the messages had been written before (resends).
     pub rewritten_messages: u64,
@@ -75,14 +80,17 @@ impl Outbox {
         );
     }
 
+    /// Whether `client_id` is still unacked.
     pub fn contains(&self, client_id: &str) -> bool {
         self.order_by_client_id.contains_key(client_id)
     }
 
+    /// Messages neither acked nor refused yet.
     pub fn unacked(&self) -> usize {
         self.entries.len()
     }
 
+    /// Messages written on the current connection and not yet answered.
     pub fn in_flight(&self) -> usize {
         self.in_flight
     }
@@ -163,6 +171,7 @@ impl Outbox {
         true
     }
 
+    /// When the earliest refused message is due again, if any waits.
     pub fn next_retry_at(&self) -> Option<Instant> {
         self.awaiting_retry.first().map(|(at, _)| *at)
     }
