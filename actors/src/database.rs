@@ -168,6 +168,11 @@ impl Database {
             .note(reading, &self.shared.master.name, &self.shared.metrics);
     }
 
+    /// A probe of the master that could not read its replication state.
+    pub fn note_master_probe_inconclusive(&self) {
+        self.shared.replication_gate.note_inconclusive();
+    }
+
     /// The `DbRouter` could not connect to the master.
     pub fn note_master_unreachable(&self) {
         self.shared
@@ -289,18 +294,19 @@ impl Database {
         let master = &self.shared.master;
         let timeout = self.shared.timeouts.write;
         let write_span = tracing::info_span!("db.write", db.endpoint = %master.name);
-        let result = match self.shared.replication_gate.check(&master.name) {
-            Err(refused) => Err(refused),
-            Ok(()) => tokio::time::timeout(timeout, self.write_with_retries(master, timeout, &work))
-                .instrument(write_span)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(DbError::Timeout {
-                        endpoint: master.name.clone(),
-                        timeout,
-                    })
-                }),
-        };
+        if let Err(refused) = self.admit_write(master).await {
+            self.shared.metrics.count_query(&master.name, "write", "unavailable");
+            return Err(refused);
+        }
+        let result = tokio::time::timeout(timeout, self.write_with_retries(master, timeout, &work))
+            .instrument(write_span)
+            .await
+            .unwrap_or_else(|_| {
+                Err(DbError::Timeout {
+                    endpoint: master.name.clone(),
+                    timeout,
+                })
+            });
         let label = match &result {
             Ok(_) => "ok",
             Err(error) if error.is_unavailable() => "unavailable",
@@ -445,6 +451,24 @@ impl Database {
         // Endpoints marked down are the last resort: better a slow try than a failure.
         order.extend(down);
         order
+    }
+
+    /// Passes the replication gate (see [`ReplicationGate::admit`]).
+    async fn admit_write(&self, master: &Endpoint) -> Result<(), DbError> {
+        let probe_master_now = || {
+            if let Some(router) = self.shared.router.load_full() {
+                // Starts a probe unless one is running; either way the next is awaited.
+                let _ = router.cast(DbRouterMessage::FailureReported {
+                    endpoint_name: master.name.clone(),
+                    reason: "writes refused; reading the master again".to_owned(),
+                });
+            }
+        };
+        let next_probe_within = self.shared.timeouts.probe_timeout + Duration::from_millis(100);
+        self.shared
+            .replication_gate
+            .admit(&master.name, probe_master_now, next_probe_within)
+            .await
     }
 
     fn report_failure(&self, endpoint: &Endpoint, error: &DbError) {

@@ -286,6 +286,7 @@ fn apply_probe_outcome(state: &mut DbRouterState, endpoint_name: &str, outcome: 
         Err(ProbeFailure::Connect(_)) if endpoint.role == EndpointRole::Master => {
             state.database.note_master_unreachable();
         }
+        _ if endpoint.role == EndpointRole::Master => state.database.note_master_probe_inconclusive(),
         _ => {}
     }
     match state.last_outcomes.iter_mut().find(|(name, _)| name == endpoint_name) {

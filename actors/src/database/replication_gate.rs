@@ -14,6 +14,8 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use tokio::sync::watch;
+
 use super::db_router::SemiSyncReading;
 use super::DbError;
 use crate::metrics::Metrics;
@@ -24,6 +26,9 @@ pub struct ReplicationGate {
     /// false`): the gate then reports but never refuses.
     required: bool,
     blocked: AtomicBool,
+    /// Counts the probes of the master taken in, so a refused write can wait for the
+    /// next one.
+    probes: watch::Sender<u64>,
 }
 
 impl ReplicationGate {
@@ -32,7 +37,18 @@ impl ReplicationGate {
         ReplicationGate {
             required,
             blocked: AtomicBool::new(false),
+            probes: watch::Sender::new(0),
         }
+    }
+
+    /// Changes at every probe of the master taken in.
+    pub fn probes(&self) -> watch::Receiver<u64> {
+        self.probes.subscribe()
+    }
+
+    /// A probe of the master that decided nothing (slow, or a query error).
+    pub fn note_inconclusive(&self) {
+        self.probes.send_modify(|count| *count += 1);
     }
 
     /// Takes in what a probe of the master saw.
@@ -61,6 +77,7 @@ impl ReplicationGate {
                 );
             }
         }
+        self.probes.send_modify(|count| *count += 1);
     }
 
     /// The probe could not connect to the master: refuse writes until it reads it again.
@@ -69,6 +86,29 @@ impl ReplicationGate {
             metrics.database_writes_blocked.set(1);
             tracing::warn!(endpoint = %master, "writes refused: the master is unreachable");
         }
+        self.probes.send_modify(|count| *count += 1);
+    }
+
+    /// Lets a write through, or refuses it after one more look: a closed gate is checked
+    /// against the next probe of the master (asked for with `probe_master_now`, awaited
+    /// for at most `next_probe_within`) before the write is refused. Each node probes on
+    /// its own clock, so after a recovery one node may still hold a reading another has
+    /// already replaced, and a client whose writes alternate between them would see
+    /// them flap.
+    pub async fn admit(
+        &self,
+        master: &str,
+        probe_master_now: impl FnOnce(),
+        next_probe_within: std::time::Duration,
+    ) -> Result<(), DbError> {
+        if self.check(master).is_ok() {
+            return Ok(());
+        }
+        let mut probes = self.probes();
+        probes.borrow_and_update();
+        probe_master_now();
+        let _ = tokio::time::timeout(next_probe_within, probes.changed()).await;
+        self.check(master)
     }
 
     /// `Unavailable` while writes are refused.
@@ -130,6 +170,40 @@ mod tests {
         assert!(gate.check("master").is_err());
         gate.note(&reading(true, 1), "master", &metrics);
         assert!(gate.check("master").is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_closed_gate_reads_the_master_once_more_before_it_refuses() {
+        let metrics = Metrics::new();
+        let gate = std::sync::Arc::new(ReplicationGate::new(true));
+        gate.note(&reading(true, 0), "master", &metrics);
+        // The replicas are back; this node's next probe sees them.
+        let probed = std::sync::Arc::clone(&gate);
+        let metrics_for_probe = Metrics::new();
+        let admitted = gate
+            .admit(
+                "master",
+                move || {
+                    tokio::spawn(async move { probed.note(&reading(true, 2), "master", &metrics_for_probe) });
+                },
+                std::time::Duration::from_secs(5),
+            )
+            .await;
+        assert!(admitted.is_ok());
+        // Still no replica at the next probe: refused, after that probe.
+        gate.note(&reading(true, 0), "master", &metrics);
+        let probed = std::sync::Arc::clone(&gate);
+        let metrics_for_probe = Metrics::new();
+        let refused = gate
+            .admit(
+                "master",
+                move || {
+                    tokio::spawn(async move { probed.note(&reading(true, 0), "master", &metrics_for_probe) });
+                },
+                std::time::Duration::from_secs(5),
+            )
+            .await;
+        assert!(refused.is_err());
     }
 
     #[test]
