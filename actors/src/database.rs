@@ -168,6 +168,32 @@ impl Database {
             .note(reading, &self.shared.master.name, &self.shared.metrics);
     }
 
+    /// What `GET /cluster` shows of the database tier.
+    pub fn view(&self) -> protocol::cluster::DatabaseView {
+        let gate = &self.shared.replication_gate;
+        protocol::cluster::DatabaseView {
+            writes_accepted: gate.accepts_writes(),
+            endpoints: self
+                .endpoints()
+                .map(|endpoint| protocol::cluster::DatabaseEndpointView {
+                    name: endpoint.name.clone(),
+                    role: match endpoint.role {
+                        EndpointRole::Master => "master",
+                        EndpointRole::Read => "read",
+                    }
+                    .to_owned(),
+                    healthy: endpoint.is_healthy(),
+                })
+                .collect(),
+            semi_sync: gate.last_reading().map(|reading| protocol::cluster::SemiSyncView {
+                enabled: reading.enabled,
+                active: reading.active,
+                acknowledging_replicas: reading.acknowledging_replicas,
+                unacknowledged_commits: reading.unacknowledged_commits,
+            }),
+        }
+    }
+
     /// A probe of the master that could not read its replication state.
     pub fn note_master_probe_inconclusive(&self) {
         self.shared.replication_gate.note_inconclusive();

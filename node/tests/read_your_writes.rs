@@ -10,28 +10,13 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use parley_client::http::seed_person;
-use parley_launcher::DatabaseServers;
 use protocol::websocket::{actions, AckPayload, OutgoingMessage};
 use reqwest::Method;
-use test_app::{connect_live, own_servers, TestApp};
+use test_app::{connect_live, on_servers, own_servers, TestApp};
 
 const BINARY: &str = "read_your_writes";
 const WAIT: Duration = Duration::from_secs(10);
 const PASSWORD: &str = "1234567890";
-
-/// Runs `statement` as root on each replica.
-async fn on_replicas(servers: &DatabaseServers, statement: &str) {
-    for replica in ["replica-1", "replica-2"] {
-        let mut connection = parley_launcher::mariadb_admin::connect_url(&servers.root_url(replica))
-            .await
-            .unwrap_or_else(|error| panic!("connecting to {replica}: {error:#}"));
-        connection
-            .query_drop(statement)
-            .await
-            .unwrap_or_else(|error| panic!("{statement} on {replica}: {error}"));
-        parley_launcher::mariadb_admin::close(connection).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_read_through_node_2_reflects_a_write_through_node_1_however_far_the_replicas_lag() {
@@ -55,7 +40,7 @@ async fn every_read_through_node_2_reflects_a_write_through_node_1_however_far_t
         .unwrap()
         .access_token;
     servers.wait_replicas_caught_up(WAIT).await.unwrap();
-    on_replicas(&servers, "STOP SLAVE SQL_THREAD").await;
+    on_servers(&servers, &["replica-1", "replica-2"], "STOP SLAVE SQL_THREAD").await;
 
     // Carol signs up and in through node-1; what she reads of herself through node-2.
     let carol_id = node_1.sign_up_ok(&seed_person("Carol", "ryw")).await.unwrap();
@@ -126,6 +111,6 @@ async fn every_read_through_node_2_reflects_a_write_through_node_1_however_far_t
         "replica-1 applied carol's sign-up: the test proves nothing"
     );
 
-    on_replicas(&servers, "START SLAVE SQL_THREAD").await;
+    on_servers(&servers, &["replica-1", "replica-2"], "START SLAVE SQL_THREAD").await;
     drop(socket);
 }

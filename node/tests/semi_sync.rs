@@ -13,24 +13,11 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use parley_launcher::DatabaseServers;
 use protocol::websocket::{actions, AckPayload, ErrorPayload, OutgoingMessage};
-use test_app::{connect_live, own_servers, Pair, TestApp};
+use test_app::{connect_live, node_metric, on_servers, own_servers, Pair, TestApp};
 use tokio::time::Instant;
 
 const BINARY: &str = "semi_sync";
 const WAIT: Duration = Duration::from_secs(10);
-
-async fn on_replicas(servers: &DatabaseServers, replicas: &[&str], statement: &str) {
-    for replica in replicas {
-        let mut connection = parley_launcher::mariadb_admin::connect_url(&servers.root_url(replica))
-            .await
-            .unwrap_or_else(|error| panic!("connecting to {replica}: {error:#}"));
-        connection
-            .query_drop(statement)
-            .await
-            .unwrap_or_else(|error| panic!("{statement} on {replica}: {error}"));
-        parley_launcher::mariadb_admin::close(connection).await;
-    }
-}
 
 /// One of the master's counters (`SHOW GLOBAL STATUS`, which cannot be prepared).
 async fn master_status(servers: &DatabaseServers, variable: &str) -> u64 {
@@ -64,29 +51,13 @@ async fn rows_on_master(servers: &DatabaseServers, database: &str, client_id: &s
     count.unwrap()
 }
 
-/// A gauge's value in a node's `/metrics`.
-async fn gauge(node_url: &str, name: &str) -> i64 {
-    let text = reqwest::get(format!("{node_url}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// Waits until `name` reads `expected` on every node.
 async fn until_gauge_on_every_node(app: &TestApp, name: &str, expected: i64) {
     let deadline = Instant::now() + WAIT;
     for node in app.app.node_names() {
         let url = app.app.node_url(&node);
         loop {
-            let value = gauge(&url, name).await;
+            let value = node_metric(&url, name).await as i64;
             if value == expected {
                 break;
             }
@@ -97,6 +68,21 @@ async fn until_gauge_on_every_node(app: &TestApp, name: &str, expected: i64) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// What `GET /cluster` on `node` says of the database: writes accepted, and the
+/// acknowledging replicas.
+async fn database_view(app: &TestApp, node: &str) -> (bool, u64) {
+    let view: protocol::cluster::ClusterView = reqwest::get(format!("{}/cluster", app.app.node_url(node)))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let database = view.database.expect("the node reports its database");
+    assert_eq!(database.endpoints[0].role, "master", "{database:?}");
+    let semi_sync = database.semi_sync.expect("the master's semi-sync was read");
+    (database.writes_accepted, semi_sync.acknowledging_replicas)
 }
 
 fn message(text: &str, client_id: &str) -> Vec<OutgoingMessage> {
@@ -114,6 +100,7 @@ async fn nothing_is_acked_while_no_replica_acknowledges_and_the_resend_is_stored
     let app = &pair.app;
     until_gauge_on_every_node(app, "parley_database_semi_sync_replicas", 2).await;
     until_gauge_on_every_node(app, "parley_database_writes_blocked", 0).await;
+    assert_eq!(database_view(app, "node-1").await, (true, 2));
     let mut master = parley_launcher::mariadb_admin::connect_url(&servers.root_url("master"))
         .await
         .unwrap();
@@ -149,9 +136,10 @@ async fn nothing_is_acked_while_no_replica_acknowledges_and_the_resend_is_stored
     );
 
     // No replica receives the binlog any more: nothing can be acknowledged.
-    on_replicas(&servers, &["replica-1", "replica-2"], "STOP SLAVE IO_THREAD").await;
+    on_servers(&servers, &["replica-1", "replica-2"], "STOP SLAVE IO_THREAD").await;
     until_gauge_on_every_node(app, "parley_database_semi_sync_replicas", 0).await;
     until_gauge_on_every_node(app, "parley_database_writes_blocked", 1).await;
+    assert_eq!(database_view(app, "node-2").await, (false, 0));
 
     let started = Instant::now();
     bob.send_messages(&pair.chat_id, message("during", "semi-2"), None)
@@ -183,7 +171,7 @@ async fn nothing_is_acked_while_no_replica_acknowledges_and_the_resend_is_stored
     assert_eq!(rows_on_master(&servers, &app.database, "semi-2").await, 0);
 
     // One replica back is enough; the resend is stored and acked once.
-    on_replicas(&servers, &["replica-1"], "START SLAVE IO_THREAD").await;
+    on_servers(&servers, &["replica-1"], "START SLAVE IO_THREAD").await;
     until_gauge_on_every_node(app, "parley_database_writes_blocked", 0).await;
     bob.send_messages(&pair.chat_id, message("during", "semi-2"), None)
         .await
@@ -197,5 +185,5 @@ async fn nothing_is_acked_while_no_replica_acknowledges_and_the_resend_is_stored
         unacknowledged_before,
         "the master never returned a commit without a replica's acknowledgement"
     );
-    on_replicas(&servers, &["replica-2"], "START SLAVE IO_THREAD").await;
+    on_servers(&servers, &["replica-2"], "START SLAVE IO_THREAD").await;
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use protocol::websocket::{actions, Envelope, ErrorPayload, HeartbeatAnswerPayload};
-use test_app::{shared_servers, Pair, TestApp};
+use test_app::{node_metric, shared_servers, Pair, TestApp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -46,15 +46,7 @@ fn node_address(pair: &Pair) -> String {
 
 /// One sample of node-1's Prometheus counter `name`.
 async fn node_counter(pair: &Pair, name: &str) -> u64 {
-    let text = reqwest::get(format!("{}/metrics", pair.app.app.node_url("node-1")))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in the metrics:\n{text}"))
+    node_metric(&pair.app.app.node_url("node-1"), name).await as u64
 }
 
 #[tokio::test]

@@ -116,6 +116,51 @@ pub struct ClusterView {
     pub node: String,
     /// Every node the answering node knows, itself included, alive or not.
     pub members: Vec<ClusterMember>,
+    /// The database tier as the answering node sees it (absent where a node does not
+    /// report it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseView>,
+}
+
+/// The database tier as one node sees it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseView {
+    /// Whether the node accepts writes now: false while the master is unreachable or no
+    /// replica acknowledges its commits (writes then get 503 `database_unavailable`).
+    pub writes_accepted: bool,
+    /// The master first, then the read endpoints, by the node's last probes.
+    pub endpoints: Vec<DatabaseEndpointView>,
+    /// The master's semi-synchronous replication at the last probe that read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semi_sync: Option<SemiSyncView>,
+}
+
+/// One database endpoint of a node.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseEndpointView {
+    /// `master`, or the name given to a read endpoint (`haproxy-read`).
+    pub name: String,
+    /// `master` or `read`.
+    pub role: String,
+    /// The node routes to it (its last probe or query succeeded).
+    pub healthy: bool,
+}
+
+/// The master's semi-synchronous replication.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SemiSyncView {
+    /// Commits wait for a replica's acknowledgement (`rpl_semi_sync_master_enabled`).
+    pub enabled: bool,
+    /// The master is waiting for acknowledgements now (`Rpl_semi_sync_master_status`).
+    pub active: bool,
+    /// Replicas connected that acknowledge (`Rpl_semi_sync_master_clients`).
+    pub acknowledging_replicas: u64,
+    /// Commits returned without an acknowledgement since the master started
+    /// (`Rpl_semi_sync_master_no_tx`).
+    pub unacknowledged_commits: u64,
 }
 
 /// One node as seen from the answering node.

@@ -172,6 +172,7 @@ impl Peers {
         ClusterView {
             node: self.node_name.clone(),
             members,
+            database: None,
         }
     }
 }

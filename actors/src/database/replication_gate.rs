@@ -13,6 +13,7 @@
 //! let through in that moment would wait, then flap between accepted and refused.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use tokio::sync::watch;
 
@@ -29,6 +30,8 @@ pub struct ReplicationGate {
     /// Counts the probes of the master taken in, so a refused write can wait for the
     /// next one.
     probes: watch::Sender<u64>,
+    /// The last reading of the master's semi-synchronous replication, for `/cluster`.
+    last_reading: Mutex<Option<SemiSyncReading>>,
 }
 
 impl ReplicationGate {
@@ -38,7 +41,21 @@ impl ReplicationGate {
             required,
             blocked: AtomicBool::new(false),
             probes: watch::Sender::new(0),
+            last_reading: Mutex::new(None),
         }
+    }
+
+    /// Whether writes are let through now.
+    pub fn accepts_writes(&self) -> bool {
+        !self.blocked.load(Ordering::Relaxed)
+    }
+
+    /// The last reading of the master's semi-synchronous replication, if any.
+    pub fn last_reading(&self) -> Option<SemiSyncReading> {
+        *self
+            .last_reading
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Changes at every probe of the master taken in.
@@ -54,6 +71,10 @@ impl ReplicationGate {
     /// Takes in what a probe of the master saw.
     pub fn note(&self, reading: &SemiSyncReading, master: &str, metrics: &Metrics) {
         let blocked = self.required && !reading.commits_are_acknowledged();
+        *self
+            .last_reading
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(*reading);
         metrics
             .database_semi_sync_replicas
             .set(i64::try_from(reading.acknowledging_replicas).unwrap_or(i64::MAX));
@@ -172,38 +193,27 @@ mod tests {
         assert!(gate.check("master").is_ok());
     }
 
+    /// Asks `gate` to admit a write while the probe it triggers reads `replicas`.
+    async fn admit_with_next_probe_seeing(gate: &std::sync::Arc<ReplicationGate>, replicas: u64) -> bool {
+        let probed = std::sync::Arc::clone(gate);
+        let probe_master_now = move || {
+            tokio::spawn(async move { probed.note(&reading(true, replicas), "master", &Metrics::new()) });
+        };
+        gate.admit("master", probe_master_now, std::time::Duration::from_secs(5))
+            .await
+            .is_ok()
+    }
+
     #[tokio::test]
     async fn a_closed_gate_reads_the_master_once_more_before_it_refuses() {
         let metrics = Metrics::new();
         let gate = std::sync::Arc::new(ReplicationGate::new(true));
         gate.note(&reading(true, 0), "master", &metrics);
         // The replicas are back; this node's next probe sees them.
-        let probed = std::sync::Arc::clone(&gate);
-        let metrics_for_probe = Metrics::new();
-        let admitted = gate
-            .admit(
-                "master",
-                move || {
-                    tokio::spawn(async move { probed.note(&reading(true, 2), "master", &metrics_for_probe) });
-                },
-                std::time::Duration::from_secs(5),
-            )
-            .await;
-        assert!(admitted.is_ok());
+        assert!(admit_with_next_probe_seeing(&gate, 2).await);
         // Still no replica at the next probe: refused, after that probe.
         gate.note(&reading(true, 0), "master", &metrics);
-        let probed = std::sync::Arc::clone(&gate);
-        let metrics_for_probe = Metrics::new();
-        let refused = gate
-            .admit(
-                "master",
-                move || {
-                    tokio::spawn(async move { probed.note(&reading(true, 0), "master", &metrics_for_probe) });
-                },
-                std::time::Duration::from_secs(5),
-            )
-            .await;
-        assert!(refused.is_err());
+        assert!(!admit_with_next_probe_seeing(&gate, 0).await);
     }
 
     #[test]

@@ -185,6 +185,23 @@ impl TestSocket {
         }
     }
 
+    /// The payload of the next frame of `action` (frames before it are skipped).
+    async fn payload_of<T: serde::de::DeserializeOwned>(&mut self, action: &str) -> T {
+        self.payload_within(action, WAIT).await
+    }
+
+    /// [`TestSocket::payload_of`], each frame within `within` of the one before.
+    async fn payload_within<T: serde::de::DeserializeOwned>(&mut self, action: &str, within: Duration) -> T {
+        let frame = self
+            .until_within(action, within)
+            .await
+            .pop()
+            .expect("the awaited frame");
+        frame
+            .decode_payload()
+            .unwrap_or_else(|error| panic!("a {action} payload: {error}"))
+    }
+
     async fn close_code(self) -> u16 {
         tokio::time::timeout(WAIT, self.closed)
             .await
@@ -331,33 +348,15 @@ async fn companions_hear_presence_and_a_non_member_cannot_send() {
     let (storage, services) = bob_and_alice();
     let (mut bob, _) = TestSocket::live(&services, "bob").await;
     let (alice, _) = TestSocket::live(&services, "alice").await;
-    let online: PresencePayload = bob
-        .until(actions::PRESENCE)
-        .await
-        .pop()
-        .unwrap()
-        .decode_payload()
-        .unwrap();
+    let online: PresencePayload = bob.payload_of(actions::PRESENCE).await;
     assert_eq!((online.user_id.as_str(), online.online), ("alice", true));
     alice.session.stop(None);
-    let offline: PresencePayload = bob
-        .until(actions::PRESENCE)
-        .await
-        .pop()
-        .unwrap()
-        .decode_payload()
-        .unwrap();
+    let offline: PresencePayload = bob.payload_of(actions::PRESENCE).await;
     assert_eq!((offline.user_id.as_str(), offline.online), ("alice", false));
 
     let (mut mallory, _) = TestSocket::live(&services, "mallory").await;
     mallory.send(&["let me in"], None);
-    let refused: ErrorPayload = mallory
-        .until(actions::ERROR)
-        .await
-        .pop()
-        .unwrap()
-        .decode_payload()
-        .unwrap();
+    let refused: ErrorPayload = mallory.payload_of(actions::ERROR).await;
     assert_eq!(refused.code, "chat_not_found");
     assert!(storage.messages(CHAT).is_empty());
 }
@@ -379,13 +378,7 @@ async fn a_sign_out_closes_that_sign_ins_sockets_only_and_a_renewal_moves_a_sock
     // Refused renewals change nothing; a good one moves the socket to the laptop's sign-in.
     for (token, what) in [("nonsense", "garbage"), ("good-token-alice-x", "another user's")] {
         moved.send_text(renew(token));
-        let refused: ErrorPayload = moved
-            .until(actions::ERROR)
-            .await
-            .pop()
-            .unwrap()
-            .decode_payload()
-            .unwrap();
+        let refused: ErrorPayload = moved.payload_of(actions::ERROR).await;
         assert_eq!(refused.code, "invalid_token", "{what}");
     }
     moved.send_text(renew("good-token-bob-laptop"));
@@ -444,7 +437,7 @@ async fn a_failing_session_or_chat_takes_no_one_else_down() {
     // meanwhile, and the resend starts a fresh chat actor and is stored once.
     storage.panic_on_next_commit(CHAT);
     bob.send(&["doomed"], Some("client-doomed"));
-    let refused: ErrorPayload = bob.until(actions::ERROR).await.pop().unwrap().decode_payload().unwrap();
+    let refused: ErrorPayload = bob.payload_of(actions::ERROR).await;
     assert_eq!(refused.client_ids, vec!["client-doomed".to_owned()], "{refused:?}");
     carol.send_to(OTHER_CHAT, &["unaffected"], None);
     carol.until(actions::ACK).await;

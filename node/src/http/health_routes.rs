@@ -49,7 +49,9 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Rej
     responses((status = 200, description = "this node first, then every peer heard from", body = protocol::cluster::ClusterView)))]
 pub(crate) fn cluster(state: &AppState) -> Response {
     let local_users = state.messaging.sessions.online_users().len() as u64;
-    json_response(StatusCode::OK, &state.messaging.peers.view(local_users))
+    let mut view = state.messaging.peers.view(local_users);
+    view.database = Some(state.database.view());
+    json_response(StatusCode::OK, &view)
 }
 
 /// Prometheus metrics of this node (names prefixed `parley_`).

@@ -208,3 +208,31 @@ pub async fn connect_live(url: &str, token: &str) -> (MessengerSocket, ReplayCom
         .unwrap();
     (socket, done.decode_payload().unwrap(), before)
 }
+
+/// One sample of a node's Prometheus metric `name` (without labels), from its own port.
+pub async fn node_metric(node_url: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{node_url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in the metrics:\n{text}"))
+}
+
+/// Runs `statement` as root on each of `servers_named` (`master`, `replica-1`, …).
+pub async fn on_servers(servers: &DatabaseServers, servers_named: &[&str], statement: &str) {
+    use mysql_async::prelude::Queryable;
+    for server in servers_named {
+        let mut connection = parley_launcher::mariadb_admin::connect_url(&servers.root_url(server))
+            .await
+            .unwrap_or_else(|error| panic!("connecting to {server}: {error:#}"));
+        connection
+            .query_drop(statement)
+            .await
+            .unwrap_or_else(|error| panic!("{statement} on {server}: {error}"));
+        parley_launcher::mariadb_admin::close(connection).await;
+    }
+}

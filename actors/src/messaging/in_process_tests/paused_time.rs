@@ -10,25 +10,13 @@ async fn a_silent_peer_is_declared_dead_after_the_failure_timeout_and_its_users_
     let nodes = two_nodes().await;
     let (mut bob, _) = TestSocket::live(&nodes.north, "bob").await;
     let (_alice, _) = TestSocket::live(&nodes.south, "alice").await;
-    let online: PresencePayload = bob
-        .until(actions::PRESENCE)
-        .await
-        .pop()
-        .unwrap()
-        .decode_payload()
-        .unwrap();
+    let online: PresencePayload = bob.payload_of(actions::PRESENCE).await;
     assert!(online.online);
 
     // A frozen or partitioned node closes nothing: only its silence gives it away.
     let silent_since = tokio::time::Instant::now();
     nodes.network.cut_off(nodes.south.peers.node_name());
-    let offline: PresencePayload = bob
-        .until_within(actions::PRESENCE, Duration::from_secs(60))
-        .await
-        .pop()
-        .unwrap()
-        .decode_payload()
-        .unwrap();
+    let offline: PresencePayload = bob.payload_within(actions::PRESENCE, Duration::from_secs(60)).await;
     let declared_after = silent_since.elapsed();
     assert_eq!((offline.user_id.as_str(), offline.online), ("alice", false));
     // The last heartbeat may have arrived up to one interval before the cut, and the

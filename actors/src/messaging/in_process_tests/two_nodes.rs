@@ -49,22 +49,12 @@ pub(super) async fn two_nodes() -> TwoNodes {
     }
 }
 
-async fn next_presence(socket: &mut TestSocket) -> PresencePayload {
-    socket
-        .until(actions::PRESENCE)
-        .await
-        .pop()
-        .unwrap()
-        .decode_payload()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn messages_receipts_and_presence_cross_to_the_other_node() {
     let nodes = two_nodes().await;
     let (mut bob, _) = TestSocket::live(&nodes.north, "bob").await;
     let (mut alice, _) = TestSocket::live(&nodes.south, "alice").await;
-    let online = next_presence(&mut bob).await;
+    let online = bob.payload_of::<PresencePayload>(actions::PRESENCE).await;
     assert_eq!((online.user_id.as_str(), online.online), ("alice", true));
 
     for batch in 0..10 {
@@ -94,20 +84,14 @@ async fn messages_receipts_and_presence_cross_to_the_other_node() {
             FrameInFlight::unbounded(),
         ))
         .unwrap();
-    let status: StatusPayload = bob
-        .until(actions::STATUS)
-        .await
-        .pop()
-        .unwrap()
-        .decode_payload()
-        .unwrap();
+    let status: StatusPayload = bob.payload_of(actions::STATUS).await;
     assert_eq!(
         (status.user_id.as_str(), status.status.as_str(), status.seq),
         ("alice", "received", 50)
     );
 
     alice.session.stop(None);
-    let offline = next_presence(&mut bob).await;
+    let offline = bob.payload_of::<PresencePayload>(actions::PRESENCE).await;
     assert_eq!((offline.user_id.as_str(), offline.online), ("alice", false));
 }
 
