@@ -178,7 +178,7 @@ resolve_parley_binary
 choose_base_image
 build_image mariadb "${repo_dir}/deploy/mariadb/master.cnf" "${repo_dir}/deploy/mariadb/replica.cnf" \
     "${repo_dir}/deploy/mariadb/bootstrap-master.sql" "${repo_dir}/deploy/mariadb/replica-setup.sql"
-build_image haproxy "${repo_dir}/deploy/haproxy/haproxy.cfg"
+build_image haproxy "${repo_dir}/deploy/haproxy/haproxy.cfg" "${repo_dir}/deploy/haproxy/writable-check.sh"
 build_image nginx "${repo_dir}/deploy/nginx/nginx.conf"
 build_image node "${parley_binary}:parley"
 echo "build-images: done in $(elapsed): parley-{mariadb,haproxy,nginx,node}:${tag} on ${base_image}"

@@ -13,6 +13,41 @@ use parley_launcher::{pid_is_alive, process_group_has_live_members, DatabaseServ
 const DATABASE: &str = "parley_sim_test";
 const REPLICA_1_SERVER_ID: u32 = 2;
 const REPLICA_2_SERVER_ID: u32 = 3;
+const MASTER_SERVER_ID: u32 = 1;
+
+/// The server HAProxy's write frontend leads to, once `expected` has answered three
+/// times in a row (its checks run every 500 ms and need two failures to drop a server).
+async fn until_writes_reach(servers: &DatabaseServers, expected: u32) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut in_a_row = 0;
+    let mut last = None;
+    while in_a_row < 3 {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "writes through haproxy did not move to server {expected} (last: {last:?})"
+        );
+        last = match connect(&servers.write_via_haproxy_url(DATABASE)).await {
+            Ok(mut connection) => {
+                let server_id: Option<u32> = connection.query_first("SELECT @@server_id").await.ok().flatten();
+                let _ = connection.disconnect().await;
+                server_id
+            }
+            Err(_) => None,
+        };
+        in_a_row = if last == Some(expected) { in_a_row + 1 } else { 0 };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+async fn set_read_only(servers: &DatabaseServers, server: &str, read_only: bool) -> anyhow::Result<()> {
+    let mut connection = connect(&servers.root_url(server)).await?;
+    connection
+        .query_drop(format!("SET GLOBAL read_only = {}", u8::from(read_only)))
+        .await?;
+    connection.disconnect().await?;
+    Ok(())
+}
 
 async fn connect(url: &str) -> anyhow::Result<Conn> {
     let options = Opts::from_url(url)?;
@@ -106,6 +141,16 @@ async fn replicas_follow_the_master_and_haproxy_routes_around_a_dead_replica() -
         other => panic!("a write on a read_only replica must fail with 1290, got {other:?}"),
     }
     read_connection.disconnect().await?;
+
+    // Writes through HAProxy go to whichever server takes writes: the master, then a
+    // replica made writable (as a promotion does), then the master again.
+    until_writes_reach(&servers, MASTER_SERVER_ID).await?;
+    set_read_only(&servers, "master", true).await?;
+    set_read_only(&servers, "replica-2", false).await?;
+    until_writes_reach(&servers, REPLICA_2_SERVER_ID).await?;
+    set_read_only(&servers, "replica-2", true).await?;
+    set_read_only(&servers, "master", false).await?;
+    until_writes_reach(&servers, MASTER_SERVER_ID).await?;
 
     let pids_before_crash: Vec<u32> = servers.status().iter().map(|status| status.pid).collect();
     servers.kill("replica-1", Signal::SIGKILL)?;

@@ -15,7 +15,7 @@ config=/etc/haproxy/parley.cfg
 # Appended to each server's address: the options that make it resolve through Docker.
 dns_options="resolvers docker_dns init-addr last,libc,none resolve-prefer ipv4"
 render-template /etc/parley/templates/haproxy.cfg "${config}" \
-    stats_socket=/run/haproxy/admin.sock \
+    stats_socket=/run/haproxy/admin.sock writable_check=/usr/local/bin/parley-writable-check \
     write_bind=:3306 read_bind=:3307 stats_bind=:8404 \
     master_addr="${master_host}:3306 ${dns_options}" \
     replica_1_addr="${replica_1_host}:3306 ${dns_options}" \

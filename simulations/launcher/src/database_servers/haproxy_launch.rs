@@ -56,6 +56,10 @@ pub fn write_haproxy_config(
             ("master_addr", local_addr(ports.master)),
             ("replica_1_addr", local_addr(ports.replica_1)),
             ("replica_2_addr", local_addr(ports.replica_2)),
+            (
+                "writable_check",
+                deploy_dir.join("haproxy/writable-check.sh").display().to_string(),
+            ),
         ],
     )?;
     write_rendered(&layout.config_path, &config)
