@@ -148,6 +148,24 @@ async fn replicas_follow_the_master_and_haproxy_routes_around_a_dead_replica() -
     set_read_only(&servers, "master", true).await?;
     set_read_only(&servers, "replica-2", false).await?;
     until_writes_reach(&servers, REPLICA_2_SERVER_ID).await?;
+    // `parley-sim status` names the server that takes writes now.
+    let roles: Vec<(String, Option<String>)> = servers
+        .with_roles(servers.status())
+        .await
+        .into_iter()
+        .map(|status| (status.name, status.role))
+        .collect();
+    let role_of = |name: &str| {
+        roles
+            .iter()
+            .find(|(server, _)| server == name)
+            .and_then(|(_, role)| role.clone())
+    };
+    assert_eq!(
+        (role_of("master"), role_of("replica-2"), role_of("haproxy")),
+        (Some("replica".to_owned()), Some("master".to_owned()), None),
+        "{roles:?}"
+    );
     set_read_only(&servers, "replica-2", true).await?;
     set_read_only(&servers, "master", false).await?;
     until_writes_reach(&servers, MASTER_SERVER_ID).await?;

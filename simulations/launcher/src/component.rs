@@ -28,6 +28,11 @@ pub struct ComponentStatus {
     pub addr: String,
     /// Whether that very process (pid and start time) is still running.
     pub alive: bool,
+    /// For a database server: `master` while it takes writes (`read_only = 0`),
+    /// `replica` while read-only, `unreachable` when it does not answer; none otherwise
+    /// (and none until asked for with [`crate::DatabaseServers::with_roles`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 /// A component as persisted in `cluster.json`: enough to signal it and restart it.
@@ -109,6 +114,7 @@ impl Component {
             pid: process.pid,
             addr: self.addr.clone(),
             alive: process_is_alive(process),
+            role: None,
         }
     }
 

@@ -355,6 +355,29 @@ impl DatabaseServers {
         self.app_url(self.ports.haproxy_write, database)
     }
 
+    /// `statuses` with each database server's role filled in: which one takes writes
+    /// now (after a promotion that need not be the one named `master`).
+    pub async fn with_roles(&self, mut statuses: Vec<ComponentStatus>) -> Vec<ComponentStatus> {
+        for status in &mut statuses {
+            if self.ports.of_server(&status.name).is_none() {
+                continue;
+            }
+            let read_only = async {
+                let mut connection = mariadb_admin::connect_url(&self.root_url(&status.name)).await.ok()?;
+                let read_only: Option<i64> = connection.query_first("SELECT @@read_only").await.ok()?;
+                mariadb_admin::close(connection).await;
+                read_only
+            };
+            let role = match tokio::time::timeout(Duration::from_secs(2), read_only).await {
+                Ok(Some(0)) => "master",
+                Ok(Some(_)) => "replica",
+                _ => "unreachable",
+            };
+            status.role = Some(role.to_owned());
+        }
+        statuses
+    }
+
     /// A user with every privilege (including `READ ONLY ADMIN`), over TCP to one server:
     /// `master`, `replica-1` or `replica-2`. Panics on any other name.
     pub fn root_url(&self, server: &str) -> String {

@@ -36,7 +36,8 @@ struct Cli {
 enum Command {
     /// Start a fresh cluster and print its endpoints.
     Up(UpArgs),
-    /// Show every component's pid, address and liveness.
+    /// Show every component's pid, address and liveness, and which database server takes
+    /// writes now.
     Status {
         #[arg(long)]
         json: bool,
@@ -207,7 +208,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         .join(&cli.state_dir);
     match cli.command {
         Command::Up(arguments) => up(&state_dir, arguments).await?,
-        Command::Status { json } => status(&state_dir, json)?,
+        Command::Status { json } => status(&state_dir, json).await?,
         Command::Kill { name, signal } => {
             let cluster = load_cluster(&state_dir)?;
             let signal = parse_signal(&signal)?;
@@ -460,9 +461,9 @@ fn load_cluster(state_dir: &Path) -> anyhow::Result<LocalCluster> {
     LocalCluster::load(state_dir)
 }
 
-fn status(state_dir: &Path, json: bool) -> anyhow::Result<()> {
+async fn status(state_dir: &Path, json: bool) -> anyhow::Result<()> {
     let cluster = load_cluster(state_dir)?;
-    let statuses = cluster.status();
+    let statuses = cluster.servers.with_roles(cluster.status()).await;
     if json {
         println!(
             "{}",
@@ -475,10 +476,14 @@ fn status(state_dir: &Path, json: bool) -> anyhow::Result<()> {
 }
 
 fn print_status_table(statuses: &[ComponentStatus]) {
-    println!("{:<12} {:>8}  {:<16} ALIVE", "NAME", "PID", "ADDR");
+    println!("{:<12} {:>8}  {:<16} {:<6} ROLE", "NAME", "PID", "ADDR", "ALIVE");
     for status in statuses {
         let alive = if status.alive { "yes" } else { "no" };
-        println!("{:<12} {:>8}  {:<16} {alive}", status.name, status.pid, status.addr);
+        let role = status.role.as_deref().unwrap_or("");
+        println!(
+            "{:<12} {:>8}  {:<16} {alive:<6} {role}",
+            status.name, status.pid, status.addr
+        );
     }
 }
 
