@@ -8,7 +8,7 @@ use nix::sys::signal::Signal;
 use rand::distributions::{Alphanumeric, DistString};
 use serde::{Deserialize, Serialize};
 
-use crate::app_tier::{AppTier, AppTierRecord, AppTierSpec};
+use crate::app_tier::{AppTier, AppTierRecord, AppTierSpec, EdgeTlsFiles};
 use crate::cluster_certificates::{cluster_tls_node_args, write_cluster_certificates};
 use crate::component::{ComponentStatus, SHUTDOWN_GRACE};
 use crate::database_servers::{
@@ -48,6 +48,8 @@ pub struct ClusterSpec {
     pub cluster_tls: bool,
     /// Keep the processes running after this process exits.
     pub detach: bool,
+    /// HTTPS and WSS on nginx's port with these files; None: plain HTTP.
+    pub edge_tls: Option<EdgeTlsFiles>,
 }
 
 impl ClusterSpec {
@@ -69,6 +71,7 @@ impl ClusterSpec {
             node_extra_args: Vec::new(),
             cluster_tls: false,
             detach: false,
+            edge_tls: None,
         }
     }
 
@@ -136,6 +139,7 @@ impl LocalCluster {
             jwt_secret,
             node_extra_args,
             detach: spec.detach,
+            edge_tls: spec.edge_tls,
         };
         let app = match AppTier::start(&servers, app_spec).await {
             Ok(app) => app,

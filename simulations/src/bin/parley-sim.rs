@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use nix::sys::signal::Signal;
 use parley_launcher::local_cluster::{remove_state_dir, DEFAULT_PUBLIC_PORT, STATE_FILE_NAME};
 use parley_launcher::trace_collector::TraceCollector;
-use parley_launcher::{ClusterSpec, ComponentStatus, LocalCluster};
+use parley_launcher::{ClusterSpec, ComponentStatus, EdgeTlsFiles, LocalCluster};
 use parley_sim::bench::{run_benchmarks, write_plots, BenchConfig, BENCH_NODE_ARGS};
 use parley_sim::failover::{
     attach_or_start_cluster, restart_dead_components, run_failover_experiment, write_timeline_plot, ClusterOrigin,
@@ -186,6 +186,31 @@ struct UpArgs {
     /// passed with --cluster-tls-cert/-key/-ca.
     #[arg(long)]
     cluster_tls: bool,
+    #[command(flatten)]
+    edge_tls: EdgeTlsArgs,
+}
+
+/// HTTPS and WSS on nginx's public port instead of plain HTTP.
+#[derive(Args)]
+struct EdgeTlsArgs {
+    /// nginx serves HTTPS and WSS on --port with this certificate (PEM, intermediates
+    /// after it); needs --tls-key. Plain HTTP sent to the port is then redirected (GET)
+    /// or refused.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl EdgeTlsArgs {
+    fn files(&self) -> anyhow::Result<Option<EdgeTlsFiles>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(certificate), Some(key)) => Ok(Some(EdgeTlsFiles::checked(certificate, key)?)),
+            (None, None) => Ok(None),
+            _ => bail!("--tls-cert and --tls-key go together"),
+        }
+    }
 }
 
 #[tokio::main]
@@ -273,6 +298,7 @@ async fn failover(state_dir: &Path, arguments: FailoverArgs) -> anyhow::Result<E
     if origin == ClusterOrigin::StartedForThisRun {
         eprintln!("started a cluster in {} for this run", state_dir.display());
     }
+    refuse_edge_tls(&cluster, "failover")?;
     let outcome = tokio::select! {
         outcome = run_failover_experiment(&cluster, &config) => outcome,
         received = stop_signals.next() => Err(anyhow::anyhow!("interrupted by {received}")),
@@ -350,6 +376,7 @@ async fn bench(state_dir: &Path, arguments: BenchArgs) -> anyhow::Result<()> {
         spec
     };
     let (cluster, origin) = attach_or_start_cluster(state_dir, new_cluster_spec).await?;
+    refuse_edge_tls(&cluster, "bench")?;
     if origin == ClusterOrigin::AlreadyRunning && arguments.trace_hops {
         bail!(
             "--trace-hops needs a cluster this command starts (the running one in {} exports its spans elsewhere, if anywhere)",
@@ -401,6 +428,7 @@ async fn up(state_dir: &Path, arguments: UpArgs) -> anyhow::Result<()> {
     spec.parley_bin = arguments.parley_bin;
     spec.node_extra_args = arguments.node_args;
     spec.cluster_tls = arguments.cluster_tls;
+    spec.edge_tls = arguments.edge_tls.files()?;
 
     // Listen before starting: a ctrl-c during start-up drops the half-started cluster,
     // whose Drop kills what was already running.
@@ -451,6 +479,18 @@ fn print_endpoints(cluster: &LocalCluster) {
     for (label, address) in endpoints {
         println!("  {label:<label_width$}  {address}");
     }
+}
+
+/// The load generators trust only the system's CAs, and a measurement should not
+/// include TLS unless it says so: they run against a plain-HTTP cluster.
+fn refuse_edge_tls(cluster: &LocalCluster, command: &str) -> anyhow::Result<()> {
+    if cluster.app.edge_tls().is_some() {
+        bail!(
+            "the cluster in {} serves HTTPS (--tls-cert); {command} needs one started without it",
+            cluster.state_dir().display()
+        );
+    }
+    Ok(())
 }
 
 fn load_cluster(state_dir: &Path) -> anyhow::Result<LocalCluster> {
