@@ -9,9 +9,10 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use nix::sys::signal::Signal;
+use parley_launcher::database_servers::DEFAULT_DATABASE_BASE_PORT;
 use parley_launcher::local_cluster::{remove_state_dir, DEFAULT_PUBLIC_PORT, STATE_FILE_NAME};
 use parley_launcher::trace_collector::TraceCollector;
-use parley_launcher::{ClusterSpec, ComponentStatus, EdgeTlsFiles, LocalCluster};
+use parley_launcher::{ClusterSpec, ComponentStatus, EdgeTlsFiles, LocalCluster, PortChoice};
 use parley_sim::bench::{run_benchmarks, write_plots, BenchConfig, BENCH_NODE_ARGS};
 use parley_sim::failover::{
     attach_or_start_cluster, restart_dead_components, run_failover_experiment, write_timeline_plot, ClusterOrigin,
@@ -56,6 +57,19 @@ enum Command {
     Heal { name: String },
     /// Stop everything and delete the state dir.
     Down,
+    /// Take a consistent physical backup of a replica into DIR (Debian's mariadb-backup)
+    /// while the cluster serves: DIR/data, the prepared copy, and DIR/backup.json with
+    /// its GTID position.
+    Backup {
+        /// A new or empty directory.
+        dir: PathBuf,
+        /// The replica to copy.
+        #[arg(long, default_value = "replica-1")]
+        from: String,
+    },
+    /// Start a fresh cluster (as `up` does) whose master and replicas start from the
+    /// backup in DIR, replicating from its GTID position.
+    Restore(RestoreArgs),
     /// The seed's fault-tolerance experiment: HTTP and websocket load while components
     /// are killed, then a report. Uses the running cluster, or starts one for the run.
     /// Exits with 1 if any request failed or any message was lost or shown twice.
@@ -166,12 +180,23 @@ struct FailoverArgs {
 }
 
 #[derive(Args)]
+struct RestoreArgs {
+    /// The directory `parley-sim backup DIR` wrote.
+    dir: PathBuf,
+    #[command(flatten)]
+    cluster: UpArgs,
+}
+
+#[derive(Args)]
 struct UpArgs {
     #[arg(long, default_value_t = 2)]
     nodes: usize,
     /// nginx's public port; the nodes take the ports right after it.
     #[arg(long, default_value_t = DEFAULT_PUBLIC_PORT)]
     port: u16,
+    /// The master's port; the replicas take the next two, HAProxy from 10 above it.
+    #[arg(long, default_value_t = DEFAULT_DATABASE_BASE_PORT)]
+    database_port: u16,
     /// Return once the cluster is ready and leave it running.
     #[arg(long)]
     detach: bool,
@@ -231,7 +256,38 @@ async fn main() -> anyhow::Result<ExitCode> {
         .context("reading the current directory")?
         .join(&cli.state_dir);
     match cli.command {
-        Command::Up(arguments) => up(&state_dir, arguments).await?,
+        Command::Up(arguments) => up(&state_dir, arguments, None).await?,
+        Command::Restore(arguments) => {
+            let backup_dir = std::env::current_dir()
+                .context("reading the current directory")?
+                .join(&arguments.dir);
+            // `restore` starts by clearing its state dir, as `up` does.
+            if backup_dir.starts_with(&state_dir) {
+                bail!(
+                    "the backup {} lies inside the state dir {}, which restore clears first; move it out",
+                    backup_dir.display(),
+                    state_dir.display()
+                );
+            }
+            up(&state_dir, arguments.cluster, Some(backup_dir)).await?;
+        }
+        Command::Backup { dir, from } => {
+            let backup_dir = std::env::current_dir()
+                .context("reading the current directory")?
+                .join(dir);
+            let manifest = load_cluster(&state_dir)?
+                .take_backup(&from, &backup_dir)
+                .await
+                .with_context(|| format!("backing up {from} into {}", backup_dir.display()))?;
+            println!("backup of {from} in {}", backup_dir.display());
+            println!("  gtid position  {}", manifest.gtid_position);
+            println!("  database       {}", manifest.database);
+            println!("  server         {}", manifest.server_version);
+            println!(
+                "restore it with: parley-sim --state-dir DIR restore {}",
+                backup_dir.display()
+            );
+        }
         Command::Status { json } => status(&state_dir, json)?,
         Command::Kill { name, signal } => {
             let cluster = load_cluster(&state_dir)?;
@@ -408,7 +464,8 @@ async fn bench(state_dir: &Path, arguments: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn up(state_dir: &Path, arguments: UpArgs) -> anyhow::Result<()> {
+/// `up`, or `restore` with `restore_from`.
+async fn up(state_dir: &Path, arguments: UpArgs, restore_from: Option<PathBuf>) -> anyhow::Result<()> {
     if state_dir.join(STATE_FILE_NAME).exists() {
         if let Ok(existing) = LocalCluster::load(state_dir) {
             if existing.any_alive() {
@@ -429,6 +486,10 @@ async fn up(state_dir: &Path, arguments: UpArgs) -> anyhow::Result<()> {
     spec.node_extra_args = arguments.node_args;
     spec.cluster_tls = arguments.cluster_tls;
     spec.edge_tls = arguments.edge_tls.files()?;
+    spec.database_ports = PortChoice::Fixed {
+        base: arguments.database_port,
+    };
+    spec.restore_from = restore_from;
 
     // Listen before starting: a ctrl-c during start-up drops the half-started cluster,
     // whose Drop kills what was already running.
