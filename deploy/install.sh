@@ -12,8 +12,9 @@ set -euo pipefail
 
 # chromium, chromium-driver: the browser test of the web page. fonts-dejavu-core: the font
 # `parley-sim failover --plot` lays out its labels with (PNG or SVG).
-# debootstrap: the compose base image.
-packages=(mariadb-server mariadb-client haproxy nginx-light wrk jq curl iptables chromium chromium-driver fonts-dejavu-core debootstrap)
+# debootstrap: the compose base image. mariadb-backup: `parley-sim backup` and `restore`
+# (Debian's, the same release as mariadb-server, as mariadb-backup requires).
+packages=(mariadb-server mariadb-client mariadb-backup haproxy nginx-light wrk jq curl iptables chromium chromium-driver fonts-dejavu-core debootstrap)
 system_services=(mariadb nginx haproxy)
 
 if [[ ${EUID} -ne 0 ]]; then

@@ -238,7 +238,7 @@ async fn run_scenario(
 async fn wait_until_ready_through_nginx(public_url: &str) -> anyhow::Result<()> {
     let ready_url = format!("{public_url}/health/ready");
     poll_until_ready("the stack to answer through nginx", STACK_READY_TIMEOUT, || async {
-        Ok(match http_get_status(&ready_url).await {
+        Ok(match http_get_status(&ready_url, false).await {
             Ok(200) => Probe::Ready(()),
             Ok(status) => Probe::NotYet(anyhow::anyhow!("{ready_url} answered {status}")),
             Err(error) => Probe::NotYet(error),

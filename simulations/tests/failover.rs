@@ -452,7 +452,7 @@ async fn a_partitioned_node_loses_its_users_to_the_other_and_nothing_is_delivere
     wait_until_mesh_formed(&experiment.cluster, Duration::from_secs(20)).await?;
     let ready = format!("{}/health/ready", experiment.cluster.app.node_url("node-1"));
     poll_until_ready("node-1 to be ready after the heal", Duration::from_secs(20), || async {
-        Ok(match parley_launcher::readiness::http_get_status(&ready).await {
+        Ok(match parley_launcher::readiness::http_get_status(&ready, false).await {
             Ok(200) => Probe::Ready(()),
             Ok(status) => Probe::NotYet(anyhow::anyhow!("{ready} answered {status}")),
             Err(error) => Probe::NotYet(error),

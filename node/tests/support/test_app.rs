@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parley_client::http::{seed_person, ParleyHttp};
 use parley_client::MessengerSocket;
-use parley_launcher::{AppTier, AppTierSpec, DatabaseServers, DatabaseServersSpec, PortChoice};
+use parley_launcher::{AppTier, AppTierSpec, DatabaseServers, DatabaseServersSpec, EdgeTlsFiles, PortChoice};
 use protocol::websocket::{actions, Envelope, OutgoingMessage, ReplayCompletePayload};
 use tokio::sync::OnceCell;
 
@@ -80,6 +80,17 @@ impl TestApp {
 
     /// Nodes with exactly these flags: not even the tests' cheap password hashing.
     pub async fn spawn_with_only_args(servers: &DatabaseServers, nodes: usize, node_args: &[&str]) -> TestApp {
+        TestApp::spawn_with_edge_tls(servers, nodes, node_args, None).await
+    }
+
+    /// Nodes with exactly these flags, and nginx serving HTTPS with `edge_tls`. `http`
+    /// then trusts only the system's roots: a test with its own CA makes its own client.
+    pub async fn spawn_with_edge_tls(
+        servers: &DatabaseServers,
+        nodes: usize,
+        node_args: &[&str],
+        edge_tls: Option<EdgeTlsFiles>,
+    ) -> TestApp {
         let index = NEXT_APP.fetch_add(1, Ordering::Relaxed);
         let database = format!("parley_t{}_{index}", std::process::id());
         servers
@@ -103,6 +114,7 @@ impl TestApp {
                 cluster_cookie: "parley-test-cookie-0123456789abcdef0123456789".to_owned(),
                 node_extra_args: node_args.iter().map(|arg| arg.to_string()).collect(),
                 detach: false,
+                edge_tls,
             },
         )
         .await

@@ -71,6 +71,16 @@ impl ParleyHttp {
         }
     }
 
+    /// A client of `base_url` sending through `client`: e.g. one that trusts a private
+    /// CA for an `https://` base URL (`reqwest::Certificate::from_pem` and
+    /// `add_root_certificate`). Give it a timeout: requests here have none of their own.
+    pub fn with_client(base_url: impl Into<String>, client: reqwest::Client) -> ParleyHttp {
+        ParleyHttp {
+            base_url: base_url.into().trim_end_matches('/').to_owned(),
+            client,
+        }
+    }
+
     /// The base URL every path is appended to.
     pub fn base_url(&self) -> &str {
         &self.base_url

@@ -1,5 +1,6 @@
 //! The app tier: N `parley` nodes for one database, and nginx in front of them.
 
+mod edge_tls;
 mod nginx_launch;
 mod node_isolation;
 mod node_launch;
@@ -20,6 +21,7 @@ use crate::readiness::{http_get_status, poll_until_ready, Probe};
 use nginx_launch::{NginxLayout, NGINX_NAME};
 use node_launch::NodeLaunchSettings;
 
+pub use edge_tls::EdgeTlsFiles;
 pub use node_launch::resolve_parley_binary;
 
 /// What [`AppTier::start`] starts: N parley nodes on one database, and nginx in front.
@@ -45,6 +47,8 @@ pub struct AppTierSpec {
     pub node_extra_args: Vec<String>,
     /// Keep the processes running after this process exits (`parley-sim up --detach`).
     pub detach: bool,
+    /// HTTPS and WSS on nginx's port with these files; None: plain HTTP (the default).
+    pub edge_tls: Option<EdgeTlsFiles>,
 }
 
 /// What `cluster.json` keeps of the app tier.
@@ -65,6 +69,9 @@ pub struct AppTierRecord {
     pub jwt_secret: String,
     /// The nodes and nginx, enough to signal and restart them.
     pub components: Vec<ComponentRecord>,
+    /// The files nginx serves HTTPS with; None (and absent in older files): plain HTTP.
+    #[serde(default)]
+    pub edge_tls: Option<EdgeTlsFiles>,
 }
 
 /// N parley nodes + nginx for one database. Dropping it SIGKILLs what it started
@@ -79,6 +86,7 @@ pub struct AppTier {
     components: ComponentSet,
     spawn_mode: SpawnMode,
     owns_processes: bool,
+    edge_tls: Option<EdgeTlsFiles>,
 }
 
 /// The name of the node at 1-based `index` (`node-1`), as its component and
@@ -119,6 +127,7 @@ impl AppTier {
             },
             // Owned from the first spawn: if start fails half way, Drop cleans up.
             owns_processes: true,
+            edge_tls: spec.edge_tls.clone(),
         };
 
         // Idempotent; also waits until both replicas have the database, so a node's
@@ -162,7 +171,13 @@ impl AppTier {
         futures::future::try_join_all(node_waits).await?;
 
         let layout = NginxLayout::new(&app.state_dir);
-        nginx_launch::write_nginx_config(&deploy_dir, &layout, app.public_port, &app.node_ports)?;
+        nginx_launch::write_nginx_config(
+            &deploy_dir,
+            &layout,
+            app.public_port,
+            &app.node_ports,
+            app.edge_tls.as_ref(),
+        )?;
         let command = nginx_launch::nginx_launch_command(&layout)?;
         app.components.push(Component::spawn(
             NGINX_NAME,
@@ -181,7 +196,7 @@ impl AppTier {
         let ready_url = format!("{}/health/ready", self.public_url());
         poll_until_ready("nodes to answer through nginx", Duration::from_secs(15), || async {
             self.components.get(NGINX_NAME)?.ensure_still_running()?;
-            Ok(match http_get_status(&ready_url).await {
+            Ok(match http_get_status(&ready_url, self.edge_tls.is_some()).await {
                 Ok(200) => Probe::Ready(()),
                 Ok(status) => Probe::NotYet(anyhow::anyhow!("{ready_url} answered {status}")),
                 Err(error) => Probe::NotYet(error),
@@ -190,9 +205,20 @@ impl AppTier {
         .await
     }
 
-    /// `http://127.0.0.1:PORT`, through nginx.
+    /// `http://127.0.0.1:PORT` through nginx, or `https://…` with edge TLS.
     pub fn public_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.public_port)
+        let scheme = if self.edge_tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.public_port)
+    }
+
+    /// nginx's port on 127.0.0.1.
+    pub fn public_port(&self) -> u16 {
+        self.public_port
+    }
+
+    /// The files nginx serves HTTPS and WSS with, if any.
+    pub fn edge_tls(&self) -> Option<&EdgeTlsFiles> {
+        self.edge_tls.as_ref()
     }
 
     /// `http://127.0.0.1:PORT` of one node, bypassing nginx. Panics on an unknown name.
@@ -273,6 +299,7 @@ impl AppTier {
             cluster_ports: self.cluster_ports.clone(),
             jwt_secret: self.jwt_secret.clone(),
             components: self.components.records(),
+            edge_tls: self.edge_tls.clone(),
         }
     }
 
@@ -288,6 +315,7 @@ impl AppTier {
             components: ComponentSet::from_records(record.components),
             spawn_mode: SpawnMode::Detached,
             owns_processes: false,
+            edge_tls: record.edge_tls,
         }
     }
 

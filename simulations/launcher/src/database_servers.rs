@@ -1,7 +1,9 @@
 //! The database tier: MariaDB master, two GTID replicas, and HAProxy in front of them.
 
+mod backup;
 mod haproxy_launch;
 mod mariadb_launch;
+mod restore;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,6 +21,7 @@ use crate::process_control::SpawnMode;
 use haproxy_launch::{HaproxyLayout, HAPROXY_NAME};
 use mariadb_launch::{MariadbServerLayout, MASTER_NAME, REPLICA_NAMES};
 
+pub use backup::{read_backup_manifest, BackupManifest, BACKUP_DATA_DIR_NAME, BACKUP_MANIFEST_NAME};
 pub use mariadb_launch::server_id_of;
 
 /// The master's port in the CLI's fixed layout (replicas follow it).
@@ -145,6 +148,18 @@ impl DatabaseServers {
     /// HAProxy, and returns once both replicas run and have caught up. Fails when a server
     /// does not come up in time.
     pub async fn start(spec: DatabaseServersSpec) -> anyhow::Result<Self> {
+        let (mut servers, deploy_dir) = Self::not_started(spec)?;
+        servers.start_mariadb_servers(&deploy_dir, None).await?;
+        servers.bootstrap_replication(&deploy_dir).await?;
+        servers.start_haproxy(&deploy_dir).await?;
+        servers.wait_until_reads_pass_through_haproxy().await?;
+        servers.owns_processes = servers.spawn_mode == SpawnMode::TiedToThisProcess;
+        tracing::info!(state_dir = %servers.state_dir.display(), "database servers ready");
+        Ok(servers)
+    }
+
+    /// The tier's handle with nothing started yet, and the `deploy/` directory.
+    fn not_started(spec: DatabaseServersSpec) -> anyhow::Result<(Self, PathBuf)> {
         let deploy_dir = locate_deploy_dir()?;
         std::fs::create_dir_all(&spec.state_dir)
             .with_context(|| format!("creating state dir {}", spec.state_dir.display()))?;
@@ -154,7 +169,7 @@ impl DatabaseServers {
             .with_context(|| format!("resolving {}", spec.state_dir.display()))?;
         let ports = DatabaseServerPorts::choose(spec.ports)?;
         // Owned from the first spawn: if start fails half way, Drop cleans up.
-        let mut servers = Self {
+        let servers = Self {
             state_dir,
             ports,
             credentials: DatabaseCredentials::default(),
@@ -166,21 +181,23 @@ impl DatabaseServers {
             },
             owns_processes: true,
         };
-        servers.start_mariadb_servers(&deploy_dir).await?;
-        servers.bootstrap_replication(&deploy_dir).await?;
-        servers.start_haproxy(&deploy_dir).await?;
-        servers.wait_until_reads_pass_through_haproxy().await?;
-        servers.owns_processes = !spec.detach;
-        tracing::info!(state_dir = %servers.state_dir.display(), "database servers ready");
-        Ok(servers)
+        Ok((servers, deploy_dir))
     }
 
-    async fn start_mariadb_servers(&mut self, deploy_dir: &Path) -> anyhow::Result<()> {
+    /// Writes each server's configuration, fills its data directory (empty system
+    /// tables, or a copy of `backup_data`, a prepared `parley-sim backup`), starts it and
+    /// waits until it accepts connections.
+    async fn start_mariadb_servers(&mut self, deploy_dir: &Path, backup_data: Option<&Path>) -> anyhow::Result<()> {
         let layouts: Vec<MariadbServerLayout> = self.server_names().map(|name| self.server_layout(name)).collect();
         for layout in &layouts {
             mariadb_launch::write_server_config(deploy_dir, layout)?;
         }
-        futures::future::try_join_all(layouts.iter().map(mariadb_launch::initialise_datadir)).await?;
+        match backup_data {
+            None => futures::future::try_join_all(layouts.iter().map(mariadb_launch::initialise_datadir)).await?,
+            Some(data) => {
+                futures::future::try_join_all(layouts.iter().map(|layout| restore::copy_back(layout, data))).await?
+            }
+        };
         for layout in &layouts {
             let command = mariadb_launch::server_launch_command(layout)?;
             let component = Component::spawn(&layout.name, local_addr(layout.port), command, self.spawn_mode)?;
@@ -245,6 +262,12 @@ impl DatabaseServers {
         // The bootstrap turned semi-synchronous replication off (nothing could
         // acknowledge it); with the replicas attached, every commit from now on waits
         // for one of them, as after every restart of the master.
+        self.turn_semi_sync_on().await
+    }
+
+    /// `rpl_semi_sync_master_enabled = ON` on the master (its configuration turns it on
+    /// at every restart; a bootstrap turns it off while nothing can acknowledge).
+    async fn turn_semi_sync_on(&self) -> anyhow::Result<()> {
         let mut master = self.connect_root(MASTER_NAME).await?;
         let enabled = mariadb_admin::execute_sql_script(&mut master, "SET GLOBAL rpl_semi_sync_master_enabled = ON")
             .await

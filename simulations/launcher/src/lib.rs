@@ -34,7 +34,7 @@ pub mod readiness;
 pub mod test_watchdog;
 pub mod trace_collector;
 
-pub use app_tier::{AppTier, AppTierSpec};
+pub use app_tier::{AppTier, AppTierSpec, EdgeTlsFiles};
 pub use component::ComponentStatus;
 pub use database_servers::{DatabaseServerPorts, DatabaseServers, DatabaseServersSpec};
 pub use local_cluster::{ClusterSpec, LocalCluster};

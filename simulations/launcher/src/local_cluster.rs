@@ -8,11 +8,11 @@ use nix::sys::signal::Signal;
 use rand::distributions::{Alphanumeric, DistString};
 use serde::{Deserialize, Serialize};
 
-use crate::app_tier::{AppTier, AppTierRecord, AppTierSpec};
+use crate::app_tier::{AppTier, AppTierRecord, AppTierSpec, EdgeTlsFiles};
 use crate::cluster_certificates::{cluster_tls_node_args, write_cluster_certificates};
 use crate::component::{ComponentStatus, SHUTDOWN_GRACE};
 use crate::database_servers::{
-    DatabaseServers, DatabaseServersRecord, DatabaseServersSpec, DEFAULT_DATABASE_BASE_PORT,
+    BackupManifest, DatabaseServers, DatabaseServersRecord, DatabaseServersSpec, DEFAULT_DATABASE_BASE_PORT,
 };
 use crate::ports::PortChoice;
 use crate::process_control::{process_is_alive, terminate_process_groups, ProcessIdentity};
@@ -48,6 +48,11 @@ pub struct ClusterSpec {
     pub cluster_tls: bool,
     /// Keep the processes running after this process exits.
     pub detach: bool,
+    /// HTTPS and WSS on nginx's port with these files; None: plain HTTP.
+    pub edge_tls: Option<EdgeTlsFiles>,
+    /// Start the database servers from this `parley-sim backup` directory instead of
+    /// empty ones; the nodes then use the backup's database, whatever `database` says.
+    pub restore_from: Option<PathBuf>,
 }
 
 impl ClusterSpec {
@@ -69,6 +74,8 @@ impl ClusterSpec {
             node_extra_args: Vec::new(),
             cluster_tls: false,
             detach: false,
+            edge_tls: None,
+            restore_from: None,
         }
     }
 
@@ -118,15 +125,23 @@ impl LocalCluster {
             write_cluster_certificates(&directory, &node_names).context("making the cluster's certificates")?;
             node_extra_args.extend(cluster_tls_node_args(&directory));
         }
-        let mut servers = DatabaseServers::start(DatabaseServersSpec {
+        let servers_spec = DatabaseServersSpec {
             state_dir: state_dir.clone(),
             ports: spec.database_ports,
             detach: spec.detach,
-        })
-        .await?;
+        };
+        let (mut servers, database) = match &spec.restore_from {
+            None => (DatabaseServers::start(servers_spec).await?, spec.database.clone()),
+            Some(backup_dir) => {
+                let (servers, manifest) = DatabaseServers::restore(servers_spec, backup_dir)
+                    .await
+                    .with_context(|| format!("restoring the backup in {}", backup_dir.display()))?;
+                (servers, manifest.database)
+            }
+        };
         let app_spec = AppTierSpec {
             state_dir: state_dir.clone(),
-            database: spec.database.clone(),
+            database,
             nodes: spec.nodes,
             public_port: spec.public_port,
             node_ports: spec.node_ports,
@@ -136,6 +151,7 @@ impl LocalCluster {
             jwt_secret,
             node_extra_args,
             detach: spec.detach,
+            edge_tls: spec.edge_tls,
         };
         let app = match AppTier::start(&servers, app_spec).await {
             Ok(app) => app,
@@ -313,6 +329,12 @@ impl LocalCluster {
             }
             Err(_) => Vec::new(),
         }
+    }
+
+    /// Takes a consistent backup of `source` (a replica) into `backup_dir` while the
+    /// cluster serves (see `DatabaseServers::take_backup`).
+    pub async fn take_backup(&self, source: &str, backup_dir: &Path) -> anyhow::Result<BackupManifest> {
+        self.servers.take_backup(source, backup_dir, self.app.database()).await
     }
 
     /// Every address worth printing, as (label, address) pairs.

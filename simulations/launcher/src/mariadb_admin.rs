@@ -118,6 +118,33 @@ pub async fn wait_for_gtid_position(connection: &mut Conn, position: &str, timeo
     Ok(outcome.flatten() == Some(0))
 }
 
+/// A numeric row of `information_schema.GLOBAL_STATUS` (`name` upper-case, e.g.
+/// `RPL_SEMI_SYNC_MASTER_CLIENTS`); None when the server has no such status. (`SHOW
+/// GLOBAL STATUS LIKE ?` cannot be a prepared statement.)
+pub async fn global_status_number(connection: &mut Conn, name: &str) -> anyhow::Result<Option<u64>> {
+    let value: Option<String> = connection
+        .exec_first(
+            "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = ?",
+            (name,),
+        )
+        .await
+        .with_context(|| format!("reading status {name}"))?;
+    Ok(value.and_then(|value| value.trim().parse().ok()))
+}
+
+/// True for a GTID list as MariaDB prints one (`0-1-42`, `0-1-42,1-2-7`): the only
+/// shape a position may have before it goes into a `SET GLOBAL` statement.
+pub fn is_gtid_list(position: &str) -> bool {
+    !position.is_empty()
+        && position.split(',').all(|gtid| {
+            let parts: Vec<&str> = gtid.split('-').collect();
+            parts.len() == 3
+                && parts
+                    .iter()
+                    .all(|part| !part.is_empty() && part.chars().all(|character| character.is_ascii_digit()))
+        })
+}
+
 /// The server's `@@server_id`.
 pub async fn server_id(connection: &mut Conn) -> anyhow::Result<u32> {
     let id: Option<u32> = connection
@@ -166,6 +193,15 @@ fn redact_sql_password(statement: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accepts_gtid_lists_only() {
+        assert!(is_gtid_list("0-1-42"));
+        assert!(is_gtid_list("0-1-42,1-2-7"));
+        for bad in ["", "0-1", "0-1-", "0-1-2;", "0-1-2' OR '1", "0-1-2,,1-2-3"] {
+            assert!(!is_gtid_list(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn hides_passwords() {

@@ -7,17 +7,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use nix::sys::signal::Signal;
-use parley_launcher::local_cluster::{remove_state_dir, DEFAULT_PUBLIC_PORT, STATE_FILE_NAME};
+use parley_launcher::local_cluster::{remove_state_dir, STATE_FILE_NAME};
 use parley_launcher::trace_collector::TraceCollector;
-use parley_launcher::{ClusterSpec, ComponentStatus, LocalCluster};
+use parley_launcher::{ClusterSpec, ComponentStatus, LocalCluster, PortChoice};
 use parley_sim::bench::{run_benchmarks, write_plots, BenchConfig, BENCH_NODE_ARGS};
 use parley_sim::failover::{
     attach_or_start_cluster, restart_dead_components, run_failover_experiment, write_timeline_plot, ClusterOrigin,
     FailoverConfig, FaultAction, FaultSpec,
 };
 use tokio::signal::unix::{signal, SignalKind};
+
+#[path = "parley-sim/arguments.rs"]
+mod arguments;
+use arguments::{BenchArgs, FailoverArgs, RestoreArgs, UpArgs};
 
 #[derive(Parser)]
 #[command(
@@ -57,6 +61,19 @@ enum Command {
     Heal { name: String },
     /// Stop everything and delete the state dir.
     Down,
+    /// Take a consistent physical backup of a replica into DIR (Debian's mariadb-backup)
+    /// while the cluster serves: DIR/data, the prepared copy, and DIR/backup.json with
+    /// its GTID position.
+    Backup {
+        /// A new or empty directory.
+        dir: PathBuf,
+        /// The replica to copy.
+        #[arg(long, default_value = "replica-1")]
+        from: String,
+    },
+    /// Start a fresh cluster (as `up` does) whose master and replicas start from the
+    /// backup in DIR, replicating from its GTID position.
+    Restore(RestoreArgs),
     /// The seed's fault-tolerance experiment: HTTP and websocket load while components
     /// are killed, then a report. Uses the running cluster, or starts one for the run.
     /// Exits with 1 if any request failed or any message was lost or shown twice.
@@ -65,128 +82,6 @@ enum Command {
     /// its target: http_read, messages, latency, memory, storm (default: all). Uses the
     /// running cluster or starts one.
     Bench(BenchArgs),
-}
-
-#[derive(Args)]
-struct BenchArgs {
-    /// Which benchmarks (http_read, messages, latency, memory, storm); none: all.
-    names: Vec<String>,
-    /// Seconds each side of each measurement runs.
-    #[arg(long, default_value_t = 10)]
-    duration: u64,
-    /// Idle websockets the memory benchmark opens on node-1 (fewer if the open files
-    /// limits do not allow as many).
-    #[arg(long, default_value_t = BenchConfig::default().memory_connections)]
-    memory_connections: usize,
-    /// Users connected to node-1 when the storm benchmark kills it.
-    #[arg(long, default_value_t = BenchConfig::default().storm_users)]
-    storm_users: usize,
-    /// Also write the figures as JSON here.
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
-    /// Also draw each benchmark that ran as DIR/bench-NAME.png (needs fonts-dejavu-core).
-    #[arg(long, value_name = "DIR")]
-    plot_dir: Option<PathBuf>,
-    /// Nodes of a cluster this command starts itself.
-    #[arg(long, default_value_t = 2)]
-    nodes: usize,
-    /// nginx's port of a cluster this command starts itself.
-    #[arg(long, default_value_t = DEFAULT_PUBLIC_PORT)]
-    port: u16,
-    /// The parley binary for a cluster this command starts itself.
-    #[arg(long)]
-    parley_bin: Option<PathBuf>,
-    /// Extra node argument for a cluster this command starts itself, after the bench's
-    /// own (cheap scrypt, no per-address sign-in limit, 64 sockets per user); repeatable.
-    #[arg(long = "node-arg", allow_hyphen_values = true)]
-    node_args: Vec<String>,
-    /// Break `latency` down hop by hop: the cluster this command starts exports its
-    /// spans to a collector inside parley-sim (exporting costs the nodes some CPU, so
-    /// the other figures of such a run are not comparable).
-    #[arg(long)]
-    trace_hops: bool,
-}
-
-#[derive(Args)]
-struct FailoverArgs {
-    /// Seconds of load.
-    #[arg(long, default_value_t = 60)]
-    duration: u64,
-    /// Concurrent get-by-email loops, like wrk's connections.
-    #[arg(long, default_value_t = 10)]
-    http_connections: usize,
-    /// Chats, each between a sending and a receiving websocket user.
-    #[arg(long, default_value_t = 50)]
-    pairs: usize,
-    /// Messages per second each pair's sender sends.
-    #[arg(long, default_value_t = 2.0)]
-    message_rate: f64,
-    /// AT:ACTION:NAME, AT in seconds from the start of the load, ACTION one of kill
-    /// (SIGKILL), term (SIGTERM), start, stop (SIGSTOP), cont (SIGCONT), partition (a
-    /// node cut off from peers, database and nginx), heal; or down=SECONDS (killed, then
-    /// started after that long) and partition=SECONDS (healed after that long). Repeatable.
-    /// Default: replica-1 and node-1 SIGKILLed at half time.
-    #[arg(long = "fault", value_name = "AT:ACTION:NAME")]
-    faults: Vec<FaultSpec>,
-    /// Concurrent POST /messenger/create-chat loops beside the get-by-email ones (writes
-    /// through the master; nginx must not retry them, so a node must not drop them).
-    #[arg(long, default_value_t = 0)]
-    post_connections: usize,
-    /// No faults at all: a baseline run.
-    #[arg(long, conflicts_with = "faults")]
-    no_faults: bool,
-    /// Also write the report as JSON here.
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
-    /// Also draw the timeline (requests/s, failures, p99, messages/s, faults) here, as PNG
-    /// if FILE ends in .png, else as SVG (either needs fonts-dejavu-core).
-    #[arg(long, value_name = "FILE")]
-    plot: Option<PathBuf>,
-    /// Exit with 0 even if requests failed or messages were lost.
-    #[arg(long)]
-    allow_failures: bool,
-    /// Seconds to wait after the load for the last acks and deliveries.
-    #[arg(long, default_value_t = 30)]
-    settle_timeout: u64,
-    /// On an already running cluster, leave the components the faults killed dead
-    /// (by default they are started again afterwards).
-    #[arg(long)]
-    leave_broken: bool,
-    /// Nodes of a cluster this command starts itself.
-    #[arg(long, default_value_t = 2)]
-    nodes: usize,
-    /// nginx's port of a cluster this command starts itself.
-    #[arg(long, default_value_t = DEFAULT_PUBLIC_PORT)]
-    port: u16,
-    /// The parley binary for a cluster this command starts itself.
-    #[arg(long)]
-    parley_bin: Option<PathBuf>,
-    /// Extra node argument for a cluster this command starts itself (repeatable).
-    #[arg(long = "node-arg", allow_hyphen_values = true)]
-    node_args: Vec<String>,
-}
-
-#[derive(Args)]
-struct UpArgs {
-    #[arg(long, default_value_t = 2)]
-    nodes: usize,
-    /// nginx's public port; the nodes take the ports right after it.
-    #[arg(long, default_value_t = DEFAULT_PUBLIC_PORT)]
-    port: u16,
-    /// Return once the cluster is ready and leave it running.
-    #[arg(long)]
-    detach: bool,
-    /// The parley binary (default: PARLEY_BIN, else next to parley-sim).
-    #[arg(long)]
-    parley_bin: Option<PathBuf>,
-    /// Extra argument for every node (repeatable); {{node_name}}, {{node_index}} and
-    /// {{node_port}} are replaced per node.
-    #[arg(long = "node-arg", allow_hyphen_values = true)]
-    node_args: Vec<String>,
-    /// TLS between the nodes: a fresh CA and node certificates in <state dir>/cluster-tls,
-    /// passed with --cluster-tls-cert/-key/-ca.
-    #[arg(long)]
-    cluster_tls: bool,
 }
 
 #[tokio::main]
@@ -207,7 +102,38 @@ async fn main() -> anyhow::Result<ExitCode> {
         .context("reading the current directory")?
         .join(&cli.state_dir);
     match cli.command {
-        Command::Up(arguments) => up(&state_dir, arguments).await?,
+        Command::Up(arguments) => up(&state_dir, arguments, None).await?,
+        Command::Restore(arguments) => {
+            let backup_dir = std::env::current_dir()
+                .context("reading the current directory")?
+                .join(&arguments.dir);
+            // `restore` starts by clearing its state dir, as `up` does.
+            if backup_dir.starts_with(&state_dir) {
+                bail!(
+                    "the backup {} lies inside the state dir {}, which restore clears first; move it out",
+                    backup_dir.display(),
+                    state_dir.display()
+                );
+            }
+            up(&state_dir, arguments.cluster, Some(backup_dir)).await?;
+        }
+        Command::Backup { dir, from } => {
+            let backup_dir = std::env::current_dir()
+                .context("reading the current directory")?
+                .join(dir);
+            let manifest = load_cluster(&state_dir)?
+                .take_backup(&from, &backup_dir)
+                .await
+                .with_context(|| format!("backing up {from} into {}", backup_dir.display()))?;
+            println!("backup of {from} in {}", backup_dir.display());
+            println!("  gtid position  {}", manifest.gtid_position);
+            println!("  database       {}", manifest.database);
+            println!("  server         {}", manifest.server_version);
+            println!(
+                "restore it with: parley-sim --state-dir DIR restore {}",
+                backup_dir.display()
+            );
+        }
         Command::Status { json } => status(&state_dir, json).await?,
         Command::Kill { name, signal } => {
             let cluster = load_cluster(&state_dir)?;
@@ -274,6 +200,7 @@ async fn failover(state_dir: &Path, arguments: FailoverArgs) -> anyhow::Result<E
     if origin == ClusterOrigin::StartedForThisRun {
         eprintln!("started a cluster in {} for this run", state_dir.display());
     }
+    refuse_edge_tls(&cluster, "failover")?;
     let outcome = tokio::select! {
         outcome = run_failover_experiment(&cluster, &config) => outcome,
         received = stop_signals.next() => Err(anyhow::anyhow!("interrupted by {received}")),
@@ -351,6 +278,7 @@ async fn bench(state_dir: &Path, arguments: BenchArgs) -> anyhow::Result<()> {
         spec
     };
     let (cluster, origin) = attach_or_start_cluster(state_dir, new_cluster_spec).await?;
+    refuse_edge_tls(&cluster, "bench")?;
     if origin == ClusterOrigin::AlreadyRunning && arguments.trace_hops {
         bail!(
             "--trace-hops needs a cluster this command starts (the running one in {} exports its spans elsewhere, if anywhere)",
@@ -382,7 +310,8 @@ async fn bench(state_dir: &Path, arguments: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn up(state_dir: &Path, arguments: UpArgs) -> anyhow::Result<()> {
+/// `up`, or `restore` with `restore_from`.
+async fn up(state_dir: &Path, arguments: UpArgs, restore_from: Option<PathBuf>) -> anyhow::Result<()> {
     if state_dir.join(STATE_FILE_NAME).exists() {
         if let Ok(existing) = LocalCluster::load(state_dir) {
             if existing.any_alive() {
@@ -402,6 +331,11 @@ async fn up(state_dir: &Path, arguments: UpArgs) -> anyhow::Result<()> {
     spec.parley_bin = arguments.parley_bin;
     spec.node_extra_args = arguments.node_args;
     spec.cluster_tls = arguments.cluster_tls;
+    spec.edge_tls = arguments.edge_tls.files()?;
+    spec.database_ports = PortChoice::Fixed {
+        base: arguments.database_port,
+    };
+    spec.restore_from = restore_from;
 
     // Listen before starting: a ctrl-c during start-up drops the half-started cluster,
     // whose Drop kills what was already running.
@@ -452,6 +386,18 @@ fn print_endpoints(cluster: &LocalCluster) {
     for (label, address) in endpoints {
         println!("  {label:<label_width$}  {address}");
     }
+}
+
+/// The load generators trust only the system's CAs, and a measurement should not
+/// include TLS unless it says so: they run against a plain-HTTP cluster.
+fn refuse_edge_tls(cluster: &LocalCluster, command: &str) -> anyhow::Result<()> {
+    if cluster.app.edge_tls().is_some() {
+        bail!(
+            "the cluster in {} serves HTTPS (--tls-cert); {command} needs one started without it",
+            cluster.state_dir().display()
+        );
+    }
+    Ok(())
 }
 
 fn load_cluster(state_dir: &Path) -> anyhow::Result<LocalCluster> {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::EdgeTlsFiles;
 use crate::component::Component;
 use crate::deploy_templates::{render_deploy_template, write_rendered};
 use crate::ports::local_addr;
@@ -36,11 +37,16 @@ pub const HTTP_FAILURE_MARKING: &str = "max_fails=0";
 /// Websocket upgrades: never marked failed (see deploy/nginx/nginx.conf).
 pub const WEBSOCKET_FAILURE_MARKING: &str = "max_fails=0";
 
+/// `# ` comments a template line out, nothing leaves it in (see deploy/nginx/nginx.conf).
+const LINE_OFF: &str = "# ";
+const LINE_ON: &str = "";
+
 pub fn write_nginx_config(
     deploy_dir: &Path,
     layout: &NginxLayout,
     public_port: u16,
     node_ports: &[u16],
+    edge_tls: Option<&EdgeTlsFiles>,
 ) -> anyhow::Result<()> {
     // The same servers in both upstreams, with the failure marking each needs (the
     // template says why they differ; compose's nginx entrypoint renders the same).
@@ -59,6 +65,17 @@ pub fn write_nginx_config(
         ""
     };
     let path_value = |path: PathBuf| path.display().to_string();
+    // Without TLS the certificate lines are commented out; their values only have to be
+    // something nginx would not mistake for a path in use.
+    let (when_edge_tls, when_plain_http, certificate, key) = match edge_tls {
+        Some(files) => (
+            LINE_ON,
+            LINE_OFF,
+            path_value(files.certificate.clone()),
+            path_value(files.key.clone()),
+        ),
+        None => (LINE_OFF, LINE_ON, "none".to_owned(), "none".to_owned()),
+    };
     let config = render_deploy_template(
         deploy_dir,
         "nginx/nginx.conf",
@@ -74,6 +91,10 @@ pub fn write_nginx_config(
                 upstream_servers(WEBSOCKET_FAILURE_MARKING),
             ),
             ("listen", local_addr(public_port)),
+            ("when_edge_tls", when_edge_tls.into()),
+            ("when_plain_http", when_plain_http.into()),
+            ("edge_tls_certificate", certificate),
+            ("edge_tls_key", key),
         ],
     )?;
     // nginx creates the temp directories themselves but not their parent.

@@ -127,7 +127,7 @@ pub async fn wait_until_ready(component: &Component, node_url: &str) -> anyhow::
         NODE_READY_TIMEOUT,
         || async {
             component.ensure_still_running()?;
-            Ok(match http_get_status(&ready_url).await {
+            Ok(match http_get_status(&ready_url, false).await {
                 Ok(200) => Probe::Ready(()),
                 Ok(status) => Probe::NotYet(anyhow::anyhow!("{ready_url} answered {status}")),
                 Err(error) => Probe::NotYet(error),
