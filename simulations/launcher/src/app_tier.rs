@@ -273,6 +273,12 @@ impl AppTier {
     /// `/health/ready` answers 200, nginx's port accepts.
     pub async fn start_component(&self, name: &str) -> anyhow::Result<()> {
         let component = self.components.get(name)?;
+        if name != NGINX_NAME && component.is_alive() && !node_launch::is_ready(&self.node_url(name)).await {
+            // Still draining after a SIGTERM (`kill node-1 --signal TERM` then `start
+            // node-1` at once): it would hold its ports a moment longer, so let it finish
+            // stopping and start a new one, instead of calling the old one running.
+            node_launch::wait_until_exited(component, crate::component::SHUTDOWN_GRACE * 2).await?;
+        }
         component.respawn_unless_running(self.spawn_mode).await?;
         if name == NGINX_NAME {
             nginx_launch::wait_until_listening(component, self.public_port).await

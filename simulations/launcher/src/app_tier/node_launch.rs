@@ -119,7 +119,28 @@ fn node_environment_to_keep() -> Vec<(String, String)> {
     kept
 }
 
-/// Ready when `GET /health/ready` answers 200.
+/// Whether the node at `node_url` answers its readiness check with 200 right now.
+pub async fn is_ready(node_url: &str) -> bool {
+    matches!(
+        http_get_status(&format!("{node_url}/health/ready"), false).await,
+        Ok(200)
+    )
+}
+
+/// Waits until `component`'s process has exited (a stopping node), at most `timeout`.
+pub async fn wait_until_exited(component: &Component, timeout: Duration) -> anyhow::Result<()> {
+    poll_until_ready(&format!("{} to finish stopping", component.name), timeout, || async {
+        Ok(if component.is_alive() {
+            Probe::NotYet(anyhow::anyhow!("{} is still running and not ready", component.name))
+        } else {
+            Probe::Ready(())
+        })
+    })
+    .await
+}
+
+/// Waits until the node answers its readiness check (`GET /health/ready` 200), failing
+/// early if it died.
 pub async fn wait_until_ready(component: &Component, node_url: &str) -> anyhow::Result<()> {
     let ready_url = format!("{node_url}/health/ready");
     poll_until_ready(
