@@ -233,6 +233,17 @@ impl DatabaseServers {
             .context("bootstrapping the master")?;
         mariadb_admin::close(master).await;
 
+        self.point_replicas_at_master(deploy_dir).await?;
+        self.wait_replicas_caught_up(CATCH_UP_TIMEOUT).await?;
+        // The bootstrap turned semi-synchronous replication off (nothing could
+        // acknowledge it); with the replicas attached, every commit from now on waits
+        // for one of them, as after every restart of the master.
+        self.turn_semi_sync_on().await
+    }
+
+    /// Runs `replica-setup.sql` on each replica (replicating from the master with GTID,
+    /// from its `gtid_slave_pos`) and waits until both replication threads run.
+    pub(super) async fn point_replicas_at_master(&self, deploy_dir: &Path) -> anyhow::Result<()> {
         let replica_setup = render_deploy_template(
             deploy_dir,
             "mariadb/replica-setup.sql",
@@ -244,10 +255,11 @@ impl DatabaseServers {
         )?;
         for replica in REPLICA_NAMES {
             let mut connection = self.connect_root(replica).await?;
-            mariadb_admin::execute_sql_script(&mut connection, &replica_setup)
+            let attached = mariadb_admin::execute_sql_script(&mut connection, &replica_setup)
                 .await
-                .with_context(|| format!("setting up replication on {replica}"))?;
+                .with_context(|| format!("setting up replication on {replica}"));
             mariadb_admin::close(connection).await;
+            attached?;
         }
         for replica in REPLICA_NAMES {
             let layout = self.server_layout(replica);
@@ -258,16 +270,12 @@ impl DatabaseServers {
             )
             .await?;
         }
-        self.wait_replicas_caught_up(CATCH_UP_TIMEOUT).await?;
-        // The bootstrap turned semi-synchronous replication off (nothing could
-        // acknowledge it); with the replicas attached, every commit from now on waits
-        // for one of them, as after every restart of the master.
-        self.turn_semi_sync_on().await
+        Ok(())
     }
 
     /// `rpl_semi_sync_master_enabled = ON` on the master (its configuration turns it on
     /// at every restart; a bootstrap turns it off while nothing can acknowledge).
-    async fn turn_semi_sync_on(&self) -> anyhow::Result<()> {
+    pub(super) async fn turn_semi_sync_on(&self) -> anyhow::Result<()> {
         let mut master = self.connect_root(MASTER_NAME).await?;
         let enabled = mariadb_admin::execute_sql_script(&mut master, "SET GLOBAL rpl_semi_sync_master_enabled = ON")
             .await

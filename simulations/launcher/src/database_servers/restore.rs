@@ -14,9 +14,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use super::backup::{read_backup_manifest, BackupManifest, BACKUP_DATA_DIR_NAME};
-use super::mariadb_launch::{self, MariadbServerLayout, MASTER_NAME, REPLICA_NAMES};
-use super::{DatabaseServers, DatabaseServersSpec, REPLICATION_START_TIMEOUT};
-use crate::deploy_templates::render_deploy_template;
+use super::mariadb_launch::{MariadbServerLayout, MASTER_NAME};
+use super::{DatabaseServers, DatabaseServersSpec};
 use crate::mariadb_admin;
 use crate::readiness::{poll_until_ready, Probe};
 
@@ -71,32 +70,7 @@ impl DatabaseServers {
     /// replicate, and turns the master's semi-synchronous replication on once a replica
     /// acknowledges.
     async fn attach_replicas(&self, deploy_dir: &Path) -> anyhow::Result<()> {
-        let replica_setup = render_deploy_template(
-            deploy_dir,
-            "mariadb/replica-setup.sql",
-            &[
-                ("master_host", "127.0.0.1".into()),
-                ("master_port", self.ports.master.to_string()),
-                ("replication_password", self.credentials.replication_password.clone()),
-            ],
-        )?;
-        for replica in REPLICA_NAMES {
-            let mut connection = self.connect_root(replica).await?;
-            let attached = mariadb_admin::execute_sql_script(&mut connection, &replica_setup)
-                .await
-                .with_context(|| format!("pointing {replica} at the restored master"));
-            mariadb_admin::close(connection).await;
-            attached?;
-        }
-        for replica in REPLICA_NAMES {
-            let layout = self.server_layout(replica);
-            mariadb_launch::ensure_replication_running(
-                self.components.get(replica)?,
-                &layout.socket,
-                REPLICATION_START_TIMEOUT,
-            )
-            .await?;
-        }
+        self.point_replicas_at_master(deploy_dir).await?;
         self.turn_semi_sync_on().await?;
         self.wait_until_a_replica_acknowledges().await
     }
