@@ -76,7 +76,9 @@ impl Chats {
         let max_chats = self.max_chats_per_user;
         let created = self
             .database
-            .write(Some(caller), |transaction| {
+            // Runs again after a commit lost with the master: the pair's unique key finds
+            // the chat an earlier run stored.
+            .write_idempotent(caller, |transaction| {
                 let (caller, companion, key) = (caller.to_owned(), companion.to_owned(), key.clone());
                 async move {
                     let known: Vec<String> = transaction

@@ -11,10 +11,14 @@
 pub mod db_router;
 pub mod endpoint;
 pub mod errors;
+pub mod master_failover;
 mod master_position;
 pub mod migrations;
+pub mod promotion;
+pub mod promotion_decision;
 mod recent_writes;
 pub mod replication_gate;
+pub mod server_topology;
 pub mod statement_sizes;
 mod writes;
 
@@ -23,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use futures::future::BoxFuture;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
@@ -33,6 +37,7 @@ use db_router::SemiSyncReading;
 pub use endpoint::{Endpoint, EndpointRole, EndpointSpec, PoolLimits};
 pub use errors::DbError;
 use replication_gate::ReplicationGate;
+pub use server_topology::DatabaseServerSpec;
 
 use crate::metrics::Metrics;
 use db_router::DbRouterMessage;
@@ -87,6 +92,32 @@ pub struct DatabaseConfig {
     /// Refuse writes while the master reports no replica that acknowledges commits
     /// (semi-synchronous replication), instead of acking what only the master holds.
     pub require_semi_sync: bool,
+    /// The servers watched for automatic failover (none: the master is fixed).
+    pub failover: FailoverSettings,
+}
+
+/// Automatic failover: which servers may become master, and when.
+#[derive(Debug, Clone)]
+pub struct FailoverSettings {
+    /// Every database server, with an administrative URL. Empty: no failover, writes
+    /// always go to the configured master.
+    pub servers: Vec<DatabaseServerSpec>,
+    /// How long no server may be writable (and the replicas have lost the master too)
+    /// before a replica is promoted.
+    pub failover_after: Duration,
+    /// How long a write that finds no master waits for one (a promotion) before it is
+    /// refused; below the proxy's timeout, so the answer is slow rather than lost.
+    pub write_wait: Duration,
+}
+
+impl Default for FailoverSettings {
+    fn default() -> Self {
+        FailoverSettings {
+            servers: Vec::new(),
+            failover_after: Duration::from_secs(2),
+            write_wait: Duration::from_secs(4),
+        }
+    }
 }
 
 /// How fresh a read must be.
@@ -112,7 +143,12 @@ pub struct Database {
 }
 
 struct Shared {
-    master: Arc<Endpoint>,
+    /// Where writes go now: one of `write_endpoints`, moved by the `MasterFailover`.
+    master: ArcSwap<Endpoint>,
+    /// The configured master, or with failover one endpoint per database server (the
+    /// application's credentials and database, the server's address).
+    write_endpoints: Vec<Arc<Endpoint>>,
+    failover: FailoverSettings,
     reads: Vec<Arc<Endpoint>>,
     timeouts: DatabaseTimeouts,
     recent_writes: RecentWrites,
@@ -140,7 +176,7 @@ pub type WriteResult<'t, T, D> = BoxFuture<'t, Result<Result<T, D>, mysql_async:
 impl Database {
     /// Opens the pools (lazily: nothing connects yet).
     pub fn open(config: &DatabaseConfig, metrics: Arc<Metrics>) -> Result<Database, DbError> {
-        let master = Arc::new(Endpoint::open(&config.master, config.pool_limits)?);
+        let (write_endpoints, master) = write_endpoints_of(config)?;
         let reads = config
             .reads
             .iter()
@@ -148,7 +184,9 @@ impl Database {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Database {
             shared: Arc::new(Shared {
-                master,
+                master: ArcSwap::new(master),
+                write_endpoints,
+                failover: config.failover.clone(),
                 reads,
                 timeouts: config.timeouts,
                 recent_writes: RecentWrites::new(config.timeouts.read_your_writes_horizon),
@@ -165,7 +203,7 @@ impl Database {
     pub fn note_semi_sync(&self, reading: &SemiSyncReading) {
         self.shared
             .replication_gate
-            .note(reading, &self.shared.master.name, &self.shared.metrics);
+            .note(reading, &self.shared.master.load().name, &self.shared.metrics);
     }
 
     /// What `GET /cluster` shows of the database tier.
@@ -175,6 +213,7 @@ impl Database {
             writes_accepted: gate.accepts_writes(),
             endpoints: self
                 .endpoints()
+                .into_iter()
                 .map(|endpoint| protocol::cluster::DatabaseEndpointView {
                     name: endpoint.name.clone(),
                     role: match endpoint.role {
@@ -203,17 +242,52 @@ impl Database {
     pub fn note_master_unreachable(&self) {
         self.shared
             .replication_gate
-            .note_unreachable(&self.shared.master.name, &self.shared.metrics);
+            .note_unreachable(&self.shared.master.load().name, &self.shared.metrics);
     }
 
-    /// The master endpoint (writes, and reads of last resort).
-    pub fn master(&self) -> &Arc<Endpoint> {
-        &self.shared.master
+    /// The master endpoint now (writes, and reads of last resort).
+    pub fn master(&self) -> Arc<Endpoint> {
+        self.shared.master.load_full()
+    }
+
+    /// Sends writes to the server called `name` from now on; returns whether it was
+    /// another server before. Unknown names change nothing.
+    pub fn use_master(&self, name: &str) -> bool {
+        if self.shared.master.load().name == name {
+            return false;
+        }
+        let Some(endpoint) = self
+            .shared
+            .write_endpoints
+            .iter()
+            .find(|endpoint| endpoint.name == name)
+        else {
+            return false;
+        };
+        self.shared.master.store(Arc::clone(endpoint));
+        self.shared.metrics.database_master_changes.inc();
+        // Writes wait for the replication gate, which only a probe of the new master opens.
+        if let Some(router) = self.shared.router.load_full() {
+            let _ = router.cast(DbRouterMessage::ProbeAll);
+        }
+        true
+    }
+
+    /// Which servers the `MasterFailover` watches, and its delay.
+    pub fn failover_settings(&self) -> &FailoverSettings {
+        &self.shared.failover
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
     }
 
     /// The master first, then every read endpoint.
-    pub fn endpoints(&self) -> impl Iterator<Item = &Arc<Endpoint>> {
-        std::iter::once(&self.shared.master).chain(self.shared.reads.iter())
+    pub fn endpoints(&self) -> Vec<Arc<Endpoint>> {
+        std::iter::once(self.master())
+            .chain(self.shared.reads.iter().cloned())
+            .collect()
     }
 
     /// The configured timeouts.
@@ -233,7 +307,12 @@ impl Database {
             Freshness::Any | Freshness::MasterFirst => None,
         };
         let mut last_error = String::from("no database endpoint is configured");
-        for endpoint in self.read_candidates(freshness) {
+        let mut candidates: std::collections::VecDeque<(Arc<Endpoint>, bool)> = self
+            .read_candidates(freshness)
+            .into_iter()
+            .map(|endpoint| (endpoint, false))
+            .collect();
+        while let Some((endpoint, second_try)) = candidates.pop_front() {
             let wait = match endpoint.role {
                 EndpointRole::Read => wait_for_gtid.as_deref(),
                 EndpointRole::Master => None,
@@ -263,6 +342,12 @@ impl Database {
                 Err(AttemptError::Endpoint(error)) => {
                     self.report_failure(&endpoint, &error);
                     last_error = error.to_string();
+                    // A proxy in front of replicas (HAProxy) sends a new connection to a
+                    // live server: when the server behind a pooled connection died (the
+                    // master just killed, say), the proxy deserves one more try, last.
+                    if endpoint.role == EndpointRole::Read && !second_try {
+                        candidates.push_back((Arc::clone(&endpoint), true));
+                    }
                 }
                 Err(AttemptError::Query(error)) => return Err(error),
             }
@@ -275,7 +360,7 @@ impl Database {
     /// the reader's writes through every node; the position of the reader's last write
     /// through this node is the fallback when the master cannot be asked.
     async fn position_to_read_at(&self, reader: &str) -> Option<String> {
-        let master = &self.shared.master;
+        let master = &self.master();
         let now = self
             .shared
             .master_positions
@@ -337,7 +422,7 @@ impl Database {
         };
         let rotated = reads.iter().cycle().skip(start).take(reads.len());
         let (healthy, down): (Vec<_>, Vec<_>) = rotated.cloned().partition(|endpoint| endpoint.is_healthy());
-        let master = Arc::clone(&self.shared.master);
+        let master = self.master();
         let mut order = Vec::with_capacity(reads.len() + 1);
         match freshness {
             Freshness::MasterFirst => {
@@ -375,10 +460,54 @@ impl Database {
 
     /// Closes every pool.
     pub async fn close(&self) {
-        for endpoint in self.endpoints() {
+        for endpoint in self.shared.write_endpoints.iter().chain(self.shared.reads.iter()) {
             endpoint.close().await;
         }
     }
+}
+
+/// The write endpoints and the one writes start at. With failover, one per server,
+/// each the configured master's URL (user, password, database) at the server's address,
+/// named after the server; writes start at the server the master URL names (or at the
+/// master URL itself, a proxy say, until the first reading finds the master).
+fn write_endpoints_of(config: &DatabaseConfig) -> Result<(Vec<Arc<Endpoint>>, Arc<Endpoint>), DbError> {
+    let configured = Arc::new(Endpoint::open(&config.master, config.pool_limits)?);
+    if config.failover.servers.is_empty() {
+        return Ok((vec![Arc::clone(&configured)], configured));
+    }
+    let address_of = |name: &str, url: &str| {
+        mysql_async::Opts::from_url(url)
+            .map(|opts| (opts.ip_or_hostname().to_owned(), opts.tcp_port()))
+            .map_err(|error| DbError::Config(format!("{name}: {error}")))
+    };
+    let master_address = address_of(&config.master.name, &config.master.url)?;
+    let mut endpoints = Vec::new();
+    let mut start = None;
+    for server in &config.failover.servers {
+        let (host, port) = address_of(&server.name, &server.admin_url)?;
+        let spec = EndpointSpec {
+            name: server.name.clone(),
+            url: config.master.url.clone(),
+            role: EndpointRole::Master,
+        };
+        let endpoint = Arc::new(Endpoint::open_at(
+            &spec,
+            Some((host.clone(), port)),
+            config.pool_limits,
+        )?);
+        if (host, port) == master_address {
+            start = Some(Arc::clone(&endpoint));
+        }
+        endpoints.push(endpoint);
+    }
+    let start = match start {
+        Some(start) => start,
+        None => {
+            endpoints.push(Arc::clone(&configured));
+            configured
+        }
+    };
+    Ok((endpoints, start))
 }
 
 fn classify_read_error(endpoint: &Endpoint, error: mysql_async::Error) -> AttemptError {

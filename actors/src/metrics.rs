@@ -46,6 +46,11 @@ pub struct Metrics {
     /// 1 while this node refuses writes at once: the master is unreachable, or no
     /// replica would acknowledge them.
     pub database_writes_blocked: IntGauge,
+    /// Promotions, repoints and demotions this node carried out (`kind`), and actions
+    /// that failed (`outcome`).
+    pub database_failover_actions: IntCounterVec,
+    /// Times this node's writes moved to another database server.
+    pub database_master_changes: IntCounter,
     /// Live cluster members, this node included (set at scrape time).
     pub cluster_members: IntGauge,
     /// Children restarted by the root supervisor.
@@ -144,6 +149,15 @@ impl Metrics {
             database_writes_blocked: gauge(
                 "parley_database_writes_blocked",
                 "1 while writes are refused at once: the master is unreachable or no replica would acknowledge them",
+            ),
+            database_failover_actions: counter_vec(
+                "parley_database_failover_actions_total",
+                "promotions, repoints and demotions of database servers this node carried out, by kind and outcome",
+                &["kind", "outcome"],
+            ),
+            database_master_changes: counter(
+                "parley_database_master_changes_total",
+                "times this node's writes moved to another database server",
             ),
             cluster_members: gauge("parley_cluster_members", "live cluster members, this node included"),
             actor_restarts: counter(

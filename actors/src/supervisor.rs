@@ -3,6 +3,8 @@
 //! ```text
 //! RootSupervisor           restarts a failed child with a capped backoff
 //!  ├── DbRouter            database endpoint health (database::db_router)
+//!  ├── MasterFailover      which server is master, and promotions (database::master_failover;
+//!  │                       only with --database-server)
 //!  ├── Membership          NodeServer, seeds, reconnects (cluster::membership)
 //!  ├── NodeRouter          the node's remote-capable router (cluster::node_router)
 //!  └── MessagingSupervisor the parent of every Session and Chat, started on demand and
@@ -25,6 +27,7 @@ use ractor_cluster::RactorMessage;
 use crate::cluster::membership::{Membership, MembershipArguments};
 use crate::cluster::node_router::{NodeRouter, NodeRouterArguments};
 use crate::database::db_router::DbRouter;
+use crate::database::master_failover::MasterFailover;
 use crate::database::Database;
 use crate::messaging::messaging_supervisor::MessagingSupervisor;
 use crate::messaging::MessagingServices;
@@ -38,6 +41,8 @@ pub struct RootSupervisor;
 pub enum Child {
     /// The database health prober.
     DbRouter,
+    /// The master's watcher and promoter (only with failover configured).
+    MasterFailover,
     /// The cluster membership (only with a cluster).
     Membership,
     /// The node router (cluster delivery and presence).
@@ -93,6 +98,15 @@ async fn spawn_child(
             .await?
             .0
             .get_cell(),
+        Child::MasterFailover => {
+            if arguments.database.failover_settings().servers.is_empty() {
+                return Ok(None);
+            }
+            Actor::spawn_linked(None, MasterFailover, arguments.database.clone(), supervisor)
+                .await?
+                .0
+                .get_cell()
+        }
         Child::Membership => match &arguments.membership {
             Some(membership) => Actor::spawn_linked(None, Membership, membership.clone(), supervisor)
                 .await?
@@ -133,6 +147,7 @@ impl Actor for RootSupervisor {
         let mut children = Vec::new();
         for child in [
             Child::DbRouter,
+            Child::MasterFailover,
             Child::MessagingSupervisor,
             Child::NodeRouter,
             Child::Membership,

@@ -1,5 +1,6 @@
 //! The node's configuration: flags, each with an environment variable.
 
+mod database_servers;
 mod published_secrets;
 mod trusted_proxies;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 use actors::accounts::passwords::ScryptCost;
 use actors::cluster::membership::MembershipArguments;
 use actors::cluster::tls::{ClusterTls, ClusterTlsError, ClusterTlsFiles, DEFAULT_CLUSTER_SERVER_NAME};
-use actors::database::{DatabaseConfig, DatabaseTimeouts, EndpointRole, EndpointSpec, PoolLimits};
+use actors::database::{DatabaseConfig, DatabaseTimeouts, EndpointRole, EndpointSpec, FailoverSettings, PoolLimits};
 use actors::messaging::frames::FrameLimits;
 use clap::Parser;
 
@@ -49,6 +50,25 @@ pub struct NodeConfig {
     /// back to the master when every read endpoint fails.
     #[arg(long = "read-url", env = "PARLEY_READ_URLS", value_delimiter = ',')]
     pub read_urls: Vec<String>,
+
+    /// A database server this node watches and may promote to master when the master
+    /// dies, `name=mysql://admin:password@host:port/` (an administrative user; it also
+    /// serves as the replication user of a server pointed at a new master). Give every
+    /// server, the master included: repeat the flag, or separate with commas in the
+    /// environment variable. None: no automatic failover, writes always go to --master-url.
+    #[arg(long = "database-server", env = "PARLEY_DATABASE_SERVERS", value_delimiter = ',')]
+    pub database_servers: Vec<String>,
+
+    /// How long no database server may take writes (and the replicas have lost the
+    /// master too) before a replica is promoted, in milliseconds.
+    #[arg(long, env = "PARLEY_FAILOVER_AFTER_MS", default_value_t = 2000)]
+    pub failover_after_ms: u64,
+
+    /// With --database-server: how long a write that finds no master (a promotion under
+    /// way) waits for one before it is refused with 503, in milliseconds. Keep it below
+    /// the proxy's read timeout (nginx: 5 s) less the write timeout.
+    #[arg(long, env = "PARLEY_FAILOVER_WRITE_WAIT_MS", default_value_t = 4000)]
+    pub failover_write_wait_ms: u64,
 
     /// HS256 secret for access and refresh tokens, at least 32 bytes.
     #[arg(long, env = "PARLEY_JWT_SECRET", hide_env_values = true)]
@@ -89,7 +109,7 @@ pub struct NodeConfig {
     pub max_queued_hashes: usize,
 
     /// How long a password hash may wait for its turn before the sign-in or sign-up gets
-    /// a 429, in milliseconds. Keep it well under the proxy's read timeout (nginx: 5 s):
+    /// a 429, in milliseconds. Keep it well under the proxy's read timeout (nginx: 5 s).
     /// a node that answers late is taken out of rotation by nginx, a 429 is not.
     #[arg(long, env = "PARLEY_MAX_HASH_WAIT_MS", default_value_t = 2000)]
     pub max_hash_wait_ms: u64,
@@ -292,6 +312,9 @@ pub enum ConfigError {
     /// A secret (named in the variant) is one published in the repository: choose another.
     #[error("{0} is a published value (an example of the repository's compose/.env, a development default, or it says `change-me`): anyone who read the repository could use it. Set one of your own (e.g. `openssl rand -hex 32`; compose generates them when the variable is empty), or pass --dev for development")]
     PublishedSecret(String),
+    /// A `--database-server` entry (held) is not `name=mysql://...`, or a name repeats.
+    #[error("database server {0:?} is not `name=mysql://...` with a name of its own")]
+    BadDatabaseServer(String),
     /// A `--read-url` entry (held) is neither `name=mysql://...` nor `mysql://...`.
     #[error("read endpoint {0:?} is not `name=mysql://...` or `mysql://...`")]
     BadReadUrl(String),
@@ -450,12 +473,19 @@ impl NodeConfig {
             .enumerate()
             .map(|(index, entry)| parse_read_url(index, entry))
             .collect::<Result<Vec<_>, _>>()?;
+        let servers = database_servers::parse_database_servers(&self.database_servers)?;
         if !self.dev {
-            let urls = std::iter::once(("--master-url".to_owned(), self.master_url.as_str())).chain(
-                reads
-                    .iter()
-                    .map(|read| (format!("read endpoint {}", read.name), read.url.as_str())),
-            );
+            let urls = std::iter::once(("--master-url".to_owned(), self.master_url.as_str()))
+                .chain(
+                    reads
+                        .iter()
+                        .map(|read| (format!("read endpoint {}", read.name), read.url.as_str())),
+                )
+                .chain(
+                    servers
+                        .iter()
+                        .map(|server| (format!("database server {}", server.name), server.admin_url.as_str())),
+                );
             for (endpoint, url) in urls {
                 if database_url_password(url).is_some_and(is_published_secret) {
                     return Err(ConfigError::PublishedSecret(format!(
@@ -481,6 +511,11 @@ impl NodeConfig {
                 ..PoolLimits::default()
             },
             require_semi_sync: self.require_semi_sync,
+            failover: FailoverSettings {
+                servers,
+                failover_after: Duration::from_millis(self.failover_after_ms),
+                write_wait: Duration::from_millis(self.failover_write_wait_ms),
+            },
         })
     }
 }

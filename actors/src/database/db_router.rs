@@ -139,7 +139,7 @@ impl Actor for DbRouter {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             DbRouterMessage::ProbeAll => {
-                let endpoints: Vec<Arc<Endpoint>> = state.database.endpoints().cloned().collect();
+                let endpoints: Vec<Arc<Endpoint>> = state.database.endpoints();
                 for endpoint in endpoints {
                     start_probe(&myself, state, endpoint);
                 }
@@ -153,8 +153,8 @@ impl Actor for DbRouter {
                 let endpoint = state
                     .database
                     .endpoints()
-                    .find(|endpoint| endpoint.name == endpoint_name)
-                    .cloned();
+                    .into_iter()
+                    .find(|endpoint| endpoint.name == endpoint_name);
                 if let Some(endpoint) = endpoint {
                     start_probe(&myself, state, endpoint);
                 }
@@ -256,8 +256,8 @@ fn apply_probe_outcome(state: &mut DbRouterState, endpoint_name: &str, outcome: 
     let Some(endpoint) = state
         .database
         .endpoints()
+        .into_iter()
         .find(|endpoint| endpoint.name == endpoint_name)
-        .cloned()
     else {
         return;
     };
@@ -299,6 +299,7 @@ fn health_of(state: &DbRouterState) -> Vec<EndpointHealth> {
     state
         .database
         .endpoints()
+        .into_iter()
         .map(|endpoint| {
             let last = state
                 .last_outcomes

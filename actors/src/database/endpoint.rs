@@ -70,6 +70,16 @@ const STATEMENTS_CACHED_PER_CONNECTION: usize = 256;
 impl Endpoint {
     /// Builds the pool; connects lazily, so a dead endpoint does not stop the node starting.
     pub fn open(spec: &EndpointSpec, limits: PoolLimits) -> Result<Endpoint, DbError> {
+        Endpoint::open_at(spec, None, limits)
+    }
+
+    /// [`Endpoint::open`] at another address (`host`, `port`) than the URL's, with the
+    /// URL's user, password and database: the same application at another server.
+    pub fn open_at(
+        spec: &EndpointSpec,
+        address: Option<(String, u16)>,
+        limits: PoolLimits,
+    ) -> Result<Endpoint, DbError> {
         let opts =
             Opts::from_url(&spec.url).map_err(|error| DbError::Config(format!("endpoint {}: {error}", spec.name)))?;
         let constraints = PoolConstraints::new(limits.min_connections, limits.max_connections)
@@ -92,6 +102,10 @@ impl Endpoint {
             .tcp_nodelay(true)
             .stmt_cache_size(STATEMENTS_CACHED_PER_CONNECTION)
             .pool_opts(pool_opts);
+        let builder = match address {
+            Some((host, port)) => builder.ip_or_hostname(host).tcp_port(port),
+            None => builder,
+        };
         Ok(Endpoint {
             name: spec.name.clone(),
             role: spec.role,

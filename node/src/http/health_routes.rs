@@ -99,6 +99,7 @@ fn report(state: &AppState, liveness_only: bool) -> Response {
     let healthy_read_endpoints: Vec<String> = state
         .database
         .endpoints()
+        .into_iter()
         .skip(1)
         .filter(|endpoint| endpoint.is_healthy())
         .map(|endpoint| endpoint.name.clone())

@@ -3,6 +3,7 @@
 mod backup;
 mod haproxy_launch;
 mod mariadb_launch;
+mod rejoin;
 mod restore;
 
 use std::path::{Path, PathBuf};
@@ -456,6 +457,12 @@ impl DatabaseServers {
     /// master accepting, a replica replicating and caught up, HAProxy listening.
     pub async fn start_component(&self, name: &str) -> anyhow::Result<()> {
         let component = self.components.get(name)?;
+        if name != HAPROXY_NAME && !component.is_alive() {
+            // The nodes promoted another server while this one was down.
+            if let Some(master) = self.writable_server_other_than(name).await {
+                return self.start_as_replica_of(name, master).await;
+            }
+        }
         component.respawn_unless_running(self.spawn_mode).await?;
         if name == HAPROXY_NAME {
             return haproxy_launch::wait_until_listening(component, &self.ports).await;

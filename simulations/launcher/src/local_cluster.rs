@@ -53,6 +53,9 @@ pub struct ClusterSpec {
     /// Start the database servers from this `parley-sim backup` directory instead of
     /// empty ones; the nodes then use the backup's database, whatever `database` says.
     pub restore_from: Option<PathBuf>,
+    /// The nodes watch every database server and promote a replica when the master
+    /// dies (`--database-server`); false: the master is fixed.
+    pub automatic_failover: bool,
 }
 
 impl ClusterSpec {
@@ -76,6 +79,7 @@ impl ClusterSpec {
             detach: false,
             edge_tls: None,
             restore_from: None,
+            automatic_failover: true,
         }
     }
 
@@ -139,6 +143,9 @@ impl LocalCluster {
                 (servers, manifest.database)
             }
         };
+        if spec.automatic_failover {
+            node_extra_args.extend(servers.failover_node_args());
+        }
         let app_spec = AppTierSpec {
             state_dir: state_dir.clone(),
             database,
@@ -249,6 +256,11 @@ impl LocalCluster {
     /// (Leftover members of a dead component's group do not count: see `shutdown`.)
     pub fn any_alive(&self) -> bool {
         self.servers.components().any_alive() || self.app.components().any_alive() || self.live_launcher().is_some()
+    }
+
+    /// The database tier (servers and HAProxy).
+    pub fn database_servers(&self) -> &DatabaseServers {
+        &self.servers
     }
 
     /// Sends `signal` to the component called `name` (a server, HAProxy, a node or nginx).

@@ -72,15 +72,22 @@ pub fn server_id_of(name: &str) -> u32 {
     }
 }
 
-/// Renders `my.cnf` into the server's directory.
+/// Renders `my.cnf` into the server's directory: master.cnf for the server called
+/// master, replica.cnf for the others.
 pub fn write_server_config(deploy_dir: &Path, layout: &MariadbServerLayout) -> anyhow::Result<()> {
+    write_server_config_as(deploy_dir, layout, layout.is_master())
+}
+
+/// Renders `my.cnf` for a master (`as_master`) or a replica, whatever the server's name:
+/// an old master restarting after a promotion comes back as a replica.
+pub fn write_server_config_as(deploy_dir: &Path, layout: &MariadbServerLayout, as_master: bool) -> anyhow::Result<()> {
     if layout.socket.as_os_str().len() > MAX_SOCKET_PATH_BYTES {
         bail!(
             "socket path {} is longer than {MAX_SOCKET_PATH_BYTES} bytes; use a shorter state dir",
             layout.socket.display()
         );
     }
-    let template = if layout.is_master() {
+    let template = if as_master {
         "mariadb/master.cnf"
     } else {
         "mariadb/replica.cnf"

@@ -1,0 +1,164 @@
+//! The master's death, ten times in a row, under chat and HTTP load: each time the
+//! server that takes writes is SIGKILLed, the nodes promote a replica, and the killed
+//! server is started again and rejoins as a replica. Nothing acked may be lost or shown
+//! twice, no read may fail, and at the end every server holds the same transactions.
+//!
+//! Needs the `parley` binary next to this test's target dir (`cargo build -p parley-node`
+//! into the same CARGO_TARGET_DIR) or PARLEY_BIN.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use mysql_async::prelude::Queryable;
+use nix::sys::signal::Signal;
+use parley_launcher::app_tier::resolve_parley_binary;
+use parley_launcher::readiness::{poll_until_ready, Probe};
+use parley_launcher::{ClusterSpec, LocalCluster};
+use parley_sim::failover::{run_failover_experiment, FailoverConfig};
+
+const MASTER_KILLS: usize = 10;
+/// Long enough for ten kills, promotions and rejoins; the load goes on after the last.
+const LOAD_DURATION: Duration = Duration::from_secs(150);
+/// From a kill to the next server taking writes: the failover delay (2 s), a probe or
+/// two, the promotion.
+const PROMOTION_BOUND: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_master_kills_in_a_row_lose_nothing_and_leave_no_divergence() -> anyhow::Result<()> {
+    resolve_parley_binary(None).context("build the node first: cargo build -p parley-node, or set PARLEY_BIN")?;
+    parley_launcher::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
+    let state_dir = StateDirKeptOnFailure(tempfile::tempdir()?);
+    let mut spec = ClusterSpec::with_free_ports(state_dir.path().to_path_buf(), 2);
+    spec.node_extra_args = vec!["--scrypt-log-n".to_owned(), "10".to_owned()];
+    let cluster = LocalCluster::start(spec).await?;
+
+    let mut config = FailoverConfig::seed_experiment(LOAD_DURATION);
+    config.faults = Vec::new();
+    config.http_connections = 2;
+    config.http_post_connections = 1;
+    config.pairs = 6;
+    config.message_rate_per_pair = 4.0;
+    let load = run_failover_experiment(&cluster, &config);
+    let kills = kill_the_master_again_and_again(&cluster);
+    let (report, killed) = tokio::join!(load, kills);
+    let report = report?;
+    let killed = killed?;
+    println!("killed in turn: {killed:?}\n{}", report.render_table());
+    let context = format!(
+        "killed {killed:?}; logs in {}\n{}",
+        state_dir.path().display(),
+        report.render_table()
+    );
+
+    assert_eq!(killed.len(), MASTER_KILLS, "{context}");
+    assert!(
+        killed.windows(2).all(|pair| pair[0] != pair[1]),
+        "each kill hit the server promoted after the previous one\n{context}"
+    );
+    // Reads never fail. A write that waited for one promotion longer than its bound
+    // (the write wait, below the proxy's timeout) may get its 503 with Retry-After.
+    let failed_gets = report.http.non_2xx_by_method.get("GET").copied().unwrap_or(0);
+    assert_eq!(
+        (failed_gets, report.http.errors),
+        (0, 0),
+        "{:#?}\n{context}",
+        report.http.problems
+    );
+    let failed_posts = report.http.non_2xx_by_method.get("POST").copied().unwrap_or(0);
+    println!("create-chat POSTs answered 503 across {MASTER_KILLS} master kills: {failed_posts}");
+    assert!(report.ws.sent > 0 && report.ws.acked == report.ws.sent, "{context}");
+    assert_eq!(
+        (report.ws.lost, report.ws.duplicates, report.ws.sequence_conflicts),
+        (0, 0, 0),
+        "{context}"
+    );
+    assert_eq!(report.ws.delivered, report.ws.acked, "{context}");
+    let position = cluster
+        .database_servers()
+        .wait_all_servers_converge(Duration::from_secs(30))
+        .await
+        .context(context.clone())?;
+    println!("every server at {position}");
+    cluster.shutdown().await
+}
+
+/// Kills whichever server takes writes, waits for another to take them, starts the
+/// killed one again (it rejoins as a replica), and repeats; returns the killed names.
+async fn kill_the_master_again_and_again(cluster: &LocalCluster) -> anyhow::Result<Vec<&'static str>> {
+    let servers = cluster.database_servers();
+    let mut killed = Vec::new();
+    let first_master = wait_for_a_master_other_than(cluster, "").await?;
+    wait_until_messages_are_stored_on(cluster, first_master).await?;
+    for _ in 0..MASTER_KILLS {
+        let master = wait_for_a_master_other_than(cluster, "").await?;
+        servers.kill(master, Signal::SIGKILL)?;
+        killed.push(master);
+        let promoted = wait_for_a_master_other_than(cluster, master).await?;
+        servers.start_component(master).await?;
+        // Back once it has caught up with the new master (start_component waits). The
+        // next kill waits for the nodes to write there: one failover at a time.
+        wait_until_messages_are_stored_on(cluster, promoted).await?;
+        println!("{master} killed, {promoted} promoted, {master} rejoined as a replica");
+    }
+    Ok(killed)
+}
+
+/// The nodes store messages on `master`, steadily: a hundred more than before the call
+/// (the load's users are signed up and its chats under way, or the nodes have moved to a
+/// promoted server).
+async fn wait_until_messages_are_stored_on(cluster: &LocalCluster, master: &str) -> anyhow::Result<()> {
+    let stored_on_master = || async {
+        let mut connection = mysql_async::Conn::from_url(cluster.database_servers().root_url(master)).await?;
+        let stored: Option<u64> = connection
+            .query_first("SELECT COUNT(*) FROM parley.messages")
+            .await
+            .unwrap_or(None);
+        let _ = connection.disconnect().await;
+        anyhow::Ok(stored.unwrap_or(0))
+    };
+    let before = stored_on_master().await.unwrap_or(0);
+    poll_until_ready(
+        &format!("new messages stored on {master}"),
+        Duration::from_secs(120),
+        || async {
+            Ok(match stored_on_master().await {
+                // Several seconds of the load's sends (24 a second), not just the burst of
+                // those that waited for the promotion: a request still waiting from the last
+                // failover would otherwise meet the next one.
+                Ok(count) if count >= before + 100 => Probe::Ready(()),
+                other => Probe::NotYet(anyhow::anyhow!("{other:?} messages, {before} before")),
+            })
+        },
+    )
+    .await
+}
+
+/// A failed run keeps the servers' and nodes' logs for whoever reads the failure.
+struct StateDirKeptOnFailure(tempfile::TempDir);
+
+impl StateDirKeptOnFailure {
+    fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+}
+
+impl Drop for StateDirKeptOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.disable_cleanup(true);
+            eprintln!("the cluster's logs are kept in {}", self.0.path().display());
+        }
+    }
+}
+
+async fn wait_for_a_master_other_than(cluster: &LocalCluster, except: &str) -> anyhow::Result<&'static str> {
+    poll_until_ready("a server taking writes", PROMOTION_BOUND, || async {
+        Ok(
+            match cluster.database_servers().writable_server_other_than(except).await {
+                Some(master) => Probe::Ready(master),
+                None => Probe::NotYet(anyhow::anyhow!("no server other than {except:?} is writable")),
+            },
+        )
+    })
+    .await
+}
