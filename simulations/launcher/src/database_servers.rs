@@ -5,6 +5,7 @@ mod haproxy_launch;
 mod mariadb_launch;
 mod rejoin;
 mod restore;
+mod switchover;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -55,6 +55,9 @@ enum Command {
     },
     /// Start a killed component again and wait until it is back in service.
     Start { name: String },
+    /// A planned switchover: make NAME (replica-1, replica-2 or master) the master while
+    /// the cluster serves, with no failed write; the old master replicates from it.
+    Switchover { name: String },
     /// Cut a node off from its peers, the database and nginx (iptables; needs root).
     Partition { name: String },
     /// Undo `partition`.
@@ -148,6 +151,15 @@ async fn main() -> anyhow::Result<ExitCode> {
                 .await
                 .with_context(|| format!("starting {name}"))?;
             println!("{name} is ready");
+        }
+        Command::Switchover { name } => {
+            let cluster = load_cluster(&state_dir)?;
+            let old_master = cluster
+                .database_servers()
+                .switchover(&name)
+                .await
+                .with_context(|| format!("switching over to {name}"))?;
+            println!("{name} is the master; {old_master} replicates from it");
         }
         Command::Partition { name } => {
             load_cluster(&state_dir)?.partition_node(&name)?;

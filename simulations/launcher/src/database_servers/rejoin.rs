@@ -56,7 +56,7 @@ impl DatabaseServers {
     }
 
     /// Points `name` at `master` unless it already replicates from it.
-    async fn point_at(&self, name: &str, master: &str) -> anyhow::Result<()> {
+    pub(super) async fn point_at(&self, name: &str, master: &str) -> anyhow::Result<()> {
         let master_port = self.ports.of_server(master).context("unknown master")?;
         let mut connection = self.connect_root(name).await?;
         let status: Option<mysql_async::Row> = connection.query_first("SHOW SLAVE STATUS").await?;
