@@ -14,6 +14,8 @@ use std::time::Duration;
 use anyhow::Context;
 use mysql_async::prelude::Queryable;
 use nix::sys::signal::Signal;
+use parley_client::http::seed_person;
+use parley_client::ParleyHttp;
 use parley_launcher::app_tier::resolve_parley_binary;
 use parley_launcher::readiness::{poll_until_ready, Probe};
 use parley_launcher::{ClusterSpec, LocalCluster};
@@ -107,11 +109,11 @@ async fn a_switchover_there_and_back_under_load_fails_no_request() -> anyhow::Re
     let load = run_failover_experiment(&cluster, &config);
     let switches = async {
         let servers = cluster.database_servers();
-        wait_until_messages_are_stored_on(cluster, "master").await?;
+        wait_until_messages_are_stored_on(&cluster, "master").await?;
         let from = servers.switchover("replica-2").await?;
-        wait_until_messages_are_stored_on(cluster, "replica-2").await?;
+        wait_until_messages_are_stored_on(&cluster, "replica-2").await?;
         let back_from = servers.switchover("master").await?;
-        wait_until_messages_are_stored_on(cluster, "master").await?;
+        wait_until_messages_are_stored_on(&cluster, "master").await?;
         anyhow::Ok([from, back_from])
     };
     let (report, switched_from) = tokio::join!(load, switches);
@@ -125,15 +127,26 @@ async fn a_switchover_there_and_back_under_load_fails_no_request() -> anyhow::Re
         "{:#?}\n{context}",
         report.http.problems
     );
-    let posts = report.http.responses_by_request.get("create-chat").copied().unwrap_or(0);
-    assert!(posts > 0, "no create-chat POST ran: the switchover met no write\n{context}");
+    let posts = report
+        .http
+        .responses_by_request
+        .get("create-chat")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        posts > 0,
+        "no create-chat POST ran: the switchover met no write\n{context}"
+    );
     assert!(report.ws.sent > 0 && report.ws.acked == report.ws.sent, "{context}");
     assert_eq!(
         (report.ws.lost, report.ws.duplicates, report.ws.sequence_conflicts),
         (0, 0, 0),
         "{context}"
     );
-    let roles = cluster.database_servers().with_roles(cluster.database_servers().status()).await;
+    let roles = cluster
+        .database_servers()
+        .with_roles(cluster.database_servers().status())
+        .await;
     let masters: Vec<&str> = roles
         .iter()
         .filter(|status| status.role.as_deref() == Some("master"))
@@ -145,6 +158,35 @@ async fn a_switchover_there_and_back_under_load_fails_no_request() -> anyhow::Re
         .wait_all_servers_converge(Duration::from_secs(30))
         .await
         .context(context)?;
+    cluster.shutdown().await
+}
+
+/// On an idle cluster a server that was master and came back as a replica holds its old
+/// writes as its own, having applied nothing as a replica; it must still be promotable
+/// (a wait on what it applied as a replica never ends), and writes must work after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_old_master_back_as_a_replica_can_be_promoted_again() -> anyhow::Result<()> {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    resolve_parley_binary(None).context("build the node first: cargo build -p parley-node, or set PARLEY_BIN")?;
+    parley_launcher::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
+    let state_dir = StateDirKeptOnFailure(tempfile::tempdir()?);
+    let mut spec = ClusterSpec::with_free_ports(state_dir.path().to_path_buf(), 2);
+    spec.node_extra_args = vec!["--scrypt-log-n".to_owned(), "10".to_owned()];
+    let cluster = LocalCluster::start(spec).await?;
+    let servers = cluster.database_servers();
+    let http = ParleyHttp::new(cluster.app.public_url());
+    http.sign_up_ok(&seed_person("Ann", "idle-failover")).await?;
+
+    // An idle switchover to replica-1: the old master replicates from it, holding its
+    // own writes and having applied nothing as a replica.
+    servers.switchover("replica-1").await?;
+    // The new master dies; both others hold the same, and the old master is first.
+    servers.kill("replica-1", Signal::SIGKILL)?;
+    let second = wait_for_a_master_other_than(&cluster, "replica-1").await?;
+    assert_eq!(second, "master", "among equals the first configured server is promoted");
+    http.sign_up_ok(&seed_person("Ben", "idle-failover")).await?;
+    servers.start_component("replica-1").await?;
+    servers.wait_all_servers_converge(Duration::from_secs(30)).await?;
     cluster.shutdown().await
 }
 

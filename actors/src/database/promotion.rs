@@ -11,7 +11,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
 use super::promotion_decision::{assess, is_majority, ServerView, TopologyAction};
-use super::server_topology::{ServerReading, WatchedServer};
+use super::server_topology::{GtidPosition, ServerReading, WatchedServer};
 use super::DbError;
 
 /// The lock's name: the same on every server, taken by whichever node acts.
@@ -225,19 +225,7 @@ async fn promote(candidate: &WatchedServer) -> Result<(), FailoverError> {
             .or(received)
             .unwrap_or_default();
         if !received.is_empty() {
-            let waited: Option<Option<i64>> = conn
-                .exec_first(
-                    "SELECT MASTER_GTID_WAIT(?, ?)",
-                    (received.as_str(), RELAY_LOG_APPLY_BOUND_SECONDS),
-                )
-                .await
-                .map_err(statement_failed(candidate, "applying the relay log"))?;
-            if waited != Some(Some(0)) {
-                return Err(FailoverError::RelayLogNotApplied {
-                    server: candidate.name.clone(),
-                    position: received,
-                });
-            }
+            wait_until_applied(&mut conn, candidate, &received).await?;
         }
         conn.query_drop("STOP SLAVE")
             .await
@@ -255,6 +243,30 @@ async fn promote(candidate: &WatchedServer) -> Result<(), FailoverError> {
     let _ = conn.disconnect().await;
     tracing::warn!(server = %candidate.name, "database server promoted to master");
     Ok(())
+}
+
+/// Waits until the candidate's `gtid_current_pos` includes `received`. Not
+/// `MASTER_GTID_WAIT`: that follows only what a server applied as a replica, and an old
+/// master back as a replica holds its own writes without having applied them.
+async fn wait_until_applied(conn: &mut Conn, candidate: &WatchedServer, received: &str) -> Result<(), FailoverError> {
+    let wanted = GtidPosition::parse(received);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(RELAY_LOG_APPLY_BOUND_SECONDS);
+    loop {
+        let current: Option<String> = conn
+            .query_first("SELECT @@gtid_current_pos")
+            .await
+            .map_err(statement_failed(candidate, "reading the applied position"))?;
+        if GtidPosition::parse(&current.unwrap_or_default()).includes(&wanted) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(FailoverError::RelayLogNotApplied {
+                server: candidate.name.clone(),
+                position: received.to_owned(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Makes `server` a read-only replica of `master`, from its own current position (an

@@ -470,7 +470,13 @@ impl DatabaseServers {
         }
         let layout = self.server_layout(name);
         mariadb_launch::wait_until_accepting(component, &layout.socket).await?;
-        if layout.is_master() {
+        // The master, or a server promoted since (it replicates from nobody).
+        if layout.is_master()
+            || self
+                .writable_server_other_than("")
+                .await
+                .is_some_and(|writable| writable == name)
+        {
             return Ok(());
         }
         mariadb_launch::ensure_replication_running(component, &layout.socket, REPLICATION_START_TIMEOUT).await?;

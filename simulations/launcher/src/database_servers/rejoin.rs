@@ -13,6 +13,22 @@ use super::mariadb_launch::{self, MASTER_NAME, REPLICA_NAMES};
 use super::{DatabaseServers, CATCH_UP_TIMEOUT, REPLICATION_START_TIMEOUT};
 use crate::deploy_templates::locate_deploy_dir;
 use crate::mariadb_admin;
+use crate::readiness::{poll_until_ready, Probe};
+
+/// The last sequence number per replication domain of a GTID list (`0-1-22,1-2-5`).
+fn sequences_by_domain(position: &str) -> std::collections::BTreeMap<u32, u64> {
+    let mut sequences = std::collections::BTreeMap::new();
+    for gtid in position.split(',').map(str::trim).filter(|gtid| !gtid.is_empty()) {
+        let parts: Vec<&str> = gtid.split('-').collect();
+        if let [domain, _server, sequence] = parts.as_slice() {
+            if let (Ok(domain), Ok(sequence)) = (domain.parse::<u32>(), sequence.parse::<u64>()) {
+                let entry = sequences.entry(domain).or_insert(0);
+                *entry = sequence.max(*entry);
+            }
+        }
+    }
+    sequences
+}
 
 /// How long a server may take to say whether it is writable.
 const ROLE_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -50,7 +66,7 @@ impl DatabaseServers {
         let mut master_connection = self.connect_root(master).await?;
         let position = mariadb_admin::gtid_binlog_position(&mut master_connection).await;
         mariadb_admin::close(master_connection).await;
-        self.wait_replica_reached(name, &position?, CATCH_UP_TIMEOUT).await?;
+        self.wait_until_server_holds(name, &position?, CATCH_UP_TIMEOUT).await?;
         tracing::info!(server = name, master, "database server rejoined as a replica");
         Ok(())
     }
@@ -83,6 +99,35 @@ impl DatabaseServers {
         };
         mariadb_admin::close(connection).await;
         outcome
+    }
+
+    /// `name`'s `gtid_current_pos` includes `position`, domain by domain. Unlike
+    /// `MASTER_GTID_WAIT`, which follows only what a server applied as a replica, this
+    /// counts an old master's own writes too: after a switchover on an idle cluster it
+    /// has applied nothing, and holds everything.
+    pub(super) async fn wait_until_server_holds(
+        &self,
+        name: &str,
+        position: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let wanted = sequences_by_domain(position);
+        poll_until_ready(&format!("{name} to hold {position}"), timeout, || async {
+            let mut connection = self.connect_root(name).await?;
+            let current: Option<String> = connection.query_first("SELECT @@gtid_current_pos").await?;
+            mariadb_admin::close(connection).await;
+            let current = current.unwrap_or_default();
+            let held = sequences_by_domain(&current);
+            let holds = wanted
+                .iter()
+                .all(|(domain, sequence)| held.get(domain).is_some_and(|own| own >= sequence));
+            Ok(if holds {
+                Probe::Ready(())
+            } else {
+                Probe::NotYet(anyhow::anyhow!("at {current:?}"))
+            })
+        })
+        .await
     }
 
     /// Every server reports the same `gtid_current_pos` (after a failover and a rejoin:

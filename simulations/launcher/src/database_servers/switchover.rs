@@ -40,12 +40,15 @@ impl DatabaseServers {
             .with_context(|| format!("making {old_master} read-only"))?;
         let final_position = mariadb_admin::gtid_binlog_position(&mut old).await?;
         // 2. The target applies all of it, then takes writes.
-        let mut new = self.connect_root(target).await?;
-        if !mariadb_admin::wait_for_gtid_position(&mut new, &final_position, CATCH_UP_BOUND).await? {
+        if let Err(error) = self
+            .wait_until_server_holds(target, &final_position, CATCH_UP_BOUND)
+            .await
+        {
             // Give the writes back rather than leave no master.
             let _ = mariadb_admin::execute_sql_script(&mut old, "SET GLOBAL read_only = OFF").await;
-            bail!("{target} did not reach {old_master}'s position {final_position:?} within {CATCH_UP_BOUND:?}; {old_master} takes writes again");
+            return Err(error.context(format!("{target} did not catch up; {old_master} takes writes again")));
         }
+        let mut new = self.connect_root(target).await?;
         mariadb_admin::execute_sql_script(
             &mut new,
             "STOP SLAVE;\nRESET SLAVE ALL;\nSET GLOBAL rpl_semi_sync_master_enabled = ON;\nSET GLOBAL read_only = OFF",
@@ -65,7 +68,7 @@ impl DatabaseServers {
         mariadb_admin::close(new).await;
         let position = position?;
         for name in names.iter().filter(|name| **name != target) {
-            self.wait_replica_reached(name, &position, CATCH_UP_BOUND).await?;
+            self.wait_until_server_holds(name, &position, CATCH_UP_BOUND).await?;
         }
         tracing::info!(old_master, target, ?clients, "switchover done");
         Ok(old_master)
