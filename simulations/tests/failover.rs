@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use parley_launcher::app_tier::resolve_parley_binary;
+use parley_launcher::kept_state_dir::StateDirKeptOnFailure;
 use parley_launcher::readiness::{poll_until_ready, Probe};
 use parley_launcher::{ClusterSpec, LocalCluster};
 use parley_sim::failover::{
@@ -32,35 +33,14 @@ struct ExperimentCluster {
     state_dir: StateDirKeptOnFailure,
 }
 
-/// A failed scenario keeps the node logs for whoever reads the failure.
-struct StateDirKeptOnFailure(tempfile::TempDir);
-
-impl StateDirKeptOnFailure {
-    fn path(&self) -> &std::path::Path {
-        self.0.path()
-    }
-}
-
-impl Drop for StateDirKeptOnFailure {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.disable_cleanup(true);
-            eprintln!("the cluster's logs are kept in {}", self.0.path().display());
-        }
-    }
-}
-
 async fn start_cluster() -> anyhow::Result<ExperimentCluster> {
     resolve_parley_binary(None).context("build the node first: cargo build -p parley-node, or set PARLEY_BIN")?;
-    let state_dir = tempfile::tempdir()?;
+    let state_dir = StateDirKeptOnFailure::new()?;
     let mut spec = ClusterSpec::with_free_ports(state_dir.path().to_path_buf(), 2);
     spec.node_extra_args = CHEAP_SCRYPT_ARGS.iter().map(|arg| arg.to_string()).collect();
     parley_launcher::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
     let cluster = LocalCluster::start(spec).await?;
-    Ok(ExperimentCluster {
-        cluster,
-        state_dir: StateDirKeptOnFailure(state_dir),
-    })
+    Ok(ExperimentCluster { cluster, state_dir })
 }
 
 fn short_experiment(faults: Vec<ScriptedFault>) -> FailoverConfig {

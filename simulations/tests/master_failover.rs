@@ -17,6 +17,7 @@ use nix::sys::signal::Signal;
 use parley_client::http::seed_person;
 use parley_client::ParleyHttp;
 use parley_launcher::app_tier::resolve_parley_binary;
+use parley_launcher::kept_state_dir::StateDirKeptOnFailure;
 use parley_launcher::readiness::{poll_until_ready, Probe};
 use parley_launcher::{ClusterSpec, LocalCluster};
 use parley_sim::failover::{run_failover_experiment, FailoverConfig};
@@ -33,12 +34,7 @@ const PROMOTION_BOUND: Duration = Duration::from_secs(10);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_master_kills_in_a_row_lose_nothing_and_leave_no_divergence() -> anyhow::Result<()> {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
-    resolve_parley_binary(None).context("build the node first: cargo build -p parley-node, or set PARLEY_BIN")?;
-    parley_launcher::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
-    let state_dir = StateDirKeptOnFailure(tempfile::tempdir()?);
-    let mut spec = ClusterSpec::with_free_ports(state_dir.path().to_path_buf(), 2);
-    spec.node_extra_args = vec!["--scrypt-log-n".to_owned(), "10".to_owned()];
-    let cluster = LocalCluster::start(spec).await?;
+    let (cluster, state_dir) = start_cluster().await?;
 
     let mut config = FailoverConfig::seed_experiment(LOAD_DURATION);
     config.faults = Vec::new();
@@ -93,12 +89,7 @@ async fn ten_master_kills_in_a_row_lose_nothing_and_leave_no_divergence() -> any
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switchover_there_and_back_under_load_fails_no_request() -> anyhow::Result<()> {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
-    resolve_parley_binary(None).context("build the node first: cargo build -p parley-node, or set PARLEY_BIN")?;
-    parley_launcher::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
-    let state_dir = StateDirKeptOnFailure(tempfile::tempdir()?);
-    let mut spec = ClusterSpec::with_free_ports(state_dir.path().to_path_buf(), 2);
-    spec.node_extra_args = vec!["--scrypt-log-n".to_owned(), "10".to_owned()];
-    let cluster = LocalCluster::start(spec).await?;
+    let (cluster, state_dir) = start_cluster().await?;
 
     let mut config = FailoverConfig::seed_experiment(Duration::from_secs(40));
     config.faults = Vec::new();
@@ -167,12 +158,7 @@ async fn a_switchover_there_and_back_under_load_fails_no_request() -> anyhow::Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_old_master_back_as_a_replica_can_be_promoted_again() -> anyhow::Result<()> {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
-    resolve_parley_binary(None).context("build the node first: cargo build -p parley-node, or set PARLEY_BIN")?;
-    parley_launcher::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
-    let state_dir = StateDirKeptOnFailure(tempfile::tempdir()?);
-    let mut spec = ClusterSpec::with_free_ports(state_dir.path().to_path_buf(), 2);
-    spec.node_extra_args = vec!["--scrypt-log-n".to_owned(), "10".to_owned()];
-    let cluster = LocalCluster::start(spec).await?;
+    let (cluster, _state_dir) = start_cluster().await?;
     let servers = cluster.database_servers();
     let http = ParleyHttp::new(cluster.app.public_url());
     http.sign_up_ok(&seed_person("Ann", "idle-failover")).await?;
@@ -241,22 +227,15 @@ async fn wait_until_messages_are_stored_on(cluster: &LocalCluster, master: &str)
     .await
 }
 
-/// A failed run keeps the servers' and nodes' logs for whoever reads the failure.
-struct StateDirKeptOnFailure(tempfile::TempDir);
-
-impl StateDirKeptOnFailure {
-    fn path(&self) -> &std::path::Path {
-        self.0.path()
-    }
-}
-
-impl Drop for StateDirKeptOnFailure {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.disable_cleanup(true);
-            eprintln!("the cluster's logs are kept in {}", self.0.path().display());
-        }
-    }
+/// Two nodes with cheap password hashing (sign-ups are setup here), and automatic
+/// failover as every `parley-sim` cluster has it.
+async fn start_cluster() -> anyhow::Result<(LocalCluster, StateDirKeptOnFailure)> {
+    resolve_parley_binary(None).context("build the node first: cargo build -p parley-node, or set PARLEY_BIN")?;
+    parley_launcher::test_watchdog::arm(env!("CARGO_CRATE_NAME"));
+    let state_dir = StateDirKeptOnFailure::new()?;
+    let mut spec = ClusterSpec::with_free_ports(state_dir.path().to_path_buf(), 2);
+    spec.node_extra_args = vec!["--scrypt-log-n".to_owned(), "10".to_owned()];
+    Ok((LocalCluster::start(spec).await?, state_dir))
 }
 
 async fn wait_for_a_master_other_than(cluster: &LocalCluster, except: &str) -> anyhow::Result<&'static str> {

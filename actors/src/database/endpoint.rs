@@ -63,6 +63,26 @@ pub struct Endpoint {
     read_admission: Semaphore,
 }
 
+/// A connection from `connecting` (a pool or a new session) within `timeout`, its failure
+/// named after `endpoint`: `Unavailable` when refused, `Timeout` when slow.
+pub(crate) async fn connect_within(
+    endpoint: &str,
+    timeout: Duration,
+    connecting: impl std::future::Future<Output = Result<Conn, mysql_async::Error>>,
+) -> Result<Conn, DbError> {
+    match tokio::time::timeout(timeout, connecting).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(error)) => Err(DbError::Unavailable {
+            endpoint: endpoint.to_owned(),
+            reason: error.to_string(),
+        }),
+        Err(_) => Err(DbError::Timeout {
+            endpoint: endpoint.to_owned(),
+            timeout,
+        }),
+    }
+}
+
 /// Prepared statements kept per connection: more than the node has distinct statements
 /// (the driver's default, 32, is fewer), so none is ever prepared twice.
 const STATEMENTS_CACHED_PER_CONNECTION: usize = 256;
@@ -119,17 +139,7 @@ impl Endpoint {
 
     /// A pooled connection, or `Unavailable`/`Timeout` within `timeout`.
     pub async fn connection(&self, timeout: Duration) -> Result<Conn, DbError> {
-        match tokio::time::timeout(timeout, self.pool.get_conn()).await {
-            Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(error)) => Err(DbError::Unavailable {
-                endpoint: self.name.clone(),
-                reason: error.to_string(),
-            }),
-            Err(_) => Err(DbError::Timeout {
-                endpoint: self.name.clone(),
-                timeout,
-            }),
-        }
+        connect_within(&self.name, timeout, self.pool.get_conn()).await
     }
 
     /// A turn for one read, waiting at most `queue_timeout`; `None` when the pool stayed

@@ -9,6 +9,7 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row};
 
+use super::endpoint::connect_within;
 use super::DbError;
 
 /// One database server the failover actor watches and may promote, as configured
@@ -160,34 +161,14 @@ impl WatchedServer {
 
     /// A pooled administrative connection within `timeout`.
     pub async fn connection(&self, timeout: Duration) -> Result<Conn, DbError> {
-        match tokio::time::timeout(timeout, self.pool.get_conn()).await {
-            Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(error)) => Err(DbError::Unavailable {
-                endpoint: self.name.clone(),
-                reason: error.to_string(),
-            }),
-            Err(_) => Err(DbError::Timeout {
-                endpoint: self.name.clone(),
-                timeout,
-            }),
-        }
+        connect_within(&self.name, timeout, self.pool.get_conn()).await
     }
 
     /// A connection of its own, outside the pool: the failover lock lives as long as
     /// its session, which must end when the promotion does.
     pub async fn dedicated_connection(&self, timeout: Duration) -> Result<Conn, DbError> {
         let opts = OptsBuilder::from_opts(self.admin_opts.clone()).prefer_socket(false);
-        match tokio::time::timeout(timeout, Conn::new(opts)).await {
-            Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(error)) => Err(DbError::Unavailable {
-                endpoint: self.name.clone(),
-                reason: error.to_string(),
-            }),
-            Err(_) => Err(DbError::Timeout {
-                endpoint: self.name.clone(),
-                timeout,
-            }),
-        }
+        connect_within(&self.name, timeout, Conn::new(opts)).await
     }
 
     /// Whether a replica's `Master_Host`/`Master_Port` name this server.
