@@ -395,16 +395,10 @@ impl DatabaseServers {
             if self.ports.of_server(&status.name).is_none() {
                 continue;
             }
-            let read_only = async {
-                let mut connection = mariadb_admin::connect_url(&self.root_url(&status.name)).await.ok()?;
-                let read_only: Option<i64> = connection.query_first("SELECT @@read_only").await.ok()?;
-                mariadb_admin::close(connection).await;
-                read_only
-            };
-            let role = match tokio::time::timeout(Duration::from_secs(2), read_only).await {
-                Ok(Some(0)) => "master",
-                Ok(Some(_)) => "replica",
-                _ => "unreachable",
+            let role = match self.read_only_of(&status.name).await {
+                Some(false) => "master",
+                Some(true) => "replica",
+                None => "unreachable",
             };
             status.role = Some(role.to_owned());
         }

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use nix::sys::signal::Signal;
 use parley_launcher::local_cluster::{remove_state_dir, STATE_FILE_NAME};
 use parley_launcher::trace_collector::TraceCollector;
-use parley_launcher::{ClusterSpec, ComponentStatus, LocalCluster, PortChoice};
+use parley_launcher::{ComponentStatus, LocalCluster, PortChoice};
 use parley_sim::bench::{run_benchmarks, write_plots, BenchConfig, BENCH_NODE_ARGS};
 use parley_sim::failover::{
     attach_or_start_cluster, restart_dead_components, run_failover_experiment, write_timeline_plot, ClusterOrigin,
@@ -199,12 +199,7 @@ async fn failover(state_dir: &Path, arguments: FailoverArgs) -> anyhow::Result<E
     config.http_post_connections = arguments.post_connections;
 
     let mut stop_signals = StopSignals::install()?;
-    let new_cluster_spec = || {
-        let mut spec = ClusterSpec::with_fixed_ports(state_dir.to_path_buf(), arguments.nodes, arguments.port);
-        spec.parley_bin = arguments.parley_bin.clone();
-        spec.node_extra_args = arguments.node_args.clone();
-        spec
-    };
+    let new_cluster_spec = || arguments.layout.spec(state_dir, Vec::new());
     let (cluster, origin) = tokio::select! {
         attached = attach_or_start_cluster(state_dir, new_cluster_spec) => attached?,
         received = stop_signals.next() => bail!("interrupted by {received} while starting the cluster"),
@@ -279,15 +274,12 @@ async fn bench(state_dir: &Path, arguments: BenchArgs) -> anyhow::Result<()> {
         hop_traces,
     };
     let new_cluster_spec = || {
-        let mut spec = ClusterSpec::with_fixed_ports(state_dir.to_path_buf(), arguments.nodes, arguments.port);
-        spec.parley_bin = arguments.parley_bin.clone();
-        spec.node_extra_args = BENCH_NODE_ARGS
+        let own_node_args = BENCH_NODE_ARGS
             .iter()
             .map(|argument| argument.to_string())
             .chain(trace_export_args.iter().cloned())
-            .chain(arguments.node_args.iter().cloned())
             .collect();
-        spec
+        arguments.layout.spec(state_dir, own_node_args)
     };
     let (cluster, origin) = attach_or_start_cluster(state_dir, new_cluster_spec).await?;
     refuse_edge_tls(&cluster, "bench")?;
@@ -338,10 +330,8 @@ async fn up(state_dir: &Path, arguments: UpArgs, restore_from: Option<PathBuf>) 
         }
     }
     remove_state_dir(state_dir)?;
-    let mut spec = ClusterSpec::with_fixed_ports(state_dir.to_path_buf(), arguments.nodes, arguments.port);
+    let mut spec = arguments.layout.spec(state_dir, Vec::new());
     spec.detach = arguments.detach;
-    spec.parley_bin = arguments.parley_bin;
-    spec.node_extra_args = arguments.node_args;
     spec.cluster_tls = arguments.cluster_tls;
     spec.edge_tls = arguments.edge_tls.files()?;
     spec.database_ports = PortChoice::Fixed {

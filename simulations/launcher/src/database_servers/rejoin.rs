@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use mysql_async::prelude::Queryable;
 
 use super::mariadb_launch::{self, MASTER_NAME, REPLICA_NAMES};
@@ -40,17 +40,26 @@ impl DatabaseServers {
             if name == except || !self.components.get(name).is_ok_and(|component| component.is_alive()) {
                 continue;
             }
-            let read_only = async {
-                let mut connection = mariadb_admin::connect_url(&self.root_url(name)).await.ok()?;
-                let read_only: Option<i64> = connection.query_first("SELECT @@read_only").await.ok()?;
-                mariadb_admin::close(connection).await;
-                read_only
-            };
-            if let Ok(Some(0)) = tokio::time::timeout(ROLE_QUERY_TIMEOUT, read_only).await {
+            if self.read_only_of(name).await == Some(false) {
                 return Some(name);
             }
         }
         None
+    }
+
+    /// `@@read_only` of the server `name` over TCP; `None` when it does not answer in time.
+    pub(super) async fn read_only_of(&self, name: &str) -> Option<bool> {
+        let read_only = async {
+            let mut connection = mariadb_admin::connect_url(&self.root_url(name)).await.ok()?;
+            let read_only: Option<i64> = connection.query_first("SELECT @@read_only").await.ok()?;
+            mariadb_admin::close(connection).await;
+            read_only
+        };
+        tokio::time::timeout(ROLE_QUERY_TIMEOUT, read_only)
+            .await
+            .ok()
+            .flatten()
+            .map(|read_only| read_only != 0)
     }
 
     /// Starts the stopped server `name` as a read-only replica of `master` and waits
@@ -133,8 +142,7 @@ impl DatabaseServers {
     /// Every server reports the same `gtid_current_pos` (after a failover and a rejoin:
     /// nothing diverged). Fails naming each server's position otherwise.
     pub async fn wait_all_servers_converge(&self, timeout: Duration) -> anyhow::Result<String> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
+        poll_until_ready("every server at the same gtid_current_pos", timeout, || async {
             let mut positions = Vec::new();
             for name in std::iter::once(MASTER_NAME).chain(REPLICA_NAMES) {
                 let mut connection = self.connect_root(name).await?;
@@ -142,14 +150,13 @@ impl DatabaseServers {
                 mariadb_admin::close(connection).await;
                 positions.push((name, position.unwrap_or_default()));
             }
-            if positions.iter().all(|(_, position)| *position == positions[0].1) {
-                return Ok(positions[0].1.clone());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                bail!("the servers' gtid_current_pos still differ after {timeout:?}: {positions:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            Ok(if positions.iter().all(|(_, position)| *position == positions[0].1) {
+                Probe::Ready(positions[0].1.clone())
+            } else {
+                Probe::NotYet(anyhow::anyhow!("positions differ: {positions:?}"))
+            })
+        })
+        .await
     }
 
     /// `--database-server` arguments naming every server with its admin URL: the nodes

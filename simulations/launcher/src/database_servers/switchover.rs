@@ -90,9 +90,4 @@ impl DatabaseServers {
             }
         }
     }
-
-    /// The server that takes writes now, if exactly one does.
-    pub async fn current_master(&self) -> Option<&'static str> {
-        self.writable_server_other_than("").await
-    }
 }

@@ -7,7 +7,7 @@ use anyhow::bail;
 use clap::Args;
 use parley_launcher::database_servers::DEFAULT_DATABASE_BASE_PORT;
 use parley_launcher::local_cluster::DEFAULT_PUBLIC_PORT;
-use parley_launcher::EdgeTlsFiles;
+use parley_launcher::{ClusterSpec, EdgeTlsFiles};
 use parley_sim::bench::BenchConfig;
 use parley_sim::failover::FaultSpec;
 
@@ -31,19 +31,10 @@ pub(crate) struct BenchArgs {
     /// Also draw each benchmark that ran as DIR/bench-NAME.png (needs fonts-dejavu-core).
     #[arg(long, value_name = "DIR")]
     pub(crate) plot_dir: Option<PathBuf>,
-    /// Nodes of a cluster this command starts itself.
-    #[arg(long, default_value_t = 2)]
-    pub(crate) nodes: usize,
-    /// nginx's port of a cluster this command starts itself.
-    #[arg(long, default_value_t = DEFAULT_PUBLIC_PORT)]
-    pub(crate) port: u16,
-    /// The parley binary for a cluster this command starts itself.
-    #[arg(long)]
-    pub(crate) parley_bin: Option<PathBuf>,
-    /// Extra node argument for a cluster this command starts itself, after the bench's
-    /// own (cheap scrypt, no per-address sign-in limit, 64 sockets per user); repeatable.
-    #[arg(long = "node-arg", allow_hyphen_values = true)]
-    pub(crate) node_args: Vec<String>,
+    /// The cluster this command starts when none runs (extra node arguments come after
+    /// the bench's own: cheap scrypt, no per-address sign-in limit, 64 sockets per user).
+    #[command(flatten)]
+    pub(crate) layout: ClusterLayoutArgs,
     /// Break `latency` down hop by hop: the cluster this command starts exports its
     /// spans to a collector inside parley-sim (exporting costs the nodes some CPU, so
     /// the other figures of such a run are not comparable).
@@ -96,18 +87,9 @@ pub(crate) struct FailoverArgs {
     /// (by default they are started again afterwards).
     #[arg(long)]
     pub(crate) leave_broken: bool,
-    /// Nodes of a cluster this command starts itself.
-    #[arg(long, default_value_t = 2)]
-    pub(crate) nodes: usize,
-    /// nginx's port of a cluster this command starts itself.
-    #[arg(long, default_value_t = DEFAULT_PUBLIC_PORT)]
-    pub(crate) port: u16,
-    /// The parley binary for a cluster this command starts itself.
-    #[arg(long)]
-    pub(crate) parley_bin: Option<PathBuf>,
-    /// Extra node argument for a cluster this command starts itself (repeatable).
-    #[arg(long = "node-arg", allow_hyphen_values = true)]
-    pub(crate) node_args: Vec<String>,
+    /// The cluster this command starts when none runs.
+    #[command(flatten)]
+    pub(crate) layout: ClusterLayoutArgs,
 }
 
 #[derive(Args)]
@@ -118,19 +100,16 @@ pub(crate) struct RestoreArgs {
     pub(crate) cluster: UpArgs,
 }
 
+/// The nodes, ports and binary of a cluster a command starts (`up`, `restore`, and
+/// `bench` or `failover` when no cluster runs).
 #[derive(Args)]
-pub(crate) struct UpArgs {
+pub(crate) struct ClusterLayoutArgs {
+    /// How many nodes.
     #[arg(long, default_value_t = 2)]
     pub(crate) nodes: usize,
     /// nginx's public port; the nodes take the ports right after it.
     #[arg(long, default_value_t = DEFAULT_PUBLIC_PORT)]
     pub(crate) port: u16,
-    /// The master's port; the replicas take the next two, HAProxy from 10 above it.
-    #[arg(long, default_value_t = DEFAULT_DATABASE_BASE_PORT)]
-    pub(crate) database_port: u16,
-    /// Return once the cluster is ready and leave it running.
-    #[arg(long)]
-    pub(crate) detach: bool,
     /// The parley binary (default: PARLEY_BIN, else next to parley-sim).
     #[arg(long)]
     pub(crate) parley_bin: Option<PathBuf>,
@@ -138,6 +117,32 @@ pub(crate) struct UpArgs {
     /// {{node_port}} are replaced per node.
     #[arg(long = "node-arg", allow_hyphen_values = true)]
     pub(crate) node_args: Vec<String>,
+}
+
+impl ClusterLayoutArgs {
+    /// A cluster spec in `state_dir` with these nodes, ports, binary and node arguments
+    /// (after `own_node_args`).
+    pub(crate) fn spec(&self, state_dir: &std::path::Path, own_node_args: Vec<String>) -> ClusterSpec {
+        let mut spec = ClusterSpec::with_fixed_ports(state_dir.to_path_buf(), self.nodes, self.port);
+        spec.parley_bin = self.parley_bin.clone();
+        spec.node_extra_args = own_node_args
+            .into_iter()
+            .chain(self.node_args.iter().cloned())
+            .collect();
+        spec
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct UpArgs {
+    #[command(flatten)]
+    pub(crate) layout: ClusterLayoutArgs,
+    /// The master's port; the replicas take the next two, HAProxy from 10 above it.
+    #[arg(long, default_value_t = DEFAULT_DATABASE_BASE_PORT)]
+    pub(crate) database_port: u16,
+    /// Return once the cluster is ready and leave it running.
+    #[arg(long)]
+    pub(crate) detach: bool,
     /// TLS between the nodes: a fresh CA and node certificates in <state dir>/cluster-tls,
     /// passed with --cluster-tls-cert/-key/-ca.
     #[arg(long)]
