@@ -11,6 +11,7 @@
 pub mod db_router;
 pub mod endpoint;
 pub mod errors;
+mod failover_lock;
 pub mod master_failover;
 mod master_position;
 pub mod migrations;
@@ -114,7 +115,7 @@ impl Default for FailoverSettings {
     fn default() -> Self {
         FailoverSettings {
             servers: Vec::new(),
-            failover_after: Duration::from_secs(2),
+            failover_after: Duration::from_secs(1),
             write_wait: Duration::from_secs(4),
         }
     }
@@ -361,12 +362,17 @@ impl Database {
     /// through this node is the fallback when the master cannot be asked.
     async fn position_to_read_at(&self, reader: &str) -> Option<String> {
         let master = &self.master();
-        let now = self
-            .shared
-            .master_positions
-            .position_after_now(master, self.shared.timeouts.read_attempt)
-            .instrument(tracing::info_span!("db.master_position", db.endpoint = %master.name))
-            .await;
+        // A master marked down is not asked: cut off by a partition it would hold every
+        // read for the whole timeout (a dead one refuses at once, a silent one does not).
+        let now = if master.is_healthy() {
+            self.shared
+                .master_positions
+                .position_after_now(master, self.shared.timeouts.read_attempt)
+                .instrument(tracing::info_span!("db.master_position", db.endpoint = %master.name))
+                .await
+        } else {
+            None
+        };
         let outcome = if now.is_some() { "ok" } else { "unavailable" };
         self.shared.metrics.count_query(&master.name, "position", outcome);
         match now {

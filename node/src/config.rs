@@ -60,8 +60,10 @@ pub struct NodeConfig {
     pub database_servers: Vec<String>,
 
     /// How long no database server may take writes (and the replicas have lost the
-    /// master too) before a replica is promoted, in milliseconds.
-    #[arg(long, env = "PARLEY_FAILOVER_AFTER_MS", default_value_t = 2000)]
+    /// master too) before a replica is promoted, in milliseconds. Short, because the
+    /// replicas' own verdict is the slow, careful one: a master that only went silent
+    /// loses them after `slave_net_timeout` (2 s) without a heartbeat.
+    #[arg(long, env = "PARLEY_FAILOVER_AFTER_MS", default_value_t = 1000)]
     pub failover_after_ms: u64,
 
     /// With --database-server: how long a write that finds no master (a promotion under

@@ -165,9 +165,10 @@ pub async fn run_failover_experiment(
             .kill(&name, Signal::SIGCONT)
             .with_context(|| format!("resuming {name}, left frozen by the schedule"))?;
     }
-    for name in fault_script::nodes_left_partitioned(&config.faults) {
+    for name in fault_script::components_left_partitioned(&config.faults) {
         cluster
-            .heal_node(&name)
+            .heal(&name)
+            .await
             .with_context(|| format!("healing {name}, left partitioned by the schedule"))?;
     }
 

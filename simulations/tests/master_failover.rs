@@ -6,6 +6,10 @@
 //! A planned switchover, there and back under the same kind of load, fails not one
 //! request of any method.
 //!
+//! A master cut off by a partition (iptables, the process alive) is replaced within
+//! seconds, commits nothing while cut off, and on the heal is fenced (SIGKILL, restarted
+//! with the replica configuration) and rejoins the new master.
+//!
 //! Needs the `parley` binary next to this test's target dir (`cargo build -p parley-node`
 //! into the same CARGO_TARGET_DIR) or PARLEY_BIN.
 
@@ -20,14 +24,14 @@ use parley_launcher::app_tier::resolve_parley_binary;
 use parley_launcher::kept_state_dir::StateDirKeptOnFailure;
 use parley_launcher::readiness::{poll_until_ready, Probe};
 use parley_launcher::{ClusterSpec, LocalCluster};
-use parley_sim::failover::{run_failover_experiment, FailoverConfig};
+use parley_sim::failover::{run_failover_experiment, FailoverConfig, FaultAction, ScriptedFault};
 
 const MASTER_KILLS: usize = 10;
 /// Two clusters under load at once would share two cores and slow each other's failovers.
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Long enough for ten kills, promotions and rejoins; the load goes on after the last.
 const LOAD_DURATION: Duration = Duration::from_secs(150);
-/// From a kill to the next server taking writes: the failover delay (2 s), a probe or
+/// From a kill to the next server taking writes: the failover delay (1 s), a probe or
 /// two, the promotion.
 const PROMOTION_BOUND: Duration = Duration::from_secs(10);
 
@@ -150,6 +154,122 @@ async fn a_switchover_there_and_back_under_load_fails_no_request() -> anyhow::Re
         .await
         .context(context)?;
     cluster.shutdown().await
+}
+
+/// The experiment cuts the master off at 10 s and leaves it cut; the test heals it once
+/// the promoted server has stored a hundred messages more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_master_is_replaced_commits_nothing_and_is_fenced_on_heal() -> anyhow::Result<()> {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let (cluster, state_dir) = start_cluster().await?;
+
+    let mut config = FailoverConfig::seed_experiment(Duration::from_secs(40));
+    config.faults = vec![ScriptedFault::new(
+        Duration::from_secs(10),
+        FaultAction::Partition,
+        "master",
+    )];
+    config.http_connections = 2;
+    config.http_post_connections = 1;
+    config.pairs = 6;
+    config.message_rate_per_pair = 4.0;
+    let load = run_failover_experiment(&cluster, &config);
+    let cut_off_side = async {
+        let promoted = poll_until_ready("a replica promoted", Duration::from_secs(120), || async {
+            Ok(
+                match cluster.database_servers().writable_server_other_than("master").await {
+                    Some(promoted) => Probe::Ready(promoted),
+                    None => Probe::NotYet(anyhow::anyhow!("no replica takes writes yet")),
+                },
+            )
+        })
+        .await?;
+        let at_promotion = committed_on_cut_off_master(&cluster).await?;
+        wait_until_messages_are_stored_on(&cluster, promoted).await?;
+        let before_heal = committed_on_cut_off_master(&cluster).await?;
+        let healed = cluster.heal("master").await?;
+        anyhow::Ok((promoted, at_promotion, before_heal, healed))
+    };
+    let (report, cut_off_side) = tokio::join!(load, cut_off_side);
+    let report = report?;
+    let context = format!(
+        "logs in {}
+{}",
+        state_dir.path().display(),
+        report.render_table()
+    );
+    let (promoted, at_promotion, before_heal, healed) = cut_off_side.context(context.clone())?;
+    println!("{}", report.render_table());
+    println!(
+        "promoted {promoted}; the cut-off master held {} messages at the promotion, {} before the heal, \
+         with {} commits waiting for an acknowledgement",
+        at_promotion.messages, before_heal.messages, before_heal.commits_waiting
+    );
+    assert!(
+        healed,
+        "the master was no longer partitioned when the test healed it
+{context}"
+    );
+    assert_eq!(
+        at_promotion.messages, before_heal.messages,
+        "the cut-off master committed messages after the promotion
+{context}"
+    );
+    let unavailable = report.writes.unavailable_s;
+    assert!(
+        unavailable.is_some_and(|seconds| seconds <= 5.0),
+        "writes unavailable for {unavailable:?} s after the partition
+{context}"
+    );
+    let failed_gets = report.http.non_2xx_by_method.get("GET").copied().unwrap_or(0);
+    assert_eq!(
+        (failed_gets, report.http.errors),
+        (0, 0),
+        "{:#?}\n{context}",
+        report.http.problems
+    );
+    assert!(report.ws.sent > 0 && report.ws.acked == report.ws.sent, "{context}");
+    assert_eq!(
+        (report.ws.lost, report.ws.duplicates, report.ws.sequence_conflicts),
+        (0, 0, 0),
+        "{context}"
+    );
+    assert_eq!(report.ws.delivered, report.ws.acked, "{context}");
+    let servers = cluster.database_servers();
+    let roles = servers.with_roles(servers.status()).await;
+    let masters: Vec<&str> = roles
+        .iter()
+        .filter(|status| status.role.as_deref() == Some("master"))
+        .map(|status| status.name.as_str())
+        .collect();
+    assert_eq!(masters, [promoted], "{roles:?}\n{context}");
+    let position = servers
+        .wait_all_servers_converge(Duration::from_secs(30))
+        .await
+        .context(context)?;
+    println!("every server at {position}");
+    cluster.shutdown().await
+}
+
+/// What the cut-off master has committed, read over its unix socket (a partition cuts
+/// only the network).
+struct CutOffMaster {
+    messages: u64,
+    /// Sessions whose commit waits for a replica's acknowledgement that cannot come.
+    commits_waiting: u64,
+}
+
+async fn committed_on_cut_off_master(cluster: &LocalCluster) -> anyhow::Result<CutOffMaster> {
+    let mut connection = cluster.database_servers().connect_root_over_socket("master").await?;
+    let messages: Option<u64> = connection.query_first("SELECT COUNT(*) FROM parley.messages").await?;
+    let waiting: Option<(String, u64)> = connection
+        .query_first("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_wait_sessions'")
+        .await?;
+    let _ = connection.disconnect().await;
+    Ok(CutOffMaster {
+        messages: messages.unwrap_or(0),
+        commits_waiting: waiting.map_or(0, |(_, sessions)| sessions),
+    })
 }
 
 /// On an idle cluster a server that was master and came back as a replica holds its old

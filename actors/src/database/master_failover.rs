@@ -126,6 +126,15 @@ impl Actor for MasterFailover {
                             .with_label_values(&[action_kind(&action), "done"])
                             .inc();
                         tracing::warn!(?action, "database topology changed");
+                        // This node made it the master: its writes go there now, not
+                        // after the next round (which waits for a server cut off by a
+                        // partition to time out).
+                        if let TopologyAction::Promote { candidate } = &action {
+                            if state.database.use_master(candidate) {
+                                tracing::warn!(master = %candidate, "writes now go to a new master");
+                            }
+                            state.without_master_since = None;
+                        }
                         // See the result at once rather than at the next tick.
                         myself.cast(MasterFailoverMessage::ReadServers)?;
                     }
@@ -174,13 +183,18 @@ fn take_in_round(myself: &ActorRef<MasterFailoverMessage>, state: &mut MasterFai
             state.action_in_flight = true;
             tracing::warn!(?action, "database topology needs a change; taking the failover lock");
             let servers = state.servers.clone();
-            let timeout = state.database.timeouts().probe_timeout.max(Duration::from_secs(1));
+            let last_views = state.last_views.clone();
+            let read_timeout = state.database.timeouts().probe_timeout;
+            let lock_timeout = read_timeout.max(Duration::from_secs(1));
             let failover_after = settings.failover_after;
             let actor = myself.clone();
             tokio::spawn(async move {
-                let outcome = tokio::time::timeout(ACTION_TIMEOUT, carry_out(&servers, timeout, failover_after))
-                    .await
-                    .unwrap_or(Err(FailoverError::Timeout(ACTION_TIMEOUT)));
+                let outcome = tokio::time::timeout(
+                    ACTION_TIMEOUT,
+                    carry_out(&servers, &last_views, lock_timeout, read_timeout, failover_after),
+                )
+                .await
+                .unwrap_or(Err(FailoverError::Timeout(ACTION_TIMEOUT)));
                 let _ = actor.cast(MasterFailoverMessage::ActionFinished(outcome));
             });
         }

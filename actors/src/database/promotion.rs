@@ -10,12 +10,11 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
-use super::promotion_decision::{assess, is_majority, ServerView, TopologyAction};
+use super::failover_lock::lock_majority;
+use super::promotion_decision::{assess, ServerView, TopologyAction};
 use super::server_topology::{GtidPosition, ServerReading, WatchedServer};
 use super::DbError;
 
-/// The lock's name: the same on every server, taken by whichever node acts.
-const FAILOVER_LOCK: &str = "parley_failover";
 /// How long the promoted server may take to apply what it received.
 const RELAY_LOG_APPLY_BOUND_SECONDS: u64 = 10;
 
@@ -81,15 +80,20 @@ pub async fn read_all(servers: &[Arc<WatchedServer>], timeout: Duration) -> Vec<
         .collect()
 }
 
-/// Takes the lock on a majority, decides again, and carries out what that decision says.
+/// Takes the lock on a majority (sessions connected within `lock_timeout`, servers the
+/// last round could read first, see [`lock_majority`]), reads every server again (within
+/// `read_timeout`, as the regular readings), decides again, and carries out what that
+/// decision says.
 pub async fn carry_out(
     servers: &[Arc<WatchedServer>],
-    timeout: Duration,
+    last_views: &[ServerView],
+    lock_timeout: Duration,
+    read_timeout: Duration,
     failover_after: Duration,
 ) -> Result<ActionOutcome, FailoverError> {
-    let locks = lock_majority(servers, timeout).await?;
+    let locks = lock_majority(servers, last_views, lock_timeout).await?;
     // Under the lock: what the earlier round saw may be stale (another node acted).
-    let views = read_all(servers, timeout).await;
+    let views = read_all(servers, read_timeout).await;
     let outcome = match assess(&views, failover_after, failover_after).action {
         None => Ok(ActionOutcome::NothingToDo),
         Some(action) => execute(servers, &views, &action)
@@ -101,35 +105,6 @@ pub async fn carry_out(
         let _ = conn.disconnect().await;
     }
     outcome
-}
-
-async fn lock_majority(servers: &[Arc<WatchedServer>], timeout: Duration) -> Result<Vec<Conn>, FailoverError> {
-    let attempts = servers.iter().map(|server| async move {
-        let mut conn = server.dedicated_connection(timeout).await.ok()?;
-        let locked: Option<Option<i64>> = conn.exec_first("SELECT GET_LOCK(?, 0)", (FAILOVER_LOCK,)).await.ok();
-        if locked == Some(Some(1)) {
-            Some(conn)
-        } else {
-            let _ = conn.disconnect().await;
-            None
-        }
-    });
-    let locks: Vec<Conn> = futures::future::join_all(attempts)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
-    if is_majority(locks.len(), servers.len()) {
-        return Ok(locks);
-    }
-    let locked = locks.len();
-    for conn in locks {
-        let _ = conn.disconnect().await;
-    }
-    Err(FailoverError::NoMajority {
-        locked,
-        total: servers.len(),
-    })
 }
 
 async fn execute(
@@ -152,13 +127,19 @@ async fn execute(
     match action {
         TopologyAction::Promote { candidate } => {
             let new_master = find(candidate)?;
-            promote(new_master).await?;
-            for view in views
+            let others = views
                 .iter()
                 .filter(|view| view.name != *candidate && view.reading.is_some())
-            {
-                let server = find(&view.name)?;
-                point_at(server, reading_of(&view.name).as_ref(), new_master).await?;
+                .map(|view| find(&view.name))
+                .collect::<Result<Vec<_>, _>>()?;
+            // `STOP SLAVE` waits for an IO thread stuck connecting to a master that does
+            // not answer (a partition) for up to `slave_net_timeout`: the other replicas
+            // stop while the candidate does, not after it.
+            let stopping_the_others = futures::future::join_all(others.iter().map(|server| stop_replication(server)));
+            let (promoted, _) = tokio::join!(promote(new_master), stopping_the_others);
+            promoted?;
+            for server in others {
+                point_at(server, reading_of(&server.name).as_ref(), new_master).await?;
             }
             Ok(())
         }
@@ -267,6 +248,18 @@ async fn wait_until_applied(conn: &mut Conn, candidate: &WatchedServer, received
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Stops a replica's replication ahead of pointing it elsewhere; a failure here is left
+/// to `point_at`, which stops it again.
+async fn stop_replication(server: &WatchedServer) {
+    let Ok(mut conn) = connect(server).await else {
+        return;
+    };
+    if let Err(error) = conn.query_drop("STOP SLAVE").await {
+        tracing::debug!(server = %server.name, %error, "could not stop replication ahead of the promotion");
+    }
+    let _ = conn.disconnect().await;
 }
 
 /// Makes `server` a read-only replica of `master`, from its own current position (an

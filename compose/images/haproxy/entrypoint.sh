@@ -35,6 +35,21 @@ resolvers docker_dns
     accepted_payload_size 8192
 RESOLVERS
 
+# Every database server on a port of its own (3311 master, 3312 replica-1, 3313
+# replica-2): the nodes read each server there and promote a replica when the master
+# dies, and after a promotion the servers replicate from each other there, since the
+# replicas' network reaches nothing else. Plain forwarding: who is up is the nodes' call.
+server_port=3311
+for server in "${master_host}" "${replica_1_host}" "${replica_2_host}"; do
+    cat >>"${config}" <<SERVER
+
+listen server_${server//-/_}
+    bind :${server_port}
+    server ${server} ${server}:3306 ${dns_options}
+SERVER
+    server_port=$((server_port + 1))
+done
+
 haproxy -c -q -f "${config}"
 # -db: in the foreground. -W: master-worker; as PID 1 HAProxy alone would ignore the
 # SIGTERM of `docker stop` (no handler), the master acts on it at once.

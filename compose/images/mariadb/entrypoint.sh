@@ -4,6 +4,12 @@
 #            users (replication, app, HAProxy's check user) from deploy/mariadb/bootstrap-master.sql
 #   replica  read_only; on the first start points itself at the master with GTID
 #            (deploy/mariadb/replica-setup.sql); users and data arrive by replication
+# The role is where a server starts, not what it stays: the nodes promote a replica when
+# the master dies (docs/operations.md, automatic failover). So after the first start a
+# server comes up writable only when it was the master, has never been pointed at
+# another server since, and no other server takes writes now; otherwise it comes up
+# read-only with the replica configuration (un-acknowledged commits of a dead master are
+# dropped at recovery, init_rpl_role = SLAVE) and the nodes point it at the master.
 # The first start runs on a private socket with networking off, so nothing (HAProxy,
 # a node, the healthcheck) sees a half-initialised server. The passwords come from the
 # environment, or when it leaves them empty from compose's generated secrets.
@@ -46,9 +52,35 @@ require_password() {
     fi
 }
 
+# The server_id of the server HAProxy's write frontend reaches now (the writable one),
+# or nothing when none answers. Asked before this server starts, so never itself.
+writable_server_id() {
+    mariadb --protocol=tcp --host="${source_host}" --port="${source_port}" --user=haproxy_check \
+        --connect-timeout=2 --batch --skip-column-names --execute='SELECT @@server_id' 2>/dev/null || true
+}
+
+# master.cnf or replica.cnf for this start (see the header).
+choose_template() {
+    if [[ ! -e ${init_marker} ]]; then
+        echo "${role}.cnf"
+        return
+    fi
+    if [[ ${role} != master || -e ${datadir}/master.info ]]; then
+        echo replica.cnf
+        return
+    fi
+    local writable
+    writable=$(writable_server_id)
+    if [[ -n ${writable} && ${writable} != "${server_id}" ]]; then
+        log "server ${writable} takes writes now: starting read-only, as a replica"
+        echo replica.cnf
+        return
+    fi
+    echo master.cnf
+}
+
 case ${role} in
-    master) template=master.cnf ;;
-    replica) template=replica.cnf ;;
+    master | replica) ;;
     *) log "PARLEY_MARIADB_ROLE must be master or replica"; exit 1 ;;
 esac
 use_generated_secret_when_empty MARIADB_REPLICATION_PASSWORD
@@ -56,7 +88,10 @@ require_password MARIADB_REPLICATION_PASSWORD
 if [[ ${role} == master ]]; then
     use_generated_secret_when_empty MARIADB_APP_PASSWORD
     require_password MARIADB_APP_PASSWORD
+    use_generated_secret_when_empty MARIADB_ADMIN_PASSWORD
+    require_password MARIADB_ADMIN_PASSWORD
 fi
+template=$(choose_template)
 
 mkdir -p /run/mysqld
 chown mysql:mysql /run/mysqld "${datadir}"
@@ -92,14 +127,13 @@ initialise() {
         sleep 0.2
     done
     if [[ ${role} == master ]]; then
-        # The operators' way in is `docker compose exec master mariadb` (root over the
-        # socket); the template's TCP admin user gets a password nobody keeps.
-        local admin_password
-        admin_password=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+        # The admin user is the nodes' (they read every server and promote a replica,
+        # through HAProxy's per-server ports); operators use root over the socket
+        # (`docker compose exec master mariadb`).
         render-template "${templates}/bootstrap-master.sql" /tmp/bootstrap.sql \
             replication_host=% replication_password="${MARIADB_REPLICATION_PASSWORD}" \
             app_host=% app_password="${MARIADB_APP_PASSWORD}" \
-            admin_host=localhost admin_password="${admin_password}"
+            admin_host=% admin_password="${MARIADB_ADMIN_PASSWORD}"
         {
             cat /tmp/bootstrap.sql
             echo "CREATE DATABASE IF NOT EXISTS \`${database}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;"

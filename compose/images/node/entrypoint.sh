@@ -4,9 +4,11 @@
 #   name (set it to the service name: peers and nginx reach the node by that name);
 #   PARLEY_CLUSTER_SEEDS defaults to every node of PARLEY_NODES on the cluster port (a
 #   node skips itself), so all nodes share one list;
-#   PARLEY_JWT_SECRET, PARLEY_CLUSTER_COOKIE and MARIADB_APP_PASSWORD, when empty, come
-#   from compose's generated secrets; the app password replaces `{{app_password}}` in
-#   PARLEY_MASTER_URL and PARLEY_READ_URLS (compose cannot know a generated one).
+#   PARLEY_JWT_SECRET, PARLEY_CLUSTER_COOKIE, MARIADB_APP_PASSWORD and
+#   MARIADB_ADMIN_PASSWORD, when empty, come from compose's generated secrets; the app
+#   password replaces `{{app_password}}` in PARLEY_MASTER_URL and PARLEY_READ_URLS, the
+#   admin password `{{admin_password}}` in PARLEY_DATABASE_SERVERS (compose cannot know
+#   a generated one).
 set -euo pipefail
 
 # shellcheck source=../common/generated-secrets.sh
@@ -29,14 +31,19 @@ fi
 
 use_generated_secret_when_empty PARLEY_JWT_SECRET
 use_generated_secret_when_empty PARLEY_CLUSTER_COOKIE
-password_placeholder='{{app_password}}'
-for url_variable in PARLEY_MASTER_URL PARLEY_READ_URLS; do
-    urls=${!url_variable:-}
-    if [[ ${urls} == *"${password_placeholder}"* ]]; then
-        use_generated_secret_when_empty MARIADB_APP_PASSWORD
-        export "${url_variable}=${urls//"${password_placeholder}"/"${MARIADB_APP_PASSWORD}"}"
+# fill_in_password VARIABLE PLACEHOLDER SECRET: PLACEHOLDER in VARIABLE's URLs becomes
+# the secret's value (taken from the generated ones when the environment has none).
+fill_in_password() {
+    local url_variable=$1 placeholder=$2 secret=$3
+    local urls=${!url_variable:-}
+    if [[ ${urls} == *"${placeholder}"* ]]; then
+        use_generated_secret_when_empty "${secret}"
+        export "${url_variable}=${urls//"${placeholder}"/"${!secret}"}"
     fi
-done
-# The node reads the password from its URLs; no need to hand it on twice.
-unset MARIADB_APP_PASSWORD
+}
+fill_in_password PARLEY_MASTER_URL '{{app_password}}' MARIADB_APP_PASSWORD
+fill_in_password PARLEY_READ_URLS '{{app_password}}' MARIADB_APP_PASSWORD
+fill_in_password PARLEY_DATABASE_SERVERS '{{admin_password}}' MARIADB_ADMIN_PASSWORD
+# The node reads the passwords from its URLs; no need to hand them on twice.
+unset MARIADB_APP_PASSWORD MARIADB_ADMIN_PASSWORD
 exec /usr/local/bin/parley "$@"

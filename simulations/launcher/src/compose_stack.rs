@@ -200,6 +200,23 @@ impl ComposeProject {
         Ok(state.trim() == "true")
     }
 
+    /// The service's container health as Docker reports it (`healthy`, `starting`,
+    /// `unhealthy`), or its state when it is not running (`exited`, …).
+    pub async fn health(&self, service: &str) -> anyhow::Result<String> {
+        let id = self.container_id(service).await?;
+        let mut command = std::process::Command::new("docker");
+        command
+            .args([
+                "inspect",
+                "--format",
+                "{{if .State.Running}}{{if .State.Health}}{{.State.Health.Status}}{{else}}running{{end}}{{else}}{{.State.Status}}{{end}}",
+                &id,
+            ])
+            .stdin(Stdio::null());
+        let state = run_to_completion(command, &format!("docker inspect {service}")).await?;
+        Ok(state.trim().to_owned())
+    }
+
     /// Runs a command inside a service's running container (`exec -T`); its stdout.
     pub async fn exec(&self, service: &str, command: &[&str]) -> anyhow::Result<String> {
         let mut args = vec!["exec", "-T", service];

@@ -5,6 +5,7 @@ mod haproxy_launch;
 mod mariadb_launch;
 mod rejoin;
 mod restore;
+mod server_isolation;
 mod switchover;
 
 use std::path::{Path, PathBuf};
@@ -488,7 +489,14 @@ impl DatabaseServers {
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         self.components.terminate_all(crate::component::SHUTDOWN_GRACE).await;
         self.owns_processes = false;
+        self.heal_all_and_release_cgroups();
         Ok(())
+    }
+
+    /// A root session over the server's unix socket: local, so it works while the
+    /// server is cut off by a partition (`partition_server`).
+    pub async fn connect_root_over_socket(&self, server: &str) -> anyhow::Result<mysql_async::Conn> {
+        self.connect_root(server).await
     }
 
     async fn connect_root(&self, server: &str) -> anyhow::Result<mysql_async::Conn> {
@@ -542,6 +550,7 @@ impl Drop for DatabaseServers {
     fn drop(&mut self) {
         if self.owns_processes {
             self.components.kill_all_blocking();
+            self.heal_all_and_release_cgroups();
         }
     }
 }

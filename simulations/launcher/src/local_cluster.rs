@@ -272,14 +272,32 @@ impl LocalCluster {
         }
     }
 
-    /// Cuts a node off from its peers, the database and nginx (see `network_partition`).
-    pub fn partition_node(&self, name: &str) -> anyhow::Result<()> {
-        self.app.partition_node(name)
+    /// Cuts a node off from its peers, the database and nginx, or a database server off
+    /// from the nodes, HAProxy and the other servers (see `network_partition`).
+    pub fn partition(&self, name: &str) -> anyhow::Result<()> {
+        if self.is_database_server(name) {
+            self.servers.partition_server(name)
+        } else {
+            self.app.partition_node(name)
+        }
     }
 
-    /// Removes a node's partition; false if it had none.
-    pub fn heal_node(&self, name: &str) -> anyhow::Result<bool> {
-        self.app.heal_node(name)
+    /// Removes a partition; false if there was none. A healed database server that still
+    /// takes writes while another server was promoted is fenced and rejoins as a replica.
+    pub async fn heal(&self, name: &str) -> anyhow::Result<bool> {
+        if self.is_database_server(name) {
+            let had_partition = self.servers.heal_server(name).await?;
+            // A fenced server runs as a new process.
+            self.save()?;
+            Ok(had_partition)
+        } else {
+            self.app.heal_node(name)
+        }
+    }
+
+    /// Whether `name` is a MariaDB server (not HAProxy, not an app component).
+    pub fn is_database_server(&self, name: &str) -> bool {
+        self.servers.ports().of_server(name).is_some()
     }
 
     /// Restarts one component and waits until it is back in service, then records its
@@ -305,6 +323,7 @@ impl LocalCluster {
         identities.dedup();
         terminate_process_groups(&identities, SHUTDOWN_GRACE).await;
         self.app.heal_all_and_release_cgroups();
+        self.servers.heal_all_and_release_cgroups();
         self.servers.disown_processes();
         self.app.disown_processes();
         tracing::info!(state_dir = %self.state_dir.display(), "cluster stopped");

@@ -1,15 +1,19 @@
-//! Cutting one node off the network while every process shares loopback.
+//! Cutting one process (a node, a database server) off the network while every process
+//! shares loopback.
 //!
-//! Ports alone cannot isolate a node: its connections to MariaDB, HAProxy and its peers
-//! leave from ephemeral ports, and every node talks to the same database ports. So each
-//! node is started inside a cgroup (v2) of its own, and a partition is two kinds of
-//! iptables rules:
+//! Ports alone cannot isolate a process: a node's connections to MariaDB, HAProxy and its
+//! peers, or a replica's to its master, leave from ephemeral ports, and every node talks
+//! to the same database ports. So each such process is started inside a cgroup (v2) of
+//! its own, and a partition is two kinds of iptables rules:
 //!
-//! * `OUTPUT -m cgroup --path <node's cgroup> -j DROP`: nothing the node sends leaves,
-//!   whatever the socket (sockets belong to the cgroup they were created in, which is
-//!   why the node must be born there rather than moved later);
-//! * `INPUT --dport <node's http and cluster ports> -j DROP`: nothing reaches the node's
-//!   listeners either, so nginx and the peers see it as unreachable, not as rude.
+//! * `OUTPUT -m cgroup --path <process's cgroup> -j DROP`: nothing the process sends
+//!   leaves, whatever the socket (sockets belong to the cgroup they were created in, which
+//!   is why the process must be born there rather than moved later);
+//! * `INPUT --dport <its listening ports> -j DROP`: nothing reaches its listeners either,
+//!   so its clients see it as unreachable, not as rude.
+//!
+//! Local administration over a unix socket (the launcher's root session to a MariaDB
+//! server) is not network traffic and keeps working through a partition.
 //!
 //! Every rule carries a comment naming the cgroup, so healing finds them from any
 //! process (the `parley-sim` CLI heals a partition an earlier command made).
@@ -19,38 +23,38 @@ use std::process::Command;
 
 use anyhow::{bail, ensure, Context};
 
-/// Where the node's cgroup lives and how iptables names it.
+/// Where a process's cgroup lives and how iptables names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeCgroup {
+pub struct ProcessCgroup {
     /// The cgroup's directory, e.g. `/sys/fs/cgroup/unified/parley-node-1-port-41234`.
     pub directory: PathBuf,
     /// The same cgroup relative to the cgroup2 root, as `-m cgroup --path` wants it.
     pub path_in_hierarchy: String,
 }
 
-impl NodeCgroup {
-    /// The cgroup a node listening on `port` runs in, if this machine has a writable
-    /// cgroup2 hierarchy; the directory is created. None: nodes run where the launcher
-    /// runs, and partitions are refused with a clear error.
-    pub fn for_node(node_name: &str, port: u16) -> Option<NodeCgroup> {
+impl ProcessCgroup {
+    /// The cgroup the process called `process_name`, listening on `port`, runs in, if
+    /// this machine has a writable cgroup2 hierarchy; the directory is created. None: the
+    /// process runs where the launcher runs, and partitions are refused with a clear error.
+    pub fn for_process(process_name: &str, port: u16) -> Option<ProcessCgroup> {
         let root = cgroup2_root()?;
-        let name = format!("parley-{node_name}-port-{port}");
+        let name = format!("parley-{process_name}-port-{port}");
         let directory = root.join(&name);
         if let Err(error) = std::fs::create_dir_all(&directory) {
-            tracing::debug!(directory = %directory.display(), %error, "no cgroup for the node; partitions unavailable");
+            tracing::debug!(directory = %directory.display(), %error, "no cgroup for the process; partitions unavailable");
             return None;
         }
-        Some(NodeCgroup {
+        Some(ProcessCgroup {
             directory,
             path_in_hierarchy: name,
         })
     }
 
     /// The directory of a cgroup recorded earlier, if it still exists.
-    pub fn from_directory(directory: &Path) -> Option<NodeCgroup> {
+    pub fn from_directory(directory: &Path) -> Option<ProcessCgroup> {
         let root = cgroup2_root()?;
         let path_in_hierarchy = directory.strip_prefix(&root).ok()?.to_str()?.to_owned();
-        directory.is_dir().then(|| NodeCgroup {
+        directory.is_dir().then(|| ProcessCgroup {
             directory: directory.to_path_buf(),
             path_in_hierarchy,
         })
@@ -73,11 +77,11 @@ fn cgroup2_root() -> Option<PathBuf> {
     })
 }
 
-/// What is cut: the node's cgroup for its outgoing packets, its ports for the incoming.
+/// What is cut: the process's cgroup for its outgoing packets, its ports for the incoming.
 pub struct PartitionTarget<'target> {
-    /// The node's cgroup: packets its processes send are dropped.
-    pub cgroup: &'target NodeCgroup,
-    /// Ports the node listens on: packets sent to them are dropped.
+    /// The process's cgroup: packets its processes send are dropped.
+    pub cgroup: &'target ProcessCgroup,
+    /// Ports the process listens on: packets sent to them are dropped.
     pub listening_ports: &'target [u16],
 }
 
@@ -109,7 +113,7 @@ impl PartitionTarget<'_> {
         rules
     }
 
-    /// Cuts the node off. Cutting twice is refused: the second heal would be the first.
+    /// Cuts the process off. Cutting twice is refused: the second heal would be the first.
     pub fn cut(&self) -> anyhow::Result<()> {
         ensure!(
             self.tagged_rules()?.is_empty(),
@@ -120,7 +124,7 @@ impl PartitionTarget<'_> {
             if let Err(error) = iptables(&[&["-I".to_owned()], rule.as_slice()].concat()) {
                 // Half a partition is worse than none.
                 let _ = self.heal();
-                return Err(error.context("cutting the node off (the launcher must run as root with iptables)"));
+                return Err(error.context("cutting the process off (the launcher must run as root with iptables)"));
             }
         }
         Ok(())
@@ -198,7 +202,7 @@ mod tests {
 
     #[test]
     fn a_listed_rule_splits_back_into_the_words_it_was_added_with() {
-        let cgroup = NodeCgroup {
+        let cgroup = ProcessCgroup {
             directory: PathBuf::from("/sys/fs/cgroup/parley-node-1-port-5"),
             path_in_hierarchy: "parley-node-1-port-5".to_owned(),
         };

@@ -58,9 +58,11 @@ enum Command {
     /// A planned switchover: make NAME (replica-1, replica-2 or master) the master while
     /// the cluster serves, with no failed write; the old master replicates from it.
     Switchover { name: String },
-    /// Cut a node off from its peers, the database and nginx (iptables; needs root).
+    /// Cut a node off from its peers, the database and nginx, or a database server off
+    /// from the nodes, HAProxy and the other servers (iptables; needs root).
     Partition { name: String },
-    /// Undo `partition`.
+    /// Undo `partition`. A master the nodes replaced meanwhile is fenced (SIGKILL) and
+    /// rejoins as a replica of the new one.
     Heal { name: String },
     /// Stop everything and delete the state dir.
     Down,
@@ -162,11 +164,11 @@ async fn main() -> anyhow::Result<ExitCode> {
             println!("{name} is the master; {old_master} replicates from it");
         }
         Command::Partition { name } => {
-            load_cluster(&state_dir)?.partition_node(&name)?;
+            load_cluster(&state_dir)?.partition(&name)?;
             println!("{name} is cut off; `parley-sim heal {name}` undoes it");
         }
         Command::Heal { name } => {
-            if load_cluster(&state_dir)?.heal_node(&name)? {
+            if load_cluster(&state_dir)?.heal(&name).await? {
                 println!("{name} is reachable again");
             } else {
                 println!("{name} was not partitioned");
@@ -212,13 +214,13 @@ async fn failover(state_dir: &Path, arguments: FailoverArgs) -> anyhow::Result<E
         outcome = run_failover_experiment(&cluster, &config) => outcome,
         received = stop_signals.next() => Err(anyhow::anyhow!("interrupted by {received}")),
     };
-    // An interrupted run must not leave a node cut off (a finished one healed already).
+    // An interrupted run must not leave a process cut off (a finished one healed already).
     for fault in config
         .faults
         .iter()
         .filter(|fault| fault.action == FaultAction::Partition)
     {
-        if let Err(error) = cluster.heal_node(&fault.target) {
+        if let Err(error) = cluster.heal(&fault.target).await {
             eprintln!("could not heal {}: {error:#}", fault.target);
         }
     }

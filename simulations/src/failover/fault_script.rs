@@ -31,9 +31,11 @@ pub enum FaultAction {
     Stop,
     /// SIGCONT: a frozen process resumes.
     Continue,
-    /// A node is cut off from its peers, the database and nginx; it keeps running.
+    /// A node is cut off from its peers, the database and nginx, or a database server
+    /// from the nodes, HAProxy and the other servers; it keeps running.
     Partition,
-    /// A partitioned node is reachable again.
+    /// A partitioned node or server is reachable again (a replaced master is fenced and
+    /// rejoins as a replica).
     Heal,
 }
 
@@ -51,8 +53,8 @@ impl FaultAction {
         }
     }
 
-    /// Partitions exist only between processes that talk over the network as nodes do.
-    fn applies_to_nodes_only(self) -> bool {
+    /// Partitions cut a process with a cgroup of its own: a node or a MariaDB server.
+    fn is_partition(self) -> bool {
         matches!(self, FaultAction::Partition | FaultAction::Heal)
     }
 
@@ -219,8 +221,8 @@ pub fn validate_schedule(
             component_names.join(", ")
         );
         ensure!(
-            !fault.action.applies_to_nodes_only() || fault.target.starts_with("node-"),
-            "fault {}:{}:{}: only nodes can be partitioned",
+            !fault.action.is_partition() || can_be_partitioned(&fault.target),
+            "fault {}:{}:{}: only nodes and database servers can be partitioned",
             fault.at.as_secs_f64(),
             fault.action,
             fault.target
@@ -264,8 +266,14 @@ pub async fn run_fault_schedule(
     records
 }
 
+/// Nodes (`node-N`) and MariaDB servers (`master`, `replica-N`) run in cgroups of their
+/// own; HAProxy and nginx do not.
+fn can_be_partitioned(target: &str) -> bool {
+    target.starts_with("node-") || target == "master" || target.starts_with("replica-")
+}
+
 /// The faults scheduled for one moment: the instant ones (signals, partitions) first,
-/// all at once, then restarts.
+/// all at once, then restarts and heals (a healed master may be fenced and restarted).
 async fn execute_moment(
     cluster: &LocalCluster,
     at: Duration,
@@ -280,13 +288,16 @@ async fn execute_moment(
     let (instant, started): (Vec<&ScriptedFault>, Vec<&ScriptedFault>) = same_moment
         .iter()
         .copied()
-        .partition(|fault| fault.action != FaultAction::Start);
+        .partition(|fault| !matches!(fault.action, FaultAction::Start | FaultAction::Heal));
     let mut outcomes = inflict_together(cluster, &instant, load_started_at);
     let restarts = started.iter().map(|fault| async move {
-        let outcome = cluster
-            .start_component(&fault.target)
-            .await
-            .with_context(|| format!("starting {}", fault.target));
+        let outcome = match fault.action {
+            FaultAction::Heal => heal(cluster, &fault.target).await,
+            _ => cluster
+                .start_component(&fault.target)
+                .await
+                .with_context(|| format!("starting {}", fault.target)),
+        };
         (*fault, outcome, load_started_at.elapsed().as_secs_f64())
     });
     outcomes.extend(futures::future::join_all(restarts).await);
@@ -355,23 +366,28 @@ fn inflict_together<'fault>(
 
 fn inflict(cluster: &LocalCluster, fault: &ScriptedFault) -> anyhow::Result<()> {
     match (fault.action, fault.action.signal()) {
-        (FaultAction::Partition, _) => cluster.partition_node(&fault.target),
-        (FaultAction::Heal, _) => cluster.heal_node(&fault.target).and_then(|had_partition| {
-            ensure!(had_partition, "{} was not partitioned", fault.target);
-            Ok(())
-        }),
+        (FaultAction::Partition, _) => cluster.partition(&fault.target),
         (_, Some(signal)) => cluster
             .kill(&fault.target, signal)
             .with_context(|| format!("sending {signal} to {}", fault.target)),
-        (FaultAction::Start, None) => unreachable!("starts are not instant"),
+        (FaultAction::Start | FaultAction::Heal, None) => unreachable!("starts and heals are not instant"),
         (_, None) => bail!("{} has no way to be inflicted", fault.action),
     }
 }
 
-/// Nodes a schedule left partitioned (no later `heal`; a restarted node is born into the
-/// same cgroup and ports, so killing it heals nothing): they are healed after the
-/// experiment, so the cluster is not left cut.
-pub fn nodes_left_partitioned(faults: &[ScriptedFault]) -> Vec<String> {
+async fn heal(cluster: &LocalCluster, target: &str) -> anyhow::Result<()> {
+    let had_partition = cluster
+        .heal(target)
+        .await
+        .with_context(|| format!("healing {target}"))?;
+    ensure!(had_partition, "{target} was not partitioned");
+    Ok(())
+}
+
+/// Components a schedule left partitioned (no later `heal`; a restarted process is born
+/// into the same cgroup and ports, so killing it heals nothing): they are healed after
+/// the experiment, so the cluster is not left cut.
+pub fn components_left_partitioned(faults: &[ScriptedFault]) -> Vec<String> {
     let mut ordered: Vec<&ScriptedFault> = faults.iter().collect();
     ordered.sort_by_key(|fault| fault.at);
     let mut partitioned: Vec<String> = Vec::new();
@@ -511,21 +527,28 @@ mod tests {
     }
 
     #[test]
-    fn only_nodes_can_be_partitioned() {
-        let names: Vec<String> = ["master", "node-1"].iter().map(|name| name.to_string()).collect();
+    fn only_nodes_and_database_servers_can_be_partitioned() {
+        let names: Vec<String> = ["master", "replica-1", "node-1", "haproxy", "nginx"]
+            .iter()
+            .map(|name| name.to_string())
+            .collect();
         let duration = Duration::from_secs(10);
-        let node = [ScriptedFault::new(
-            Duration::from_secs(1),
-            FaultAction::Partition,
-            "node-1",
-        )];
-        assert!(validate_schedule(&node, &names, duration).is_ok());
-        let master = [ScriptedFault::new(
-            Duration::from_secs(1),
-            FaultAction::Partition,
-            "master",
-        )];
-        assert!(validate_schedule(&master, &names, duration).is_err());
+        let partition = |target: &str| {
+            [ScriptedFault::new(
+                Duration::from_secs(1),
+                FaultAction::Partition,
+                target,
+            )]
+        };
+        for cut in ["node-1", "master", "replica-1"] {
+            assert!(validate_schedule(&partition(cut), &names, duration).is_ok(), "{cut}");
+        }
+        for refused in ["haproxy", "nginx"] {
+            assert!(
+                validate_schedule(&partition(refused), &names, duration).is_err(),
+                "{refused}"
+            );
+        }
     }
 
     #[test]
@@ -539,6 +562,6 @@ mod tests {
         .iter()
         .map(|text| text.parse().unwrap())
         .collect();
-        assert_eq!(nodes_left_partitioned(&schedule), ["node-2"]);
+        assert_eq!(components_left_partitioned(&schedule), ["node-2"]);
     }
 }

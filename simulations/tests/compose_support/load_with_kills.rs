@@ -39,6 +39,8 @@ pub struct LoadOutcome {
     pub http_problems: Vec<HttpProblem>,
     pub http_responses_by_node: BTreeMap<String, u64>,
     pub chat: ChatLoadOutcome,
+    /// When `docker kill` was run, from the start of the load.
+    pub kill_sent_at: Duration,
     /// When `docker kill` returned, from the start of the load.
     pub killed_at: Duration,
 }
@@ -85,12 +87,13 @@ pub async fn run_load_with_kills(
     let kill_containers = async {
         tokio::time::sleep_until(load_started_at + settings.kill_at).await;
         eprintln!("compose: docker kill {}", settings.killed_services.join(" "));
+        let sent_at = load_started_at.elapsed();
         docker_kill(&killed_containers).await?;
-        anyhow::Ok(load_started_at.elapsed())
+        anyhow::Ok((sent_at, load_started_at.elapsed()))
     };
     let (sending, killed_at) = tokio::join!(chat_load.send_at_steady_rate(load_ends_at), kill_containers);
     sending.context("sending chat messages")?;
-    let killed_at = killed_at?;
+    let (kill_sent_at, killed_at) = killed_at?;
     let mut http_outcome = http_load.finish().await?;
     let settled = chat_load.settle(settings.settle_timeout).await;
     let chat = chat_load.finish(load_started_at, settled).await?;
@@ -109,6 +112,7 @@ pub async fn run_load_with_kills(
         http_problems: http_outcome.problems,
         http_responses_by_node: http_outcome.responses_by_node,
         chat,
+        kill_sent_at,
         killed_at,
     })
 }

@@ -5,7 +5,7 @@
 use anyhow::{bail, Context};
 
 use super::AppTier;
-use crate::network_partition::{NodeCgroup, PartitionTarget};
+use crate::network_partition::{PartitionTarget, ProcessCgroup};
 
 impl AppTier {
     /// Cuts the node off: nothing it sends leaves, nothing reaches its HTTP and cluster
@@ -49,7 +49,7 @@ impl AppTier {
         }
     }
 
-    fn isolation_of(&self, name: &str) -> anyhow::Result<(NodeCgroup, Vec<u16>)> {
+    fn isolation_of(&self, name: &str) -> anyhow::Result<(ProcessCgroup, Vec<u16>)> {
         let Some(index) = self.node_names().iter().position(|node| node == name) else {
             bail!(
                 "only nodes can be partitioned; {name:?} is not one of {}",
@@ -57,7 +57,12 @@ impl AppTier {
             );
         };
         let component = self.components.get(name)?;
-        let Some(cgroup) = component.command.cgroup.as_deref().and_then(NodeCgroup::from_directory) else {
+        let Some(cgroup) = component
+            .command
+            .cgroup
+            .as_deref()
+            .and_then(ProcessCgroup::from_directory)
+        else {
             bail!("{name} was not started in a cgroup of its own (this machine has no writable cgroup2 hierarchy)");
         };
         let mut ports = vec![self.node_ports[index]];

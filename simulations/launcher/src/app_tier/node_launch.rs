@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use crate::component::Component;
-use crate::network_partition::NodeCgroup;
+use crate::network_partition::ProcessCgroup;
 use crate::process_control::LaunchCommand;
 use crate::readiness::{http_get_status, poll_until_ready, Probe};
 
@@ -100,7 +100,7 @@ pub fn node_launch_command(settings: &NodeLaunchSettings<'_>) -> LaunchCommand {
         env: node_environment_to_keep(),
         working_dir: Some(settings.directory.to_path_buf()),
         log_path: settings.directory.join("log"),
-        cgroup: NodeCgroup::for_node(settings.node_name, settings.port).map(|cgroup| cgroup.directory),
+        cgroup: ProcessCgroup::for_process(settings.node_name, settings.port).map(|cgroup| cgroup.directory),
     }
 }
 

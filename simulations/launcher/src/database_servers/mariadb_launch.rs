@@ -9,6 +9,7 @@ use mysql_async::prelude::Queryable;
 use crate::component::Component;
 use crate::deploy_templates::{render_deploy_template, write_rendered};
 use crate::mariadb_admin::{self, ReplicationStatus};
+use crate::network_partition::ProcessCgroup;
 use crate::process_control::{find_program, LaunchCommand};
 use crate::readiness::{poll_until_ready, Probe};
 
@@ -173,7 +174,8 @@ pub fn server_launch_command(layout: &MariadbServerLayout) -> anyhow::Result<Lau
         env: Vec::new(),
         working_dir: Some(layout.directory.clone()),
         log_path: layout.log_path.clone(),
-        cgroup: None,
+        // A cgroup of its own, so that `partition_server` can cut it off.
+        cgroup: ProcessCgroup::for_process(&layout.name, layout.port).map(|cgroup| cgroup.directory),
     })
 }
 
