@@ -24,7 +24,7 @@ use parley_launcher::app_tier::resolve_parley_binary;
 use parley_launcher::kept_state_dir::StateDirKeptOnFailure;
 use parley_launcher::readiness::{poll_until_ready, Probe};
 use parley_launcher::{ClusterSpec, LocalCluster};
-use parley_sim::failover::{run_failover_experiment, FailoverConfig, FaultAction, ScriptedFault};
+use parley_sim::failover::{run_failover_experiment, FailoverConfig, FailoverReport, FaultAction, ScriptedFault};
 
 const MASTER_KILLS: usize = 10;
 /// Two clusters under load at once would share two cores and slow each other's failovers.
@@ -40,12 +40,7 @@ async fn ten_master_kills_in_a_row_lose_nothing_and_leave_no_divergence() -> any
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (cluster, state_dir) = start_cluster().await?;
 
-    let mut config = FailoverConfig::seed_experiment(LOAD_DURATION);
-    config.faults = Vec::new();
-    config.http_connections = 2;
-    config.http_post_connections = 1;
-    config.pairs = 6;
-    config.message_rate_per_pair = 4.0;
+    let config = light_load(LOAD_DURATION, 1, Vec::new());
     let load = run_failover_experiment(&cluster, &config);
     let kills = kill_the_master_again_and_again(&cluster);
     let (report, killed) = tokio::join!(load, kills);
@@ -65,22 +60,10 @@ async fn ten_master_kills_in_a_row_lose_nothing_and_leave_no_divergence() -> any
     );
     // Reads never fail. A write that waited for one promotion longer than its bound
     // (the write wait, below the proxy's timeout) may get its 503 with Retry-After.
-    let failed_gets = report.http.non_2xx_by_method.get("GET").copied().unwrap_or(0);
-    assert_eq!(
-        (failed_gets, report.http.errors),
-        (0, 0),
-        "{:#?}\n{context}",
-        report.http.problems
-    );
+    assert_no_read_failed(&report, &context);
     let failed_posts = report.http.non_2xx_by_method.get("POST").copied().unwrap_or(0);
     println!("create-chat POSTs answered 503 across {MASTER_KILLS} master kills: {failed_posts}");
-    assert!(report.ws.sent > 0 && report.ws.acked == report.ws.sent, "{context}");
-    assert_eq!(
-        (report.ws.lost, report.ws.duplicates, report.ws.sequence_conflicts),
-        (0, 0, 0),
-        "{context}"
-    );
-    assert_eq!(report.ws.delivered, report.ws.acked, "{context}");
+    assert_every_send_acked_and_delivered_once(&report, &context);
     let position = cluster
         .database_servers()
         .wait_all_servers_converge(Duration::from_secs(30))
@@ -95,12 +78,7 @@ async fn a_switchover_there_and_back_under_load_fails_no_request() -> anyhow::Re
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (cluster, state_dir) = start_cluster().await?;
 
-    let mut config = FailoverConfig::seed_experiment(Duration::from_secs(40));
-    config.faults = Vec::new();
-    config.http_connections = 2;
-    config.http_post_connections = 2;
-    config.pairs = 6;
-    config.message_rate_per_pair = 4.0;
+    let config = light_load(Duration::from_secs(40), 2, Vec::new());
     let load = run_failover_experiment(&cluster, &config);
     let switches = async {
         let servers = cluster.database_servers();
@@ -132,12 +110,7 @@ async fn a_switchover_there_and_back_under_load_fails_no_request() -> anyhow::Re
         posts > 0,
         "no create-chat POST ran: the switchover met no write\n{context}"
     );
-    assert!(report.ws.sent > 0 && report.ws.acked == report.ws.sent, "{context}");
-    assert_eq!(
-        (report.ws.lost, report.ws.duplicates, report.ws.sequence_conflicts),
-        (0, 0, 0),
-        "{context}"
-    );
+    assert_every_send_acked_and_delivered_once(&report, &context);
     let roles = cluster
         .database_servers()
         .with_roles(cluster.database_servers().status())
@@ -163,16 +136,15 @@ async fn a_partitioned_master_is_replaced_commits_nothing_and_is_fenced_on_heal(
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (cluster, state_dir) = start_cluster().await?;
 
-    let mut config = FailoverConfig::seed_experiment(Duration::from_secs(40));
-    config.faults = vec![ScriptedFault::new(
-        Duration::from_secs(10),
-        FaultAction::Partition,
-        "master",
-    )];
-    config.http_connections = 2;
-    config.http_post_connections = 1;
-    config.pairs = 6;
-    config.message_rate_per_pair = 4.0;
+    let config = light_load(
+        Duration::from_secs(40),
+        1,
+        vec![ScriptedFault::new(
+            Duration::from_secs(10),
+            FaultAction::Partition,
+            "master",
+        )],
+    );
     let load = run_failover_experiment(&cluster, &config);
     let cut_off_side = async {
         let promoted = poll_until_ready("a replica promoted", Duration::from_secs(120), || async {
@@ -207,34 +179,19 @@ async fn a_partitioned_master_is_replaced_commits_nothing_and_is_fenced_on_heal(
     );
     assert!(
         healed,
-        "the master was no longer partitioned when the test healed it
-{context}"
+        "the master was no longer partitioned when the test healed it\n{context}"
     );
     assert_eq!(
         at_promotion.messages, before_heal.messages,
-        "the cut-off master committed messages after the promotion
-{context}"
+        "the cut-off master committed messages after the promotion\n{context}"
     );
     let unavailable = report.writes.unavailable_s;
     assert!(
         unavailable.is_some_and(|seconds| seconds <= 5.0),
-        "writes unavailable for {unavailable:?} s after the partition
-{context}"
+        "writes unavailable for {unavailable:?} s after the partition\n{context}"
     );
-    let failed_gets = report.http.non_2xx_by_method.get("GET").copied().unwrap_or(0);
-    assert_eq!(
-        (failed_gets, report.http.errors),
-        (0, 0),
-        "{:#?}\n{context}",
-        report.http.problems
-    );
-    assert!(report.ws.sent > 0 && report.ws.acked == report.ws.sent, "{context}");
-    assert_eq!(
-        (report.ws.lost, report.ws.duplicates, report.ws.sequence_conflicts),
-        (0, 0, 0),
-        "{context}"
-    );
-    assert_eq!(report.ws.delivered, report.ws.acked, "{context}");
+    assert_no_read_failed(&report, &context);
+    assert_every_send_acked_and_delivered_once(&report, &context);
     let servers = cluster.database_servers();
     let roles = servers.with_roles(servers.status()).await;
     let masters: Vec<&str> = roles
@@ -249,6 +206,41 @@ async fn a_partitioned_master_is_replaced_commits_nothing_and_is_fenced_on_heal(
         .context(context)?;
     println!("every server at {position}");
     cluster.shutdown().await
+}
+
+/// Two get-by-email loops and `posts` create-chat loops, six chat pairs at 4 messages a
+/// second: enough to meet every failover, light enough for two cores.
+fn light_load(duration: Duration, posts: usize, faults: Vec<ScriptedFault>) -> FailoverConfig {
+    let mut config = FailoverConfig::seed_experiment(duration);
+    config.faults = faults;
+    config.http_connections = 2;
+    config.http_post_connections = posts;
+    config.pairs = 6;
+    config.message_rate_per_pair = 4.0;
+    config
+}
+
+/// No GET failed, no connection error. (A write that waited for a promotion longer than
+/// its bound, the write wait below the proxy's timeout, may get its 503.)
+fn assert_no_read_failed(report: &FailoverReport, context: &str) {
+    let failed_gets = report.http.non_2xx_by_method.get("GET").copied().unwrap_or(0);
+    assert_eq!(
+        (failed_gets, report.http.errors),
+        (0, 0),
+        "{:#?}\n{context}",
+        report.http.problems
+    );
+}
+
+/// Every message sent was acked, and delivered once: none lost, none twice, no gap.
+fn assert_every_send_acked_and_delivered_once(report: &FailoverReport, context: &str) {
+    assert!(report.ws.sent > 0 && report.ws.acked == report.ws.sent, "{context}");
+    assert_eq!(
+        (report.ws.lost, report.ws.duplicates, report.ws.sequence_conflicts),
+        (0, 0, 0),
+        "{context}"
+    );
+    assert_eq!(report.ws.delivered, report.ws.acked, "{context}");
 }
 
 /// What the cut-off master has committed, read over its unix socket (a partition cuts

@@ -191,30 +191,22 @@ impl ComposeProject {
 
     /// Whether the service's container is running (false once killed).
     pub async fn is_running(&self, service: &str) -> anyhow::Result<bool> {
-        let id = self.container_id(service).await?;
-        let mut command = std::process::Command::new("docker");
-        command
-            .args(["inspect", "--format", "{{.State.Running}}", &id])
-            .stdin(Stdio::null());
-        let state = run_to_completion(command, &format!("docker inspect {service}")).await?;
-        Ok(state.trim() == "true")
+        Ok(self.inspect(service, "{{.State.Running}}").await?.trim() == "true")
     }
 
     /// The service's container health as Docker reports it (`healthy`, `starting`,
     /// `unhealthy`), or its state when it is not running (`exited`, …).
     pub async fn health(&self, service: &str) -> anyhow::Result<String> {
+        let format = "{{if .State.Running}}{{if .State.Health}}{{.State.Health.Status}}{{else}}running{{end}}{{else}}{{.State.Status}}{{end}}";
+        Ok(self.inspect(service, format).await?.trim().to_owned())
+    }
+
+    /// `docker inspect --format FORMAT` of the service's container.
+    async fn inspect(&self, service: &str, format: &str) -> anyhow::Result<String> {
         let id = self.container_id(service).await?;
         let mut command = std::process::Command::new("docker");
-        command
-            .args([
-                "inspect",
-                "--format",
-                "{{if .State.Running}}{{if .State.Health}}{{.State.Health.Status}}{{else}}running{{end}}{{else}}{{.State.Status}}{{end}}",
-                &id,
-            ])
-            .stdin(Stdio::null());
-        let state = run_to_completion(command, &format!("docker inspect {service}")).await?;
-        Ok(state.trim().to_owned())
+        command.args(["inspect", "--format", format, &id]).stdin(Stdio::null());
+        run_to_completion(command, &format!("docker inspect {service}")).await
     }
 
     /// Runs a command inside a service's running container (`exec -T`); its stdout.
@@ -240,17 +232,12 @@ impl ComposeProject {
     /// The container's address on each of its networks (compose names them
     /// `<project>_<network>`).
     pub async fn container_addresses(&self, service: &str) -> anyhow::Result<BTreeMap<String, String>> {
-        let id = self.container_id(service).await?;
-        let mut command = std::process::Command::new("docker");
-        command
-            .args([
-                "inspect",
-                "--format",
+        let listing = self
+            .inspect(
+                service,
                 "{{range $network, $settings := .NetworkSettings.Networks}}{{$network}} {{$settings.IPAddress}}\n{{end}}",
-                &id,
-            ])
-            .stdin(Stdio::null());
-        let listing = run_to_completion(command, &format!("docker inspect {service}")).await?;
+            )
+            .await?;
         Ok(listing
             .lines()
             .filter_map(|line| line.trim().split_once(' '))

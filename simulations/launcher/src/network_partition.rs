@@ -60,6 +60,23 @@ impl ProcessCgroup {
         })
     }
 
+    /// The cgroup the component was started in (see `LaunchCommand::cgroup`), or an
+    /// error saying why it cannot be partitioned.
+    pub fn of_component(component: &crate::component::Component) -> anyhow::Result<ProcessCgroup> {
+        match component
+            .command
+            .cgroup
+            .as_deref()
+            .and_then(ProcessCgroup::from_directory)
+        {
+            Some(cgroup) => Ok(cgroup),
+            None => bail!(
+                "{} was not started in a cgroup of its own (this machine has no writable cgroup2 hierarchy)",
+                component.name
+            ),
+        }
+    }
+
     /// Removes the cgroup once its processes are gone; a live member keeps it.
     pub fn remove_if_empty(&self) {
         let _ = std::fs::remove_dir(&self.directory);

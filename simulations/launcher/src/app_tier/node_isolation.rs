@@ -56,15 +56,7 @@ impl AppTier {
                 self.node_names().join(", ")
             );
         };
-        let component = self.components.get(name)?;
-        let Some(cgroup) = component
-            .command
-            .cgroup
-            .as_deref()
-            .and_then(ProcessCgroup::from_directory)
-        else {
-            bail!("{name} was not started in a cgroup of its own (this machine has no writable cgroup2 hierarchy)");
-        };
+        let cgroup = ProcessCgroup::of_component(self.components.get(name)?)?;
         let mut ports = vec![self.node_ports[index]];
         ports.extend(self.cluster_ports.get(index).copied());
         Ok((cgroup, ports))

@@ -92,15 +92,6 @@ impl DatabaseServers {
         let Some(port) = self.ports.of_server(name) else {
             bail!("{name:?} is not a database server (master, replica-1, replica-2)");
         };
-        let component = self.components.get(name)?;
-        let Some(cgroup) = component
-            .command
-            .cgroup
-            .as_deref()
-            .and_then(ProcessCgroup::from_directory)
-        else {
-            bail!("{name} was not started in a cgroup of its own (this machine has no writable cgroup2 hierarchy)");
-        };
-        Ok((cgroup, port))
+        Ok((ProcessCgroup::of_component(self.components.get(name)?)?, port))
     }
 }
