@@ -158,6 +158,9 @@ struct Shared {
     router: ArcSwapOption<ActorRef<DbRouterMessage>>,
     metrics: Arc<Metrics>,
     replication_gate: ReplicationGate,
+    /// Every database server as the `MasterFailover` last read it (empty without
+    /// failover), for `/cluster`.
+    servers_seen: ArcSwap<Vec<protocol::cluster::DatabaseServerView>>,
 }
 
 /// One read attempt's failure, by what it means for the next attempt.
@@ -177,7 +180,7 @@ pub type WriteResult<'t, T, D> = BoxFuture<'t, Result<Result<T, D>, mysql_async:
 impl Database {
     /// Opens the pools (lazily: nothing connects yet).
     pub fn open(config: &DatabaseConfig, metrics: Arc<Metrics>) -> Result<Database, DbError> {
-        let (write_endpoints, master) = write_endpoints_of(config)?;
+        let (write_endpoints, master) = endpoint::write_endpoints_of(config)?;
         let reads = config
             .reads
             .iter()
@@ -196,6 +199,7 @@ impl Database {
                 router: ArcSwapOption::empty(),
                 metrics,
                 replication_gate: ReplicationGate::new(config.require_semi_sync),
+                servers_seen: ArcSwap::from_pointee(Vec::new()),
             }),
         })
     }
@@ -231,7 +235,13 @@ impl Database {
                 acknowledging_replicas: reading.acknowledging_replicas,
                 unacknowledged_commits: reading.unacknowledged_commits,
             }),
+            servers: self.shared.servers_seen.load_full().as_ref().clone(),
         }
+    }
+
+    /// What the `MasterFailover` read of every server in its last round.
+    pub(crate) fn record_servers_seen(&self, servers: Vec<protocol::cluster::DatabaseServerView>) {
+        self.shared.servers_seen.store(Arc::new(servers));
     }
 
     /// A probe of the master that could not read its replication state.
@@ -470,50 +480,6 @@ impl Database {
             endpoint.close().await;
         }
     }
-}
-
-/// The write endpoints and the one writes start at. With failover, one per server,
-/// each the configured master's URL (user, password, database) at the server's address,
-/// named after the server; writes start at the server the master URL names (or at the
-/// master URL itself, a proxy say, until the first reading finds the master).
-fn write_endpoints_of(config: &DatabaseConfig) -> Result<(Vec<Arc<Endpoint>>, Arc<Endpoint>), DbError> {
-    let configured = Arc::new(Endpoint::open(&config.master, config.pool_limits)?);
-    if config.failover.servers.is_empty() {
-        return Ok((vec![Arc::clone(&configured)], configured));
-    }
-    let address_of = |name: &str, url: &str| {
-        mysql_async::Opts::from_url(url)
-            .map(|opts| (opts.ip_or_hostname().to_owned(), opts.tcp_port()))
-            .map_err(|error| DbError::Config(format!("{name}: {error}")))
-    };
-    let master_address = address_of(&config.master.name, &config.master.url)?;
-    let mut endpoints = Vec::new();
-    let mut start = None;
-    for server in &config.failover.servers {
-        let (host, port) = address_of(&server.name, &server.admin_url)?;
-        let spec = EndpointSpec {
-            name: server.name.clone(),
-            url: config.master.url.clone(),
-            role: EndpointRole::Master,
-        };
-        let endpoint = Arc::new(Endpoint::open_at(
-            &spec,
-            Some((host.clone(), port)),
-            config.pool_limits,
-        )?);
-        if (host, port) == master_address {
-            start = Some(Arc::clone(&endpoint));
-        }
-        endpoints.push(endpoint);
-    }
-    let start = match start {
-        Some(start) => start,
-        None => {
-            endpoints.push(Arc::clone(&configured));
-            configured
-        }
-    };
-    Ok((endpoints, start))
 }
 
 fn classify_read_error(endpoint: &Endpoint, error: mysql_async::Error) -> AttemptError {

@@ -134,6 +134,32 @@ pub struct DatabaseView {
     /// The master's semi-synchronous replication at the last probe that read it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub semi_sync: Option<SemiSyncView>,
+    /// With automatic failover: every database server as the node read it last (every
+    /// 500 ms), in the configured order. Empty without failover.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<DatabaseServerView>,
+}
+
+/// One database server, as a node's automatic failover reads it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseServerView {
+    /// The name given with `--database-server` (`master`, `replica-1`, …).
+    pub name: String,
+    /// `master` (the server this node writes to), `replica` (read-only), `writable`
+    /// (takes writes but is not the master: a stray old master about to be demoted), or
+    /// `unreachable`.
+    pub role: String,
+    /// `@@gtid_current_pos`: everything it has applied or written (absent when
+    /// unreachable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtid_current_pos: Option<String>,
+    /// `host:port` it replicates from, when it is a replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicates_from: Option<String>,
+    /// Its IO thread is connected to that server (`Slave_IO_Running: Yes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_connected: Option<bool>,
 }
 
 /// One database endpoint of a node.

@@ -11,6 +11,7 @@
 
 mod experiment_cluster;
 mod fault_script;
+mod master_watch;
 mod report;
 mod timeline_plot;
 
@@ -25,6 +26,7 @@ pub use crate::load::chat_load::{ChatPlacement, DuplicateDelivery, LostMessage};
 pub use crate::load::http_load::HttpProblem;
 pub use experiment_cluster::{attach_or_start_cluster, restart_dead_components, wait_until_mesh_formed, ClusterOrigin};
 pub use fault_script::{FaultAction, FaultRecord, FaultSpec, ScriptedFault};
+pub use master_watch::MasterChange;
 pub use report::{
     ExperimentSettings, FailoverReport, HttpSummary, TimelineSecond, WebsocketSummary, WritesSummary, SEED_CPU_CORES,
     SEED_LATENCY_AVERAGE_MS, SEED_NON_2XX, SEED_REQUESTS, SEED_REQUESTS_PER_SECOND,
@@ -147,10 +149,11 @@ pub async fn run_failover_experiment(
         load_started_at,
         load_ends_at,
     )?;
-    let (fault_records, sending, ()) = tokio::join!(
+    let (fault_records, sending, (), master_changes) = tokio::join!(
         fault_script::run_fault_schedule(cluster, &config.faults, load_started_at),
         chat_load.send_at_steady_rate(load_ends_at),
         report_progress_each_second(&progress, &http_load, &chat_load, load_started_at, load_ends_at),
+        master_watch::watch_master_changes(cluster, load_started_at, load_ends_at),
     );
     sending.context("sending chat messages")?;
     let http_outcome = http_load.finish().await?;
@@ -183,7 +186,13 @@ pub async fn run_failover_experiment(
         run_tag,
         placement,
     };
-    Ok(assemble_report(settings, http_outcome, chat_outcome, fault_records))
+    Ok(assemble_report(
+        settings,
+        http_outcome,
+        chat_outcome,
+        fault_records,
+        master_changes,
+    ))
 }
 
 struct Progress {
@@ -235,6 +244,7 @@ fn assemble_report(
     mut http_outcome: HttpLoadOutcome,
     mut chat_outcome: ChatLoadOutcome,
     faults: Vec<FaultRecord>,
+    master_changes: Vec<MasterChange>,
 ) -> FailoverReport {
     let timeline = build_timeline(experiment.duration_s, &mut http_outcome, &chat_outcome);
     let mut all_latencies = LatencySamples::default();
@@ -287,7 +297,8 @@ fn assemble_report(
         duplicate_deliveries: chat_outcome.duplicates,
     };
     let failures = FailoverReport::count_failures(&http, &ws, &faults);
-    let writes = WritesSummary::from_acks(&faults, &chat_outcome.ack_times_s, load_seconds);
+    let mut writes = WritesSummary::from_acks(&faults, &chat_outcome.ack_times_s, load_seconds);
+    writes.master_changes = master_changes;
     FailoverReport {
         experiment,
         http,

@@ -32,7 +32,10 @@ mod seed_walkthrough;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
-use load_with_kills::{run_load_with_kills, LoadOutcome, LoadWithKills};
+use load_with_kills::{
+    assert_node_2_death_reached_its_users, assert_nothing_failed_or_lost, report_load, run_load_with_kills,
+    LoadWithKills,
+};
 use parley_client::http::ParleyHttp;
 use parley_launcher::app_tier::resolve_parley_binary;
 use parley_launcher::compose_stack::{
@@ -241,7 +244,7 @@ async fn run_scenario(
     );
     timer.done("seed walkthrough again");
 
-    master_killed_under_load(project, &public_url, timer).await?;
+    master_kill::master_killed_under_load(project, &public_url, timer).await?;
     let after_failover = run_seed_curl_commands(port, SignUps::AlreadyTaken).await?;
     // The seed's frames went over twice: in the first walkthrough and after the kills.
     let sent_twice: Vec<&str> = SEED_TEXTS.iter().chain(SEED_TEXTS.iter()).copied().collect();
@@ -252,62 +255,16 @@ async fn run_scenario(
         after_failover.history_texts
     );
     timer.done("seed walkthrough after the failover");
-    Ok(())
-}
 
-/// The master's container is SIGKILLed under load: the nodes promote a replica, no read
-/// fails and every message is acked and delivered once; the old master, started again,
-/// comes back read-only as a replica of the new one, and nothing diverged.
-async fn master_killed_under_load(
-    project: &ComposeProject,
-    public_url: &str,
-    timer: &mut StepTimer,
-) -> anyhow::Result<()> {
-    // The failover needs a majority of the servers, and the load both nodes.
-    master_kill::start_until_healthy(project, &KILLED, STACK_READY_TIMEOUT).await?;
-    wait_until_mesh_formed(project, &NODES).await?;
-    let before = master_kill::wait_until_converged(project, Duration::from_secs(30)).await?;
-    timer.done("node-2 and replica-2 started again, servers converged");
-
-    let load = run_load_with_kills(
-        project,
-        public_url,
-        &LoadWithKills {
-            http_connections: 4,
-            pairs: 10,
-            message_rate_per_pair: 4.0,
-            duration: Duration::from_secs(16),
-            kill_at: Duration::from_secs(5),
-            killed_services: vec!["master"],
-            settle_timeout: Duration::from_secs(30),
-        },
-    )
-    .await?;
-    report_load(&load);
-    assert_nothing_failed_or_lost(&load)?;
-    let unavailable_s = master_kill::writes_unavailable_s(&load);
+    master_kill::whole_stack_started_again(project, &public_url).await?;
+    let after_restart = run_seed_curl_commands(port, SignUps::AlreadyTaken).await?;
     ensure!(
-        unavailable_s.is_some_and(|seconds| seconds <= 5.0),
-        "writes unavailable for {unavailable_s:?} s after docker kill of the master"
+        after_restart.chat_id == first.chat_id && after_restart.history_texts == sent_twice,
+        "after the whole stack started again the pair has chat {} with history {:?}",
+        after_restart.chat_id,
+        after_restart.history_texts
     );
-    let promoted = master_kill::wait_for_the_promoted_replica(project, Duration::from_secs(10)).await?;
-    timer.done(&format!(
-        "load with docker kill of the master: {promoted} promoted, writes unavailable {:.1} s",
-        unavailable_s.unwrap_or_default()
-    ));
-
-    master_kill::start_until_healthy(project, &["master"], STACK_READY_TIMEOUT).await?;
-    let old_master = master_kill::server_state(project, "master").await?;
-    ensure!(
-        old_master.read_only && old_master.replicating,
-        "the old master came back as {old_master:?}, not as a read-only replica"
-    );
-    let after = master_kill::wait_until_converged(project, Duration::from_secs(30)).await?;
-    ensure!(
-        after != before,
-        "the servers' position did not move under the load: {after}"
-    );
-    timer.done(&format!("old master back as a replica of {promoted}; all at {after}"));
+    timer.done("stop, up again: every server back, one promoted by the nodes, the walkthrough's history intact");
     Ok(())
 }
 
@@ -534,82 +491,5 @@ async fn assert_replicas_have_user(project: &ComposeProject, email: &str) -> any
         )
         .await?;
     }
-    Ok(())
-}
-
-fn report_load(load: &LoadOutcome) {
-    let chat = &load.chat;
-    eprintln!(
-        "compose: load: {} reads ({} non-2xx, {} errors, by node {:?}); \
-         killed at {:.1} s; messages sent {} acked {} delivered {} lost {} duplicated {} refused {}; \
-         reconnects {}, resume p99 {:.0} ms",
-        load.http_responses,
-        load.http_non_2xx,
-        load.http_errors,
-        load.http_responses_by_node,
-        load.killed_at.as_secs_f64(),
-        chat.sent,
-        chat.acked,
-        chat.delivered,
-        chat.lost_count,
-        chat.duplicate_count,
-        chat.refused,
-        chat.reconnects,
-        chat.resume_times.clone().percentile_ms(0.99),
-    );
-}
-
-fn assert_nothing_failed_or_lost(load: &LoadOutcome) -> anyhow::Result<()> {
-    let chat = &load.chat;
-    ensure!(load.http_responses > 0, "the read load got no answer at all");
-    ensure!(
-        load.http_non_2xx == 0 && load.http_errors == 0,
-        "failed reads: {:#?}",
-        load.http_problems
-    );
-    ensure!(chat.sent > 0, "no message was sent");
-    ensure!(
-        chat.settled,
-        "acks or deliveries still missing after the settle timeout"
-    );
-    ensure!(
-        chat.acked == chat.sent && chat.refused == 0,
-        "sent {}, acked {}, refused {}",
-        chat.sent,
-        chat.acked,
-        chat.refused
-    );
-    ensure!(
-        chat.lost_count == 0,
-        "{} acked messages never arrived: {:#?}",
-        chat.lost_count,
-        chat.lost
-    );
-    ensure!(
-        chat.duplicate_count == 0 && chat.delivered == chat.acked,
-        "delivered {} for {} acked, duplicates: {:#?}",
-        chat.delivered,
-        chat.acked,
-        chat.duplicates
-    );
-    Ok(())
-}
-
-/// node-2 served reads and held chat users before its death, and they reconnected.
-fn assert_node_2_death_reached_its_users(load: &LoadOutcome) -> anyhow::Result<()> {
-    ensure!(
-        load.placement.users_by_node.get("node-2").copied().unwrap_or(0) > 0,
-        "no chat user was on node-2, so its death tested nothing: {:?}",
-        load.placement
-    );
-    ensure!(
-        load.http_responses_by_node.contains_key("node-2"),
-        "node-2 never served a read before its death: {:?}",
-        load.http_responses_by_node
-    );
-    ensure!(
-        load.chat.reconnects > 0,
-        "no chat client reconnected: the kill of node-2 did not reach them"
-    );
     Ok(())
 }

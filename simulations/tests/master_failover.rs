@@ -203,9 +203,52 @@ async fn a_partitioned_master_is_replaced_commits_nothing_and_is_fenced_on_heal(
     let position = servers
         .wait_all_servers_converge(Duration::from_secs(30))
         .await
-        .context(context)?;
+        .context(context.clone())?;
     println!("every server at {position}");
+    for node in cluster.app.node_names() {
+        wait_until_node_reports_master(&cluster, &node, promoted)
+            .await
+            .context(context.clone())?;
+    }
     cluster.shutdown().await
+}
+
+/// The node's `GET /cluster` names `master` as the master and every other server a
+/// connected replica of it, as its automatic failover read them.
+async fn wait_until_node_reports_master(cluster: &LocalCluster, node: &str, master: &str) -> anyhow::Result<()> {
+    let http = ParleyHttp::new(cluster.app.node_url(node));
+    poll_until_ready(
+        &format!("{node}'s /cluster to show {master} as the master"),
+        Duration::from_secs(10),
+        || async {
+            let view = http.request(reqwest::Method::GET, "/cluster", None, None).await?;
+            let servers = view.body["database"]["servers"].as_array().cloned().unwrap_or_default();
+            let roles: Vec<(String, String, bool)> = servers
+                .iter()
+                .map(|server| {
+                    (
+                        server["name"].as_str().unwrap_or_default().to_owned(),
+                        server["role"].as_str().unwrap_or_default().to_owned(),
+                        server["replication_connected"] == true,
+                    )
+                })
+                .collect();
+            let as_expected = roles.len() == 3
+                && roles.iter().all(|(name, role, connected)| {
+                    if name == master {
+                        role == "master"
+                    } else {
+                        role == "replica" && *connected
+                    }
+                });
+            Ok(if as_expected {
+                Probe::Ready(())
+            } else {
+                Probe::NotYet(anyhow::anyhow!("{node} reports {roles:?}"))
+            })
+        },
+    )
+    .await
 }
 
 /// Two get-by-email loops and `posts` create-chat loops, six chat pairs at 4 messages a

@@ -1,12 +1,14 @@
 //! One database server (or proxy) the node talks to: its pool and its health.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::errors::DbError;
+use super::DatabaseConfig;
 
 /// Whether an endpoint takes writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,4 +182,48 @@ impl Endpoint {
             tracing::debug!(endpoint = %self.name, %error, "pool disconnect failed");
         }
     }
+}
+
+/// The write endpoints and the one writes start at. With failover, one per server,
+/// each the configured master's URL (user, password, database) at the server's address,
+/// named after the server; writes start at the server the master URL names (or at the
+/// master URL itself, a proxy say, until the first reading finds the master).
+pub(super) fn write_endpoints_of(config: &DatabaseConfig) -> Result<(Vec<Arc<Endpoint>>, Arc<Endpoint>), DbError> {
+    let configured = Arc::new(Endpoint::open(&config.master, config.pool_limits)?);
+    if config.failover.servers.is_empty() {
+        return Ok((vec![Arc::clone(&configured)], configured));
+    }
+    let address_of = |name: &str, url: &str| {
+        mysql_async::Opts::from_url(url)
+            .map(|opts| (opts.ip_or_hostname().to_owned(), opts.tcp_port()))
+            .map_err(|error| DbError::Config(format!("{name}: {error}")))
+    };
+    let master_address = address_of(&config.master.name, &config.master.url)?;
+    let mut endpoints = Vec::new();
+    let mut start = None;
+    for server in &config.failover.servers {
+        let (host, port) = address_of(&server.name, &server.admin_url)?;
+        let spec = EndpointSpec {
+            name: server.name.clone(),
+            url: config.master.url.clone(),
+            role: EndpointRole::Master,
+        };
+        let endpoint = Arc::new(Endpoint::open_at(
+            &spec,
+            Some((host.clone(), port)),
+            config.pool_limits,
+        )?);
+        if (host, port) == master_address {
+            start = Some(Arc::clone(&endpoint));
+        }
+        endpoints.push(endpoint);
+    }
+    let start = match start {
+        Some(start) => start,
+        None => {
+            endpoints.push(Arc::clone(&configured));
+            configured
+        }
+    };
+    Ok((endpoints, start))
 }

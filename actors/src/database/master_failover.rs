@@ -177,6 +177,12 @@ fn take_in_round(myself: &ActorRef<MasterFailoverMessage>, state: &mut MasterFai
             state.without_master_since.get_or_insert(now);
         }
     }
+    state.database.record_servers_seen(
+        views
+            .iter()
+            .map(|view| operator_view(view, assessment.master.as_deref()))
+            .collect(),
+    );
     state.last_views = views;
     if let Some(action) = assessment.action {
         if !state.action_in_flight {
@@ -198,6 +204,34 @@ fn take_in_round(myself: &ActorRef<MasterFailoverMessage>, state: &mut MasterFai
                 let _ = actor.cast(MasterFailoverMessage::ActionFinished(outcome));
             });
         }
+    }
+}
+
+/// One server as `/cluster` shows it (see `protocol::cluster::DatabaseServerView`).
+fn operator_view(view: &ServerView, master: Option<&str>) -> protocol::cluster::DatabaseServerView {
+    let Some(reading) = &view.reading else {
+        return protocol::cluster::DatabaseServerView {
+            name: view.name.clone(),
+            role: "unreachable".to_owned(),
+            gtid_current_pos: None,
+            replicates_from: None,
+            replication_connected: None,
+        };
+    };
+    let role = match (reading.read_only, master == Some(view.name.as_str())) {
+        (_, true) => "master",
+        (true, false) => "replica",
+        (false, false) => "writable",
+    };
+    protocol::cluster::DatabaseServerView {
+        name: view.name.clone(),
+        role: role.to_owned(),
+        gtid_current_pos: Some(reading.applied.as_text().to_owned()),
+        replicates_from: reading
+            .replication
+            .as_ref()
+            .map(|replication| format!("{}:{}", replication.master_host, replication.master_port)),
+        replication_connected: reading.replication.as_ref().map(|replication| replication.io_connected),
     }
 }
 

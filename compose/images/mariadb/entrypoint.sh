@@ -5,11 +5,13 @@
 #   replica  read_only; on the first start points itself at the master with GTID
 #            (deploy/mariadb/replica-setup.sql); users and data arrive by replication
 # The role is where a server starts, not what it stays: the nodes promote a replica when
-# the master dies (docs/operations.md, automatic failover). So after the first start a
-# server comes up writable only when it was the master, has never been pointed at
-# another server since, and no other server takes writes now; otherwise it comes up
-# read-only with the replica configuration (un-acknowledged commits of a dead master are
-# dropped at recovery, init_rpl_role = SLAVE) and the nodes point it at the master.
+# the master dies (docs/operations.md, automatic failover). So only the first start uses
+# the role's configuration; every later start, of any server, comes up read-only with
+# the replica configuration (commits of a crashed master that no replica acknowledged
+# are dropped at recovery, init_rpl_role = SLAVE). The nodes then point it at the
+# server that takes writes, or, when none does (the whole stack restarted), promote the
+# one furthest ahead. A server never decides by itself that it is the master: two
+# servers deciding so at once, after a crash and a quick restart, would diverge.
 # The first start runs on a private socket with networking off, so nothing (HAProxy,
 # a node, the healthcheck) sees a half-initialised server. The passwords come from the
 # environment, or when it leaves them empty from compose's generated secrets.
@@ -52,31 +54,13 @@ require_password() {
     fi
 }
 
-# The server_id of the server HAProxy's write frontend reaches now (the writable one),
-# or nothing when none answers. Asked before this server starts, so never itself.
-writable_server_id() {
-    mariadb --protocol=tcp --host="${source_host}" --port="${source_port}" --user=haproxy_check \
-        --connect-timeout=2 --batch --skip-column-names --execute='SELECT @@server_id' 2>/dev/null || true
-}
-
 # master.cnf or replica.cnf for this start (see the header).
 choose_template() {
     if [[ ! -e ${init_marker} ]]; then
         echo "${role}.cnf"
-        return
-    fi
-    if [[ ${role} != master || -e ${datadir}/master.info ]]; then
+    else
         echo replica.cnf
-        return
     fi
-    local writable
-    writable=$(writable_server_id)
-    if [[ -n ${writable} && ${writable} != "${server_id}" ]]; then
-        log "server ${writable} takes writes now: starting read-only, as a replica"
-        echo replica.cnf
-        return
-    fi
-    echo master.cnf
 }
 
 case ${role} in

@@ -1,8 +1,11 @@
 #!/bin/bash
-# Healthy: initialised, serving, the database present, and either taking writes (the
-# master, whichever container that is after a promotion) or replicating with both
-# threads running. The role a container started with says nothing here: the nodes
-# promote replicas and turn a returning master into a replica.
+# Healthy: initialised, serving, the database present, and one of: taking writes (the
+# master, whichever container that is after a promotion); replicating, its SQL thread
+# running and its IO thread connected or connecting (no server takes writes while the
+# whole stack starts again: the nodes promote one once they run); or read-only and
+# replicating from nobody, which is how a server that was once the master comes up and
+# waits for the nodes to point it at the master or to promote it. The role a container
+# started with says nothing here.
 set -euo pipefail
 
 [[ -e /var/lib/mysql/.parley-initialised ]]
@@ -15,5 +18,8 @@ if [[ ${read_only} == 0 ]]; then
     exit 0
 fi
 status=$(mariadb -uroot -e 'SHOW SLAVE STATUS\G')
-grep -q 'Slave_IO_Running: Yes' <<<"${status}"
+if [[ -z ${status} ]]; then
+    exit 0
+fi
+grep -Eq 'Slave_IO_Running: (Yes|Connecting)' <<<"${status}"
 grep -q 'Slave_SQL_Running: Yes' <<<"${status}"

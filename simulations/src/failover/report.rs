@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::fault_script::FaultRecord;
+use super::master_watch::MasterChange;
 use crate::load::chat_load::{ChatPlacement, DuplicateDelivery, LostMessage};
 use crate::load::http_load::HttpProblem;
 
@@ -89,6 +90,9 @@ pub struct WritesSummary {
     pub unavailable_s: Option<f64>,
     /// A message was acked after that fault.
     pub recovered: bool,
+    /// Each time another server took writes (a promotion by the nodes), sampled every
+    /// 250 ms.
+    pub master_changes: Vec<MasterChange>,
 }
 
 impl WritesSummary {
@@ -106,6 +110,7 @@ impl WritesSummary {
             return WritesSummary {
                 unavailable_s: None,
                 recovered: true,
+                master_changes: Vec::new(),
             };
         };
         let first_ack_after = ack_times_s
@@ -116,6 +121,7 @@ impl WritesSummary {
         WritesSummary {
             unavailable_s: Some(round(first_ack_after.unwrap_or(load_s) - fault_at)),
             recovered: first_ack_after.is_some(),
+            master_changes: Vec::new(),
         }
     }
 }
@@ -287,6 +293,9 @@ impl FailoverReport {
                 "and not back by the end of the load"
             };
             let _ = writeln!(out, "  writes unavailable {unavailable_s:.1} s ({back})");
+        }
+        for change in &self.writes.master_changes {
+            let _ = writeln!(out, "  {:>6.1} s  {} takes writes", change.at_s, change.master);
         }
     }
 
@@ -500,7 +509,8 @@ mod writes_tests {
             writes,
             WritesSummary {
                 unavailable_s: Some(5.5),
-                recovered: true
+                recovered: true,
+                master_changes: Vec::new(),
             }
         );
     }
@@ -513,7 +523,8 @@ mod writes_tests {
             WritesSummary::from_acks(&kill, &acks, 20.0),
             WritesSummary {
                 unavailable_s: Some(17.0),
-                recovered: false
+                recovered: false,
+                master_changes: Vec::new(),
             }
         );
         let other = [fault("kill", "node-1", 3.0)];

@@ -1,7 +1,8 @@
 //! `--plot FILE`: the run's timeline as a PNG or SVG (by the file's extension), one
 //! panel per figure (HTTP requests/s, HTTP failures, HTTP p99, websocket messages/s) over
 //! the same seconds, with every fault drawn as a labelled vertical line so a dip can be
-//! read against its cause.
+//! read against its cause, and every promotion (another server taking writes) as one of
+//! its own colour.
 //!
 //! Text is laid out here for either format (plotters measures it with ab_glyph), so both
 //! need a font: DejaVu Sans (Debian's `fonts-dejavu-core`), loaded once.
@@ -18,6 +19,7 @@ use super::report::{FailoverReport, TimelineSecond};
 const WIDTH: u32 = 1200;
 const HEIGHT: u32 = 1100;
 const FAULT_COLOR: RGBColor = RGBColor(200, 30, 30);
+const PROMOTION_COLOR: RGBColor = RGBColor(20, 140, 60);
 const SERIES_COLOR: RGBColor = RGBColor(30, 90, 200);
 const NON_2XX_COLOR: RGBColor = RGBColor(230, 140, 0);
 /// Faults closer together than this share a label (kill replica-1 and node-1 at once).
@@ -37,10 +39,11 @@ struct Panel {
     series: Vec<PanelSeries>,
 }
 
-/// Faults of one moment: where the line goes and what it says.
+/// Faults of one moment, or a promotion: where the line goes, what it says, its colour.
 struct FaultMark {
     at_s: f64,
     label: String,
+    color: RGBColor,
 }
 
 /// Where Debian's `fonts-dejavu-core` puts the one font the plots use.
@@ -167,9 +170,18 @@ fn fault_marks(report: &FailoverReport) -> Vec<FaultMark> {
             _ => marks.push(FaultMark {
                 at_s: fault.executed_at_s,
                 label: what,
+                color: FAULT_COLOR,
             }),
         }
     }
+    for change in &report.writes.master_changes {
+        marks.push(FaultMark {
+            at_s: change.at_s,
+            label: format!("{} promoted", change.master),
+            color: PROMOTION_COLOR,
+        });
+    }
+    marks.sort_by(|left, right| left.at_s.total_cmp(&right.at_s));
     marks
 }
 
@@ -230,7 +242,7 @@ where
         chart
             .draw_series(std::iter::once(PathElement::new(
                 vec![(mark.at_s, 0.0), (mark.at_s, y_end)],
-                FAULT_COLOR.stroke_width(1),
+                mark.color.stroke_width(1),
             )))
             .context("drawing a fault line")?;
         // Neighbouring labels alternate in height so they do not overlap.
@@ -239,7 +251,7 @@ where
             .draw_series(std::iter::once(Text::new(
                 mark.label.clone(),
                 (mark.at_s + x_end * 0.005, label_height),
-                ("sans-serif", 13).into_font().color(&FAULT_COLOR),
+                ("sans-serif", 13).into_font().color(&mark.color),
             )))
             .context("drawing a fault label")?;
     }
@@ -329,8 +341,12 @@ mod tests {
                 duplicate_deliveries: Vec::new(),
             },
             writes: WritesSummary {
-                unavailable_s: None,
+                unavailable_s: Some(1.5),
                 recovered: true,
+                master_changes: vec![crate::failover::MasterChange {
+                    at_s: 6.5,
+                    master: "replica-1".into(),
+                }],
             },
             faults: vec![fault("replica-1", 5.0), fault("node-1", 5.02), fault("node-2", 8.0)],
             timeline,
@@ -359,6 +375,11 @@ mod tests {
             "one joint label per panel"
         );
         assert_eq!(svg.matches("kill node-2").count(), 4);
+        assert_eq!(
+            svg.matches("replica-1 promoted").count(),
+            4,
+            "the promotion in every panel"
+        );
         assert!(svg.matches("<polyline").count() >= 5, "a line per series");
     }
 
@@ -390,6 +411,25 @@ mod tests {
         assert!(
             (40.0..150.0).contains(&second_zero) && second_ten <= WIDTH as f64,
             "the lines are not at 5 s and 8 s of a 0-10 s axis: {line_columns:?}"
+        );
+        // The promotion at 6.5 s: a line of its own colour through every panel, half way
+        // between the two fault lines.
+        let promotion_color = [PROMOTION_COLOR.0, PROMOTION_COLOR.1, PROMOTION_COLOR.2];
+        let promotion_columns: Vec<u32> = (0..WIDTH)
+            .filter(|&x| {
+                (0..HEIGHT)
+                    .filter(|&y| image.get_pixel(x, y).0 == promotion_color)
+                    .count()
+                    > 400
+            })
+            .collect();
+        let expected = second_zero + 6.5 * pixels_per_second;
+        assert!(
+            !promotion_columns.is_empty()
+                && promotion_columns
+                    .iter()
+                    .all(|&x| (f64::from(x) - expected).abs() < pixels_per_second * 0.2),
+            "the promotion line is not at 6.5 s ({expected:.0} px): {promotion_columns:?}"
         );
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{ensure, Context};
 use parley_client::http::ParleyHttp;
 use parley_launcher::compose_stack::{docker_kill, ComposeProject};
 use parley_sim::failover::{ChatPlacement, HttpProblem};
@@ -115,4 +115,81 @@ pub async fn run_load_with_kills(
         kill_sent_at,
         killed_at,
     })
+}
+
+pub fn report_load(load: &LoadOutcome) {
+    let chat = &load.chat;
+    eprintln!(
+        "compose: load: {} reads ({} non-2xx, {} errors, by node {:?}); \
+         killed at {:.1} s; messages sent {} acked {} delivered {} lost {} duplicated {} refused {}; \
+         reconnects {}, resume p99 {:.0} ms",
+        load.http_responses,
+        load.http_non_2xx,
+        load.http_errors,
+        load.http_responses_by_node,
+        load.killed_at.as_secs_f64(),
+        chat.sent,
+        chat.acked,
+        chat.delivered,
+        chat.lost_count,
+        chat.duplicate_count,
+        chat.refused,
+        chat.reconnects,
+        chat.resume_times.clone().percentile_ms(0.99),
+    );
+}
+
+pub fn assert_nothing_failed_or_lost(load: &LoadOutcome) -> anyhow::Result<()> {
+    let chat = &load.chat;
+    ensure!(load.http_responses > 0, "the read load got no answer at all");
+    ensure!(
+        load.http_non_2xx == 0 && load.http_errors == 0,
+        "failed reads: {:#?}",
+        load.http_problems
+    );
+    ensure!(chat.sent > 0, "no message was sent");
+    ensure!(
+        chat.settled,
+        "acks or deliveries still missing after the settle timeout"
+    );
+    ensure!(
+        chat.acked == chat.sent && chat.refused == 0,
+        "sent {}, acked {}, refused {}",
+        chat.sent,
+        chat.acked,
+        chat.refused
+    );
+    ensure!(
+        chat.lost_count == 0,
+        "{} acked messages never arrived: {:#?}",
+        chat.lost_count,
+        chat.lost
+    );
+    ensure!(
+        chat.duplicate_count == 0 && chat.delivered == chat.acked,
+        "delivered {} for {} acked, duplicates: {:#?}",
+        chat.delivered,
+        chat.acked,
+        chat.duplicates
+    );
+    Ok(())
+}
+
+/// node-2 served reads and held chat users before its death, and they reconnected.
+pub fn assert_node_2_death_reached_its_users(load: &LoadOutcome) -> anyhow::Result<()> {
+    ensure!(
+        load.placement.users_by_node.get("node-2").copied().unwrap_or(0) > 0,
+        "no chat user was on node-2, so its death tested nothing: {:?}",
+        load.placement
+    );
+    ensure!(
+        load.http_responses_by_node.contains_key("node-2"),
+        "node-2 never served a read before its death: {:?}",
+        load.http_responses_by_node
+    );
+    ensure!(
+        load.chat.reconnects > 0,
+        "no chat client reconnected: the kill of node-2 did not reach them"
+    );
+    Ok(())
 }

@@ -36,15 +36,24 @@ const ROLE_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 impl DatabaseServers {
     /// The server other than `except` that takes writes now (`read_only = 0`), if one does.
     pub async fn writable_server_other_than(&self, except: &str) -> Option<&'static str> {
-        for name in std::iter::once(MASTER_NAME).chain(REPLICA_NAMES) {
-            if name == except || !self.components.get(name).is_ok_and(|component| component.is_alive()) {
-                continue;
-            }
-            if self.read_only_of(name).await == Some(false) {
-                return Some(name);
-            }
-        }
-        None
+        self.writable_servers().await.into_iter().find(|name| *name != except)
+    }
+
+    /// Every running server that answers and takes writes (`read_only = 0`), in the
+    /// configured order; all are asked at once, so one that does not answer (cut off by
+    /// a partition) costs one timeout, not one per server.
+    pub async fn writable_servers(&self) -> Vec<&'static str> {
+        let running: Vec<&'static str> = std::iter::once(MASTER_NAME)
+            .chain(REPLICA_NAMES)
+            .filter(|name| self.components.get(name).is_ok_and(|component| component.is_alive()))
+            .collect();
+        let read_only = futures::future::join_all(running.iter().map(|name| self.read_only_of(name))).await;
+        running
+            .into_iter()
+            .zip(read_only)
+            .filter(|(_, read_only)| *read_only == Some(false))
+            .map(|(name, _)| name)
+            .collect()
     }
 
     /// `@@read_only` of the server `name` over TCP; `None` when it does not answer in time.
