@@ -407,11 +407,18 @@ impl Database {
         let attempt = async {
             let mut conn = endpoint.connection(timeout).await.map_err(AttemptError::Endpoint)?;
             if let Some(gtid) = wait_for_gtid {
-                let waited: Option<Option<i64>> = conn
-                    .exec_first("SELECT MASTER_GTID_WAIT(?, ?)", (gtid, gtid_wait_seconds))
+                // `MASTER_GTID_WAIT` follows only what a server applied as a replica: on
+                // the master (a replica promoted, which a read proxy may still send reads
+                // to) its own commits never show there, and every read would wait out the
+                // timeout. A writable server is asked what it holds instead.
+                let answer: Option<Option<String>> = conn
+                    .exec_first(
+                        "SELECT IF(@@read_only = 0, @@gtid_current_pos, CAST(MASTER_GTID_WAIT(?, ?) AS CHAR))",
+                        (gtid, gtid_wait_seconds),
+                    )
                     .await
                     .map_err(|error| classify_read_error(endpoint, error))?;
-                if waited != Some(Some(0)) {
+                if !holds_position(answer.flatten().as_deref(), gtid) {
                     return Err(AttemptError::Stale);
                 }
             }
@@ -482,11 +489,43 @@ impl Database {
     }
 }
 
+/// Whether a read endpoint's answer to the position check says it holds `wanted`: `0`
+/// from `MASTER_GTID_WAIT` (a replica applied it), or a writable server's
+/// `gtid_current_pos` that includes it. `-1` (the wait timed out) and NULL do not.
+fn holds_position(answer: Option<&str>, wanted: &str) -> bool {
+    match answer {
+        Some("0") => true,
+        Some("-1") | None => false,
+        Some(current) => {
+            server_topology::GtidPosition::parse(current).includes(&server_topology::GtidPosition::parse(wanted))
+        }
+    }
+}
+
 fn classify_read_error(endpoint: &Endpoint, error: mysql_async::Error) -> AttemptError {
     let error = DbError::from_driver(&endpoint.name, error);
     if error.is_unavailable() {
         AttemptError::Endpoint(error)
     } else {
         AttemptError::Query(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::holds_position;
+
+    #[test]
+    fn a_replica_that_applied_the_position_or_a_writable_server_holding_it_may_answer() {
+        // A replica's MASTER_GTID_WAIT: 0 applied, -1 timed out.
+        assert!(holds_position(Some("0"), "0-1-5"));
+        assert!(!holds_position(Some("-1"), "0-1-5"));
+        assert!(!holds_position(None, "0-1-5"));
+        // A writable server's gtid_current_pos: a promoted replica further in the domain
+        // holds what the old master wrote; one behind does not.
+        assert!(holds_position(Some("0-2-9"), "0-1-5"));
+        assert!(holds_position(Some("0-1-5"), "0-1-5"));
+        assert!(!holds_position(Some("0-1-4"), "0-1-5"));
+        assert!(!holds_position(Some(""), "0-1-5"));
     }
 }

@@ -194,7 +194,7 @@ pub(super) fn write_endpoints_of(config: &DatabaseConfig) -> Result<(Vec<Arc<End
         return Ok((vec![Arc::clone(&configured)], configured));
     }
     let address_of = |name: &str, url: &str| {
-        mysql_async::Opts::from_url(url)
+        Opts::from_url(url)
             .map(|opts| (opts.ip_or_hostname().to_owned(), opts.tcp_port()))
             .map_err(|error| DbError::Config(format!("{name}: {error}")))
     };
