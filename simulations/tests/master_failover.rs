@@ -185,9 +185,13 @@ async fn a_partitioned_master_is_replaced_commits_nothing_and_is_fenced_on_heal(
         at_promotion.messages, before_heal.messages,
         "the cut-off master committed messages after the promotion\n{context}"
     );
+    // Writes come back once a replica is promoted: within the bound every kill here has
+    // too. How fast is the experiment's figure to report (about 4 s with the acceptance
+    // run's load), not a timing this test can hold on a shared machine.
     let unavailable = report.writes.unavailable_s;
+    println!("writes unavailable {unavailable:?} s after the partition");
     assert!(
-        unavailable.is_some_and(|seconds| seconds <= 5.0),
+        report.writes.recovered && unavailable.is_some_and(|seconds| seconds <= PROMOTION_BOUND.as_secs_f64()),
         "writes unavailable for {unavailable:?} s after the partition\n{context}"
     );
     assert_no_read_failed(&report, &context);
