@@ -44,21 +44,13 @@ pub(super) async fn lock_majority(
     };
     let (readable, unread): (Vec<&Arc<WatchedServer>>, Vec<&Arc<WatchedServer>>) =
         servers.iter().partition(|server| answered_last_round(server));
-    let mut locks: Vec<Conn> = Vec::with_capacity(servers.len());
-    for server in readable {
-        match try_lock(server, timeout).await {
-            LockAttempt::Held(conn) => locks.push(conn),
-            LockAttempt::HeldByAnother => return Err(release(locks, servers.len()).await),
-            LockAttempt::NoAnswer => continue,
-        }
-        if is_majority(locks.len(), servers.len()) {
-            return Ok(locks);
-        }
-    }
-    // Attempts still under way when a majority is held are dropped, and with their
-    // sessions any lock they got.
-    let mut attempts: futures::stream::FuturesUnordered<_> =
+    // One by one in order, then the unread ones all at once. Attempts still under way
+    // when a majority is held are dropped, and with their sessions any lock they got.
+    let one_by_one = futures::stream::iter(readable).then(|server| try_lock(server, timeout));
+    let all_at_once: futures::stream::FuturesUnordered<_> =
         unread.into_iter().map(|server| try_lock(server, timeout)).collect();
+    let mut attempts = std::pin::pin!(one_by_one.chain(all_at_once));
+    let mut locks: Vec<Conn> = Vec::with_capacity(servers.len());
     while let Some(attempt) = attempts.next().await {
         match attempt {
             LockAttempt::Held(conn) => locks.push(conn),
