@@ -1,9 +1,11 @@
-//! Chats: one-to-one chat creation, the caller's chat list, history pages.
+//! Chats: one-to-one chats and groups, the caller's chat list, history pages.
 //!
 //! Every read here is for one caller and must show that caller's own writes, so reads
 //! use [`Freshness::ReadYourWrites`]; "you are not a member" is confirmed on the master
 //! because a replica may not have the chat yet.
 
+mod group_changes;
+pub mod groups;
 mod history;
 
 use std::collections::HashMap;
@@ -11,12 +13,13 @@ use std::collections::HashMap;
 use chrono::NaiveDateTime;
 use futures::FutureExt;
 use mysql_async::prelude::Queryable;
-use protocol::messenger::{ChatSummary, MessagesPage, Participant};
+use protocol::messenger::{chat_kinds, ChatSummary, MessagesPage, Participant};
 use uuid::Uuid;
 
 use crate::database::{Database, DbError, Freshness};
 use crate::time_format::format_utc;
 
+pub use groups::{CreatedGroup, GroupLimits, MembershipChange};
 pub use history::PageRequest;
 
 /// Why a chat operation failed.
@@ -36,6 +39,30 @@ pub enum ChatError {
     /// The caller is in as many chats as a user may be.
     #[error("you are in {0} chats, the most allowed; no new chat can be started")]
     TooManyChats(u64),
+    /// A group title must have 1 to 200 characters once trimmed; holds how many it had
+    /// (400 `invalid_parameter`).
+    #[error("title must have 1 to 200 characters once trimmed, not {0}")]
+    InvalidTitle(usize),
+    /// Members are added to and removed from groups only (400 `invalid_parameter`).
+    #[error("this is a one-to-one chat: its members cannot change")]
+    NotAGroup,
+    /// The group would have more members than allowed; holds the limit (403 `limit_reached`).
+    #[error("a group has at most {0} members")]
+    TooManyMembers(u64),
+    /// The user is in as many groups as allowed (403 `limit_reached`).
+    #[error("user {user} is in {groups} groups, the most allowed")]
+    TooManyGroups {
+        /// The user at the limit.
+        user: String,
+        /// How many groups they are in.
+        groups: u64,
+    },
+    /// The user to remove is not a member of the group (404 `not_found`).
+    #[error("user {0} is not a member of this group")]
+    NotAMember(String),
+    /// Only the group's creator removes other members; anyone may leave (403 `forbidden`).
+    #[error("only the group's creator removes other members; a member may remove only themself")]
+    OnlyTheCreatorRemoves,
     /// The database failed; an outage (`is_unavailable`) is worth a retry (503).
     #[error(transparent)]
     Database(#[from] DbError),
@@ -47,6 +74,8 @@ pub struct Chats {
     database: Database,
     /// Chats a user may start at most (chats others start with them are not refused).
     max_chats_per_user: u64,
+    /// What groups may grow to.
+    group_limits: GroupLimits,
 }
 
 /// `<smaller id>:<larger id>`: the same pair always maps to the same chat.
@@ -59,11 +88,13 @@ fn direct_key(first: &str, second: &str) -> String {
 }
 
 impl Chats {
-    /// Chat operations on `database`; each user may start at most `max_chats_per_user` chats.
-    pub fn new(database: Database, max_chats_per_user: u64) -> Chats {
+    /// Chat operations on `database`; each user may start at most `max_chats_per_user`
+    /// one-to-one chats, and groups stay within `group_limits`.
+    pub fn new(database: Database, max_chats_per_user: u64, group_limits: GroupLimits) -> Chats {
         Chats {
             database,
             max_chats_per_user,
+            group_limits,
         }
     }
 
@@ -102,7 +133,11 @@ impl Chats {
                     // counts against the caller's limit (refused, the insert is rolled back).
                     if transaction.affected_rows() == 1 {
                         let chats_of_caller: Option<u64> = transaction
-                            .exec_first("SELECT COUNT(*) FROM chat_members WHERE user_id = ?", (&caller,))
+                            .exec_first(
+                                "SELECT COUNT(*) FROM chat_members m JOIN chats c ON c.id = m.chat_id \
+                                 WHERE m.user_id = ? AND c.kind = 'direct'",
+                                (&caller,),
+                            )
                             .await?;
                         let chats_of_caller = chats_of_caller.unwrap_or(0);
                         if chats_of_caller >= max_chats {
@@ -135,9 +170,10 @@ impl Chats {
         created
     }
 
-    /// Every chat the caller is in, oldest first, with participants and unread counts.
+    /// Every chat the caller is in, oldest first, with unread counts; participants for
+    /// one-to-one chats, title and member count for groups.
     pub async fn list_chats(&self, caller: &str) -> Result<Vec<ChatSummary>, ChatError> {
-        type ChatRow = (String, NaiveDateTime, u64);
+        type ChatRow = (String, NaiveDateTime, u64, String, Option<String>, u64);
         type MemberRow = (String, String, String, String);
         let (chats, members, unread) = self
             .database
@@ -146,14 +182,17 @@ impl Chats {
                 async move {
                     let chats: Vec<ChatRow> = conn
                         .exec(
-                            "SELECT c.id, c.create_time, c.last_seq FROM chat_members mine \
-                             JOIN chats c ON c.id = mine.chat_id WHERE mine.user_id = ? ORDER BY c.create_time, c.id",
+                            "SELECT c.id, c.create_time, c.last_seq, c.kind, c.title, \
+                             (SELECT COUNT(*) FROM chat_members everyone WHERE everyone.chat_id = c.id) \
+                             FROM chat_members mine JOIN chats c ON c.id = mine.chat_id \
+                             WHERE mine.user_id = ? ORDER BY c.create_time, c.id",
                             (&caller,),
                         )
                         .await?;
                     let members: Vec<MemberRow> = conn
                         .exec(
                             "SELECT everyone.chat_id, u.id, u.name, u.surname FROM chat_members mine \
+                             JOIN chats c ON c.id = mine.chat_id AND c.kind = 'direct' \
                              JOIN chat_members everyone ON everyone.chat_id = mine.chat_id \
                              JOIN users u ON u.id = everyone.user_id WHERE mine.user_id = ? ORDER BY u.id",
                             (&caller,),
@@ -163,6 +202,7 @@ impl Chats {
                         .exec(
                             "SELECT m.chat_id, COUNT(*) FROM chat_members mine \
                              JOIN messages m ON m.chat_id = mine.chat_id AND m.seq > mine.read_seq AND m.user_id <> mine.user_id \
+                             AND m.kind = 'text' \
                              WHERE mine.user_id = ? GROUP BY m.chat_id",
                             (&caller,),
                         )
@@ -189,13 +229,18 @@ impl Chats {
         let unread: HashMap<String, u64> = unread.into_iter().collect();
         Ok(chats
             .into_iter()
-            .map(|(chat_id, create_time, last_seq)| ChatSummary {
-                participants: participants.remove(&chat_id).unwrap_or_default(),
-                unread: unread.get(&chat_id).copied().unwrap_or(0),
-                chat_id,
-                create_time: format_utc(create_time),
-                last_seq,
-            })
+            .map(
+                |(chat_id, create_time, last_seq, kind, title, member_count)| ChatSummary {
+                    participants: participants.remove(&chat_id).unwrap_or_default(),
+                    title: title.filter(|_| kind == chat_kinds::GROUP),
+                    kind,
+                    member_count,
+                    unread: unread.get(&chat_id).copied().unwrap_or(0),
+                    chat_id,
+                    create_time: format_utc(create_time),
+                    last_seq,
+                },
+            )
             .collect())
     }
 

@@ -21,6 +21,7 @@ pub use checks::frames;
 pub mod ordered_replies;
 pub mod outbound;
 pub mod presence;
+pub mod receipts;
 pub mod replay_turns;
 pub mod session;
 pub mod session_registry;

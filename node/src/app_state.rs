@@ -107,6 +107,8 @@ pub struct AppState {
     pub sign_in_limits: Arc<crate::http::rate_limits::SignInLimits>,
     /// Sign-ups per client address.
     pub sign_up_limit: Arc<crate::http::rate_limits::KeyedRateLimiter>,
+    /// Group members each user may add per minute.
+    pub member_additions_limit: Arc<crate::http::rate_limits::KeyedRateLimiter>,
     /// The proxies whose `X-Real-IP` names the client of the per-address limits.
     pub trusted_proxies: Arc<crate::config::TrustedProxies>,
     /// Request limits.

@@ -101,6 +101,21 @@ pub struct NodeConfig {
     #[arg(long, env = "PARLEY_MAX_CHATS_PER_USER", default_value_t = 1000)]
     pub max_chats_per_user: u64,
 
+    /// Members one group may have, its creator included; past it create-group and adding
+    /// a member answer 403 `limit_reached`.
+    #[arg(long, env = "PARLEY_MAX_GROUP_MEMBERS", default_value_t = 1000)]
+    pub max_group_members: u64,
+
+    /// Groups one user may be in; past it creating a group with them, or adding them,
+    /// answers 403 `limit_reached`.
+    #[arg(long, env = "PARLEY_MAX_GROUPS_PER_USER", default_value_t = 500)]
+    pub max_groups_per_user: u64,
+
+    /// Members one user may add to groups per minute on this node (a new group's members
+    /// count); past it 429 `rate_limited` with `Retry-After`.
+    #[arg(long, env = "PARLEY_MEMBER_ADDITIONS_PER_MINUTE", default_value_t = 1000)]
+    pub member_additions_per_minute: u32,
+
     /// Websockets one user may have open on this node; one more is refused with 429.
     #[arg(long, env = "PARLEY_MAX_SOCKETS_PER_USER", default_value_t = 8)]
     pub max_sockets_per_user: usize,

@@ -7,6 +7,7 @@
 mod auth_routes;
 pub mod errors;
 pub mod extract;
+mod group_routes;
 mod health_routes;
 mod messenger_routes;
 pub mod openapi;
@@ -50,6 +51,8 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Inf
     auth_routes::routes(state.clone())
         .boxed()
         .or(messenger_routes::routes(state.clone()).boxed())
+        .unify()
+        .or(group_routes::routes(state.clone()).boxed())
         .unify()
         .or(crate::websocket::routes(state.clone()).boxed())
         .unify()
@@ -113,6 +116,7 @@ const ROUTES: &[&str] = &[
     "/messenger/create-chat",
     "/messenger/chats",
     "/messenger/messages",
+    "/messenger/create-group",
     "/messenger/ws",
     "/health/live",
     "/health/ready",
@@ -130,6 +134,15 @@ fn route_label(path: &str) -> &'static str {
     }
     if path == "/swagger" || path.starts_with("/swagger/") {
         return "/swagger";
+    }
+    // Chat ids in the path are one label each, not one per chat.
+    if let Some(rest) = path.strip_prefix("/messenger/chats/") {
+        let segments: Vec<&str> = rest.split('/').collect();
+        match segments.as_slice() {
+            [_, "members"] => return "/messenger/chats/{chat_id}/members",
+            [_, "members", _] => return "/messenger/chats/{chat_id}/members/{user_id}",
+            _ => {}
+        }
     }
     "other"
 }

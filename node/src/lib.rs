@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use actors::accounts::passwords::PasswordVault;
 use actors::accounts::Accounts;
-use actors::chats::Chats;
+use actors::chats::{Chats, GroupLimits};
 use actors::cluster::peer_network::RactorPeerNetwork;
 use actors::cluster::peers::Peers;
 use actors::database::migrations::apply_migrations;
@@ -143,7 +143,18 @@ pub async fn run(
     let state = AppState {
         node_name: config.node_name.clone(),
         accounts,
-        chats: Chats::new(database.clone(), config.max_chats_per_user),
+        chats: Chats::new(
+            database.clone(),
+            config.max_chats_per_user,
+            GroupLimits {
+                max_members: config.max_group_members,
+                max_groups_per_user: config.max_groups_per_user,
+            },
+        ),
+        member_additions_limit: Arc::new(KeyedRateLimiter::new(
+            config.member_additions_per_minute,
+            config.member_additions_per_minute,
+        )),
         tokens,
         database: database.clone(),
         messaging: Arc::clone(&messaging),

@@ -74,6 +74,7 @@ const state = {
   httpNode: "",
   reportTimer: null,
   foundUserId: null,
+  formerGroups: new Set(), // groups this user left or was removed from: late frames are ignored
 };
 
 class ApiError extends Error {
@@ -87,6 +88,12 @@ class ApiError extends Error {
 function newChat(chatId) {
   return {
     chat_id: chatId,
+    kind: null, // "direct" or "group" once listed
+    title: null,
+    memberCount: 0,
+    members: new Map(), // groups: user_id -> "Name Surname", from GET .../members
+    membersLoaded: false,
+    receipt: null, // groups: the newest summary {seq, received_by, read_by, members, status}
     participants: [],
     listedLastSeq: 0, // last_seq when the chat list was fetched: unread counted up to it
     unread: 0,
@@ -240,7 +247,14 @@ function signOutLocally(notice) {
   state.socket = null;
   state.live = false;
   if (socket) socket.close(1000, "signed out");
-  Object.assign(state, { chats: new Map(), openChatId: null, onlineUsers: new Set(), outbox: [], foundUserId: null });
+  Object.assign(state, {
+    chats: new Map(),
+    openChatId: null,
+    onlineUsers: new Set(),
+    outbox: [],
+    foundUserId: null,
+    formerGroups: new Set(),
+  });
   byId("auth-notice").textContent = notice;
   byId("chat-screen").hidden = true;
   byId("auth-screen").hidden = false;
@@ -265,7 +279,12 @@ function companionOf(chat) {
   return chat.participants.find((participant) => participant.user_id !== state.session.user_id) || null;
 }
 
+function isGroup(chat) {
+  return chat.kind === "group";
+}
+
 function chatTitle(chat) {
+  if (isGroup(chat)) return `${chat.title} (${chat.memberCount})`;
   const companion = companionOf(chat);
   return companion ? `${companion.name} ${companion.surname}` : "(loading…)";
 }
@@ -282,6 +301,9 @@ async function loadChats() {
       state.chats.set(summary.chat_id, chat);
     }
     chat.participants = summary.participants;
+    chat.kind = summary.kind || "direct";
+    chat.title = summary.title;
+    chat.memberCount = summary.member_count;
     chat.listedLastSeq = summary.last_seq;
     // The list may come from a replica behind what this page already holds or has read:
     // add what the page holds beyond it, and drop what the page read.
@@ -297,7 +319,7 @@ async function loadChats() {
   renderChatList();
   renderConversation();
   // A chat created a moment ago may not have reached the replica that answered yet.
-  const unlisted = [...state.chats.values()].some((chat) => chat.participants.length === 0);
+  const unlisted = [...state.chats.values()].some((chat) => chat.kind === null);
   if (unlisted && chatListRetries < CHAT_LIST_RETRY_LIMIT) {
     chatListRetries += 1;
     clearTimeout(chatListRetryTimer);
@@ -334,13 +356,26 @@ function ensureChat(chatId) {
   return state.chats.get(chatId);
 }
 
+// A group's members with their names, for the senders' names and the member bar.
+async function loadMembers(chat) {
+  const answer = await api("GET", `/messenger/chats/${encodeURIComponent(chat.chat_id)}/members`);
+  chat.members = new Map(answer.members.map((member) => [member.user_id, `${member.name} ${member.surname}`]));
+  chat.membersLoaded = true;
+  chat.memberCount = answer.members.length;
+  chat.creatorId = answer.creator_id;
+  renderChatList();
+  if (chat.chat_id === state.openChatId) renderConversation();
+}
+
 async function openChat(chatId) {
   ensureChat(chatId);
   state.openChatId = chatId;
   renderChatList();
   renderConversation();
   try {
-    await loadHistory(state.chats.get(chatId));
+    const chat = state.chats.get(chatId);
+    if (isGroup(chat)) await loadMembers(chat);
+    await loadHistory(chat);
   } catch (error) {
     showError(`Could not load the messages: ${describe(error)}`);
   }
@@ -368,6 +403,7 @@ async function findUser(event) {
 async function startChat() {
   try {
     const answer = await api("POST", "/messenger/create-chat", { companion_id: state.foundUserId });
+    state.foundUserId = null;
     byId("find-result").hidden = true;
     byId("find-form").reset();
     ensureChat(answer.chat_id);
@@ -376,6 +412,81 @@ async function startChat() {
   } catch (error) {
     showError(`Could not start the chat: ${describe(error)}`);
   }
+}
+
+async function createGroup(event) {
+  event.preventDefault();
+  const title = byId("group-title").value.trim();
+  // The person just found, if any, is the first member besides the creator.
+  const memberIds = state.foundUserId ? [state.foundUserId] : [];
+  try {
+    const answer = await api("POST", "/messenger/create-group", { title, member_ids: memberIds });
+    state.foundUserId = null;
+    byId("find-result").hidden = true;
+    byId("group-form").reset();
+    ensureChat(answer.chat_id);
+    await loadChats();
+    await openChat(answer.chat_id);
+  } catch (error) {
+    showError(`Could not create the group: ${describe(error)}`);
+  }
+}
+
+async function addMember(event) {
+  event.preventDefault();
+  const chat = state.openChatId ? state.chats.get(state.openChatId) : null;
+  if (!chat) return;
+  const email = byId("add-member-email").value.trim();
+  try {
+    const found = await api("GET", `/auth/user/get-by-email?email=${encodeURIComponent(email)}`);
+    await api("POST", `/messenger/chats/${encodeURIComponent(chat.chat_id)}/members`, { user_id: found.user_id });
+    byId("add-member-form").reset();
+    await loadMembers(chat);
+  } catch (error) {
+    showError(`Could not add ${email}: ${describe(error)}`);
+  }
+}
+
+async function leaveGroup() {
+  const chat = state.openChatId ? state.chats.get(state.openChatId) : null;
+  if (!chat) return;
+  const path = `/messenger/chats/${encodeURIComponent(chat.chat_id)}/members/${encodeURIComponent(state.session.user_id)}`;
+  try {
+    await api("DELETE", path);
+    forgetGroup(chat.chat_id);
+  } catch (error) {
+    showError(`Could not leave the group: ${describe(error)}`);
+  }
+}
+
+// Out of a group (left, or removed): gone from the list; its own late event, which may
+// arrive before or after the DELETE's answer, must not bring it back.
+function forgetGroup(chatId) {
+  state.formerGroups.add(chatId);
+  state.chats.delete(chatId);
+  if (state.openChatId === chatId) state.openChatId = null;
+  renderChatList();
+  renderConversation();
+}
+
+// What a membership event in `chat` means for this page; false when the page is no
+// longer in the group.
+function applyMembershipEvent(chat, event) {
+  const aboutMe = event.subject_id === state.session.user_id;
+  if (aboutMe && (event.kind === "left" || event.kind === "removed")) {
+    forgetGroup(chat.chat_id);
+    return false;
+  }
+  if (!chat.membersLoaded) {
+    // The list's member count comes from the server: ask again.
+    loadChats().catch((error) => showError(`Could not load the chats: ${describe(error)}`));
+    return true;
+  }
+  // By user id, so an event the last member list already showed changes nothing.
+  if (event.kind === "added" && !chat.members.has(event.subject_id)) chat.members.set(event.subject_id, "…");
+  if (event.kind === "left" || event.kind === "removed") chat.members.delete(event.subject_id);
+  chat.memberCount = chat.members.size;
+  return true;
 }
 
 // ---- the websocket ------------------------------------------------------------------
@@ -565,6 +676,14 @@ function onFrame(text, replayedChats) {
 }
 
 function onDelivery(delivery, replayedChats) {
+  if (state.formerGroups.has(delivery.chat_id)) {
+    // Only being added again brings a former group back.
+    const addedBack = delivery.messages.some(
+      (message) => message.event && message.event.kind === "added" && message.event.subject_id === state.session.user_id,
+    );
+    if (!addedBack) return;
+    state.formerGroups.delete(delivery.chat_id);
+  }
   let chat = state.chats.get(delivery.chat_id);
   if (!chat) {
     // A chat someone else started: learn its participants.
@@ -578,7 +697,13 @@ function onDelivery(delivery, replayedChats) {
       replayedChats.add(chat.chat_id);
       raiseContiguousTop(chat, message.seq - 1);
     }
-    acceptMessage(chat, message);
+    const isNew = acceptMessage(chat, message);
+    if (isNew && message.event && !applyMembershipEvent(chat, message.event)) return;
+    // Someone joined or left, or a sender this page has no name for: fresh members.
+    const unknownSender = isGroup(chat) && !chat.members.has(message.user_id);
+    if (chat.chat_id === state.openChatId && (message.event || unknownSender)) {
+      loadMembers(chat).catch((error) => showError(`Could not load the members: ${describe(error)}`));
+    }
   }
   renderChatList();
   if (chat.chat_id === state.openChatId) renderConversation();
@@ -589,7 +714,8 @@ function onDelivery(delivery, replayedChats) {
 function heldUnreadAbove(chat, seq) {
   let count = 0;
   for (const message of chat.messages.values()) {
-    if (message.user_id !== state.session.user_id && message.seq > seq && message.seq > chat.readUpTo) count += 1;
+    const unreadByMe = message.seq > seq && message.seq > chat.readUpTo && !message.event;
+    if (message.user_id !== state.session.user_id && unreadByMe) count += 1;
   }
   return count;
 }
@@ -607,9 +733,12 @@ function acceptMessage(chat, message) {
     user_id: message.user_id,
     text: message.text,
     create_time: message.create_time,
+    event: message.event || null,
+    status: message.status || "created", // a history page's status: how far it got then
   });
   const countedByTheList = message.seq <= chat.listedLastSeq || message.seq <= chat.readUpTo;
-  if (message.user_id !== state.session.user_id && !countedByTheList) chat.unread += 1;
+  // Membership events are not unread messages (the server does not count them either).
+  if (message.user_id !== state.session.user_id && !countedByTheList && !message.event) chat.unread += 1;
   raiseContiguousTop(chat, chat.contiguousTop);
   return true;
 }
@@ -634,7 +763,10 @@ function onAck(ackPayload) {
 function onStatus(status) {
   const chat = state.chats.get(status.chat_id);
   if (!chat) return;
-  if (status.user_id === state.session.user_id) {
+  if (status.members !== undefined) {
+    // A group's summary of how far this user's newest message got.
+    if (!chat.receipt || status.seq >= chat.receipt.seq) chat.receipt = status;
+  } else if (status.user_id === state.session.user_id) {
     // Another page of ours read this chat.
     if (status.status === "read") {
       chat.readUpTo = Math.max(chat.readUpTo, status.seq);
@@ -793,6 +925,7 @@ function renderChatList() {
     const dot = document.createElement("span");
     dot.className = online ? "presence-dot online" : "presence-dot";
     dot.title = online ? "online" : "offline";
+    dot.hidden = isGroup(chat); // presence is shown per member, not per group
     const name = document.createElement("span");
     name.className = "chat-name";
     name.textContent = chatTitle(chat);
@@ -809,6 +942,11 @@ function renderChatList() {
 }
 
 function markOf(chat, message) {
+  if (isGroup(chat)) {
+    // Cursors only grow: an earlier message got at least as far as the summarised one.
+    if (!chat.receipt || message.seq > chat.receipt.seq) return message.status || "created";
+    return chat.receipt.status;
+  }
   if (message.seq <= chat.companionRead) return "read";
   if (message.seq <= chat.companionReceived) return "received";
   return "created";
@@ -820,6 +958,22 @@ function messageElement(chat, message, mark) {
   item.className = mine ? "message mine" : "message theirs";
   if (message.id) item.dataset.id = message.id;
   if (message.seq) item.dataset.seq = String(message.seq);
+  if (message.event) {
+    // Someone joined or left: a line of its own, in the group's order.
+    item.className = "message event";
+    item.dataset.event = message.event.kind;
+    const line = document.createElement("span");
+    line.className = "message-text";
+    line.textContent = message.text;
+    item.append(line);
+    return item;
+  }
+  if (isGroup(chat) && !mine) {
+    const sender = document.createElement("span");
+    sender.className = "message-sender";
+    sender.textContent = chat.members.get(message.user_id) || "a former member";
+    item.append(sender);
+  }
   const text = document.createElement("span");
   text.className = "message-text";
   text.textContent = message.text;
@@ -831,6 +985,11 @@ function messageElement(chat, message, mark) {
     markElement.className = `mark mark-${mark}`;
     markElement.dataset.mark = mark;
     markElement.textContent = MARK_LABELS[mark];
+    const receipt = chat.receipt;
+    if (isGroup(chat) && receipt && message.seq && message.seq <= receipt.seq && mark !== "read") {
+      // "received by 3 of 5": a summary, so earlier messages show at least this.
+      markElement.textContent = `✓ received by ${receipt.received_by} of ${receipt.members}, read by ${receipt.read_by}`;
+    }
     meta.append(" ", markElement);
   }
   item.append(text, meta);
@@ -843,13 +1002,16 @@ function renderConversation() {
   const title = byId("conversation-title");
   byId("send-form").hidden = !chat;
   if (!chat) {
+    byId("group-bar").hidden = true;
     title.textContent = "Choose a chat";
     list.replaceChildren();
     return;
   }
-  const companion = companionOf(chat);
+  const companion = isGroup(chat) ? null : companionOf(chat);
   const online = companion !== null && state.onlineUsers.has(companion.user_id);
   title.textContent = `${chatTitle(chat)}${online ? " · online" : ""}`;
+  byId("group-bar").hidden = !isGroup(chat);
+  if (isGroup(chat)) byId("group-members").textContent = [...chat.members.values()].join(", ");
   const stickToBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
   const held = [...chat.messages.values()].sort((left, right) => left.seq - right.seq);
   const elements = held.map((message) => messageElement(chat, message, markOf(chat, message)));
@@ -873,6 +1035,9 @@ function start() {
   byId("find-form").addEventListener("submit", findUser);
   byId("start-chat-button").addEventListener("click", startChat);
   byId("send-form").addEventListener("submit", sendMessage);
+  byId("group-form").addEventListener("submit", createGroup);
+  byId("add-member-form").addEventListener("submit", addMember);
+  byId("leave-group-button").addEventListener("click", leaveGroup);
   byId("error-dismiss").addEventListener("click", () => (byId("error-banner").hidden = true));
   document.addEventListener("visibilitychange", scheduleReports);
   const saved = sessionStorage.getItem(SESSION_STORAGE_KEY);

@@ -49,4 +49,7 @@ pub mod codes {
     pub const LIMIT_REACHED: &str = "limit_reached";
     /// An unexpected server-side failure (500); details are in the node's log, not in the answer.
     pub const INTERNAL: &str = "internal";
+    /// The caller may not do this to this resource (a group member removing another
+    /// member, when only the group's creator may).
+    pub const FORBIDDEN: &str = "forbidden";
 }

@@ -28,6 +28,65 @@ pub struct CreateChatResponse {
     pub chat_id: String,
 }
 
+/// The kinds of chat.
+pub mod chat_kinds {
+    /// Two people; created by `create-chat`, never changes members.
+    pub const DIRECT: &str = "direct";
+    /// A titled group; members are added and leave.
+    pub const GROUP: &str = "group";
+}
+
+/// `POST /messenger/create-group` body.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateGroupRequest {
+    /// The group's title: 1 to 200 characters once trimmed.
+    pub title: String,
+    /// The other members' user ids (UUIDs); the caller is always a member and the
+    /// group's creator, so the caller's own id and repeated ids are ignored.
+    #[serde(default)]
+    pub member_ids: Vec<String>,
+}
+
+/// `POST /messenger/chats/{chat_id}/members` body.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddMemberRequest {
+    /// The user to add (UUID).
+    pub user_id: String,
+}
+
+/// The answer of adding or removing a group member.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipChangeResponse {
+    /// The group (UUID).
+    pub chat_id: String,
+    /// The member added or removed (UUID).
+    pub user_id: String,
+    /// False when there was nothing to do (adding someone already a member).
+    pub changed: bool,
+    /// The membership event's `seq` in the chat, or the chat's newest `seq` when nothing changed.
+    pub seq: u64,
+}
+
+/// `GET /messenger/chats/{chat_id}/members` answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMembersResponse {
+    /// The chat (UUID).
+    pub chat_id: String,
+    /// `direct` or `group`.
+    pub kind: String,
+    /// The group's title; none for a one-to-one chat.
+    pub title: Option<String>,
+    /// Who may remove members: the group's creator, or after the creator left, the
+    /// longest-standing member. None for a one-to-one chat.
+    pub creator_id: Option<String>,
+    /// Every member, longest-standing first.
+    pub members: Vec<Participant>,
+}
+
 /// One member of a chat as listed by `GET /messenger/chats`.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,12 +111,26 @@ pub struct ChatSummary {
     pub chat_id: String,
     /// When the chat was created: RFC 3339 in UTC with microseconds.
     pub create_time: String,
-    /// Every member of the chat, the caller included.
+    /// `direct` or `group` (absent in lists from nodes before groups: `direct`).
+    #[serde(default = "direct_kind")]
+    pub kind: String,
+    /// The group's title; none for a one-to-one chat.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// How many members the chat has, the caller included.
+    #[serde(default)]
+    pub member_count: u64,
+    /// Every member of a one-to-one chat, the caller included. Empty for a group, which
+    /// may have a thousand: `GET /messenger/chats/{chat_id}/members` lists them.
     pub participants: Vec<Participant>,
     /// Sequence number of the newest message, 0 when the chat is empty.
     pub last_seq: u64,
     /// Messages of others above the caller's read cursor.
     pub unread: u64,
+}
+
+fn direct_kind() -> String {
+    chat_kinds::DIRECT.to_owned()
 }
 
 /// `GET /messenger/chats` answer.
@@ -84,6 +157,9 @@ pub struct MessageView {
     pub text: String,
     /// `created`, `received` or `read`, as seen from the other participants' cursors.
     pub status: String,
+    /// Set on a group's membership events; see the websocket's `DeliveredMessage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<crate::websocket::MembershipEvent>,
     /// RFC 3339 with microseconds, UTC.
     pub create_time: String,
 }

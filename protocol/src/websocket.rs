@@ -144,6 +144,33 @@ pub struct DeliveredMessage {
     /// The sender's `client_id`, when the send had one (lets the sender match its own messages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// Set on a group's membership events (someone created the group, was added, left
+    /// or was removed); `user_id` is who acted and `text` says it in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<MembershipEvent>,
+}
+
+/// A change of a group's members, stored as a message in the chat's sequence so that
+/// replay and history show it in its place.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipEvent {
+    /// `created`, `added`, `left` or `removed` (see [`membership_events`]).
+    pub kind: String,
+    /// The member the change is about (the creator for `created`).
+    pub subject_id: String,
+}
+
+/// The kinds of [`MembershipEvent`].
+pub mod membership_events {
+    /// The group was created; the subject is its creator.
+    pub const CREATED: &str = "created";
+    /// The subject was added by the message's `user_id`.
+    pub const ADDED: &str = "added";
+    /// The subject left the group.
+    pub const LEFT: &str = "left";
+    /// The subject was removed by the message's `user_id` (the group's creator).
+    pub const REMOVED: &str = "removed";
 }
 
 /// Server `send-message` payload: a delivery.
@@ -192,7 +219,11 @@ pub struct CursorPayload {
     pub seq: u64,
 }
 
-/// Server `status` payload: `user_id` has received or read everything up to `seq`.
+/// Server `status` payload. In a one-to-one chat: `user_id` has received or read
+/// everything up to `seq`. In a group it is a summary, sent only to the sender of the
+/// message `seq`: `user_id` is that sender, `status` is the message's status (`read` once
+/// every other member read it), and `received_by` / `read_by` of `members` say how far it
+/// got; a sender's earlier messages got at least as far.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusPayload {
@@ -204,6 +235,15 @@ pub struct StatusPayload {
     pub status: String,
     /// The member's new cursor: every message with `seq` up to this one.
     pub seq: u64,
+    /// Groups only: other members whose received cursor reached `seq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_by: Option<u64>,
+    /// Groups only: other members whose read cursor reached `seq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_by: Option<u64>,
+    /// Groups only: the group's members other than the sender.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<u64>,
 }
 
 /// Server `presence` payload.

@@ -6,6 +6,7 @@
 //! messages    messages delivered across nodes  vs  single-row INSERTs on the master
 //! latency     send → recipient at half of that  vs  one INSERT's commit
 //! memory      node RSS per idle websocket      vs  the anchors' published figures
+//! fanout      one sender to groups of 10, 100, 1,000 over both nodes: deliveries/s, p99
 //! storm       node-1 killed under U users with pending messages: time until all resumed
 //! ```
 //!
@@ -22,6 +23,7 @@
 mod bench_accounts;
 mod database_load;
 mod db_baseline;
+mod fanout;
 mod http_read;
 mod idle_connections;
 mod latency;
@@ -44,6 +46,7 @@ use serde::Serialize;
 use parley_launcher::trace_collector::TraceCollector;
 use parley_launcher::LocalCluster;
 
+pub use fanout::{FanoutFigures, FanoutReport};
 pub use http_read::HttpReadFigures;
 pub use idle_connections::{MemoryFigures, RssSample};
 pub use latency::LatencyFigures;
@@ -54,7 +57,7 @@ pub use reconnect_storm::StormFigures;
 
 /// The benchmarks `bench` knows, in the order they run (`storm` kills and restarts
 /// node-1, so it goes last).
-pub const BENCHMARKS: &[&str] = &["http_read", "messages", "latency", "memory", "storm"];
+pub const BENCHMARKS: &[&str] = &["http_read", "messages", "latency", "memory", "fanout", "storm"];
 
 /// Node flags of a cluster `bench` starts (and of the bench tests' clusters): scrypt at
 /// 2^10 instead of OWASP's 2^17 (sign-ups are setup here, not what is measured), no
@@ -163,6 +166,9 @@ pub struct BenchReport {
     /// `memory`, when it ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemoryFigures>,
+    /// `fanout`, when it ran: `n10`, `n100`, `n1000`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fanout: Option<FanoutReport>,
     /// `storm`, when it ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storm: Option<StormFigures>,
@@ -250,6 +256,12 @@ impl BenchReport {
                 ));
             }
         }
+        for (size, fanout) in self.fanout.iter().flatten() {
+            lines.push(format!(
+                "  fanout {size:<9} {:>5} members, {} messages: {:.0} deliveries/s, p50 {:.1} ms, p99 {:.1} ms",
+                fanout.members, fanout.messages, fanout.deliveries_per_s, fanout.p50_ms, fanout.p99_ms
+            ));
+        }
         if let Some(storm) = &self.storm {
             lines.push(format!(
                 "  storm            {} of {} users resumed, {} (median {:.2} s), {} lost, {} duplicated, {} extra reconnects, peak database {:.0} statements/s   target all <= {:.0} s, 0 lost, 0 duplicated  {}",
@@ -305,6 +317,9 @@ pub async fn run_benchmarks(cluster: &LocalCluster, config: &BenchConfig) -> any
     }
     if wanted("memory") {
         report.memory = Some(idle_connections::measure(cluster, config.memory_connections).await?);
+    }
+    if wanted("fanout") {
+        report.fanout = Some(fanout::measure(cluster).await?);
     }
     if wanted("storm") {
         report.storm = Some(reconnect_storm::measure(cluster, config.storm_users).await?);

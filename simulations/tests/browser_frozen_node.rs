@@ -9,8 +9,6 @@
 //! Screenshots go to `<target>/tmp/browser-screenshots/<run>/` (printed). Needs the
 //! `parley` binary and Debian's `chromium` and `chromium-driver`, like `browser.rs`.
 
-// Shared with browser.rs, which reads more of the page than this test does.
-#[allow(dead_code)]
 #[path = "browser/chat_page.rs"]
 mod chat_page;
 #[path = "browser/chromedriver.rs"]

@@ -6,6 +6,7 @@ use mysql_async::prelude::Queryable;
 use protocol::messenger::{status, MessageView, MessagesPage};
 
 use crate::database::{Database, DbError, Freshness};
+use crate::messaging::store::membership_event;
 use crate::time_format::format_utc;
 
 /// Which slice of the history: messages with `offset < seq <= offset + limit`.
@@ -96,9 +97,11 @@ fn cursors(rows: Vec<(String, u64, u64)>) -> Vec<MemberCursor> {
         .collect()
 }
 
-type MessageRow = (String, u64, String, String, NaiveDateTime);
+type MessageRow = (String, u64, String, String, NaiveDateTime, String, Option<String>);
 
 /// The page, or `None` when the caller is not a member of the chat (or it does not exist).
+/// A former member of a group gets the history up to the event that took them out:
+/// `total` is that event's seq and nothing after it is in a page.
 pub(crate) async fn read_page(
     database: &Database,
     freshness: Freshness<'_>,
@@ -108,7 +111,7 @@ pub(crate) async fn read_page(
 ) -> Result<Option<MessagesPage>, DbError> {
     let found = database
         .read(freshness, move |conn| {
-            let chat_id = chat_id.to_owned();
+            let (chat_id, caller) = (chat_id.to_owned(), caller.to_owned());
             async move {
                 let members: Vec<(String, u64, u64)> = conn
                     .exec(
@@ -119,27 +122,42 @@ pub(crate) async fn read_page(
                 let last_seq: Option<u64> = conn
                     .exec_first("SELECT last_seq FROM chats WHERE id = ?", (&chat_id,))
                     .await?;
+                let left_seq: Option<u64> = match members.iter().any(|(member, ..)| *member == caller) {
+                    true => None,
+                    false => {
+                        conn.exec_first(
+                            "SELECT left_seq FROM chat_former_members WHERE chat_id = ? AND user_id = ?",
+                            (&chat_id, &caller),
+                        )
+                        .await?
+                    }
+                };
                 // seq is gap-free, so the page is a seq range: no OFFSET scan however deep.
                 let rows: Vec<MessageRow> = conn
                     .exec(
-                        "SELECT id, seq, user_id, text, create_time FROM messages \
+                        "SELECT id, seq, user_id, text, create_time, kind, subject_id FROM messages \
                          WHERE chat_id = ? AND seq > ? AND seq <= ? ORDER BY seq",
                         (&chat_id, page.offset, page.offset.saturating_add(page.limit)),
                     )
                     .await?;
-                Ok((members, last_seq, rows))
+                Ok((members, last_seq, left_seq, rows))
             }
             .boxed()
         })
         .await?;
-    let (members, last_seq, rows) = found;
+    let (members, last_seq, left_seq, rows) = found;
     let members = cursors(members);
-    let (Some(total), true) = (last_seq, members.iter().any(|member| member.user_id == caller)) else {
-        return Ok(None);
+    let is_member = members.iter().any(|member| member.user_id == caller);
+    let total = match (last_seq, is_member, left_seq) {
+        (Some(last_seq), true, _) => last_seq,
+        (Some(last_seq), false, Some(left_seq)) => last_seq.min(left_seq),
+        _ => return Ok(None),
     };
     let messages = rows
         .into_iter()
-        .map(|(id, seq, user_id, text, create_time)| MessageView {
+        .filter(|(_, seq, ..)| *seq <= total)
+        .map(|(id, seq, user_id, text, create_time, kind, subject)| MessageView {
+            event: membership_event(kind, subject),
             status: status_for(&user_id, seq, &members).to_owned(),
             id,
             seq,

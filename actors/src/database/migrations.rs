@@ -40,6 +40,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "revoked_at",
         sql: include_str!("../../../deploy/migrations/0004_revoked_at.sql"),
     },
+    Migration {
+        version: 5,
+        name: "group_chats",
+        sql: include_str!("../../../deploy/migrations/0005_group_chats.sql"),
+    },
 ];
 
 /// The migration after whose statements stored emails are rewritten in NFC.

@@ -7,10 +7,14 @@
 //!  └── Chat per active chat (found through the ChatDirectory), local, passivated after idle
 //!        Send:       one master transaction per frame (seq assigned under the chat row
 //!                    lock), reply to the sender's session, deliver to members' sessions
-//!        MoveCursor: received/read cursors, status to the other members
+//!        MoveCursor: received/read cursors, status to the other member (one-to-one)
+//!                    or, in a group, a coalesced summary to the senders (ReceiptTick)
 //! ```
 //!
 //! Two nodes may host the same chat at once; the database, not this actor, orders them.
+//! Deliveries go to the members the commit's transaction read under the chat's row lock,
+//! never to a cached list: a group member removed on another node gets nothing committed
+//! after the removal, and one added gets everything after.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -24,8 +28,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use tracing::Instrument;
 
+use super::receipts::{self, SentSummaries};
 use super::session_registry::SessionId;
-use super::store::{CommittedMessage, CursorKind, FrameToCommit, SendError};
+use super::store::{ChatRoster, CommittedMessage, CursorKind, FrameToCommit, SendError};
 use super::MessagingServices;
 
 /// A chat with no traffic for this long stops; the next send starts it again.
@@ -64,6 +69,8 @@ pub enum ChatMessage {
         /// `seq`), or why it was refused.
         reply: RpcReplyPort<Result<u64, SendError>>,
     },
+    /// Send a group's coalesced receipt summaries (sent to itself after a cursor move).
+    ReceiptTick,
     /// Stop when idle (sent periodically to itself).
     IdleCheck,
 }
@@ -80,8 +87,14 @@ pub struct ChatArguments {
 pub struct ChatState {
     chat_id: String,
     services: Weak<MessagingServices>,
-    /// Cached once known; one-to-one chats never change members.
-    members: Option<Vec<String>>,
+    /// Kind and members, cached once known and refreshed by every commit. Deliveries
+    /// never use it (they use the commit's own reading); a one-to-one chat's status
+    /// frames do, and its members never change.
+    roster: Option<ChatRoster>,
+    /// A group's highest cursor moved since the last summaries; summaries are due.
+    receipts_up_to: Option<u64>,
+    /// What each sender of the group was told last.
+    sent_summaries: SentSummaries,
     last_activity: Instant,
     /// Frames waiting for the next transaction, in arrival order.
     queued: Vec<QueuedSend>,
@@ -141,9 +154,9 @@ async fn flush(
         .instrument(commit_span)
         .await;
     match committed {
-        Ok(outcomes) => {
-            let members = state.members(services).await.unwrap_or_default();
-            for (queued, outcome) in batch.into_iter().zip(outcomes) {
+        Ok(committed_batch) => {
+            let members = committed_batch.members;
+            for (queued, outcome) in batch.into_iter().zip(committed_batch.outcomes) {
                 if let Ok(committed) = &outcome {
                     let stored = committed.iter().filter(|entry| entry.newly_stored).count() as u64;
                     services.metrics.messages_committed.inc_by(stored);
@@ -156,6 +169,12 @@ async fn flush(
                     services.deliver(&members, delivery, queued.origin, &deliver_span);
                 }
                 let _ = queued.reply.send(outcome);
+            }
+            if !members.is_empty() {
+                state.roster = Some(ChatRoster {
+                    members,
+                    is_group: committed_batch.is_group,
+                });
             }
         }
         Err(error) => {
@@ -176,15 +195,34 @@ impl ChatState {
             .ok_or_else(|| "messaging services are gone".into())
     }
 
-    async fn members(&mut self, services: &MessagingServices) -> Result<Vec<String>, SendError> {
-        if let Some(members) = &self.members {
-            return Ok(members.clone());
+    async fn roster(&mut self, services: &MessagingServices) -> Result<ChatRoster, SendError> {
+        if let Some(roster) = &self.roster {
+            return Ok(roster.clone());
         }
-        let members = services.storage.chat_members(&self.chat_id).await?;
-        if !members.is_empty() {
-            self.members = Some(members.clone());
+        let roster = services.storage.chat_roster(&self.chat_id).await?;
+        if !roster.members.is_empty() {
+            self.roster = Some(roster.clone());
         }
-        Ok(members)
+        Ok(roster)
+    }
+
+    /// Tells each sender of the group how far their newest message got, when that changed.
+    async fn send_receipt_summaries(&mut self, services: &MessagingServices) {
+        let Some(up_to) = self.receipts_up_to.take() else {
+            return;
+        };
+        match services.storage.receipt_inputs(&self.chat_id, up_to).await {
+            Ok(inputs) => {
+                let summaries = self.sent_summaries.changed(receipts::summarize(&self.chat_id, &inputs));
+                for summary in summaries {
+                    let sender = [summary.user_id.clone()];
+                    services.notify_status(&sender, Arc::new(summary));
+                }
+            }
+            // Receipts are advisory: the next cursor move summarises again, and history
+            // pages carry every message's status.
+            Err(error) => tracing::warn!(chat_id = %self.chat_id, %error, "reading receipts failed"),
+        }
     }
 }
 
@@ -202,7 +240,9 @@ impl Actor for ChatActor {
         Ok(ChatState {
             chat_id: arguments.chat_id,
             services: arguments.services,
-            members: None,
+            roster: None,
+            receipts_up_to: None,
+            sent_summaries: SentSummaries::default(),
             last_activity: Instant::now(),
             queued: Vec::new(),
             flush_requested: false,
@@ -250,22 +290,40 @@ impl Actor for ChatActor {
                     Err(error) => Err(SendError::Database(error)),
                 };
                 if let Ok(cursor) = &outcome {
-                    let members = state.members(&services).await.unwrap_or_default();
-                    let others: Vec<String> = members.into_iter().filter(|member| *member != user).collect();
-                    services.notify_status(
-                        &others,
-                        Arc::new(StatusPayload {
-                            chat_id: state.chat_id.clone(),
-                            user_id: user.clone(),
-                            status: kind.status().to_owned(),
-                            seq: *cursor,
-                        }),
-                    );
+                    let roster = state.roster(&services).await.unwrap_or_default();
+                    if roster.is_group {
+                        // Coalesced: one summary per sender per interval, not a frame
+                        // per member per move.
+                        if state.receipts_up_to.is_none() {
+                            myself.send_after(receipts::SUMMARY_INTERVAL, || ChatMessage::ReceiptTick);
+                        }
+                        state.receipts_up_to = Some(state.receipts_up_to.unwrap_or(0).max(*cursor));
+                    } else {
+                        let others: Vec<String> = roster.members.into_iter().filter(|member| *member != user).collect();
+                        services.notify_status(
+                            &others,
+                            Arc::new(StatusPayload {
+                                chat_id: state.chat_id.clone(),
+                                user_id: user.clone(),
+                                status: kind.status().to_owned(),
+                                seq: *cursor,
+                                received_by: None,
+                                read_by: None,
+                                members: None,
+                            }),
+                        );
+                    }
                 }
                 let _ = reply.send(outcome);
             }
+            ChatMessage::ReceiptTick => {
+                state.send_receipt_summaries(&services).await;
+            }
             ChatMessage::IdleCheck => {
-                if state.last_activity.elapsed() >= IDLE_AFTER && state.queued.is_empty() {
+                if state.last_activity.elapsed() >= IDLE_AFTER
+                    && state.queued.is_empty()
+                    && state.receipts_up_to.is_none()
+                {
                     services.chats.forget(&state.chat_id, &myself).await;
                     myself.stop(Some("idle".to_owned()));
                 }

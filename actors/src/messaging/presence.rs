@@ -1,5 +1,5 @@
-//! Presence announcements: a user went online or offline, and everyone sharing a chat
-//! with them (their companions) is told.
+//! Presence announcements: a user went online or offline, and everyone sharing a
+//! one-to-one chat with them (their companions) is told; groups are not announced to.
 //!
 //! ```text
 //! MessagingServices ── presence task (one per node, not an actor: it has no state
@@ -137,7 +137,11 @@ async fn lookup(
 ) -> Result<HashMap<String, Vec<String>>, DbError> {
     let parameters = padded_to_statement_size(users, &STATEMENT_SIZES);
     let statement = format!(
+        // One-to-one companions only: a group of a thousand would make every sign-in a
+        // thousand presence frames, and everyone in it signing in a million. A group's
+        // member list (GET .../members) carries presence instead.
         "SELECT DISTINCT mine.user_id, other.user_id FROM chat_members mine \
+         JOIN chats c ON c.id = mine.chat_id AND c.kind = 'direct' \
          JOIN chat_members other ON other.chat_id = mine.chat_id AND other.user_id <> mine.user_id \
          WHERE mine.user_id IN ({})",
         vec!["?"; parameters.len()].join(", ")

@@ -15,7 +15,8 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use protocol::websocket::DeliveredMessage;
 
-use super::store::{self, CursorKind, FrameOutcomes, FrameToCommit};
+use super::receipts::{self, ReceiptInputs};
+use super::store::{self, ChatRoster, CommittedBatch, CursorKind, FrameToCommit};
 use crate::database::{Database, DbError};
 
 /// What the messaging actors read and write.
@@ -23,15 +24,19 @@ pub trait MessagingStorage: Send + Sync + 'static {
     /// Commits several frames for one chat in one transaction, in order: gap-free seqs, a
     /// `client_id` already stored by its sender answered with the original message, a
     /// sender who is not a member refused alone (`ChatNotFound` for every frame when the
-    /// chat does not exist).
+    /// chat does not exist). Also the members the transaction saw, who get the delivery.
     fn commit_frames<'a>(
         &'a self,
         chat_id: &'a str,
         frames: &'a [FrameToCommit],
-    ) -> BoxFuture<'a, Result<FrameOutcomes, DbError>>;
+    ) -> BoxFuture<'a, Result<CommittedBatch, DbError>>;
 
-    /// The members of a chat (empty when it does not exist).
-    fn chat_members<'a>(&'a self, chat_id: &'a str) -> BoxFuture<'a, Result<Vec<String>, DbError>>;
+    /// A chat's kind and members (no members when it does not exist).
+    fn chat_roster<'a>(&'a self, chat_id: &'a str) -> BoxFuture<'a, Result<ChatRoster, DbError>>;
+
+    /// A group's receipts up to `up_to`: each recent sender's newest message and every
+    /// member's cursors (see `receipts`).
+    fn receipt_inputs<'a>(&'a self, chat_id: &'a str, up_to: u64) -> BoxFuture<'a, Result<ReceiptInputs, DbError>>;
 
     /// Moves `user`'s cursor in `chat_id` forward to `seq` (never backwards, never past
     /// the chat's last message; read implies received). The cursor's new value, or
@@ -89,12 +94,16 @@ impl MessagingStorage for MariaDbStorage {
         &'a self,
         chat_id: &'a str,
         frames: &'a [FrameToCommit],
-    ) -> BoxFuture<'a, Result<FrameOutcomes, DbError>> {
+    ) -> BoxFuture<'a, Result<CommittedBatch, DbError>> {
         store::commit_frames(&self.database, chat_id, frames).boxed()
     }
 
-    fn chat_members<'a>(&'a self, chat_id: &'a str) -> BoxFuture<'a, Result<Vec<String>, DbError>> {
-        store::chat_members(&self.database, chat_id).boxed()
+    fn chat_roster<'a>(&'a self, chat_id: &'a str) -> BoxFuture<'a, Result<ChatRoster, DbError>> {
+        store::chat_roster(&self.database, chat_id).boxed()
+    }
+
+    fn receipt_inputs<'a>(&'a self, chat_id: &'a str, up_to: u64) -> BoxFuture<'a, Result<ReceiptInputs, DbError>> {
+        receipts::read_inputs(&self.database, chat_id, up_to).boxed()
     }
 
     fn advance_cursor<'a>(

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use chrono::{NaiveDateTime, SubsecRound, Utc};
 use futures::FutureExt;
 use mysql_async::prelude::Queryable;
-use protocol::messenger::status;
-use protocol::websocket::{DeliveredMessage, OutgoingMessage};
+use protocol::messenger::{chat_kinds, status};
+use protocol::websocket::{DeliveredMessage, MembershipEvent, OutgoingMessage};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -65,6 +65,27 @@ pub struct FrameToCommit {
     pub messages: Vec<OutgoingMessage>,
 }
 
+/// What a batch's transaction committed, and to whom it goes.
+#[derive(Debug)]
+pub struct CommittedBatch {
+    /// Each frame's outcome, in frame order.
+    pub outcomes: FrameOutcomes,
+    /// The chat's members as the transaction read them under the chat's row lock: a
+    /// member removed before this commit is not here, one added before it is.
+    pub members: Vec<String>,
+    /// The chat is a group (receipts are summarised for senders).
+    pub is_group: bool,
+}
+
+/// A chat's kind and members, as a chat actor keeps them between commits.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChatRoster {
+    /// The members (empty when the chat does not exist).
+    pub members: Vec<String>,
+    /// The chat is a group.
+    pub is_group: bool,
+}
+
 /// Commits several frames for one chat in one master transaction, in order. The chat row
 /// is locked first, so sequence numbers are gap-free even when several nodes send into
 /// one chat; a `client_id` already stored by its sender returns the original message.
@@ -73,7 +94,7 @@ pub async fn commit_frames(
     database: &Database,
     chat_id: &str,
     frames: &[FrameToCommit],
-) -> Result<Vec<Result<Vec<CommittedMessage>, SendError>>, DbError> {
+) -> Result<CommittedBatch, DbError> {
     // The first attempt does not look for resent client ids: resends are rare (a client
     // that reconnects before its ack), and the unique (chat_id, user_id, client_id) key
     // refuses one anyway, which sends the batch to the next attempt, which looks them up. That
@@ -120,19 +141,25 @@ async fn commit_once(
     chat_id: &str,
     frames: &[FrameToCommit],
     resends: ResendLookup,
-) -> Result<FrameOutcomes, DbError> {
+) -> Result<CommittedBatch, DbError> {
     let writers: Vec<&str> = frames.iter().map(|frame| frame.sender.as_str()).collect();
     database
         .write_for(&writers, |transaction| {
             let (chat_id, frames) = (chat_id.to_owned(), frames.to_vec());
             async move {
-                let last_seq: Option<u64> = transaction
-                    .exec_first("SELECT last_seq FROM chats WHERE id = ? FOR UPDATE", (&chat_id,))
+                let chat: Option<(u64, String)> = transaction
+                    .exec_first("SELECT last_seq, kind FROM chats WHERE id = ? FOR UPDATE", (&chat_id,))
                     .await?;
-                let Some(last_seq) = last_seq else {
+                let Some((last_seq, kind)) = chat else {
                     let refused = frames.iter().map(|_| Err(SendError::ChatNotFound)).collect();
-                    return Ok(Ok::<FrameOutcomes, DbError>(refused));
+                    return Ok(Ok::<CommittedBatch, DbError>(CommittedBatch {
+                        outcomes: refused,
+                        members: Vec::new(),
+                        is_group: false,
+                    }));
                 };
+                // Read after the row lock: a membership change holds the same lock, so
+                // this sees every change committed before this batch and none after.
                 let members: Vec<String> = transaction
                     .exec("SELECT user_id FROM chat_members WHERE chat_id = ?", (&chat_id,))
                     .await?;
@@ -155,7 +182,11 @@ async fn commit_once(
                         .exec_drop("UPDATE chats SET last_seq = ? WHERE id = ?", (plan.last_seq, &chat_id))
                         .await?;
                 }
-                Ok(Ok(plan.outcomes))
+                Ok(Ok(CommittedBatch {
+                    outcomes: plan.outcomes,
+                    members,
+                    is_group: kind == chat_kinds::GROUP,
+                }))
             }
             .boxed()
         })
@@ -272,6 +303,21 @@ fn delivered(
     create_time: NaiveDateTime,
     client_id: Option<&str>,
 ) -> DeliveredMessage {
+    delivered_event(id, chat_id, seq, sender, text, create_time, client_id, None)
+}
+
+/// A stored row's message, with its membership event when it is one.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn delivered_event(
+    id: String,
+    chat_id: String,
+    seq: u64,
+    sender: &str,
+    text: String,
+    create_time: NaiveDateTime,
+    client_id: Option<&str>,
+    event: Option<MembershipEvent>,
+) -> DeliveredMessage {
     DeliveredMessage {
         id,
         seq,
@@ -281,27 +327,49 @@ fn delivered(
         status: status::CREATED.to_owned(),
         create_time: format_utc(create_time),
         client_id: client_id.map(str::to_owned),
+        event,
     }
 }
 
-/// The members of a chat (empty when it does not exist), confirmed on the master when a
-/// replica knows none.
-pub async fn chat_members(database: &Database, chat_id: &str) -> Result<Vec<String>, DbError> {
+/// The membership event of a stored row (`messages.kind`, `messages.subject_id`); none
+/// for what people wrote.
+pub(crate) fn membership_event(kind: String, subject_id: Option<String>) -> Option<MembershipEvent> {
+    if kind == MESSAGE_KIND_TEXT {
+        return None;
+    }
+    Some(MembershipEvent {
+        kind,
+        subject_id: subject_id.unwrap_or_default(),
+    })
+}
+
+/// `messages.kind` of what people wrote.
+pub(crate) const MESSAGE_KIND_TEXT: &str = "text";
+
+/// A chat's kind and members (no members when it does not exist), confirmed on the
+/// master when a replica knows none.
+pub async fn chat_roster(database: &Database, chat_id: &str) -> Result<ChatRoster, DbError> {
     let lookup = |freshness| {
         database.read(freshness, move |conn| {
             let chat_id = chat_id.to_owned();
             async move {
-                conn.exec::<String, _, _>("SELECT user_id FROM chat_members WHERE chat_id = ?", (chat_id,))
-                    .await
+                conn.exec::<(String, String), _, _>(
+                    "SELECT m.user_id, c.kind FROM chat_members m JOIN chats c ON c.id = m.chat_id WHERE m.chat_id = ?",
+                    (chat_id,),
+                )
+                .await
             }
             .boxed()
         })
     };
-    let members = lookup(Freshness::Any).await?;
-    if !members.is_empty() {
-        return Ok(members);
+    let mut rows = lookup(Freshness::Any).await?;
+    if rows.is_empty() {
+        rows = lookup(Freshness::MasterFirst).await?;
     }
-    lookup(Freshness::MasterFirst).await
+    Ok(ChatRoster {
+        is_group: rows.first().is_some_and(|(_, kind)| kind == chat_kinds::GROUP),
+        members: rows.into_iter().map(|(member, _)| member).collect(),
+    })
 }
 
 /// Moves `user`'s cursor in `chat` forward to `seq` (never backwards, never past the
@@ -314,18 +382,18 @@ pub async fn advance_cursor(
     kind: CursorKind,
     seq: u64,
 ) -> Result<Option<u64>, DbError> {
+    // The chat's newest seq is read without a lock, then the member's row is updated
+    // alone: an UPDATE joined with `chats` would share-lock the chat's row, which every
+    // send locks for its whole transaction, and in a group hundreds of members report
+    // their cursors. A snapshot a moment old only clamps lower; the client reports again.
     let update = match kind {
         // Reading implies receiving.
         CursorKind::Read => {
-            "UPDATE chat_members m JOIN chats c ON c.id = m.chat_id \
-             SET m.read_seq = GREATEST(m.read_seq, LEAST(?, c.last_seq)), \
-                 m.received_seq = GREATEST(m.received_seq, LEAST(?, c.last_seq)) \
-             WHERE m.chat_id = ? AND m.user_id = ?"
+            "UPDATE chat_members SET read_seq = GREATEST(read_seq, ?), received_seq = GREATEST(received_seq, ?) \
+             WHERE chat_id = ? AND user_id = ?"
         }
         CursorKind::Received => {
-            "UPDATE chat_members m JOIN chats c ON c.id = m.chat_id \
-             SET m.received_seq = GREATEST(m.received_seq, LEAST(?, c.last_seq)) \
-             WHERE m.chat_id = ? AND m.user_id = ?"
+            "UPDATE chat_members SET received_seq = GREATEST(received_seq, ?) WHERE chat_id = ? AND user_id = ?"
         }
     };
     let select = match kind {
@@ -336,9 +404,16 @@ pub async fn advance_cursor(
         .write(Some(user), |transaction| {
             let (user, chat_id) = (user.to_owned(), chat_id.to_owned());
             async move {
+                let last_seq: Option<u64> = transaction
+                    .exec_first("SELECT last_seq FROM chats WHERE id = ?", (&chat_id,))
+                    .await?;
+                let Some(last_seq) = last_seq else {
+                    return Ok(Ok::<_, DbError>(None));
+                };
+                let target = seq.min(last_seq);
                 match kind {
-                    CursorKind::Read => transaction.exec_drop(update, (seq, seq, &chat_id, &user)).await?,
-                    CursorKind::Received => transaction.exec_drop(update, (seq, &chat_id, &user)).await?,
+                    CursorKind::Read => transaction.exec_drop(update, (target, target, &chat_id, &user)).await?,
+                    CursorKind::Received => transaction.exec_drop(update, (target, &chat_id, &user)).await?,
                 }
                 let cursor: Option<u64> = transaction.exec_first(select, (&chat_id, &user)).await?;
                 Ok(Ok::<_, DbError>(cursor))
@@ -356,8 +431,18 @@ const REPLAY_PAGE: u64 = 500;
 const REPLAY_AT_ONCE: u64 = 1000;
 
 /// A pending message as the replay reads it: chat, id, seq, sender, text, create time,
-/// client id.
-type PendingRow = (String, String, u64, String, String, NaiveDateTime, Option<String>);
+/// client id, kind, subject.
+type PendingRow = (
+    String,
+    String,
+    u64,
+    String,
+    String,
+    NaiveDateTime,
+    Option<String>,
+    String,
+    Option<String>,
+);
 
 /// Every message of every chat of a user above the user's received cursors, chat by chat
 /// in `seq` order, with no cap, a page at a time: a replay holds one page, however big the
@@ -454,7 +539,7 @@ pub(super) async fn read_pending_messages(
                 // LIMIT only tells whether there are more than fit.
                 conn.exec(
                     "SELECT STRAIGHT_JOIN m.chat_id, msg.id, msg.seq, msg.user_id, msg.text, msg.create_time, \
-                     msg.client_id FROM chat_members m \
+                     msg.client_id, msg.kind, msg.subject_id FROM chat_members m \
                      JOIN messages msg ON msg.chat_id = m.chat_id AND msg.seq > m.received_seq \
                      WHERE m.user_id = ? LIMIT ?",
                     (user, limit),
@@ -466,9 +551,11 @@ pub(super) async fn read_pending_messages(
         .await?;
     Ok(rows
         .into_iter()
-        .map(|(chat_id, id, seq, sender, text, create_time, client_id)| {
-            delivered(id, chat_id, seq, &sender, text, create_time, client_id.as_deref())
-        })
+        .map(
+            |(chat_id, id, seq, sender, text, create_time, client_id, kind, subject)| {
+                from_columns(chat_id, (id, seq, sender, text, create_time, client_id, kind, subject))
+            },
+        )
         .collect())
 }
 
@@ -497,13 +584,12 @@ pub(super) async fn read_chat_page(
     after: u64,
     limit: u64,
 ) -> Result<Vec<DeliveredMessage>, DbError> {
-    type Row = (String, u64, String, String, NaiveDateTime, Option<String>);
-    let page: Vec<Row> = database
+    let page: Vec<MessageColumns> = database
         .read(Freshness::MasterFirst, |conn| {
             let chat_id = chat_id.to_owned();
             async move {
                 conn.exec(
-                    "SELECT id, seq, user_id, text, create_time, client_id FROM messages \
+                    "SELECT id, seq, user_id, text, create_time, client_id, kind, subject_id FROM messages \
                      WHERE chat_id = ? AND seq > ? ORDER BY seq LIMIT ?",
                     (chat_id, after, limit),
                 )
@@ -514,18 +600,35 @@ pub(super) async fn read_chat_page(
         .await?;
     Ok(page
         .into_iter()
-        .map(|(id, seq, sender, text, create_time, client_id)| {
-            delivered(
-                id,
-                chat_id.to_owned(),
-                seq,
-                &sender,
-                text,
-                create_time,
-                client_id.as_deref(),
-            )
-        })
+        .map(|columns| from_columns(chat_id.to_owned(), columns))
         .collect())
+}
+
+/// A stored message's columns: id, seq, sender, text, create time, client id, kind, subject.
+type MessageColumns = (
+    String,
+    u64,
+    String,
+    String,
+    NaiveDateTime,
+    Option<String>,
+    String,
+    Option<String>,
+);
+
+fn from_columns(chat_id: String, columns: MessageColumns) -> DeliveredMessage {
+    let (id, seq, sender, text, create_time, client_id, kind, subject) = columns;
+    let event = membership_event(kind, subject);
+    delivered_event(
+        id,
+        chat_id,
+        seq,
+        &sender,
+        text,
+        create_time,
+        client_id.as_deref(),
+        event,
+    )
 }
 
 #[cfg(test)]

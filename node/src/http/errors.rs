@@ -129,7 +129,16 @@ impl From<ChatError> for ApiError {
         match error {
             ChatError::UnknownUser(_) | ChatError::ChatNotFound => ApiError::not_found(error.to_string()),
             ChatError::ChatWithSelf => ApiError::bad_request(codes::INVALID_PARAMETER, error.to_string()),
-            ChatError::TooManyChats(_) => ApiError::new(StatusCode::FORBIDDEN, codes::LIMIT_REACHED, error.to_string()),
+            ChatError::TooManyChats(_) | ChatError::TooManyMembers(_) | ChatError::TooManyGroups { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, codes::LIMIT_REACHED, error.to_string())
+            }
+            ChatError::InvalidTitle(_) | ChatError::NotAGroup => {
+                ApiError::bad_request(codes::INVALID_PARAMETER, error.to_string())
+            }
+            ChatError::NotAMember(_) => ApiError::not_found(error.to_string()),
+            ChatError::OnlyTheCreatorRemoves => {
+                ApiError::new(StatusCode::FORBIDDEN, codes::FORBIDDEN, error.to_string())
+            }
             ChatError::Database(database) => database.into(),
         }
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use protocol::websocket::{
     AckPayload, CursorPayload, DeliveredMessage, DeliveryPayload, Envelope, ErrorPayload, HeartbeatAnswerPayload,
-    HeartbeatPayload, MessageAck, OutgoingMessage, PresencePayload, RenewPayload, RenewedPayload,
+    HeartbeatPayload, MembershipEvent, MessageAck, OutgoingMessage, PresencePayload, RenewPayload, RenewedPayload,
     ReplayCompletePayload, SendMessagePayload, StatusPayload,
 };
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
@@ -15,7 +15,7 @@ use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
-use super::{auth_routes, health_routes, messenger_routes};
+use super::{auth_routes, group_routes, health_routes, messenger_routes};
 use crate::websocket;
 
 /// Where the JSON document is served (the seed's convention, and the usual name).
@@ -39,6 +39,10 @@ pub const DOCUMENT_PATHS: [&str; 2] = ["/swagger/doc.json", "/openapi.json"];
         messenger_routes::create_chat,
         messenger_routes::list_chats,
         messenger_routes::messages,
+        group_routes::create_group,
+        group_routes::add_member,
+        group_routes::remove_member,
+        group_routes::members,
         websocket::upgrade_to_session,
         health_routes::live,
         health_routes::ready,
@@ -52,6 +56,7 @@ pub const DOCUMENT_PATHS: [&str; 2] = ["/swagger/doc.json", "/openapi.json"];
         CursorPayload,
         DeliveryPayload,
         DeliveredMessage,
+        MembershipEvent,
         AckPayload,
         MessageAck,
         StatusPayload,

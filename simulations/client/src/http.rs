@@ -2,7 +2,9 @@
 //! [`ParleyHttp::request`] for anything else (tests send hostile input through it).
 
 use protocol::auth::{SignUpRequest, TokenPair, UserIdResponse};
-use protocol::messenger::{ChatsResponse, CreateChatResponse, MessagesPage};
+use protocol::messenger::{
+    ChatMembersResponse, ChatsResponse, CreateChatResponse, MembershipChangeResponse, MessagesPage,
+};
 pub use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -189,6 +191,50 @@ impl ParleyHttp {
             .request(Method::POST, "/messenger/create-chat", Some(token), Some(&body))
             .await?;
         Ok(answer.expect::<CreateChatResponse>(200, "create-chat")?.chat_id)
+    }
+
+    /// `POST /messenger/create-group`: a group chat of the caller (its creator) and
+    /// `member_ids` (the caller's own id and duplicates are ignored); its chat id.
+    pub async fn create_group(&self, token: &str, title: &str, member_ids: &[String]) -> Result<String, ClientError> {
+        let body = serde_json::json!({ "title": title, "member_ids": member_ids }).to_string();
+        let answer = self
+            .request(Method::POST, "/messenger/create-group", Some(token), Some(&body))
+            .await?;
+        Ok(answer.expect::<CreateChatResponse>(200, "create-group")?.chat_id)
+    }
+
+    /// `POST /messenger/chats/{chat_id}/members`: adds `user_id` to a group the caller is
+    /// a member of (`changed` is false when already a member).
+    pub async fn add_member(
+        &self,
+        token: &str,
+        chat_id: &str,
+        user_id: &str,
+    ) -> Result<MembershipChangeResponse, ClientError> {
+        let body = serde_json::json!({ "user_id": user_id }).to_string();
+        let path = format!("/messenger/chats/{chat_id}/members");
+        let answer = self.request(Method::POST, &path, Some(token), Some(&body)).await?;
+        answer.expect(200, "add-member")
+    }
+
+    /// `DELETE /messenger/chats/{chat_id}/members/{user_id}`: the caller leaves (his own
+    /// id) or, as the group's creator, removes a member.
+    pub async fn remove_member(
+        &self,
+        token: &str,
+        chat_id: &str,
+        user_id: &str,
+    ) -> Result<MembershipChangeResponse, ClientError> {
+        let path = format!("/messenger/chats/{chat_id}/members/{user_id}");
+        let answer = self.request(Method::DELETE, &path, Some(token), None).await?;
+        answer.expect(200, "remove-member")
+    }
+
+    /// `GET /messenger/chats/{chat_id}/members`: a chat's kind, title, creator and members.
+    pub async fn group_members(&self, token: &str, chat_id: &str) -> Result<ChatMembersResponse, ClientError> {
+        let path = format!("/messenger/chats/{chat_id}/members");
+        let answer = self.request(Method::GET, &path, Some(token), None).await?;
+        answer.expect(200, "chat-members")
     }
 
     /// `GET /messenger/chats`.

@@ -84,7 +84,7 @@ enum Command {
     /// Exits with 1 if any request failed or any message was lost or shown twice.
     Failover(FailoverArgs),
     /// Benchmarks, each next to what the database itself does in the same run or to
-    /// its target: http_read, messages, latency, memory, storm (default: all). Uses the
+    /// its target: http_read, messages, latency, memory, fanout, storm (default: all). Uses the
     /// running cluster or starts one.
     Bench(BenchArgs),
 }

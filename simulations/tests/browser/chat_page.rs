@@ -1,5 +1,8 @@
 //! One person's browser on Parley's web page: what they type and click (real WebDriver
-//! input), and what the page shows them (read from the DOM).
+//! input), and what the page shows them (read from the DOM). Shared by the browser test
+//! binaries; not every one of them uses every helper or reads every field.
+
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -26,7 +29,10 @@ return {
   signed_in: !byId("chat-screen").hidden,
   find_result_shown: !byId("find-result").hidden,
   conversation_title: byId("conversation-title").textContent,
+  group_bar_shown: !byId("group-bar").hidden,
+  group_members: byId("group-members").textContent,
   chats: [...document.querySelectorAll("#chat-list li.chat")].map((item) => ({
+    chat_id: item.dataset.chatId || null,
     name: text(item, ".chat-name"),
     unread_badge: text(item, ".unread-count"),
     online: item.querySelector(".presence-dot").classList.contains("online"),
@@ -38,6 +44,9 @@ return {
     id: item.dataset.id || null,
     mine: item.classList.contains("mine"),
     mark: item.querySelector(".mark") ? item.querySelector(".mark").dataset.mark : null,
+    mark_text: text(item, ".mark"),
+    sender: text(item, ".message-sender"),
+    event: item.dataset.event || null,
   })),
 };
 "##;
@@ -56,12 +65,21 @@ pub struct PageSnapshot {
     pub signed_in: bool,
     pub find_result_shown: bool,
     pub conversation_title: String,
+    /// The bar above an open group's messages (members, add, leave).
+    #[serde(default)]
+    pub group_bar_shown: bool,
+    /// The group bar's member names, comma-separated.
+    #[serde(default)]
+    pub group_members: String,
     pub chats: Vec<ChatListEntry>,
     pub messages: Vec<ShownMessage>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ChatListEntry {
+    #[serde(default)]
+    pub chat_id: Option<String>,
+    /// A companion's name, or a group's title and member count: `Title (3)`.
     pub name: String,
     pub unread_badge: Option<String>,
     pub online: bool,
@@ -77,6 +95,17 @@ pub struct ShownMessage {
     pub mine: bool,
     /// created, received or read on one's own messages; sending before the ack.
     pub mark: Option<String>,
+    /// The mark as shown: `✓✓ read`, or in a group a summary such as `✓ received by 1 of
+    /// 2, read by 1`.
+    #[serde(default)]
+    pub mark_text: Option<String>,
+    /// A group member's name above their message (none on one's own and on events).
+    #[serde(default)]
+    pub sender: Option<String>,
+    /// A group's membership event (`created`, `added`, `left`, `removed`), shown as a
+    /// line of its own whose `text` is the sentence.
+    #[serde(default)]
+    pub event: Option<String>,
 }
 
 impl PageSnapshot {
@@ -86,6 +115,19 @@ impl PageSnapshot {
 
     pub fn texts(&self) -> Vec<&str> {
         self.messages.iter().map(|message| message.text.as_str()).collect()
+    }
+
+    /// The membership event lines shown, in order: (kind, sentence).
+    pub fn events(&self) -> Vec<(&str, &str)> {
+        self.messages
+            .iter()
+            .filter_map(|message| Some((message.event.as_deref()?, message.text.as_str())))
+            .collect()
+    }
+
+    /// The messages shown that are not membership events.
+    pub fn chat_messages(&self) -> Vec<&ShownMessage> {
+        self.messages.iter().filter(|message| message.event.is_none()).collect()
     }
 }
 
@@ -171,19 +213,53 @@ impl ChatPage {
         self.click("sign-in-button").await
     }
 
-    /// Finds `email` and starts a chat with them (the chat opens).
-    pub async fn start_chat_with(&self, email: &str, timeout: Duration) -> anyhow::Result<()> {
+    /// Finds `email` with the find form, until the page shows them found.
+    pub async fn find(&self, email: &str, timeout: Duration) -> anyhow::Result<()> {
         self.type_into("find-email", email).await?;
         self.click("find-button").await?;
         self.wait_until(&format!("{email} found"), timeout, |page| page.find_result_shown)
             .await?;
+        Ok(())
+    }
+
+    /// Finds `email` and starts a chat with them (the chat opens).
+    pub async fn start_chat_with(&self, email: &str, timeout: Duration) -> anyhow::Result<()> {
+        self.find(email, timeout).await?;
         self.click("start-chat-button").await
+    }
+
+    /// Creates a group titled `title` with the sidebar's form; the person found last (see
+    /// [`ChatPage::find`]) is its first member besides the creator. The group opens.
+    pub async fn create_group(&self, title: &str) -> anyhow::Result<()> {
+        self.type_into("group-title", title).await?;
+        self.click("create-group-button").await
+    }
+
+    /// Adds the user with `email` to the open group, with the group bar's form.
+    pub async fn add_member(&self, email: &str) -> anyhow::Result<()> {
+        self.type_into("add-member-email", email).await?;
+        self.click("add-member-button").await
+    }
+
+    /// Leaves the open group (the group bar's Leave button).
+    pub async fn leave_group(&self) -> anyhow::Result<()> {
+        self.click("leave-group-button").await
     }
 
     /// Clicks the chat whose name is `name` in the chat list, waiting for it to be listed.
     pub async fn open_chat(&self, name: &str, timeout: Duration) -> anyhow::Result<()> {
         let row = format!(r#"//ul[@id="chat-list"]/li[span[@class="chat-name"]="{name}"]"#);
-        let row = row.as_str();
+        self.click_chat_row(&row, name, timeout).await
+    }
+
+    /// Clicks the group titled `title` in the chat list (listed as `title (members)`,
+    /// whatever the count), waiting for it to be listed.
+    pub async fn open_group(&self, title: &str, timeout: Duration) -> anyhow::Result<()> {
+        let row = format!(r#"//ul[@id="chat-list"]/li[starts-with(span[@class="chat-name"], "{title} (")]"#);
+        self.click_chat_row(&row, title, timeout).await
+    }
+
+    async fn click_chat_row(&self, row: &str, name: &str, timeout: Duration) -> anyhow::Result<()> {
         poll_until_ready(
             &format!("{}: opening the chat {name}", self.who),
             timeout,

@@ -12,12 +12,14 @@ use protocol::websocket::DeliveredMessage;
 
 use super::MessagingStorage;
 use crate::database::DbError;
-use crate::messaging::store::{plan_batch, CursorKind, FrameOutcomes, FrameToCommit, StoredMessage};
+use crate::messaging::receipts::{MemberCursors, ReceiptInputs};
+use crate::messaging::store::{plan_batch, ChatRoster, CommittedBatch, CursorKind, FrameToCommit, StoredMessage};
 
 /// One chat as stored.
 #[derive(Debug, Default)]
 struct StoredChat {
     members: Vec<String>,
+    is_group: bool,
     /// Per member: (received, read).
     cursors: HashMap<String, (u64, u64)>,
     /// In seq order.
@@ -43,7 +45,25 @@ pub struct InMemoryStorage {
 impl InMemoryStorage {
     /// Creates a chat of `members`.
     pub fn create_chat(&self, chat_id: &str, members: &[&str]) {
+        self.create(chat_id, members, false);
+    }
+
+    /// Creates a group of `members`.
+    pub fn create_group(&self, chat_id: &str, members: &[&str]) {
+        self.create(chat_id, members, true);
+    }
+
+    /// Takes `member` out of `chat_id` (what removing a group member commits).
+    pub fn remove_member(&self, chat_id: &str, member: &str) {
+        if let Some(chat) = self.lock().get_mut(chat_id) {
+            chat.members.retain(|current| current != member);
+            chat.cursors.remove(member);
+        }
+    }
+
+    fn create(&self, chat_id: &str, members: &[&str], is_group: bool) {
         let chat = StoredChat {
+            is_group,
             members: members.iter().map(|member| member.to_string()).collect(),
             cursors: members.iter().map(|member| (member.to_string(), (0, 0))).collect(),
             messages: Vec::new(),
@@ -86,7 +106,7 @@ impl InMemoryStorage {
         Ok(())
     }
 
-    fn commit(&self, chat_id: &str, frames: &[FrameToCommit]) -> Result<FrameOutcomes, DbError> {
+    fn commit(&self, chat_id: &str, frames: &[FrameToCommit]) -> Result<CommittedBatch, DbError> {
         self.check_available()?;
         let doomed = {
             let mut panic_on = self
@@ -98,10 +118,14 @@ impl InMemoryStorage {
         assert!(!doomed, "the test made this commit panic");
         let mut chats = self.lock();
         let Some(chat) = chats.get_mut(chat_id) else {
-            return Ok(frames
-                .iter()
-                .map(|_| Err(crate::messaging::store::SendError::ChatNotFound))
-                .collect());
+            return Ok(CommittedBatch {
+                outcomes: frames
+                    .iter()
+                    .map(|_| Err(crate::messaging::store::SendError::ChatNotFound))
+                    .collect(),
+                members: Vec::new(),
+                is_group: false,
+            });
         };
         let stored: HashMap<(String, String), StoredMessage> = chat
             .messages
@@ -131,7 +155,11 @@ impl InMemoryStorage {
             .filter(|committed| committed.newly_stored)
             .map(|committed| committed.message.clone());
         chat.messages.extend(new_messages);
-        Ok(plan.outcomes)
+        Ok(CommittedBatch {
+            outcomes: plan.outcomes,
+            members: chat.members.clone(),
+            is_group: chat.is_group,
+        })
     }
 
     fn pending(&self, user: &str) -> Vec<DeliveredMessage> {
@@ -151,18 +179,57 @@ impl MessagingStorage for InMemoryStorage {
         &'a self,
         chat_id: &'a str,
         frames: &'a [FrameToCommit],
-    ) -> BoxFuture<'a, Result<FrameOutcomes, DbError>> {
+    ) -> BoxFuture<'a, Result<CommittedBatch, DbError>> {
         futures::future::ready(self.commit(chat_id, frames)).boxed()
     }
 
-    fn chat_members<'a>(&'a self, chat_id: &'a str) -> BoxFuture<'a, Result<Vec<String>, DbError>> {
-        let members = self.check_available().map(|()| {
+    fn chat_roster<'a>(&'a self, chat_id: &'a str) -> BoxFuture<'a, Result<ChatRoster, DbError>> {
+        let roster = self.check_available().map(|()| {
             self.lock()
                 .get(chat_id)
-                .map(|chat| chat.members.clone())
+                .map(|chat| ChatRoster {
+                    members: chat.members.clone(),
+                    is_group: chat.is_group,
+                })
                 .unwrap_or_default()
         });
-        futures::future::ready(members).boxed()
+        futures::future::ready(roster).boxed()
+    }
+
+    fn receipt_inputs<'a>(&'a self, chat_id: &'a str, up_to: u64) -> BoxFuture<'a, Result<ReceiptInputs, DbError>> {
+        let inputs = self.check_available().map(|()| {
+            let chats = self.lock();
+            let Some(chat) = chats.get(chat_id) else {
+                return ReceiptInputs::default();
+            };
+            let mut newest: HashMap<String, u64> = HashMap::new();
+            for message in chat
+                .messages
+                .iter()
+                .filter(|message| message.seq <= up_to && message.event.is_none())
+            {
+                newest.insert(message.user_id.clone(), message.seq);
+            }
+            let mut newest_by_sender: Vec<(String, u64)> = newest.into_iter().collect();
+            newest_by_sender.sort();
+            let members = chat
+                .members
+                .iter()
+                .map(|member| {
+                    let (received_seq, read_seq) = chat.cursors.get(member).copied().unwrap_or_default();
+                    MemberCursors {
+                        user_id: member.clone(),
+                        received_seq,
+                        read_seq,
+                    }
+                })
+                .collect();
+            ReceiptInputs {
+                newest_by_sender,
+                members,
+            }
+        });
+        futures::future::ready(inputs).boxed()
     }
 
     fn advance_cursor<'a>(
@@ -249,7 +316,7 @@ impl MessagingStorage for InMemoryStorage {
         let companions = self.check_available().map(|()| {
             let chats = self.lock();
             let mut companions: HashMap<String, Vec<String>> = HashMap::new();
-            for chat in chats.values() {
+            for chat in chats.values().filter(|chat| !chat.is_group) {
                 for user in users.iter().filter(|user| chat.members.contains(user)) {
                     let theirs = companions.entry(user.clone()).or_default();
                     for other in chat.members.iter().filter(|other| *other != user) {

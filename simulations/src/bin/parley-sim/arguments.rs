@@ -13,7 +13,7 @@ use parley_sim::failover::FaultSpec;
 
 #[derive(Args)]
 pub(crate) struct BenchArgs {
-    /// Which benchmarks (http_read, messages, latency, memory, storm); none: all.
+    /// Which benchmarks (http_read, messages, latency, memory, fanout, storm); none: all.
     pub(crate) names: Vec<String>,
     /// Seconds each side of each measurement runs.
     #[arg(long, default_value_t = 10)]
