@@ -49,7 +49,7 @@ use parley_launcher::LocalCluster;
 pub use fanout::{FanoutFigures, FanoutReport};
 pub use http_read::HttpReadFigures;
 pub use idle_connections::{MemoryFigures, RssSample};
-pub use latency::LatencyFigures;
+pub use latency::{FixedRateFigures, LatencyFigures};
 pub use latency_hops::{HopBreakdown, HopFigures};
 pub use messages::MessageFigures;
 pub use plots::write_plots;
@@ -96,19 +96,23 @@ pub struct BenchConfig {
     pub memory_connections: usize,
     /// Users of `storm`.
     pub storm_users: usize,
+    /// Messages per second of `latency`'s fixed-rate point (0: none).
+    pub latency_fixed_rate_per_s: f64,
     /// Where the cluster's nodes export their spans, if they do: `latency` then breaks
     /// its figure down hop by hop.
     pub hop_traces: Option<Arc<TraceCollector>>,
 }
 
 impl Default for BenchConfig {
-    /// The figures: 10 s per side, 20,000 idle sockets, 5,000 storm users.
+    /// The figures: 10 s per side, 20,000 idle sockets, 5,000 storm users,
+    /// latency also at 1,000 messages a second.
     fn default() -> BenchConfig {
         BenchConfig {
             names: Vec::new(),
             duration: Duration::from_secs(10),
             memory_connections: 20_000,
             storm_users: 5_000,
+            latency_fixed_rate_per_s: 1000.0,
             hop_traces: None,
         }
     }
@@ -215,6 +219,17 @@ impl BenchReport {
                 latency.target_p99_ms,
                 if latency.meets_target() { "met" } else { "MISSED" }
             ));
+            if let Some(fixed) = &latency.fixed_rate {
+                lines.push(format!(
+                    "  latency fixed    p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms at {:.0} msg/s   target p99 <= {:.0} ms  {}",
+                    fixed.p50_ms,
+                    fixed.p99_ms,
+                    fixed.max_ms,
+                    fixed.rate,
+                    fixed.target_p99_ms,
+                    if fixed.meets_target() { "met" } else { "MISSED" }
+                ));
+            }
             if let Some(breakdown) = &latency.hops {
                 lines.push(format!(
                     "                   hop by hop, over the {} of {} messages whose trace arrived whole:",
@@ -313,7 +328,8 @@ pub async fn run_benchmarks(cluster: &LocalCluster, config: &BenchConfig) -> any
             .as_ref()
             .map_or(LATENCY_DEFAULT_OFFERED_PER_S, |messages| messages.parley_per_s / 2.0);
         let traces = config.hop_traces.as_deref();
-        report.latency = Some(latency::measure(cluster, config.duration, offered, traces).await?);
+        let fixed_rate = config.latency_fixed_rate_per_s;
+        report.latency = Some(latency::measure(cluster, config.duration, offered, fixed_rate, traces).await?);
     }
     if wanted("memory") {
         report.memory = Some(idle_connections::measure(cluster, config.memory_connections).await?);

@@ -382,18 +382,18 @@ pub async fn advance_cursor(
     kind: CursorKind,
     seq: u64,
 ) -> Result<Option<u64>, DbError> {
-    // The chat's newest seq is read without a lock, then the member's row is updated
-    // alone: an UPDATE joined with `chats` would share-lock the chat's row, which every
-    // send locks for its whole transaction, and in a group hundreds of members report
-    // their cursors. A snapshot a moment old only clamps lower; the client reports again.
     let update = match kind {
         // Reading implies receiving.
         CursorKind::Read => {
-            "UPDATE chat_members SET read_seq = GREATEST(read_seq, ?), received_seq = GREATEST(received_seq, ?) \
-             WHERE chat_id = ? AND user_id = ?"
+            "UPDATE chat_members m JOIN chats c ON c.id = m.chat_id \
+             SET m.read_seq = GREATEST(m.read_seq, LEAST(?, c.last_seq)), \
+                 m.received_seq = GREATEST(m.received_seq, LEAST(?, c.last_seq)) \
+             WHERE m.chat_id = ? AND m.user_id = ?"
         }
         CursorKind::Received => {
-            "UPDATE chat_members SET received_seq = GREATEST(received_seq, ?) WHERE chat_id = ? AND user_id = ?"
+            "UPDATE chat_members m JOIN chats c ON c.id = m.chat_id \
+             SET m.received_seq = GREATEST(m.received_seq, LEAST(?, c.last_seq)) \
+             WHERE m.chat_id = ? AND m.user_id = ?"
         }
     };
     let select = match kind {
@@ -404,16 +404,9 @@ pub async fn advance_cursor(
         .write(Some(user), |transaction| {
             let (user, chat_id) = (user.to_owned(), chat_id.to_owned());
             async move {
-                let last_seq: Option<u64> = transaction
-                    .exec_first("SELECT last_seq FROM chats WHERE id = ?", (&chat_id,))
-                    .await?;
-                let Some(last_seq) = last_seq else {
-                    return Ok(Ok::<_, DbError>(None));
-                };
-                let target = seq.min(last_seq);
                 match kind {
-                    CursorKind::Read => transaction.exec_drop(update, (target, target, &chat_id, &user)).await?,
-                    CursorKind::Received => transaction.exec_drop(update, (target, &chat_id, &user)).await?,
+                    CursorKind::Read => transaction.exec_drop(update, (seq, seq, &chat_id, &user)).await?,
+                    CursorKind::Received => transaction.exec_drop(update, (seq, &chat_id, &user)).await?,
                 }
                 let cursor: Option<u64> = transaction.exec_first(select, (&chat_id, &user)).await?;
                 Ok(Ok::<_, DbError>(cursor))

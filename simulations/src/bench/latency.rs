@@ -3,6 +3,8 @@
 //! when it did not run): p50, p99, max. Next to it the floor: one single-row INSERT
 //! committed on the master by one connection. With the nodes' traces at hand
 //! (`bench --trace-hops`), also where the time goes, hop by hop ([`latency_hops`]).
+//! Then the same at a fixed rate (`latency.fixed_rate`, 1,000 messages a second by
+//! default): a figure that does not move with the machine's maximum.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,7 +14,7 @@ use tokio::time::Instant;
 
 use super::latency_hops::{self, ClientTiming, HopBreakdown};
 use super::{db_baseline, messages, CHAT_SENDERS};
-use crate::load::chat_load::{ChatLoadSettings, DeliveredTiming, RunningChatLoad};
+use crate::load::chat_load::{ChatLoadOutcome, ChatLoadSettings, DeliveredTiming, RunningChatLoad};
 use crate::load::latency_samples::round_ms;
 use crate::load::load_users::{create_chat_pairs, fresh_run_tag};
 use parley_client::http::ParleyHttp;
@@ -42,9 +44,34 @@ pub struct LatencyFigures {
     /// Hop by hop, when the nodes exported their traces to the benchmark.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hops: Option<HopBreakdown>,
+    /// The same measurement at a fixed offered rate (none when asked for 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixed_rate: Option<FixedRateFigures>,
     /// (percentile, ms) from p1 to p100, for the plot.
     #[serde(skip)]
     pub percentiles_ms: Vec<(f64, f64)>,
+}
+
+/// `latency.fixed_rate`: delivery latency at a rate that does not depend on the run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FixedRateFigures {
+    /// Messages per second offered, across all the chats.
+    pub rate: f64,
+    /// Median delivery latency, ms.
+    pub p50_ms: f64,
+    /// 99th percentile delivery latency, ms.
+    pub p99_ms: f64,
+    /// Slowest delivery, ms.
+    pub max_ms: f64,
+    /// The target for `p99_ms`: 10 ms.
+    pub target_p99_ms: f64,
+}
+
+impl FixedRateFigures {
+    /// Whether the p99 is within the target.
+    pub fn meets_target(&self) -> bool {
+        self.p99_ms <= self.target_p99_ms
+    }
 }
 
 impl LatencyFigures {
@@ -54,12 +81,14 @@ impl LatencyFigures {
     }
 }
 
-pub async fn measure(
+/// Messages at `offered_per_s` across [`CHAT_SENDERS`] fresh chats for `duration`,
+/// every one delivered once or an error.
+async fn deliver_at_rate(
     cluster: &LocalCluster,
     duration: Duration,
     offered_per_s: f64,
     traces: Option<&TraceCollector>,
-) -> anyhow::Result<LatencyFigures> {
+) -> anyhow::Result<ChatLoadOutcome> {
     let public_url = cluster.app.public_url();
     let pairs = create_chat_pairs(&ParleyHttp::new(&public_url), &fresh_run_tag(), CHAT_SENDERS).await?;
     let load = RunningChatLoad::connect(
@@ -76,17 +105,41 @@ pub async fn measure(
     let started = Instant::now();
     load.send_at_steady_rate(started + duration).await?;
     let settled = load.settle(Duration::from_secs(30)).await;
-    let mut outcome = load.finish(started, settled).await?;
+    let outcome = load.finish(started, settled).await?;
     anyhow::ensure!(
         outcome.lost_count == 0 && outcome.duplicate_count == 0,
-        "{} lost and {} duplicated during the latency benchmark",
+        "{} lost and {} duplicated during the latency benchmark at {offered_per_s} msg/s",
         outcome.lost_count,
         outcome.duplicate_count
     );
+    Ok(outcome)
+}
 
+pub async fn measure(
+    cluster: &LocalCluster,
+    duration: Duration,
+    offered_per_s: f64,
+    fixed_rate_per_s: f64,
+    traces: Option<&TraceCollector>,
+) -> anyhow::Result<LatencyFigures> {
+    let mut outcome = deliver_at_rate(cluster, duration, offered_per_s, traces).await?;
     let hops = match traces {
         Some(traces) => Some(hop_breakdown(traces, &outcome.delivered_messages).await),
         None => None,
+    };
+    let fixed_rate = match fixed_rate_per_s > 0.0 {
+        true => {
+            let mut at_fixed_rate = deliver_at_rate(cluster, duration, fixed_rate_per_s, None).await?;
+            let times = &mut at_fixed_rate.delivery_times;
+            Some(FixedRateFigures {
+                rate: fixed_rate_per_s,
+                p50_ms: round_ms(times.percentile_ms(0.50)),
+                p99_ms: round_ms(times.percentile_ms(0.99)),
+                max_ms: round_ms(times.max_ms()),
+                target_p99_ms: TARGET_P99_MS,
+            })
+        }
+        false => None,
     };
 
     let master_url = cluster.servers.master_url(cluster.app.database());
@@ -105,6 +158,7 @@ pub async fn measure(
         baseline_commit_p99_ms: round_ms(commits.percentile_ms(0.99)),
         target_p99_ms: TARGET_P99_MS,
         hops,
+        fixed_rate,
         percentiles_ms: (1..=100)
             .map(|percentile| {
                 let fraction = f64::from(percentile) / 100.0;

@@ -295,6 +295,7 @@ mod tests {
                 baseline_commit_p99_ms: 3.0,
                 target_p99_ms: 10.0,
                 hops: None,
+                fixed_rate: None,
                 percentiles_ms: (1..=100).map(|p| (f64::from(p), f64::from(p) / 10.0)).collect(),
             }),
             ..BenchReport::default()

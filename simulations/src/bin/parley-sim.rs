@@ -273,6 +273,7 @@ async fn bench(state_dir: &Path, arguments: BenchArgs) -> anyhow::Result<()> {
         duration: Duration::from_secs(arguments.duration),
         memory_connections: arguments.memory_connections,
         storm_users: arguments.storm_users,
+        latency_fixed_rate_per_s: arguments.latency_fixed_rate,
         hop_traces,
     };
     let new_cluster_spec = || {

@@ -25,6 +25,9 @@ pub(crate) struct BenchArgs {
     /// Users connected to node-1 when the storm benchmark kills it.
     #[arg(long, default_value_t = BenchConfig::default().storm_users)]
     pub(crate) storm_users: usize,
+    /// Messages per second of latency's fixed-rate point (0: none).
+    #[arg(long, default_value_t = BenchConfig::default().latency_fixed_rate_per_s)]
+    pub(crate) latency_fixed_rate: f64,
     /// Also write the figures as JSON here.
     #[arg(long, value_name = "FILE")]
     pub(crate) json: Option<PathBuf>,
