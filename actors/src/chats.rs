@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::database::{Database, DbError, Freshness};
 use crate::time_format::format_utc;
 
-pub use groups::{CreatedGroup, GroupLimits, MembershipChange};
+pub use groups::{CreatedGroup, GroupLimits, MembershipChange, NewGroup};
 pub use history::PageRequest;
 
 /// Why a chat operation failed.

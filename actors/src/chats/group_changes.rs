@@ -9,9 +9,11 @@ use protocol::messenger::{chat_kinds, ChatMembersResponse, Participant};
 use protocol::websocket::membership_events;
 use uuid::Uuid;
 
+use std::collections::HashSet;
+
 use super::groups::{
     checked_title, display_names, event_text, first_at_group_limit, lock_group_for, members_of_new_group, name_of,
-    store_event, CreatedGroup, MembershipChange, NewEvent,
+    store_event, CreatedGroup, MembershipChange, NewEvent, NewGroup,
 };
 use super::{ChatError, Chats};
 use crate::database::Freshness;
@@ -20,30 +22,20 @@ use crate::database::Freshness;
 const MEMBER_ROWS_PER_INSERT: usize = 64;
 
 impl Chats {
-    /// The checks of [`Chats::create_group`] that need no database: the title, and the
-    /// member limit. Returns the trimmed title and the members, creator first.
-    pub fn check_new_group(
-        &self,
-        caller: &str,
-        title: &str,
-        member_ids: &[String],
-    ) -> Result<(String, Vec<String>), ChatError> {
+    /// The checks of a new group that need no database: the title, and the member
+    /// limit. What passes them is what [`Chats::create_group`] creates.
+    pub fn check_new_group(&self, caller: &str, title: &str, member_ids: &[String]) -> Result<NewGroup, ChatError> {
         let title = checked_title(title)?;
         let members = members_of_new_group(caller, member_ids);
         if members.len() as u64 > self.group_limits.max_members {
             return Err(ChatError::TooManyMembers(self.group_limits.max_members));
         }
-        Ok((title, members))
+        Ok(NewGroup { title, members })
     }
 
-    /// A new group titled `title` of `caller` (its creator) and `member_ids`.
-    pub async fn create_group(
-        &self,
-        caller: &str,
-        title: &str,
-        member_ids: &[String],
-    ) -> Result<CreatedGroup, ChatError> {
-        let (title, members) = self.check_new_group(caller, title, member_ids)?;
+    /// Creates `group`: its creator (the first member) and the others.
+    pub async fn create_group(&self, group: NewGroup) -> Result<CreatedGroup, ChatError> {
+        let NewGroup { title, members } = group;
         let limits = self.group_limits;
         let writers: Vec<&str> = members.iter().map(String::as_str).collect();
         // Not idempotent: a commit lost with the master fails, and a retry may make a
@@ -54,7 +46,8 @@ impl Chats {
                 let (members, title, chat_id) = (members.clone(), title.clone(), Uuid::new_v4().to_string());
                 async move {
                     let names = display_names(transaction, &members).await?;
-                    if let Some(unknown) = members.iter().find(|member| !names.iter().any(|(id, _)| id == *member)) {
+                    let known: HashSet<&str> = names.iter().map(|(id, _)| id.as_str()).collect();
+                    if let Some(unknown) = members.iter().find(|member| !known.contains(member.as_str())) {
                         return Ok(Err(ChatError::UnknownUser(unknown.clone())));
                     }
                     if let Some((user, groups)) =

@@ -51,6 +51,15 @@ pub struct MembershipChange {
     pub delivery: Option<(DeliveredMessage, Vec<String>)>,
 }
 
+/// A group that passed the checks needing no database, ready to be created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewGroup {
+    /// Trimmed, 1 to [`MAX_TITLE_CHARS`] characters.
+    pub title: String,
+    /// The creator first, then the others, each once.
+    pub members: Vec<String>,
+}
+
 /// A new group: its id, its `created` event and its members.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreatedGroup {
@@ -74,13 +83,9 @@ pub fn checked_title(title: &str) -> Result<String, ChatError> {
 
 /// The creator first, then the other ids in the order given, each once.
 pub fn members_of_new_group(creator: &str, member_ids: &[String]) -> Vec<String> {
-    let mut members = vec![creator.to_owned()];
-    for member in member_ids {
-        if !members.contains(member) {
-            members.push(member.clone());
-        }
-    }
-    members
+    let mut seen = std::collections::HashSet::from([creator]);
+    let others = member_ids.iter().filter(|member| seen.insert(member.as_str())).cloned();
+    std::iter::once(creator.to_owned()).chain(others).collect()
 }
 
 /// The chat row as a membership change reads it under its lock.
@@ -148,12 +153,13 @@ pub(super) async fn display_names(
             "SELECT id, name, surname FROM users WHERE id IN ({})",
             vec!["?"; padded.len()].join(", ")
         );
+        // `IN` returns each user's row once, whatever it repeats (the padding, a member
+        // leaving who is also the caller); a new group's members are distinct.
         let rows: Vec<(String, String, String)> = transaction.exec(statement, padded).await?;
-        for (id, name, surname) in rows {
-            if !names.iter().any(|(known, _)| *known == id) {
-                names.push((id, format!("{name} {surname}").trim().to_owned()));
-            }
-        }
+        names.extend(
+            rows.into_iter()
+                .map(|(id, name, surname)| (id, format!("{name} {surname}").trim().to_owned())),
+        );
     }
     Ok(names)
 }

@@ -114,9 +114,9 @@ pub(crate) async fn create_group(
         .collect::<Result<Vec<_>, _>>()?;
     // Bad titles and oversized groups are refused before they count against the
     // caller's additions.
-    let (_, members) = state.chats.check_new_group(&caller, &request.title, &member_ids)?;
-    check_additions(&state, &caller, members.len() - 1)?;
-    let created = state.chats.create_group(&caller, &request.title, &member_ids).await?;
+    let group = state.chats.check_new_group(&caller, &request.title, &member_ids)?;
+    check_additions(&state, &caller, group.members.len() - 1)?;
+    let created = state.chats.create_group(group).await?;
     deliver_event(&state, created.event, &created.members);
     Ok(json_response(
         StatusCode::OK,
