@@ -14,8 +14,10 @@ set -euo pipefail
 # `parley-sim failover --plot` lays out its labels with (PNG or SVG).
 # debootstrap: the compose base image. mariadb-backup: `parley-sim backup` and `restore`
 # (Debian's, the same release as mariadb-server, as mariadb-backup requires).
-packages=(mariadb-server mariadb-client mariadb-backup haproxy nginx-light wrk jq curl iptables chromium chromium-driver fonts-dejavu-core debootstrap)
-system_services=(mariadb nginx haproxy)
+# ejabberd, erlang-p1-mysql (its MySQL driver, only suggested by the package):
+# `parley-sim bench peer` runs two ejabberd nodes of its own beside Parley.
+packages=(mariadb-server mariadb-client mariadb-backup haproxy nginx-light wrk jq curl iptables chromium chromium-driver fonts-dejavu-core debootstrap ejabberd erlang-p1-mysql)
+system_services=(mariadb nginx haproxy ejabberd)
 
 if [[ ${EUID} -ne 0 ]]; then
     sudo_prefix=(sudo)

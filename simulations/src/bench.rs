@@ -8,6 +8,7 @@
 //! memory      node RSS per idle websocket      vs  the anchors' published figures
 //! fanout      one sender to groups of 10, 100, 1,000 over both nodes: deliveries/s, p99
 //! storm       node-1 killed under U users with pending messages: time until all resumed
+//! peer        Parley and ejabberd side by side under the same load (only when named)
 //! ```
 //!
 //! The throughput pairs run at the same concurrency for the same time. `memory` and
@@ -30,6 +31,7 @@ mod latency;
 mod latency_hops;
 mod lean_socket;
 mod messages;
+mod peer;
 mod plots;
 mod process_figures;
 mod reconnect_storm;
@@ -52,12 +54,14 @@ pub use idle_connections::{MemoryFigures, RssSample};
 pub use latency::{FixedRateFigures, LatencyFigures};
 pub use latency_hops::{HopBreakdown, HopFigures};
 pub use messages::MessageFigures;
+pub use peer::{LostInArchives, PeerFigures, PeerSettings, PeerSideFigures};
 pub use plots::write_plots;
 pub use reconnect_storm::StormFigures;
 
 /// The benchmarks `bench` knows, in the order they run (`storm` kills and restarts
-/// node-1, so it goes last).
-pub const BENCHMARKS: &[&str] = &["http_read", "messages", "latency", "memory", "fanout", "storm"];
+/// node-1, `peer` node-2, so they go last). `peer` runs only when named: it starts
+/// ejabberd beside the cluster.
+pub const BENCHMARKS: &[&str] = &["http_read", "messages", "latency", "memory", "fanout", "storm", "peer"];
 
 /// Node flags of a cluster `bench` starts (and of the bench tests' clusters): scrypt at
 /// 2^10 instead of OWASP's 2^17 (sign-ups are setup here, not what is measured), no
@@ -98,6 +102,12 @@ pub struct BenchConfig {
     pub storm_users: usize,
     /// Messages per second of `latency`'s fixed-rate point (0: none).
     pub latency_fixed_rate_per_s: f64,
+    /// Pairs of `peer`'s chat load.
+    pub peer_pairs: usize,
+    /// Idle connections of `peer`'s memory phase, on each system.
+    pub peer_idle_connections: usize,
+    /// Messages per second `peer` offers in its max phase.
+    pub peer_max_offered_per_s: f64,
     /// Where the cluster's nodes export their spans, if they do: `latency` then breaks
     /// its figure down hop by hop.
     pub hop_traces: Option<Arc<TraceCollector>>,
@@ -113,6 +123,9 @@ impl Default for BenchConfig {
             memory_connections: 20_000,
             storm_users: 5_000,
             latency_fixed_rate_per_s: 1000.0,
+            peer_pairs: 20,
+            peer_idle_connections: 5000,
+            peer_max_offered_per_s: 10_000.0,
             hop_traces: None,
         }
     }
@@ -176,6 +189,9 @@ pub struct BenchReport {
     /// `storm`, when it ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storm: Option<StormFigures>,
+    /// `peer`, when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<PeerFigures>,
     /// CPU cores of the machine that ran everything (figures scale with it).
     pub cpu_cores: usize,
     /// How long each side of each measurement ran, in seconds.
@@ -294,6 +310,9 @@ impl BenchReport {
                 if storm.meets_target() { "met" } else { "MISSED" }
             ));
         }
+        if let Some(peer) = &self.peer {
+            lines.extend(peer.render());
+        }
         lines.join("\n") + "\n"
     }
 
@@ -339,6 +358,16 @@ pub async fn run_benchmarks(cluster: &LocalCluster, config: &BenchConfig) -> any
     }
     if wanted("storm") {
         report.storm = Some(reconnect_storm::measure(cluster, config.storm_users).await?);
+    }
+    if config.names.iter().any(|name| name == "peer") {
+        let mut settings = PeerSettings::new(config.duration);
+        settings.pairs = config.peer_pairs;
+        settings.idle_connections = config.peer_idle_connections;
+        settings.max_offered_per_s = config.peer_max_offered_per_s;
+        if config.latency_fixed_rate_per_s > 0.0 {
+            settings.fixed_rate_per_s = config.latency_fixed_rate_per_s;
+        }
+        report.peer = Some(peer::measure(cluster, &settings).await?);
     }
     Ok(report)
 }

@@ -120,6 +120,8 @@ pub async fn run_failover_experiment(
         ChatLoadSettings {
             base_url: public_url.clone(),
             message_rate_per_pair: config.message_rate_per_pair,
+            first_connect_node_urls: Vec::new(),
+            max_in_flight: None,
         },
     );
     let placement = chat_load.wait_all_live(config.startup_timeout).await?;

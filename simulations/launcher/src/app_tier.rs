@@ -1,7 +1,7 @@
 //! The app tier: N `parley` nodes for one database, and nginx in front of them.
 
 mod edge_tls;
-mod nginx_launch;
+pub(crate) mod nginx_launch;
 mod node_isolation;
 mod node_launch;
 

@@ -424,6 +424,12 @@ impl DatabaseServers {
         format!("http://127.0.0.1:{}/stats", self.ports.haproxy_stats)
     }
 
+    /// The app user's name and password (what the nodes, and ejabberd beside them in
+    /// `bench peer`, log in with).
+    pub fn app_credentials(&self) -> (String, String) {
+        (self.credentials.app_user.clone(), self.credentials.app_password.clone())
+    }
+
     /// The tier's ports.
     pub fn ports(&self) -> DatabaseServerPorts {
         self.ports

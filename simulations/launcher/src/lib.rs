@@ -25,6 +25,7 @@ pub mod component;
 pub mod compose_stack;
 pub mod database_servers;
 pub mod deploy_templates;
+pub mod ejabberd_peer;
 pub mod kept_state_dir;
 pub mod local_cluster;
 pub mod mariadb_admin;

@@ -42,6 +42,25 @@ where
     }
 }
 
+/// Polls until `component` accepts TCP connections on `address`, failing at once if its
+/// process dies meanwhile.
+pub async fn wait_until_component_listens(
+    description: &str,
+    component: &crate::component::Component,
+    address: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    poll_until_ready(description, timeout, || async {
+        component.ensure_still_running()?;
+        Ok(if tcp_port_accepts(address).await {
+            Probe::Ready(())
+        } else {
+            Probe::NotYet(anyhow!("{address} does not accept connections"))
+        })
+    })
+    .await
+}
+
 /// True if something accepts TCP connections on `addr` right now.
 pub async fn tcp_port_accepts(addr: &str) -> bool {
     matches!(

@@ -226,7 +226,7 @@ async fn sample_rss_while_opening(
 
 /// Resident memory once two reads a sample interval apart agree within
 /// [`RSS_SETTLED_FRACTION`] (or the last read after [`RSS_SETTLE_TIMEOUT`]).
-async fn settled_resident_bytes(pid: u32) -> anyhow::Result<u64> {
+pub(super) async fn settled_resident_bytes(pid: u32) -> anyhow::Result<u64> {
     let deadline = Instant::now() + RSS_SETTLE_TIMEOUT;
     let mut previous = resident_bytes(pid)?;
     loop {

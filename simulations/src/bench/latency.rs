@@ -96,6 +96,8 @@ async fn deliver_at_rate(
         ChatLoadSettings {
             base_url: public_url,
             message_rate_per_pair: offered_per_s / CHAT_SENDERS as f64,
+            first_connect_node_urls: Vec::new(),
+            max_in_flight: None,
         },
     );
     load.wait_all_live(Duration::from_secs(30)).await?;

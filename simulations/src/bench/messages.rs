@@ -46,6 +46,8 @@ pub async fn measure(cluster: &LocalCluster, duration: Duration) -> anyhow::Resu
         ChatLoadSettings {
             base_url: public_url,
             message_rate_per_pair: OFFERED_PER_SENDER,
+            first_connect_node_urls: Vec::new(),
+            max_in_flight: None,
         },
     );
     load.wait_all_live(Duration::from_secs(30)).await?;

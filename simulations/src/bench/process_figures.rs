@@ -15,6 +15,30 @@ pub fn resident_bytes(pid: u32) -> anyhow::Result<u64> {
     Ok(kibibytes * 1024)
 }
 
+/// CPU time `pid` has used so far (user and system), in seconds.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // The command name (field 2) may hold spaces; the fields after its `)` do not.
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("no ) in /proc stat")?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 (utime) and 15 (stime) of the whole line are 12 and 13 after the name.
+    let ticks = |index: usize| -> anyhow::Result<u64> {
+        fields
+            .get(index)
+            .and_then(|value| value.parse().ok())
+            .with_context(|| format!("field {} of {path}", index + 3))
+    };
+    let ticks_per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    Ok((ticks(11)? + ticks(12)?) as f64 / ticks_per_second)
+}
+
 /// File descriptors `pid` may still open: its soft `Max open files` minus those open.
 pub fn open_files_left(pid: u32) -> anyhow::Result<u64> {
     let path = format!("/proc/{pid}/limits");
@@ -66,5 +90,16 @@ mod tests {
         let own = std::process::id();
         assert!(resident_bytes(own).unwrap() > 0);
         assert!(open_files_left(own).unwrap() > 0);
+        // Busy until the clock ticks over (it counts in ticks of 10 ms, usually).
+        let before = cpu_seconds(own).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut spin = 0u64;
+        while cpu_seconds(own).unwrap() <= before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no CPU time counted after 10 s busy"
+            );
+            spin = std::hint::black_box(spin.wrapping_add(1));
+        }
     }
 }

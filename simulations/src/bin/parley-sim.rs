@@ -274,6 +274,9 @@ async fn bench(state_dir: &Path, arguments: BenchArgs) -> anyhow::Result<()> {
         memory_connections: arguments.memory_connections,
         storm_users: arguments.storm_users,
         latency_fixed_rate_per_s: arguments.latency_fixed_rate,
+        peer_pairs: arguments.peer_pairs,
+        peer_idle_connections: arguments.peer_connections,
+        peer_max_offered_per_s: arguments.peer_max_offered,
         hop_traces,
     };
     let new_cluster_spec = || {

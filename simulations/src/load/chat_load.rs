@@ -28,6 +28,13 @@ pub struct ChatLoadSettings {
     pub base_url: String,
     /// Messages per second each pair's sender sends.
     pub message_rate_per_pair: f64,
+    /// Where each pair's first connections go, when they must be split over the nodes:
+    /// pair i's sender to `first_connect_node_urls[i % n]`, its recipient to the next
+    /// one. Empty: nginx places them. Reconnects always go through `base_url`.
+    pub first_connect_node_urls: Vec<String>,
+    /// At most this many messages of a sender written and not yet acked (None: no
+    /// limit); the rest wait in the client.
+    pub max_in_flight: Option<usize>,
 }
 
 /// An acked message the recipient's application never got.
@@ -206,7 +213,14 @@ impl RunningChatLoad {
         for (slot, pair) in accounts.into_iter().enumerate() {
             let start_client = |token: &str, role: PairRole, label: &str| {
                 let mut config = ChatClientConfig::new(settings.base_url.clone(), token);
+                let node_urls = &settings.first_connect_node_urls;
+                if !node_urls.is_empty() {
+                    let offset = usize::from(role == PairRole::Recipient);
+                    config.first_connect_base_url =
+                        Some(node_urls[(pair.pair_index + offset) % node_urls.len()].clone());
+                }
                 config.client_id_prefix = format!("pair{}-{label}", pair.pair_index);
+                config.max_in_flight = settings.max_in_flight;
                 // A partitioned node keeps its sockets open and silent; the experiment
                 // wants its users to notice within seconds, not the default 15.
                 config.keepalive_interval = Duration::from_secs(1);

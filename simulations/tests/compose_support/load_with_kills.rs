@@ -62,6 +62,8 @@ pub async fn run_load_with_kills(
         ChatLoadSettings {
             base_url: public_url.to_owned(),
             message_rate_per_pair: settings.message_rate_per_pair,
+            first_connect_node_urls: Vec::new(),
+            max_in_flight: None,
         },
     );
     let placement = chat_load.wait_all_live(Duration::from_secs(30)).await?;

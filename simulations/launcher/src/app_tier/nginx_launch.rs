@@ -10,7 +10,7 @@ use crate::component::Component;
 use crate::deploy_templates::{render_deploy_template, write_rendered};
 use crate::ports::local_addr;
 use crate::process_control::{find_program, LaunchCommand};
-use crate::readiness::{poll_until_ready, tcp_port_accepts, Probe};
+use crate::readiness::wait_until_component_listens;
 
 pub const NGINX_NAME: &str = "nginx";
 const NGINX_START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -124,14 +124,11 @@ pub fn nginx_launch_command(layout: &NginxLayout) -> anyhow::Result<LaunchComman
 }
 
 pub async fn wait_until_listening(component: &Component, public_port: u16) -> anyhow::Result<()> {
-    let address = local_addr(public_port);
-    poll_until_ready("nginx to listen", NGINX_START_TIMEOUT, || async {
-        component.ensure_still_running()?;
-        Ok(if tcp_port_accepts(&address).await {
-            Probe::Ready(())
-        } else {
-            Probe::NotYet(anyhow::anyhow!("{address} does not accept connections"))
-        })
-    })
+    wait_until_component_listens(
+        "nginx to listen",
+        component,
+        &local_addr(public_port),
+        NGINX_START_TIMEOUT,
+    )
     .await
 }

@@ -13,7 +13,8 @@ use parley_sim::failover::FaultSpec;
 
 #[derive(Args)]
 pub(crate) struct BenchArgs {
-    /// Which benchmarks (http_read, messages, latency, memory, fanout, storm); none: all.
+    /// Which benchmarks (http_read, messages, latency, memory, fanout, storm, peer); none:
+    /// all but peer, which runs only when named (it starts ejabberd beside the cluster).
     pub(crate) names: Vec<String>,
     /// Seconds each side of each measurement runs.
     #[arg(long, default_value_t = 10)]
@@ -25,9 +26,19 @@ pub(crate) struct BenchArgs {
     /// Users connected to node-1 when the storm benchmark kills it.
     #[arg(long, default_value_t = BenchConfig::default().storm_users)]
     pub(crate) storm_users: usize,
-    /// Messages per second of latency's fixed-rate point (0: none).
+    /// Messages per second of latency's fixed-rate point (0: none), and of peer's
+    /// fixed-rate and kill phases.
     #[arg(long, default_value_t = BenchConfig::default().latency_fixed_rate_per_s)]
     pub(crate) latency_fixed_rate: f64,
+    /// Sender–recipient pairs of peer's chat load, each split over the two nodes.
+    #[arg(long, default_value_t = BenchConfig::default().peer_pairs)]
+    pub(crate) peer_pairs: usize,
+    /// Idle signed-in connections of peer's memory phase, on each system.
+    #[arg(long, default_value_t = BenchConfig::default().peer_idle_connections)]
+    pub(crate) peer_connections: usize,
+    /// Messages per second peer offers in its max phase (more than either system sustains).
+    #[arg(long, default_value_t = BenchConfig::default().peer_max_offered_per_s)]
+    pub(crate) peer_max_offered: f64,
     /// Also write the figures as JSON here.
     #[arg(long, value_name = "FILE")]
     pub(crate) json: Option<PathBuf>,
