@@ -89,8 +89,15 @@ async fn run_phase(
     let cost = meter.stop(delivered).await?;
     let settled = load.settle(SETTLE_TIMEOUT).await;
     let outcome = load.finish(started, settled).await?;
-    if outcome.lost_count > 0 {
-        tracing::warn!(lost = ?outcome.lost, "peer: parley acked messages that never arrived");
+    // A message counts as lost when the id its sender was acked under never arrived; a
+    // resend acked under a second id would show here too, with a duplicate beside it.
+    if outcome.lost_count > 0 || outcome.duplicate_count > 0 || outcome.sequence_conflicts > 0 {
+        tracing::warn!(
+            lost = ?outcome.lost,
+            duplicates = ?outcome.duplicates,
+            sequence_conflicts = outcome.sequence_conflicts,
+            "peer: parley acked messages that never arrived, or arrived twice"
+        );
     }
     Ok(PhaseOutcome {
         delivered_per_s,
