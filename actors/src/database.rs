@@ -8,6 +8,7 @@
 //!                                     at once and the DbRouter's probes bring it back)
 //! ```
 
+mod applied_positions;
 pub mod db_router;
 pub mod endpoint;
 pub mod errors;
@@ -39,6 +40,7 @@ pub use endpoint::{Endpoint, EndpointRole, EndpointSpec, PoolLimits};
 pub use errors::DbError;
 use replication_gate::ReplicationGate;
 pub use server_topology::DatabaseServerSpec;
+use server_topology::GtidPosition;
 
 use crate::metrics::Metrics;
 use db_router::DbRouterMessage;
@@ -404,27 +406,48 @@ impl Database {
     {
         let timeout = self.shared.timeouts.read_attempt;
         let gtid_wait_seconds = self.shared.timeouts.gtid_wait.as_secs_f64();
+        let wanted = wait_for_gtid.map(GtidPosition::parse);
         let attempt = async {
-            let mut conn = endpoint.connection(timeout).await.map_err(AttemptError::Endpoint)?;
-            if let Some(gtid) = wait_for_gtid {
-                // `MASTER_GTID_WAIT` follows only what a server applied as a replica: on
-                // the master (a replica promoted, which a read proxy may still send reads
-                // to) its own commits never show there, and every read would wait out the
-                // timeout. A writable server is asked what it holds instead.
-                let answer: Option<Option<String>> = conn
-                    .exec_first(
-                        "SELECT IF(@@read_only = 0, @@gtid_current_pos, CAST(MASTER_GTID_WAIT(?, ?) AS CHAR))",
-                        (gtid, gtid_wait_seconds),
-                    )
-                    .await
-                    .map_err(|error| classify_read_error(endpoint, error))?;
-                if !holds_position(answer.flatten().as_deref(), gtid) {
-                    return Err(AttemptError::Stale);
+            let mut connection = endpoint
+                .read_connection(timeout, wanted.as_ref())
+                .await
+                .map_err(AttemptError::Endpoint)?;
+            if let (Some(gtid), Some(wanted)) = (wait_for_gtid, &wanted) {
+                if connection.holds(wanted) {
+                    self.shared
+                        .metrics
+                        .count_query(&endpoint.name, "position_wait", "known");
+                } else {
+                    // `MASTER_GTID_WAIT` follows only what a server applied as a replica:
+                    // on the master (a replica promoted, which a read proxy may still send
+                    // reads to) its own commits never show there, and every read would
+                    // wait out the timeout. A writable server is asked what it holds.
+                    let answer: Option<Option<String>> = connection
+                        .conn
+                        .exec_first(
+                            "SELECT IF(@@read_only = 0, @@gtid_current_pos, CAST(MASTER_GTID_WAIT(?, ?) AS CHAR))",
+                            (gtid, gtid_wait_seconds),
+                        )
+                        .await
+                        .map_err(|error| classify_read_error(endpoint, error))?;
+                    let applied = holds_position(answer.flatten().as_deref(), gtid);
+                    let outcome = if applied { "waited" } else { "stale" };
+                    self.shared
+                        .metrics
+                        .count_query(&endpoint.name, "position_wait", outcome);
+                    if !applied {
+                        // The connection is fine and what it held is still true.
+                        endpoint.finish_read(connection);
+                        return Err(AttemptError::Stale);
+                    }
+                    connection.note_applied(wanted.clone());
                 }
             }
-            work(&mut conn)
+            let value = work(&mut connection.conn)
                 .await
-                .map_err(|error| classify_read_error(endpoint, error))
+                .map_err(|error| classify_read_error(endpoint, error))?;
+            endpoint.finish_read(connection);
+            Ok(value)
         };
         match tokio::time::timeout(timeout, attempt).await {
             Ok(result) => result,
@@ -496,9 +519,7 @@ fn holds_position(answer: Option<&str>, wanted: &str) -> bool {
     match answer {
         Some("0") => true,
         Some("-1") | None => false,
-        Some(current) => {
-            server_topology::GtidPosition::parse(current).includes(&server_topology::GtidPosition::parse(wanted))
-        }
+        Some(current) => GtidPosition::parse(current).includes(&GtidPosition::parse(wanted)),
     }
 }
 

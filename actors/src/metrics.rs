@@ -33,6 +33,9 @@ pub struct Metrics {
     pub resume_replays: IntCounter,
     /// Messages those connections replayed.
     pub resume_replayed_messages: IntCounter,
+    /// Messages a live session found missing below ones it had sent (a node died between
+    /// its commit and its delivery) and sent from the database.
+    pub delivery_gaps_repaired: IntCounter,
     /// Database queries by endpoint, kind (read, write) and outcome (ok, unavailable, error).
     pub database_queries: IntCounterVec,
     /// 1 when the endpoint is considered healthy (set at scrape time).
@@ -124,6 +127,10 @@ impl Metrics {
             resume_replayed_messages: counter(
                 "parley_resume_replayed_messages_total",
                 "messages replayed to reconnecting users",
+            ),
+            delivery_gaps_repaired: counter(
+                "parley_delivery_gaps_repaired_total",
+                "messages a live session missed and read from the database",
             ),
             database_queries: counter_vec(
                 "parley_database_queries_total",

@@ -12,7 +12,7 @@ use mysql_async::prelude::Queryable;
 use parley_client::http::seed_person;
 use protocol::websocket::{actions, AckPayload, OutgoingMessage};
 use reqwest::Method;
-use test_app::{connect_live, on_servers, own_servers, TestApp};
+use test_app::{connect_live, node_metrics_text, on_servers, own_servers, TestApp};
 
 const BINARY: &str = "read_your_writes";
 const WAIT: Duration = Duration::from_secs(10);
@@ -40,6 +40,26 @@ async fn every_read_through_node_2_reflects_a_write_through_node_1_however_far_t
         .unwrap()
         .access_token;
     servers.wait_replicas_caught_up(WAIT).await.unwrap();
+
+    // Reads with no write between them: a read connection whose server was seen to hold
+    // the master's position answers the next read without waiting for it again (one
+    // replica round trip per read instead of two). The connections that know it are
+    // then the ones the lagging replicas below must not fool.
+    let node_2_url = app.app.node_url("node-2");
+    let before = position_waits(&node_2_url).await;
+    for _ in 0..20 {
+        assert_eq!(
+            node_2.user_id_by_email(&bob, "alice.ryw@email.com").await.unwrap(),
+            alice_id
+        );
+    }
+    let after = position_waits(&node_2_url).await;
+    let (known, waited) = (after.known - before.known, after.waited - before.waited);
+    assert!(
+        known >= 15 && waited <= 5 && known + waited == 20,
+        "20 reads on an unchanged position: {known} skipped the wait, {waited} waited"
+    );
+
     on_servers(&servers, &["replica-1", "replica-2"], "STOP SLAVE SQL_THREAD").await;
 
     // Carol signs up and in through node-1; what she reads of herself through node-2.
@@ -113,4 +133,36 @@ async fn every_read_through_node_2_reflects_a_write_through_node_1_however_far_t
 
     on_servers(&servers, &["replica-1", "replica-2"], "START SLAVE SQL_THREAD").await;
     drop(socket);
+}
+
+/// A node's read-your-writes position checks so far, over its read endpoints.
+#[derive(Debug, Default, Clone, Copy)]
+struct PositionWaits {
+    /// Answered on a connection whose server was known to hold the position.
+    known: u64,
+    /// Waited for with `MASTER_GTID_WAIT` (or asked of a writable server) and held.
+    waited: u64,
+}
+
+async fn position_waits(node_url: &str) -> PositionWaits {
+    let text = node_metrics_text(node_url).await;
+    let mut waits = PositionWaits::default();
+    for line in text.lines() {
+        let Some(labels_and_value) = line.strip_prefix("parley_database_queries_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = labels_and_value.split_once("} ") else {
+            continue;
+        };
+        if !labels.contains("kind=\"position_wait\"") {
+            continue;
+        }
+        let count: u64 = value.trim().parse().unwrap();
+        if labels.contains("outcome=\"known\"") {
+            waits.known += count;
+        } else if labels.contains("outcome=\"waited\"") {
+            waits.waited += count;
+        }
+    }
+    waits
 }

@@ -11,7 +11,7 @@ use parley_client::MessengerSocket;
 use protocol::websocket::{
     actions, AckPayload, DeliveryPayload, Envelope, ErrorPayload, OutgoingMessage, ReplayCompletePayload, StatusPayload,
 };
-use test_app::{connect_live, shared_servers, Pair, TestApp};
+use test_app::{connect_live, node_metrics_text, shared_servers, Pair, TestApp};
 
 const BINARY: &str = "websocket";
 const WAIT: Duration = Duration::from_secs(10);
@@ -27,12 +27,7 @@ async fn connect(pair: &Pair, token: &str) -> (MessengerSocket, ReplayCompletePa
 
 /// node-1's Prometheus text.
 async fn node_1_metrics(pair: &Pair) -> String {
-    reqwest::get(format!("{}/metrics", pair.app.app.node_url("node-1")))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    node_metrics_text(&pair.app.app.node_url("node-1")).await
 }
 
 fn texts(deliveries: &[Envelope]) -> Vec<(u64, String)> {
@@ -428,4 +423,91 @@ async fn the_senders_other_sessions_get_the_message_and_the_sending_socket_only_
         .unwrap();
     let (between, _) = phone.until_action(actions::ACK, WAIT).await.unwrap();
     assert!(between.iter().all(|envelope| envelope.action != actions::SEND_MESSAGE));
+}
+
+#[tokio::test]
+async fn a_message_committed_but_never_delivered_live_reaches_the_live_socket_from_the_database() {
+    // A node that commits a message, acks it and dies before the delivery to the
+    // recipient's node leaves its buffers leaves a hole in a live socket's sequence, and
+    // the socket's client never reconnects to have it replayed. Here the hole is made by
+    // writing the message straight into the database, as that node's commit did.
+    let pair = pair("hole").await;
+    let (mut bob, _, _) = connect(&pair, &pair.bob).await;
+    let (mut alice, _, _) = connect(&pair, &pair.alice).await;
+    bob.send_messages(&pair.chat_id, vec![text_message("first", Some("hole-1"))], None)
+        .await
+        .unwrap();
+    let (_, first) = alice.until_action(actions::SEND_MESSAGE, WAIT).await.unwrap();
+    assert_eq!(texts(&[first]), [(1, "first".to_owned())]);
+
+    commit_without_delivery(&pair, 2, "acked by a node that then died").await;
+    bob.send_messages(&pair.chat_id, vec![text_message("third", Some("hole-3"))], None)
+        .await
+        .unwrap();
+    // Seq 3 live, then seq 2 once the hole outlived its grace (a second).
+    let mut delivered = Vec::new();
+    while delivered.len() < 2 {
+        let (_, delivery) = alice.until_action(actions::SEND_MESSAGE, WAIT).await.unwrap();
+        delivered.extend(texts(&[delivery]));
+    }
+    assert_eq!(
+        delivered,
+        [
+            (3, "third".to_owned()),
+            (2, "acked by a node that then died".to_owned())
+        ]
+    );
+    let metrics = node_1_metrics(&pair).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == "parley_delivery_gaps_repaired_total 1"),
+        "{metrics}"
+    );
+    // Nothing goes out twice: the next delivery is the next message alone.
+    bob.send_messages(&pair.chat_id, vec![text_message("fourth", Some("hole-4"))], None)
+        .await
+        .unwrap();
+    let (before, fourth) = alice.until_action(actions::SEND_MESSAGE, WAIT).await.unwrap();
+    assert!(before.iter().all(|envelope| envelope.action != actions::SEND_MESSAGE));
+    assert_eq!(texts(&[fourth]), [(4, "fourth".to_owned())]);
+}
+
+/// Commits Bob's message at `seq` in the pair's chat as a node's commit does (under the
+/// chat's row lock, the chat's last seq moved with it) and delivers it to no one.
+async fn commit_without_delivery(pair: &Pair, seq: u64, text: &str) {
+    use mysql_async::prelude::Queryable;
+    let servers = shared_servers(BINARY).await;
+    let mut master = parley_launcher::mariadb_admin::connect_url(&servers.root_url("master"))
+        .await
+        .unwrap();
+    let database = &pair.app.database;
+    let mut transaction = master.start_transaction(mysql_async::TxOpts::default()).await.unwrap();
+    let last_seq: Option<u64> = transaction
+        .exec_first(
+            format!("SELECT last_seq FROM `{database}`.chats WHERE id = ? FOR UPDATE"),
+            (&pair.chat_id,),
+        )
+        .await
+        .unwrap();
+    assert_eq!(last_seq, Some(seq - 1), "the chat is not where the test expects it");
+    transaction
+        .exec_drop(
+            format!(
+                "INSERT INTO `{database}`.messages (id, chat_id, seq, user_id, text, create_time) \
+                 VALUES (UUID(), ?, ?, ?, ?, UTC_TIMESTAMP(6))"
+            ),
+            (&pair.chat_id, seq, &pair.bob_id, text),
+        )
+        .await
+        .unwrap();
+    transaction
+        .exec_drop(
+            format!("UPDATE `{database}`.chats SET last_seq = ? WHERE id = ?"),
+            (seq, &pair.chat_id),
+        )
+        .await
+        .unwrap();
+    transaction.commit().await.unwrap();
+    parley_launcher::mariadb_admin::close(master).await;
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+use super::applied_positions::{IdleReadConnections, PositionedConnection};
 use super::errors::DbError;
+use super::server_topology::GtidPosition;
 use super::DatabaseConfig;
 
 /// Whether an endpoint takes writes.
@@ -63,6 +65,9 @@ pub struct Endpoint {
     /// timeout: that timeout is for a slow or dead endpoint, and a busy pool is neither.
     /// A quarter of the connections stays free of reads, for writes and probes.
     read_admission: Semaphore,
+    /// Read connections between reads, with what their servers are known to have
+    /// applied (used for read endpoints only: a master's connections serve writes too).
+    idle_reads: IdleReadConnections,
 }
 
 /// A connection from `connecting` (a pool or a new session) within `timeout`, its failure
@@ -128,6 +133,7 @@ impl Endpoint {
             Some((host, port)) => builder.ip_or_hostname(host).tcp_port(port),
             None => builder,
         };
+        let read_turns = (limits.max_connections * 3 / 4).max(1);
         Ok(Endpoint {
             name: spec.name.clone(),
             role: spec.role,
@@ -135,13 +141,40 @@ impl Endpoint {
             // Optimistic until the first probe: a read that fails just moves on.
             healthy: AtomicBool::new(true),
             consecutive_failures: AtomicU64::new(0),
-            read_admission: Semaphore::new((limits.max_connections * 3 / 4).max(1)),
+            read_admission: Semaphore::new(read_turns),
+            idle_reads: IdleReadConnections::new(read_turns),
         })
     }
 
     /// A pooled connection, or `Unavailable`/`Timeout` within `timeout`.
     pub async fn connection(&self, timeout: Duration) -> Result<Conn, DbError> {
         connect_within(&self.name, timeout, self.pool.get_conn()).await
+    }
+
+    /// A connection for one read: on a read endpoint an idle one whose server is known to
+    /// hold `wanted` if there is one, else any idle one, else a new one from the pool.
+    pub(crate) async fn read_connection(
+        &self,
+        timeout: Duration,
+        wanted: Option<&GtidPosition>,
+    ) -> Result<PositionedConnection, DbError> {
+        if self.role == EndpointRole::Read {
+            if let Some(connection) = self.idle_reads.take(wanted) {
+                return Ok(connection);
+            }
+        }
+        Ok(PositionedConnection {
+            conn: self.connection(timeout).await?,
+            applied: None,
+        })
+    }
+
+    /// Keeps a connection that answered a read for the next read (a read endpoint's) or
+    /// returns it to the pool.
+    pub(crate) fn finish_read(&self, connection: PositionedConnection) {
+        if self.role == EndpointRole::Read {
+            self.idle_reads.put_back(connection);
+        }
     }
 
     /// A turn for one read, waiting at most `queue_timeout`; `None` when the pool stayed
@@ -178,6 +211,7 @@ impl Endpoint {
 
     /// Closes every pooled connection (used at shutdown).
     pub async fn close(&self) {
+        self.idle_reads.release_all();
         if let Err(error) = self.pool.clone().disconnect().await {
             tracing::debug!(endpoint = %self.name, %error, "pool disconnect failed");
         }

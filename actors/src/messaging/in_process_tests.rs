@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::rate_limits::KeyedRateLimiter;
 use crate::trace_context::NoTracePropagation;
 
+mod delivery_gaps;
 mod groups;
 mod paused_time;
 mod two_nodes;

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use tracing::Instrument;
 
 use protocol::websocket::{
-    actions, AckPayload, DeliveredMessage, DeliveryPayload, Envelope, ErrorPayload, HeartbeatAnswerPayload, MessageAck,
+    actions, AckPayload, DeliveredMessage, DeliveryPayload, Envelope, HeartbeatAnswerPayload, MessageAck,
     PresencePayload, RenewedPayload, StatusPayload,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -34,7 +34,12 @@ use ractor_cluster::RactorMessage;
 
 use crate::cluster::node_router::announce_online;
 
+mod delivery_gaps;
+mod error_frames;
+mod gap_repair;
 mod replay;
+use delivery_gaps::{DeliveredSeqs, DueRepair};
+use error_frames::{error_envelope, rate_limited, send_failure};
 use replay::stream_replay;
 
 use super::device_access::{AccessRefused, SocketGrant};
@@ -42,8 +47,7 @@ use super::frames::{codes, parse_client_frame, ClientCommand, FrameError};
 use super::ordered_replies::OrderedReplies;
 use super::outbound::{close_codes, OutboundQueue};
 use super::session_registry::{RegisteredSession, SessionId};
-use super::store::SendError;
-use super::{delivery_envelope, MessagingServices};
+use super::MessagingServices;
 
 /// How long a connecting session waits for each peer to record its user.
 const ANNOUNCE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
@@ -96,6 +100,23 @@ pub enum SessionMessage {
     },
     /// The replay is queued for the socket; highest seq replayed per chat.
     ReplaySent(HashMap<String, u64>),
+    /// This socket's own messages were acked (the chat delivers them to the user's other
+    /// sockets, not back to this one).
+    OwnAcked {
+        /// The chat they were sent to.
+        chat_id: String,
+        /// Their seqs.
+        seqs: Vec<u64>,
+    },
+    /// Time to read from the database what is still missing below delivered seqs.
+    RepairGaps,
+    /// The repairs' reads came back.
+    GapsRead {
+        /// Each repair with what was read.
+        reads: Vec<(DueRepair, Vec<DeliveredMessage>)>,
+        /// Whether some read failed (those repairs are absent and stay due).
+        some_failed: bool,
+    },
     /// Close the socket with this code (1001 when the node stops).
     Close {
         /// The websocket close code.
@@ -129,6 +150,10 @@ pub struct SessionState {
     phase: Phase,
     /// The sign-in the socket lives on (a `renew` may move it to another of the user's).
     grant: SocketGrant,
+    /// The seqs sent to the socket, per chat, to find messages that never arrived.
+    delivered: DeliveredSeqs,
+    /// A `RepairGaps` is on its way, or a repair's reads are.
+    repair: gap_repair::RepairState,
 }
 
 impl SessionState {
@@ -188,6 +213,8 @@ impl Actor for Session {
             services,
             phase: Phase::Replaying { held_back: Vec::new() },
             grant: arguments.grant,
+            delivered: DeliveredSeqs::default(),
+            repair: gap_repair::RepairState::default(),
         })
     }
 
@@ -225,7 +252,7 @@ impl Actor for Session {
                 let frame_span = tracing::info_span!(parent: None, "ws.frame", user_id = %state.user_id);
                 // Boxed: the actor's task is sized for the largest future its handler
                 // awaits, and every idle session would carry this one's ~1.3 KB.
-                Box::pin(handle_client_frame(state, parsed, in_flight).instrument(frame_span)).await;
+                Box::pin(handle_client_frame(&myself, state, parsed, in_flight).instrument(frame_span)).await;
             }
             SessionMessage::ClientBinary => state.replies.queue_now(
                 error_envelope(&FrameError {
@@ -249,14 +276,19 @@ impl Actor for Session {
                         message.id = delivery.messages.first().map_or("", |message| message.id.as_str()),
                     )
                     .entered();
-                    state.push(&delivery_envelope(&delivery));
+                    gap_repair::deliver_live(&myself, state, &delivery);
                 }
             },
             SessionMessage::Status(status) => state.push(&Envelope::messenger(actions::STATUS, status.as_ref(), None)),
             SessionMessage::Presence(presence) => {
                 state.push(&Envelope::messenger(actions::PRESENCE, presence.as_ref(), None));
             }
-            SessionMessage::ReplaySent(replayed_up_to) => go_live(state, replayed_up_to),
+            SessionMessage::ReplaySent(replayed_up_to) => go_live(&myself, state, replayed_up_to),
+            SessionMessage::OwnAcked { chat_id, seqs } => {
+                state.delivered.note_own(&chat_id, seqs, tokio::time::Instant::now());
+            }
+            SessionMessage::RepairGaps => gap_repair::start(&myself, state),
+            SessionMessage::GapsRead { reads, some_failed } => gap_repair::finish(&myself, state, reads, some_failed),
             SessionMessage::ReplayFailed { reason: error } => {
                 tracing::warn!(user_id = %state.user_id, %error, "replay failed; closing so the client retries");
                 state.outbound.close(
@@ -284,26 +316,16 @@ impl Actor for Session {
     }
 }
 
-/// The replay is out: release the held-back live deliveries it did not contain.
-fn go_live(state: &mut SessionState, replayed_up_to: HashMap<String, u64>) {
+/// The replay is out: release the held-back live deliveries it did not contain (per
+/// chat the replay is a prefix, so those at or below its top were in it).
+fn go_live(myself: &ActorRef<SessionMessage>, state: &mut SessionState, replayed_up_to: HashMap<String, u64>) {
     let held_back = match std::mem::replace(&mut state.phase, Phase::Live) {
         Phase::Replaying { held_back } => held_back,
         Phase::Live => Vec::new(),
     };
+    state.delivered.note_replayed(&replayed_up_to);
     for delivery in held_back {
-        let replayed_top = replayed_up_to.get(&delivery.chat_id).copied().unwrap_or(0);
-        let fresh: Vec<DeliveredMessage> = delivery
-            .messages
-            .iter()
-            .filter(|message| message.seq > replayed_top)
-            .cloned()
-            .collect();
-        if !fresh.is_empty() {
-            state.push(&delivery_envelope(&DeliveryPayload {
-                chat_id: delivery.chat_id.clone(),
-                messages: fresh,
-            }));
-        }
+        gap_repair::deliver_live(myself, state, &delivery);
     }
 }
 
@@ -350,6 +372,7 @@ fn renew(state: &mut SessionState, reference: Option<String>, access_token: &str
 /// Handles one client frame. `in_flight` moves into the frame's answer and is given back
 /// when the answer is out.
 async fn handle_client_frame(
+    myself: &ActorRef<SessionMessage>,
     state: &SessionState,
     parsed: Result<ClientCommand, FrameError>,
     in_flight: FrameInFlight,
@@ -381,6 +404,7 @@ async fn handle_client_frame(
             let pending = services
                 .submit_send(&chat_id, &state.user_id, messages, Some(state.session_id))
                 .await;
+            let session = myself.clone();
             state.replies.queue(async move {
                 let _in_flight = in_flight;
                 let outcome = match pending {
@@ -389,6 +413,11 @@ async fn handle_client_frame(
                 };
                 let envelope = match outcome {
                     Ok(committed) => {
+                        let seqs = committed.iter().map(|entry| entry.message.seq).collect();
+                        let _ = session.cast(SessionMessage::OwnAcked {
+                            chat_id: chat_id.clone(),
+                            seqs,
+                        });
                         let acks = committed
                             .into_iter()
                             .map(|entry| MessageAck {
@@ -435,59 +464,4 @@ fn answer_holding(state: &SessionState, in_flight: FrameInFlight, text: String) 
         let _in_flight = in_flight;
         Some(text)
     });
-}
-
-fn send_failure(error: SendError, reference: Option<String>, client_ids: Vec<String>) -> FrameError {
-    let (code, message) = match error.database_error() {
-        None => (codes::CHAT_NOT_FOUND, error.to_string()),
-        Some(database) if database.is_unavailable() => (
-            codes::DATABASE_UNAVAILABLE,
-            "the database is unavailable; send again shortly (a resend with the same client_id is stored once)"
-                .to_owned(),
-        ),
-        Some(database) => {
-            tracing::error!(error = %database, "send failed");
-            (
-                codes::INTERNAL,
-                "internal error; send again (a resend with the same client_id is stored once)".to_owned(),
-            )
-        }
-    };
-    FrameError {
-        code,
-        message,
-        reference,
-        client_ids,
-    }
-}
-
-fn error_envelope(error: &FrameError) -> Envelope {
-    Envelope::messenger(
-        actions::ERROR,
-        &ErrorPayload {
-            message: error.message.clone(),
-            code: error.code.to_owned(),
-            client_ids: error.client_ids.clone(),
-            retry_after_ms: None,
-        },
-        error.reference.clone(),
-    )
-}
-
-/// The refusal of a frame past the sender's send rate: which messages, and when they
-/// would be allowed.
-fn rate_limited(reference: Option<String>, client_ids: Vec<String>, wait: std::time::Duration) -> Envelope {
-    let retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
-    Envelope::messenger(
-        actions::ERROR,
-        &ErrorPayload {
-            message: format!(
-                "you are sending faster than allowed; nothing of this frame was stored, send it again in {retry_after_ms} ms"
-            ),
-            code: codes::RATE_LIMITED.to_owned(),
-            client_ids,
-            retry_after_ms: Some(retry_after_ms),
-        },
-        reference,
-    )
 }

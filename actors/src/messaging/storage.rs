@@ -74,6 +74,19 @@ pub trait MessagingStorage: Send + Sync + 'static {
         &'a self,
         users: &'a [String],
     ) -> BoxFuture<'a, Result<HashMap<String, Vec<String>>, DbError>>;
+
+    /// Up to `limit` messages of `chat_id` above `after` (when `None`, above `user`'s
+    /// received cursor, yet `through` itself always) and up to `through`, in seq order;
+    /// none when `user` is not a member.
+    /// What a live session may have missed (see `session::delivery_gaps`).
+    fn messages_missed<'a>(
+        &'a self,
+        user: &'a str,
+        chat_id: &'a str,
+        after: Option<u64>,
+        through: u64,
+        limit: u64,
+    ) -> BoxFuture<'a, Result<Vec<DeliveredMessage>, DbError>>;
 }
 
 /// The storage of a running node: MariaDB, writes on the master, reads routed by
@@ -142,5 +155,16 @@ impl MessagingStorage for MariaDbStorage {
         users: &'a [String],
     ) -> BoxFuture<'a, Result<HashMap<String, Vec<String>>, DbError>> {
         super::presence::companions_of_users(&self.database, users).boxed()
+    }
+
+    fn messages_missed<'a>(
+        &'a self,
+        user: &'a str,
+        chat_id: &'a str,
+        after: Option<u64>,
+        through: u64,
+        limit: u64,
+    ) -> BoxFuture<'a, Result<Vec<DeliveredMessage>, DbError>> {
+        store::read_messages_missed(&self.database, user, chat_id, after, through, limit).boxed()
     }
 }

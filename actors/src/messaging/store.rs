@@ -597,6 +597,54 @@ pub(super) async fn read_chat_page(
         .collect())
 }
 
+/// Up to `limit` messages of `chat_id` above `after` (when `None`, above `user`'s received
+/// cursor, yet `through` itself always: a read without it came from a replica that lags)
+/// and up to `through`, in seq order, none when `user` is not a member; read on
+/// the master first, as the replay is. Two statements on one connection: the membership
+/// by primary key, then a range of the `(chat_id, seq)` key, already in seq order (a join
+/// ordered by seq could sort in a temporary table).
+pub(super) async fn read_messages_missed(
+    database: &Database,
+    user: &str,
+    chat_id: &str,
+    after: Option<u64>,
+    through: u64,
+    limit: u64,
+) -> Result<Vec<DeliveredMessage>, DbError> {
+    let page: Vec<MessageColumns> = database
+        .read(Freshness::MasterFirst, |conn| {
+            let (user, chat_id) = (user.to_owned(), chat_id.to_owned());
+            async move {
+                let cursor: Option<u64> = conn
+                    .exec_first(
+                        "SELECT received_seq FROM chat_members WHERE chat_id = ? AND user_id = ?",
+                        (&chat_id, &user),
+                    )
+                    .await?;
+                let Some(cursor) = cursor else {
+                    return Ok(Vec::new());
+                };
+                conn.exec(
+                    "SELECT id, seq, user_id, text, create_time, client_id, kind, subject_id FROM messages \
+                     WHERE chat_id = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                    (
+                        &chat_id,
+                        after.unwrap_or(cursor.min(through.saturating_sub(1))),
+                        through,
+                        limit,
+                    ),
+                )
+                .await
+            }
+            .boxed()
+        })
+        .await?;
+    Ok(page
+        .into_iter()
+        .map(|columns| from_columns(chat_id.to_owned(), columns))
+        .collect())
+}
+
 /// A stored message's columns: id, seq, sender, text, create time, client id, kind, subject.
 type MessageColumns = (
     String,

@@ -221,14 +221,19 @@ pub async fn connect_live(url: &str, token: &str) -> (MessengerSocket, ReplayCom
     (socket, done.decode_payload().unwrap(), before)
 }
 
-/// One sample of a node's Prometheus metric `name` (without labels), from its own port.
-pub async fn node_metric(node_url: &str, name: &str) -> f64 {
-    let text = reqwest::get(format!("{node_url}/metrics"))
+/// A node's Prometheus text, from its own port.
+pub async fn node_metrics_text(node_url: &str) -> String {
+    reqwest::get(format!("{node_url}/metrics"))
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// One sample of a node's Prometheus metric `name` (without labels), from its own port.
+pub async fn node_metric(node_url: &str, name: &str) -> f64 {
+    let text = node_metrics_text(node_url).await;
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or_else(|| panic!("{name} not in the metrics:\n{text}"))

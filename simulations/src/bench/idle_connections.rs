@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use super::bench_accounts::sign_up_many;
 use super::lean_socket::{connect_lean, next_frame, node_socket_address, read_until_replay_complete, source_address};
 use super::lean_socket::{LeanFrame, LeanSocket};
-use super::process_figures::{component_pid, open_files_left, raise_own_open_files_limit, resident_bytes};
+use super::process_figures::{component_pid, raise_own_open_files_limit, resident_bytes, sockets_that_fit};
 use crate::load::load_users::fresh_run_tag;
 use parley_client::http::ParleyHttp;
 use parley_launcher::LocalCluster;
@@ -37,7 +37,7 @@ const SOCKETS_PER_USER: usize = 20;
 const CONNECT_CONCURRENCY: usize = 256;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Files either process keeps for itself: database pools, the cluster mesh, logs.
-const OPEN_FILES_HEADROOM: u64 = 512;
+pub(super) const OPEN_FILES_HEADROOM: u64 = 512;
 /// The target.
 const TARGET_BYTES_PER_CONN: f64 = 16.0 * 1024.0;
 /// The anchors' published figures for an idle websocket (Centrifugo's million-connection
@@ -97,10 +97,7 @@ pub async fn measure(cluster: &LocalCluster, requested: usize) -> anyhow::Result
     let node_pid = component_pid(&cluster.status(), MEASURED_NODE)?;
     let node_address = node_socket_address(&cluster.app.node_url(MEASURED_NODE))?;
     raise_own_open_files_limit()?;
-    let fits = open_files_left(std::process::id())?
-        .min(open_files_left(node_pid)?)
-        .saturating_sub(OPEN_FILES_HEADROOM) as usize;
-    let connections = requested.min(fits);
+    let connections = requested.min(sockets_that_fit(&[node_pid], OPEN_FILES_HEADROOM)?);
     ensure!(connections > 0, "no open files left for idle sockets");
     if connections < requested {
         tracing::warn!(
@@ -140,29 +137,7 @@ pub async fn measure(cluster: &LocalCluster, requested: usize) -> anyhow::Result
         .buffer_unordered(CONNECT_CONCURRENCY)
         .try_collect::<Vec<JoinHandle<bool>>>()
         .await;
-    let outcome = match opened {
-        Ok(holders) => {
-            let rss_after = settled_resident_bytes(node_pid).await;
-            let _ = stop.send(true);
-            let mut ended_early = 0;
-            for holder in holders {
-                if !holder.await.unwrap_or(false) {
-                    ended_early += 1;
-                }
-            }
-            rss_after.and_then(|rss_after| {
-                ensure!(
-                    ended_early == 0,
-                    "{ended_early} idle sockets ended before the measurement did"
-                );
-                Ok(rss_after)
-            })
-        }
-        Err(error) => {
-            let _ = stop.send(true);
-            Err(error)
-        }
-    };
+    let outcome = resident_bytes_while_held(node_pid, opened, &stop, "sockets").await;
     let mut rss_by_connections = sampler.await.context("the memory sampler panicked")?;
     let rss_after = outcome?;
     rss_by_connections.insert(
@@ -222,6 +197,38 @@ async fn sample_rss_while_opening(
             }
         }
     }
+}
+
+/// The node's settled resident memory while every holder (a task holding one idle
+/// connection, true if it held it until told to stop) of `opened` is open; then the
+/// holders are stopped. An error when opening failed or a connection ended early.
+pub(super) async fn resident_bytes_while_held(
+    node_pid: u32,
+    opened: anyhow::Result<Vec<JoinHandle<bool>>>,
+    stop: &watch::Sender<bool>,
+    held: &str,
+) -> anyhow::Result<u64> {
+    let holders = match opened {
+        Ok(holders) => holders,
+        Err(error) => {
+            let _ = stop.send(true);
+            return Err(error);
+        }
+    };
+    let rss_after = settled_resident_bytes(node_pid).await;
+    let _ = stop.send(true);
+    let mut ended_early = 0;
+    for holder in holders {
+        if !holder.await.unwrap_or(false) {
+            ended_early += 1;
+        }
+    }
+    let rss_after = rss_after?;
+    ensure!(
+        ended_early == 0,
+        "{ended_early} idle {held} ended before the measurement did"
+    );
+    Ok(rss_after)
 }
 
 /// Resident memory once two reads a sample interval apart agree within

@@ -72,6 +72,18 @@ pub fn raise_own_open_files_limit() -> anyhow::Result<u64> {
     Ok(hard)
 }
 
+/// How many more sockets this process and each of `pids` can open, keeping `headroom`
+/// files free in each: the open files limits decide how many connections a benchmark
+/// holds on one machine (this kind of machine: a hard limit of 20,000 that even root
+/// may not raise).
+pub fn sockets_that_fit(pids: &[u32], headroom: u64) -> anyhow::Result<usize> {
+    let mut fits = open_files_left(std::process::id())?;
+    for pid in pids {
+        fits = fits.min(open_files_left(*pid)?);
+    }
+    Ok(fits.saturating_sub(headroom) as usize)
+}
+
 /// The pid of a cluster component, from the cluster's status.
 pub fn component_pid(statuses: &[parley_launcher::ComponentStatus], name: &str) -> anyhow::Result<u32> {
     match statuses.iter().find(|status| status.name == name) {

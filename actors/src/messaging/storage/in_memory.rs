@@ -309,6 +309,33 @@ impl MessagingStorage for InMemoryStorage {
         futures::future::ready(page).boxed()
     }
 
+    fn messages_missed<'a>(
+        &'a self,
+        user: &'a str,
+        chat_id: &'a str,
+        after: Option<u64>,
+        through: u64,
+        limit: u64,
+    ) -> BoxFuture<'a, Result<Vec<DeliveredMessage>, DbError>> {
+        let missed = self.check_available().map(|()| {
+            let chats = self.lock();
+            let Some(chat) = chats.get(chat_id) else {
+                return Vec::new();
+            };
+            let Some((received, _)) = chat.cursors.get(user) else {
+                return Vec::new();
+            };
+            let above = after.unwrap_or((*received).min(through.saturating_sub(1)));
+            chat.messages
+                .iter()
+                .filter(|message| message.seq > above && message.seq <= through)
+                .take(usize::try_from(limit).unwrap_or(usize::MAX))
+                .cloned()
+                .collect()
+        });
+        futures::future::ready(missed).boxed()
+    }
+
     fn companions_of_users<'a>(
         &'a self,
         users: &'a [String],

@@ -14,8 +14,8 @@ use anyhow::ensure;
 use futures::{stream, StreamExt, TryStreamExt};
 use tokio::sync::watch;
 
-use super::xmpp_socket::{stop_requested, XmppEvent, XmppSocket};
-use crate::bench::idle_connections::settled_resident_bytes;
+use super::xmpp_socket::{stop_requested, XmppEvent, XmppSignIn, XmppSocket};
+use crate::bench::idle_connections::{resident_bytes_while_held, settled_resident_bytes};
 use crate::bench::process_figures::raise_own_open_files_limit;
 use parley_launcher::ejabberd_peer::{EjabberdPeer, EJABBERD_DOMAIN};
 
@@ -47,10 +47,15 @@ pub(super) async fn bytes_per_connection(peer: &EjabberdPeer, accounts: &[(Strin
                 // within 30 s); what is measured is the sessions' memory, and a retried
                 // one is a session like the others. Each retry is logged.
                 let mut attempt = 1;
+                let sign_in = XmppSignIn {
+                    url: &url,
+                    domain: EJABBERD_DOMAIN,
+                    username,
+                    password,
+                    resource: "idle",
+                };
                 let signed_in = loop {
-                    let signing_in =
-                        XmppSocket::sign_in(&url, EJABBERD_DOMAIN, username, password, "idle", None, SIGN_IN_TIMEOUT);
-                    match signing_in.await {
+                    match XmppSocket::sign_in(&sign_in, None, SIGN_IN_TIMEOUT).await {
                         Ok(signed_in) => break signed_in,
                         Err(error) if attempt < SIGN_IN_ATTEMPTS => {
                             tracing::warn!(index, attempt, error = %format!("{error:#}"), "idle xmpp sign-in retried");
@@ -65,26 +70,7 @@ pub(super) async fn bytes_per_connection(peer: &EjabberdPeer, accounts: &[(Strin
         .buffer_unordered(CONNECT_CONCURRENCY)
         .try_collect::<Vec<_>>()
         .await;
-    let holders = match opened {
-        Ok(holders) => holders,
-        Err(error) => {
-            let _ = stop.send(true);
-            return Err(error);
-        }
-    };
-    let rss_after = settled_resident_bytes(node_pid).await;
-    let _ = stop.send(true);
-    let mut ended_early = 0;
-    for holder in holders {
-        if !holder.await.unwrap_or(false) {
-            ended_early += 1;
-        }
-    }
-    let rss_after = rss_after?;
-    ensure!(
-        ended_early == 0,
-        "{ended_early} idle sessions ended before the measurement did"
-    );
+    let rss_after = resident_bytes_while_held(node_pid, opened, &stop, "sessions").await?;
     Ok(rss_after.saturating_sub(rss_before) as f64 / accounts.len() as f64)
 }
 

@@ -11,6 +11,7 @@
 //! archive; repeats are dropped by message number, as clients drop them by id.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::xmpp_socket::{stop_requested, ResumableSession, XmppEvent, XmppSocket};
+use super::xmpp_socket::{stop_requested, ResumableSession, XmppEvent, XmppSignIn, XmppSocket};
 use crate::load::latency_samples::LatencySamples;
 use parley_client::chat_client::ReconnectBackoff;
 use parley_launcher::ejabberd_peer::EJABBERD_DOMAIN;
@@ -80,9 +81,9 @@ pub struct RunningXmppLoad {
     pairs: Vec<XmppPair>,
     ledgers: Arc<Vec<Mutex<PairLedger>>>,
     send_queues: Vec<mpsc::UnboundedSender<u64>>,
-    live_users: Arc<std::sync::atomic::AtomicUsize>,
+    live_users: Arc<AtomicUsize>,
     resume_times: Arc<Mutex<LatencySamples>>,
-    reconnects: Arc<std::sync::atomic::AtomicU64>,
+    reconnects: Arc<AtomicU64>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     message_rate_per_pair: f64,
@@ -113,9 +114,9 @@ impl RunningXmppLoad {
     pub fn connect(pairs: Vec<XmppPair>, endpoints: XmppEndpoints, pace: SendPace) -> RunningXmppLoad {
         let ledgers: Arc<Vec<Mutex<PairLedger>>> = Arc::new(pairs.iter().map(|_| Mutex::default()).collect());
         let (stop, stopped) = watch::channel(false);
-        let live_users = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let live_users = Arc::new(AtomicUsize::new(0));
         let resume_times = Arc::new(Mutex::new(LatencySamples::default()));
-        let reconnects = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let reconnects = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
         let mut send_queues = Vec::new();
         for (slot, pair) in pairs.iter().enumerate() {
@@ -155,11 +156,11 @@ impl RunningXmppLoad {
     pub async fn wait_all_live(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         let users = self.pairs.len() * 2;
-        while self.live_users.load(std::sync::atomic::Ordering::Relaxed) < users {
+        while self.live_users.load(Ordering::Relaxed) < users {
             anyhow::ensure!(
                 Instant::now() < deadline,
                 "{} of {users} XMPP users signed in within {timeout:?}",
-                self.live_users.load(std::sync::atomic::Ordering::Relaxed)
+                self.live_users.load(Ordering::Relaxed)
             );
             tokio::time::sleep(POLL_INTERVAL).await;
         }
@@ -229,7 +230,7 @@ impl RunningXmppLoad {
         }
         let mut outcome = XmppLoadOutcome {
             resume_times: std::mem::take(&mut *lock(&self.resume_times)),
-            reconnects: self.reconnects.load(std::sync::atomic::Ordering::Relaxed),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
             ..XmppLoadOutcome::default()
         };
         for (pair, ledger) in self.pairs.iter().zip(self.ledgers.iter()) {
@@ -263,9 +264,9 @@ struct UserContext {
     ledgers: Arc<Vec<Mutex<PairLedger>>>,
     slot: usize,
     stopped: watch::Receiver<bool>,
-    live_users: Arc<std::sync::atomic::AtomicUsize>,
+    live_users: Arc<AtomicUsize>,
     resume_times: Arc<Mutex<LatencySamples>>,
-    reconnects: Arc<std::sync::atomic::AtomicU64>,
+    reconnects: Arc<AtomicU64>,
 }
 
 impl UserContext {
@@ -296,20 +297,18 @@ impl UserContext {
                 &self.public_url
             };
             let resource = format!("bench-{connection_number}-{failures}");
-            let attempt = XmppSocket::sign_in(
+            let sign_in = XmppSignIn {
                 url,
-                EJABBERD_DOMAIN,
-                &self.username,
-                &self.pair.password,
-                &resource,
-                previous,
-                SIGN_IN_TIMEOUT,
-            )
-            .await;
+                domain: EJABBERD_DOMAIN,
+                username: &self.username,
+                password: &self.pair.password,
+                resource: &resource,
+            };
+            let attempt = XmppSocket::sign_in(&sign_in, previous, SIGN_IN_TIMEOUT).await;
             match attempt {
                 Ok(signed_in) => {
                     if connection_number == 1 {
-                        self.live_users.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.live_users.fetch_add(1, Ordering::Relaxed);
                     }
                     return Some((signed_in.socket, signed_in.resumed_with_handled));
                 }
@@ -353,25 +352,10 @@ async fn run_sender(user: UserContext, mut queued: mpsc::UnboundedReceiver<u64>,
         unacked.clear();
         let mut healthy = true;
         for number in resend {
-            if !healthy {
+            if healthy {
+                healthy = send_numbered(&user, &mut socket, number, &mut unacked, &mut not_written).await;
+            } else {
                 not_written.push(number);
-                continue;
-            }
-            match socket
-                .send_chat(
-                    &user.pair.recipient,
-                    &number.to_string(),
-                    &body_of(user.pair.index, number),
-                )
-                .await
-            {
-                Ok(stanza) => {
-                    unacked.insert(stanza, number);
-                }
-                Err(_) => {
-                    not_written.push(number);
-                    healthy = false;
-                }
             }
         }
         if let Some(at) = disconnected_at.take() {
@@ -388,16 +372,7 @@ async fn run_sender(user: UserContext, mut queued: mpsc::UnboundedReceiver<u64>,
                         socket.close().await;
                         return;
                     };
-                    let body = body_of(user.pair.index, number);
-                    match socket.send_chat(&user.pair.recipient, &number.to_string(), &body).await {
-                        Ok(stanza) => {
-                            unacked.insert(stanza, number);
-                        }
-                        Err(_) => {
-                            not_written.push(number);
-                            healthy = false;
-                        }
-                    }
+                    healthy = send_numbered(&user, &mut socket, number, &mut unacked, &mut not_written).await;
                 }
                 event = socket.next_event() => match event {
                     Ok(XmppEvent::Acked(handled)) => record_acks(&user, &mut unacked, handled),
@@ -409,7 +384,29 @@ async fn run_sender(user: UserContext, mut queued: mpsc::UnboundedReceiver<u64>,
         }
         previous = socket.resumable();
         disconnected_at = Some(Instant::now());
-        user.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        user.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Writes message `number` as a stanza awaiting its ack; when the socket is broken the
+/// number waits for the next session instead. False when it was broken.
+async fn send_numbered(
+    user: &UserContext,
+    socket: &mut XmppSocket,
+    number: u64,
+    unacked: &mut BTreeMap<u64, u64>,
+    not_written: &mut Vec<u64>,
+) -> bool {
+    let body = body_of(user.pair.index, number);
+    match socket.send_chat(&user.pair.recipient, &number.to_string(), &body).await {
+        Ok(stanza) => {
+            unacked.insert(stanza, number);
+            true
+        }
+        Err(_) => {
+            not_written.push(number);
+            false
+        }
     }
 }
 
@@ -495,7 +492,7 @@ async fn run_recipient(user: UserContext) {
         previous = socket.resumable();
         // A disconnect during a catch-up still counts from the first one.
         disconnected_at.get_or_insert_with(Instant::now);
-        user.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        user.reconnects.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use base64::prelude::{Engine as _, BASE64_STANDARD};
 use futures::{SinkExt, StreamExt};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
@@ -83,35 +84,38 @@ pub struct SignedIn {
     pub resumed_with_handled: Option<u64>,
 }
 
+/// Who signs in where: a websocket URL, the XMPP domain, the account, the resource.
+pub struct XmppSignIn<'a> {
+    pub url: &'a str,
+    pub domain: &'a str,
+    pub username: &'a str,
+    pub password: &'a str,
+    pub resource: &'a str,
+}
+
 impl XmppSocket {
-    /// Opens the websocket, signs `username` in on `domain`, binds `resource`, enables
-    /// stream management (or resumes `previous`), and sends the initial presence of a
-    /// new session.
+    /// Opens the websocket, signs the user in, binds the resource, enables stream
+    /// management (or resumes `previous`), and sends the initial presence of a new
+    /// session.
     pub async fn sign_in(
-        url: &str,
-        domain: &str,
-        username: &str,
-        password: &str,
-        resource: &str,
+        sign_in: &XmppSignIn<'_>,
         previous: Option<&ResumableSession>,
         timeout: Duration,
     ) -> anyhow::Result<SignedIn> {
-        tokio::time::timeout(
-            timeout,
-            Self::sign_in_now(url, domain, username, password, resource, previous),
-        )
-        .await
-        .with_context(|| format!("no XMPP session for {username} at {url} within {timeout:?}"))?
+        let XmppSignIn { url, username, .. } = sign_in;
+        tokio::time::timeout(timeout, Self::sign_in_now(sign_in, previous))
+            .await
+            .with_context(|| format!("no XMPP session for {username} at {url} within {timeout:?}"))?
     }
 
-    async fn sign_in_now(
-        url: &str,
-        domain: &str,
-        username: &str,
-        password: &str,
-        resource: &str,
-        previous: Option<&ResumableSession>,
-    ) -> anyhow::Result<SignedIn> {
+    async fn sign_in_now(sign_in: &XmppSignIn<'_>, previous: Option<&ResumableSession>) -> anyhow::Result<SignedIn> {
+        let XmppSignIn {
+            url,
+            domain,
+            username,
+            password,
+            resource,
+        } = *sign_in;
         let mut request = url.into_client_request().context("an XMPP websocket url")?;
         request
             .headers_mut()
@@ -133,7 +137,7 @@ impl XmppSocket {
             session_id: None,
         };
         session.open_stream().await?;
-        let credentials = base64_encode(format!("\0{username}\0{password}").as_bytes());
+        let credentials = BASE64_STANDARD.encode(format!("\0{username}\0{password}"));
         session
             .write(format!(
                 "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{credentials}</auth>"
@@ -433,42 +437,9 @@ fn escape(text: &str) -> String {
     quick_xml::escape::escape(text).into_owned()
 }
 
-fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut encoded = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let triple = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (index, byte)| acc | u32::from(*byte) << (16 - 8 * index));
-        for position in 0..4 {
-            if position <= chunk.len() {
-                encoded.push(char::from(ALPHABET[(triple >> (18 - 6 * position) & 0x3f) as usize]));
-            } else {
-                encoded.push('=');
-            }
-        }
-    }
-    encoded
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_the_rfc_examples() {
-        for (plain, encoded) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64_encode(plain.as_bytes()), encoded);
-        }
-        assert_eq!(base64_encode(b"\0u1\0pw"), "AHUxAHB3");
-    }
 
     #[test]
     fn decodes_what_ejabberd_sends() {
