@@ -36,6 +36,13 @@ pub struct Metrics {
     /// Messages a live session found missing below ones it had sent (a node died between
     /// its commit and its delivery) and sent from the database.
     pub delivery_gaps_repaired: IntCounter,
+    /// Master transactions that committed chats' messages and cursor moves (a group each).
+    pub message_commit_transactions: IntCounter,
+    /// Chats' commits and cursor moves those transactions carried: divided by the
+    /// transactions, the mean group size.
+    pub message_commit_items: IntCounter,
+    /// Chats' commits and cursor moves waiting for a free commit slot.
+    pub message_commits_waiting: IntGauge,
     /// Database queries by endpoint, kind (read, write) and outcome (ok, unavailable, error).
     pub database_queries: IntCounterVec,
     /// 1 when the endpoint is considered healthy (set at scrape time).
@@ -131,6 +138,18 @@ impl Metrics {
             delivery_gaps_repaired: counter(
                 "parley_delivery_gaps_repaired_total",
                 "messages a live session missed and read from the database",
+            ),
+            message_commit_transactions: counter(
+                "parley_message_commit_transactions_total",
+                "master transactions committing messages and cursor moves, one group each",
+            ),
+            message_commit_items: counter(
+                "parley_message_commit_items_total",
+                "chats' commits and cursor moves carried by those transactions",
+            ),
+            message_commits_waiting: gauge(
+                "parley_message_commits_waiting",
+                "chats' commits and cursor moves waiting for a free commit slot",
             ),
             database_queries: counter_vec(
                 "parley_database_queries_total",

@@ -457,11 +457,18 @@ async fn a_message_committed_but_never_delivered_live_reaches_the_live_socket_fr
             (2, "acked by a node that then died".to_owned())
         ]
     );
+    // Bob's own socket lacked seq 2 as well: it was acked to the dead node's socket,
+    // not to this one, and his later seqs here are his own, which no delivery brings.
+    let (_, repaired_for_bob) = bob.until_action(actions::SEND_MESSAGE, WAIT).await.unwrap();
+    assert_eq!(
+        texts(&[repaired_for_bob]),
+        [(2, "acked by a node that then died".to_owned())]
+    );
     let metrics = node_1_metrics(&pair).await;
     assert!(
         metrics
             .lines()
-            .any(|line| line == "parley_delivery_gaps_repaired_total 1"),
+            .any(|line| line == "parley_delivery_gaps_repaired_total 2"),
         "{metrics}"
     );
     // Nothing goes out twice: the next delivery is the next message alone.

@@ -5,8 +5,10 @@
 //! ```text
 //! MessagingSupervisor
 //!  └── Chat per active chat (found through the ChatDirectory), local, passivated after idle
-//!        Send:       one master transaction per frame (seq assigned under the chat row
-//!                    lock), reply to the sender's session, deliver to members' sessions
+//!        Send:       the frames queued meanwhile in one commit (seqs assigned under the
+//!                    chat row lock; the transaction may carry other chats' commits too,
+//!                    see `store::group_commit`), reply to the sender's session, deliver
+//!                    to members' sessions
 //!        MoveCursor: received/read cursors, status to the other member (one-to-one)
 //!                    or, in a group, a coalesced summary to the senders (ReceiptTick)
 //! ```
@@ -179,7 +181,6 @@ async fn flush(
         }
         Err(error) => {
             // Nothing of the batch is stored: every sender gets the error and may resend.
-            let error = Arc::new(error);
             for queued in batch {
                 let _ = queued.reply.send(Err(SendError::Shared(Arc::clone(&error))));
             }
@@ -287,7 +288,7 @@ impl Actor for ChatActor {
                 let outcome = match services.storage.advance_cursor(&user, &state.chat_id, kind, seq).await {
                     Ok(Some(cursor)) => Ok(cursor),
                     Ok(None) => Err(SendError::ChatNotFound),
-                    Err(error) => Err(SendError::Database(error)),
+                    Err(error) => Err(SendError::Shared(error)),
                 };
                 if let Ok(cursor) = &outcome {
                     let roster = state.roster(&services).await.unwrap_or_default();

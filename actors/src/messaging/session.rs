@@ -284,9 +284,7 @@ impl Actor for Session {
                 state.push(&Envelope::messenger(actions::PRESENCE, presence.as_ref(), None));
             }
             SessionMessage::ReplaySent(replayed_up_to) => go_live(&myself, state, replayed_up_to),
-            SessionMessage::OwnAcked { chat_id, seqs } => {
-                state.delivered.note_own(&chat_id, seqs, tokio::time::Instant::now());
-            }
+            SessionMessage::OwnAcked { chat_id, seqs } => gap_repair::note_own(&myself, state, &chat_id, seqs),
             SessionMessage::RepairGaps => gap_repair::start(&myself, state),
             SessionMessage::GapsRead { reads, some_failed } => gap_repair::finish(&myself, state, reads, some_failed),
             SessionMessage::ReplayFailed { reason: error } => {

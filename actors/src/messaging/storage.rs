@@ -10,13 +10,15 @@
 pub mod in_memory;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use protocol::websocket::DeliveredMessage;
 
 use super::receipts::{self, ReceiptInputs};
-use super::store::{self, ChatRoster, CommittedBatch, CursorKind, FrameToCommit};
+use super::store::group_commit::GroupCommits;
+use super::store::{self, ChatRoster, CommittedBatch, CursorKind, CursorMove, FrameToCommit};
 use crate::database::{Database, DbError};
 
 /// What the messaging actors read and write.
@@ -25,11 +27,13 @@ pub trait MessagingStorage: Send + Sync + 'static {
     /// `client_id` already stored by its sender answered with the original message, a
     /// sender who is not a member refused alone (`ChatNotFound` for every frame when the
     /// chat does not exist). Also the members the transaction saw, who get the delivery.
+    /// The transaction may carry other chats' frames too; its error is then theirs as
+    /// well, hence shared.
     fn commit_frames<'a>(
         &'a self,
         chat_id: &'a str,
         frames: &'a [FrameToCommit],
-    ) -> BoxFuture<'a, Result<CommittedBatch, DbError>>;
+    ) -> BoxFuture<'a, Result<CommittedBatch, Arc<DbError>>>;
 
     /// A chat's kind and members (no members when it does not exist).
     fn chat_roster<'a>(&'a self, chat_id: &'a str) -> BoxFuture<'a, Result<ChatRoster, DbError>>;
@@ -47,7 +51,7 @@ pub trait MessagingStorage: Send + Sync + 'static {
         chat_id: &'a str,
         kind: CursorKind,
         seq: u64,
-    ) -> BoxFuture<'a, Result<Option<u64>, DbError>>;
+    ) -> BoxFuture<'a, Result<Option<u64>, Arc<DbError>>>;
 
     /// Up to `limit` messages of all of `user`'s chats above the user's received cursors,
     /// in any order (the caller sorts).
@@ -93,12 +97,16 @@ pub trait MessagingStorage: Send + Sync + 'static {
 /// [`Database`].
 pub struct MariaDbStorage {
     database: Database,
+    commit_groups: Arc<GroupCommits>,
 }
 
 impl MariaDbStorage {
     /// Storage on `database`.
     pub fn new(database: Database) -> MariaDbStorage {
-        MariaDbStorage { database }
+        MariaDbStorage {
+            commit_groups: GroupCommits::new(database.clone()),
+            database,
+        }
     }
 }
 
@@ -107,8 +115,8 @@ impl MessagingStorage for MariaDbStorage {
         &'a self,
         chat_id: &'a str,
         frames: &'a [FrameToCommit],
-    ) -> BoxFuture<'a, Result<CommittedBatch, DbError>> {
-        store::commit_frames(&self.database, chat_id, frames).boxed()
+    ) -> BoxFuture<'a, Result<CommittedBatch, Arc<DbError>>> {
+        self.commit_groups.commit(chat_id, frames).boxed()
     }
 
     fn chat_roster<'a>(&'a self, chat_id: &'a str) -> BoxFuture<'a, Result<ChatRoster, DbError>> {
@@ -125,8 +133,14 @@ impl MessagingStorage for MariaDbStorage {
         chat_id: &'a str,
         kind: CursorKind,
         seq: u64,
-    ) -> BoxFuture<'a, Result<Option<u64>, DbError>> {
-        store::advance_cursor(&self.database, user, chat_id, kind, seq).boxed()
+    ) -> BoxFuture<'a, Result<Option<u64>, Arc<DbError>>> {
+        let cursor_move = CursorMove {
+            user: user.to_owned(),
+            chat_id: chat_id.to_owned(),
+            kind,
+            seq,
+        };
+        self.commit_groups.move_cursor(cursor_move).boxed()
     }
 
     fn pending_messages<'a>(

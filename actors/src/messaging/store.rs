@@ -1,24 +1,27 @@
 //! The messaging tables: committing sends, cursors, and what a reconnecting user missed.
 
+mod batched_cursors;
 mod batched_statements;
+pub(crate) mod group_commit;
+mod group_transaction;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::{NaiveDateTime, SubsecRound, Utc};
+use chrono::NaiveDateTime;
 use futures::FutureExt;
 use mysql_async::prelude::Queryable;
 use protocol::messenger::{chat_kinds, status};
 use protocol::websocket::{DeliveredMessage, MembershipEvent, OutgoingMessage};
-use tracing::Instrument;
 use uuid::Uuid;
 
 use super::storage::MessagingStorage;
 use crate::database::{Database, DbError, Freshness};
 use crate::time_format::format_utc;
+/// A client's cursor report, as a commit group takes it.
+pub use batched_cursors::CursorMove;
 /// A stored message as a resend finds it: id, chat, seq, text, create time.
 pub(crate) use batched_statements::StoredMessage;
-use batched_statements::{insert_messages, stored_by_client_id, NewMessageRow};
 /// Defined with the frame parser, which produces it; the store decides which column it moves.
 pub use checks::frames::CursorKind;
 
@@ -86,145 +89,13 @@ pub struct ChatRoster {
     pub is_group: bool,
 }
 
-/// Commits several frames for one chat in one master transaction, in order. The chat row
-/// is locked first, so sequence numbers are gap-free even when several nodes send into
-/// one chat; a `client_id` already stored by its sender returns the original message.
-/// Each frame gets its own outcome: a sender who is not a member is refused alone.
-pub async fn commit_frames(
-    database: &Database,
-    chat_id: &str,
-    frames: &[FrameToCommit],
-) -> Result<CommittedBatch, DbError> {
-    // The first attempt does not look for resent client ids: resends are rare (a client
-    // that reconnects before its ack), and the unique (chat_id, user_id, client_id) key
-    // refuses one anyway, which sends the batch to the next attempt, which looks them up. That
-    // saves a round trip per sender under the chat's lock in the common case. Two
-    // retries of one send racing on two nodes meet at the same key; the loser runs
-    // again and finds the winner's row.
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let messages: usize = frames.iter().map(|frame| frame.messages.len()).sum();
-        let insert_span = tracing::info_span!("db.insert", db.table = "messages", messages, attempt = attempts);
-        let resends = match attempts {
-            1 => ResendLookup::TrustTheUniqueKey,
-            _ => ResendLookup::LookUp,
-        };
-        match commit_once(database, chat_id, frames, resends)
-            .instrument(insert_span)
-            .await
-        {
-            Err(DbError::Duplicate { key }) if key == RESEND_KEY && attempts < 4 => continue,
-            other => return other,
-        }
-    }
-}
-
-/// The unique key that makes a send idempotent: one message per (chat, sender, client id).
-/// The same client id in another chat is another message.
-const RESEND_KEY: &str = "messages_chat_sender_client";
-
-/// Whether a commit attempt reads the stored messages of the batch's client ids first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ResendLookup {
-    /// Insert straight away; a resent client id fails the attempt on the unique key.
-    TrustTheUniqueKey,
-    /// Read them, so resends get their original message back.
-    LookUp,
-}
-
 /// Each frame's outcome, in frame order.
 pub type FrameOutcomes = Vec<Result<Vec<CommittedMessage>, SendError>>;
-
-async fn commit_once(
-    database: &Database,
-    chat_id: &str,
-    frames: &[FrameToCommit],
-    resends: ResendLookup,
-) -> Result<CommittedBatch, DbError> {
-    let writers: Vec<&str> = frames.iter().map(|frame| frame.sender.as_str()).collect();
-    database
-        .write_for(&writers, |transaction| {
-            let (chat_id, frames) = (chat_id.to_owned(), frames.to_vec());
-            async move {
-                let chat: Option<(u64, String)> = transaction
-                    .exec_first("SELECT last_seq, kind FROM chats WHERE id = ? FOR UPDATE", (&chat_id,))
-                    .await?;
-                let Some((last_seq, kind)) = chat else {
-                    let refused = frames.iter().map(|_| Err(SendError::ChatNotFound)).collect();
-                    return Ok(Ok::<CommittedBatch, DbError>(CommittedBatch {
-                        outcomes: refused,
-                        members: Vec::new(),
-                        is_group: false,
-                    }));
-                };
-                // Read after the row lock: a membership change holds the same lock, so
-                // this sees every change committed before this batch and none after.
-                let members: Vec<String> = transaction
-                    .exec("SELECT user_id FROM chat_members WHERE chat_id = ?", (&chat_id,))
-                    .await?;
-                let mut stored = HashMap::new();
-                let senders_to_look_up = match resends {
-                    ResendLookup::LookUp => client_ids_by_member(&frames, &members),
-                    ResendLookup::TrustTheUniqueKey => HashMap::new(),
-                };
-                for (sender, client_ids) in senders_to_look_up {
-                    for (client_id, row) in stored_by_client_id(transaction, &chat_id, sender, &client_ids).await? {
-                        stored.insert((sender.to_owned(), client_id), row);
-                    }
-                }
-                let now = Utc::now().naive_utc().trunc_subsecs(6);
-                let plan = plan_batch(&chat_id, &frames, &members, stored, last_seq, now);
-                let rows: Vec<NewMessageRow<'_>> = plan.new_messages().collect();
-                insert_messages(transaction, &chat_id, now, &rows).await?;
-                if plan.last_seq > last_seq {
-                    transaction
-                        .exec_drop("UPDATE chats SET last_seq = ? WHERE id = ?", (plan.last_seq, &chat_id))
-                        .await?;
-                }
-                Ok(Ok(CommittedBatch {
-                    outcomes: plan.outcomes,
-                    members,
-                    is_group: kind == chat_kinds::GROUP,
-                }))
-            }
-            .boxed()
-        })
-        .await?
-}
-
-/// Each member sender's client ids in the batch (a non-member's frame is refused unread).
-fn client_ids_by_member<'f>(frames: &'f [FrameToCommit], members: &[String]) -> HashMap<&'f str, Vec<&'f str>> {
-    let mut by_sender: HashMap<&str, Vec<&str>> = HashMap::new();
-    for frame in frames.iter().filter(|frame| members.contains(&frame.sender)) {
-        let client_ids = frame.messages.iter().filter_map(|message| message.client_id.as_deref());
-        by_sender.entry(frame.sender.as_str()).or_default().extend(client_ids);
-    }
-    by_sender
-}
 
 /// What a batch commits: each frame's outcome in order, and the sequence it ends at.
 pub(crate) struct BatchPlan {
     pub(crate) outcomes: FrameOutcomes,
     pub(crate) last_seq: u64,
-}
-
-impl BatchPlan {
-    /// The rows to insert: the messages newly stored, in sequence order.
-    fn new_messages(&self) -> impl Iterator<Item = NewMessageRow<'_>> {
-        self.outcomes
-            .iter()
-            .filter_map(|outcome| outcome.as_ref().ok())
-            .flatten()
-            .filter(|committed| committed.newly_stored)
-            .map(|committed| NewMessageRow {
-                id: &committed.message.id,
-                seq: committed.message.seq,
-                sender: &committed.message.user_id,
-                client_id: committed.message.client_id.as_deref(),
-                text: &committed.message.text,
-            })
-    }
 }
 
 /// Assigns sequence numbers after `last_seq`, in frame order. A `client_id` stored before,
@@ -370,50 +241,6 @@ pub async fn chat_roster(database: &Database, chat_id: &str) -> Result<ChatRoste
         is_group: rows.first().is_some_and(|(_, kind)| kind == chat_kinds::GROUP),
         members: rows.into_iter().map(|(member, _)| member).collect(),
     })
-}
-
-/// Moves `user`'s cursor in `chat` forward to `seq` (never backwards, never past the
-/// chat's last message). Returns the cursor's new value, or `None` when the user is not
-/// in the chat.
-pub async fn advance_cursor(
-    database: &Database,
-    user: &str,
-    chat_id: &str,
-    kind: CursorKind,
-    seq: u64,
-) -> Result<Option<u64>, DbError> {
-    let update = match kind {
-        // Reading implies receiving.
-        CursorKind::Read => {
-            "UPDATE chat_members m JOIN chats c ON c.id = m.chat_id \
-             SET m.read_seq = GREATEST(m.read_seq, LEAST(?, c.last_seq)), \
-                 m.received_seq = GREATEST(m.received_seq, LEAST(?, c.last_seq)) \
-             WHERE m.chat_id = ? AND m.user_id = ?"
-        }
-        CursorKind::Received => {
-            "UPDATE chat_members m JOIN chats c ON c.id = m.chat_id \
-             SET m.received_seq = GREATEST(m.received_seq, LEAST(?, c.last_seq)) \
-             WHERE m.chat_id = ? AND m.user_id = ?"
-        }
-    };
-    let select = match kind {
-        CursorKind::Read => "SELECT read_seq FROM chat_members WHERE chat_id = ? AND user_id = ?",
-        CursorKind::Received => "SELECT received_seq FROM chat_members WHERE chat_id = ? AND user_id = ?",
-    };
-    database
-        .write(Some(user), |transaction| {
-            let (user, chat_id) = (user.to_owned(), chat_id.to_owned());
-            async move {
-                match kind {
-                    CursorKind::Read => transaction.exec_drop(update, (seq, seq, &chat_id, &user)).await?,
-                    CursorKind::Received => transaction.exec_drop(update, (seq, &chat_id, &user)).await?,
-                }
-                let cursor: Option<u64> = transaction.exec_first(select, (&chat_id, &user)).await?;
-                Ok(Ok::<_, DbError>(cursor))
-            }
-            .boxed()
-        })
-        .await?
 }
 
 /// Messages per query while replaying chat by chat.
@@ -675,6 +502,7 @@ fn from_columns(chat_id: String, columns: MessageColumns) -> DeliveredMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{SubsecRound, Utc};
 
     fn outgoing(text: &str, client_id: Option<&str>) -> OutgoingMessage {
         OutgoingMessage {
@@ -724,7 +552,12 @@ mod tests {
         assert!(matches!(plan.outcomes[1], Err(SendError::ChatNotFound)));
         assert_eq!(committed(&plan.outcomes[2])[0].0, 12);
         assert_eq!(committed(&plan.outcomes[3]), vec![(11, false, first[0].2.clone())]);
-        let inserted: Vec<(u64, &str)> = plan.new_messages().map(|row| (row.seq, row.text)).collect();
+        let batch = CommittedBatch {
+            outcomes: plan.outcomes,
+            members,
+            is_group: false,
+        };
+        let inserted: Vec<(u64, &str)> = batch.new_messages().map(|row| (row.seq, row.text)).collect();
         assert_eq!(inserted, vec![(11, "one"), (12, "two")]);
     }
 }

@@ -101,6 +101,7 @@ async fn deliver_at_rate(
         },
     );
     load.wait_all_live(Duration::from_secs(30)).await?;
+    messages::replicas_caught_up(cluster).await?;
     if let Some(traces) = traces {
         traces.clear();
     }
@@ -146,6 +147,7 @@ pub async fn measure(
 
     let master_url = cluster.servers.master_url(cluster.app.database());
     messages::prepare_baseline_table(&master_url).await?;
+    messages::replicas_caught_up(cluster).await?;
     let mut commits =
         db_baseline::statement_latencies(&master_url, 1, duration, messages::BASELINE_INSERT, |_, done| {
             Params::from(("bench-latency", done, "bench-user", "x".repeat(32)))

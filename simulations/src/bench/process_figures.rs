@@ -1,7 +1,7 @@
 //! What `/proc` says about a process: its resident memory and how many more files it may
 //! open; and raising this process's own open files limit.
 
-use anyhow::{bail, Context};
+use anyhow::{bail, ensure, Context};
 
 /// `VmRSS` of `pid`, in bytes.
 pub fn resident_bytes(pid: u32) -> anyhow::Result<u64> {
@@ -72,16 +72,25 @@ pub fn raise_own_open_files_limit() -> anyhow::Result<u64> {
     Ok(hard)
 }
 
-/// How many more sockets this process and each of `pids` can open, keeping `headroom`
-/// files free in each: the open files limits decide how many connections a benchmark
-/// holds on one machine (this kind of machine: a hard limit of 20,000 that even root
-/// may not raise).
-pub fn sockets_that_fit(pids: &[u32], headroom: u64) -> anyhow::Result<usize> {
-    let mut fits = open_files_left(std::process::id())?;
+/// How many of the `requested` sockets this process and each of `pids` can open,
+/// keeping `headroom` files free in each: the open files limits decide how many
+/// connections a benchmark holds on one machine (this kind of machine: a hard limit of
+/// 20,000 that even root may not raise). Fewer than asked is logged; none is an error.
+pub fn sockets_that_fit(pids: &[u32], headroom: u64, requested: usize) -> anyhow::Result<usize> {
+    let mut left = open_files_left(std::process::id())?;
     for pid in pids {
-        fits = fits.min(open_files_left(*pid)?);
+        left = left.min(open_files_left(*pid)?);
     }
-    Ok(fits.saturating_sub(headroom) as usize)
+    let fits = requested.min(left.saturating_sub(headroom) as usize);
+    ensure!(fits > 0, "no open files left for the benchmark's sockets");
+    if fits < requested {
+        tracing::warn!(
+            requested,
+            fits,
+            "the open files limits hold only this many sockets; measuring with fewer"
+        );
+    }
+    Ok(fits)
 }
 
 /// The pid of a cluster component, from the cluster's status.

@@ -105,15 +105,7 @@ pub async fn measure(cluster: &LocalCluster, requested: usize) -> anyhow::Result
         component_pid(&statuses, KILLED_NODE)?,
         component_pid(&statuses, SURVIVING_NODE)?,
     ];
-    let users = requested.min(sockets_that_fit(&node_pids, OPEN_FILES_HEADROOM)?);
-    ensure!(users > 0, "no open files left for the storm's sockets");
-    if users < requested {
-        tracing::warn!(
-            requested,
-            users,
-            "the open files limits hold only this many sockets; storming with fewer users"
-        );
-    }
+    let users = sockets_that_fit(&node_pids, OPEN_FILES_HEADROOM, requested)?;
     let outcome = run_storm(cluster, users).await;
     // Whether or not the storm got as far as the kill: the next benchmark needs node-1.
     cluster

@@ -210,6 +210,12 @@ impl DeliveredSeqs {
         due
     }
 
+    /// Whether something below a seq sent in `chat_id` is missing: O(1), so a live
+    /// delivery asks it rather than scanning every chat for the next due hole.
+    pub(crate) fn has_gap(&self, chat_id: &str) -> bool {
+        self.chats.get(chat_id).is_some_and(|chat| chat.gap_since.is_some())
+    }
+
     /// When the oldest hole becomes due, if there is one.
     pub(crate) fn next_due_at(&self) -> Option<Instant> {
         self.chats

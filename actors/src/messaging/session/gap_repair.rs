@@ -41,7 +41,19 @@ pub(super) fn deliver_live(
             messages: pick(&delivery.messages, &fresh),
         }));
     }
-    schedule(myself, state);
+    if state.delivered.has_gap(&delivery.chat_id) {
+        schedule(myself, state);
+    }
+}
+
+/// Notes the socket's own acked seqs (the chat does not deliver them back); a hole they
+/// reveal gets a repair scheduled, as one a live delivery reveals does: a hole whose only
+/// later seqs are the socket's own must not wait for someone else's message.
+pub(super) fn note_own(myself: &ActorRef<SessionMessage>, state: &mut SessionState, chat_id: &str, seqs: Vec<u64>) {
+    state.delivered.note_own(chat_id, seqs, Instant::now());
+    if state.delivered.has_gap(chat_id) {
+        schedule(myself, state);
+    }
 }
 
 /// Schedules a `RepairGaps` for when the oldest hole is due, unless one is on its way.

@@ -3,7 +3,7 @@
 //! server. Never the only proof of a behaviour: the real-process tests are.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{SubsecRound, Utc};
 use futures::future::BoxFuture;
@@ -179,8 +179,8 @@ impl MessagingStorage for InMemoryStorage {
         &'a self,
         chat_id: &'a str,
         frames: &'a [FrameToCommit],
-    ) -> BoxFuture<'a, Result<CommittedBatch, DbError>> {
-        futures::future::ready(self.commit(chat_id, frames)).boxed()
+    ) -> BoxFuture<'a, Result<CommittedBatch, Arc<DbError>>> {
+        futures::future::ready(self.commit(chat_id, frames).map_err(Arc::new)).boxed()
     }
 
     fn chat_roster<'a>(&'a self, chat_id: &'a str) -> BoxFuture<'a, Result<ChatRoster, DbError>> {
@@ -238,7 +238,7 @@ impl MessagingStorage for InMemoryStorage {
         chat_id: &'a str,
         kind: CursorKind,
         seq: u64,
-    ) -> BoxFuture<'a, Result<Option<u64>, DbError>> {
+    ) -> BoxFuture<'a, Result<Option<u64>, Arc<DbError>>> {
         let outcome = self.check_available().map(|()| {
             let mut chats = self.lock();
             let chat = chats.get_mut(chat_id)?;
@@ -254,7 +254,7 @@ impl MessagingStorage for InMemoryStorage {
                 }
             }
         });
-        futures::future::ready(outcome).boxed()
+        futures::future::ready(outcome.map_err(Arc::new)).boxed()
     }
 
     fn pending_messages<'a>(

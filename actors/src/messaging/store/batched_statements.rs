@@ -16,6 +16,7 @@ const ROWS_PER_STATEMENT: [usize; 4] = [64, 16, 4, 1];
 
 /// A message row about to be inserted.
 pub(super) struct NewMessageRow<'a> {
+    pub chat_id: &'a str,
     pub id: &'a str,
     pub seq: u64,
     pub sender: &'a str,
@@ -26,10 +27,15 @@ pub(super) struct NewMessageRow<'a> {
 /// What is stored for a sender's `client_id` in a chat: id, chat, seq, text, create time.
 pub(crate) type StoredMessage = (String, String, u64, String, NaiveDateTime);
 
-/// Splits `count` rows into statement sizes, largest first: 70 rows are 64 + 4 + 1 + 1.
+/// Rows per INSERT, largest first. A row cannot be repeated to fill a statement as a
+/// list value can, so a count is split into these sizes: powers of two keep a group's
+/// inserts to a few statements.
+const ROWS_PER_INSERT: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
+
+/// Splits `count` rows into INSERT sizes, largest first: 77 rows are 64 + 8 + 4 + 1.
 fn statement_sizes(mut count: usize) -> Vec<usize> {
     let mut sizes = Vec::new();
-    for size in ROWS_PER_STATEMENT {
+    for size in ROWS_PER_INSERT {
         while count >= size {
             sizes.push(size);
             count -= size;
@@ -38,10 +44,9 @@ fn statement_sizes(mut count: usize) -> Vec<usize> {
     sizes
 }
 
-/// Inserts `rows` into `chat_id` with multi-row INSERTs.
+/// Inserts `rows` (of any chats) with multi-row INSERTs.
 pub(super) async fn insert_messages(
     transaction: &mut Transaction<'_>,
-    chat_id: &str,
     create_time: NaiveDateTime,
     rows: &[NewMessageRow<'_>],
 ) -> Result<(), mysql_async::Error> {
@@ -57,7 +62,7 @@ pub(super) async fn insert_messages(
         for row in chunk {
             parameters.extend([
                 Value::from(row.id),
-                Value::from(chat_id),
+                Value::from(row.chat_id),
                 Value::from(row.seq),
                 Value::from(row.sender),
                 Value::from(row.client_id),
@@ -69,6 +74,89 @@ pub(super) async fn insert_messages(
     }
     Ok(())
 }
+
+/// `items` in statements of at most [`MAX_CHATS_PER_STATEMENT`], each padded to a fixed
+/// size by repeating its last item: only for statements where a repeated row changes
+/// nothing (an `IN` list, a `CASE`, a cursor moved to the same place twice).
+pub(super) fn padded_chunks<T: Clone>(items: &[T]) -> Vec<Vec<T>> {
+    items
+        .chunks(ROWS_PER_STATEMENT[0])
+        .map(|chunk| padded_to_statement_size(chunk, &ROWS_PER_STATEMENT))
+        .collect()
+}
+
+/// Sets each chat's `last_seq`, several chats per statement.
+pub(super) async fn update_last_seqs(
+    transaction: &mut Transaction<'_>,
+    last_seqs: &[(&str, u64)],
+) -> Result<(), mysql_async::Error> {
+    for chunk in padded_chunks(last_seqs) {
+        let size = chunk.len();
+        let statement = format!(
+            "UPDATE chats SET last_seq = CASE id {} END WHERE id IN ({})",
+            vec!["WHEN ? THEN ?"; size].join(" "),
+            vec!["?"; size].join(", ")
+        );
+        let mut parameters: Vec<Value> = Vec::with_capacity(size * 3);
+        for (chat_id, last_seq) in &chunk {
+            parameters.extend([Value::from(*chat_id), Value::from(*last_seq)]);
+        }
+        parameters.extend(chunk.iter().map(|(chat_id, _)| Value::from(*chat_id)));
+        transaction.exec_drop(statement, Params::Positional(parameters)).await?;
+    }
+    Ok(())
+}
+
+/// The `last_seq` and kind of each chat of `chat_ids` that exists, locked in id order
+/// (so two transactions locking overlapping sets of chats wait for each other instead of
+/// deadlocking). `chat_ids` holds at most [`MAX_CHATS_PER_STATEMENT`]. The primary key
+/// is forced: a table scan would lock every chat it passes under repeatable read.
+pub(super) async fn lock_chats(
+    transaction: &mut Transaction<'_>,
+    chat_ids: &[&str],
+) -> Result<HashMap<String, (u64, String)>, mysql_async::Error> {
+    let chat_ids = padded_to_statement_size(chat_ids, &ROWS_PER_STATEMENT);
+    let statement = format!(
+        "SELECT id, last_seq, kind FROM chats FORCE INDEX (PRIMARY) WHERE id IN ({}) ORDER BY id FOR UPDATE",
+        vec!["?"; chat_ids.len()].join(", ")
+    );
+    let rows: Vec<(String, u64, String)> = transaction
+        .exec(
+            statement,
+            Params::Positional(chat_ids.into_iter().map(Value::from).collect()),
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(chat_id, last_seq, kind)| (chat_id, (last_seq, kind)))
+        .collect())
+}
+
+/// The members of each chat of `chat_ids` (at most [`MAX_CHATS_PER_STATEMENT`]).
+pub(super) async fn members_of_chats(
+    transaction: &mut Transaction<'_>,
+    chat_ids: &[&str],
+) -> Result<HashMap<String, Vec<String>>, mysql_async::Error> {
+    let chat_ids = padded_to_statement_size(chat_ids, &ROWS_PER_STATEMENT);
+    let statement = format!(
+        "SELECT chat_id, user_id FROM chat_members WHERE chat_id IN ({})",
+        vec!["?"; chat_ids.len()].join(", ")
+    );
+    let rows: Vec<(String, String)> = transaction
+        .exec(
+            statement,
+            Params::Positional(chat_ids.into_iter().map(Value::from).collect()),
+        )
+        .await?;
+    let mut members: HashMap<String, Vec<String>> = HashMap::new();
+    for (chat_id, user_id) in rows {
+        members.entry(chat_id).or_default().push(user_id);
+    }
+    Ok(members)
+}
+
+/// Chats one statement locks or reads the members of at most.
+pub(super) const MAX_CHATS_PER_STATEMENT: usize = ROWS_PER_STATEMENT[0];
 
 /// The messages already stored in `chat_id` under any of `client_ids` of `sender`, by
 /// client id. Only this chat's: the same client id in another chat is another message.
@@ -105,7 +193,16 @@ mod tests {
     fn rows_are_split_into_the_fixed_statement_sizes_largest_first() {
         assert_eq!(statement_sizes(0), Vec::<usize>::new());
         assert_eq!(statement_sizes(1), vec![1]);
-        assert_eq!(statement_sizes(70), vec![64, 4, 1, 1]);
-        assert_eq!(statement_sizes(500), [vec![64; 7], vec![16; 3], vec![4]].concat());
+        assert_eq!(statement_sizes(77), vec![64, 8, 4, 1]);
+        assert_eq!(statement_sizes(500), [vec![64; 7], vec![32, 16, 4]].concat());
+    }
+
+    #[test]
+    fn rows_that_may_repeat_go_in_chunks_of_64_padded_with_their_last_row() {
+        let rows: Vec<u32> = (0..70).collect();
+        let chunks = padded_chunks(&rows);
+        assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [64, 16]);
+        assert_eq!(chunks[1][..6], [64, 65, 66, 67, 68, 69]);
+        assert!(chunks[1][6..].iter().all(|row| *row == 69));
     }
 }
