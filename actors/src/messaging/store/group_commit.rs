@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use super::batched_cursors::CursorMove;
-use super::group_transaction::{commit_group, ChatFrames, GroupOutcome, MAX_CHATS_PER_GROUP};
+use super::group_transaction::{commit_group, ChatFrames, MAX_CHATS_PER_GROUP};
 use super::{CommittedBatch, FrameToCommit};
 use crate::database::{Database, DbError};
 
@@ -65,13 +65,6 @@ impl Work {
         match self {
             Work::Frames(chat, _) => chat.frames.iter().map(|frame| frame.messages.len()).sum(),
             Work::Cursor(..) => 0,
-        }
-    }
-
-    fn fail(self, error: Arc<DbError>) {
-        match self {
-            Work::Frames(_, reply) => drop(reply.send(Err(error))),
-            Work::Cursor(_, reply) => drop(reply.send(Err(error))),
         }
     }
 }
@@ -177,68 +170,89 @@ impl GroupCommits {
         for waiting in &group[1..] {
             span.follows_from(&waiting.trace);
         }
-        let group: Vec<Work> = group.into_iter().map(|waiting| waiting.work).collect();
         let metrics = self.database.metrics();
         metrics.message_commit_transactions.inc();
         metrics.message_commit_items.inc_by(group.len() as u64);
-        match commit_work(&self.database, &group).instrument(span.clone()).await {
-            Ok(outcome) => answer(group, outcome),
-            Err(error) if group.len() > 1 && !error.is_unavailable() => {
-                tracing::warn!(work = group.len(), %error, "a commit group failed; committing its work one by one");
-                for work in group {
+        // Split once: the transaction reads the chats' frames and the moves in place.
+        let mut chats = Vec::new();
+        let mut frame_replies = Vec::new();
+        let mut cursor_moves = Vec::new();
+        let mut cursor_replies = Vec::new();
+        for waiting in group {
+            match waiting.work {
+                Work::Frames(chat, reply) => {
+                    chats.push(chat);
+                    frame_replies.push(reply);
+                }
+                Work::Cursor(cursor_move, reply) => {
+                    cursor_moves.push(cursor_move);
+                    cursor_replies.push(reply);
+                }
+            }
+        }
+        let committed = commit_group(&self.database, &chats, &cursor_moves)
+            .instrument(span.clone())
+            .await;
+        match committed {
+            Ok(outcome) => {
+                for (reply, batch) in frame_replies.into_iter().zip(outcome.batches) {
+                    let _ = reply.send(Ok(batch));
+                }
+                for (reply, cursor) in cursor_replies.into_iter().zip(outcome.cursors) {
+                    let _ = reply.send(Ok(cursor));
+                }
+            }
+            Err(error) if chats.len() + cursor_moves.len() > 1 && !error.is_unavailable() => {
+                tracing::warn!(work = chats.len() + cursor_moves.len(), %error, "a commit group failed; committing its work one by one");
+                for (chat, reply) in chats.iter().zip(frame_replies) {
                     metrics.message_commit_transactions.inc();
-                    let alone = commit_work(&self.database, std::slice::from_ref(&work))
+                    let alone = commit_group(&self.database, std::slice::from_ref(chat), &[])
                         .instrument(span.clone())
                         .await;
-                    match alone {
-                        Ok(outcome) => answer(vec![work], outcome),
-                        Err(error) => work.fail(Arc::new(error)),
-                    }
+                    let answer = alone.map_err(Arc::new).and_then(|outcome| {
+                        outcome
+                            .batches
+                            .into_iter()
+                            .next()
+                            .ok_or_else(|| no_answer(&chat.chat_id))
+                    });
+                    let _ = reply.send(answer);
+                }
+                for (cursor_move, reply) in cursor_moves.iter().zip(cursor_replies) {
+                    metrics.message_commit_transactions.inc();
+                    let alone = commit_group(&self.database, &[], std::slice::from_ref(cursor_move))
+                        .instrument(span.clone())
+                        .await;
+                    let answer = alone.map_err(Arc::new).and_then(|outcome| {
+                        outcome
+                            .cursors
+                            .into_iter()
+                            .next()
+                            .ok_or_else(|| no_answer(&cursor_move.chat_id))
+                    });
+                    let _ = reply.send(answer);
                 }
             }
             Err(error) => {
                 // Nothing of the group is stored (or, after a commit lost with its
                 // master, nothing is known): every sender gets the error and may resend.
                 let error = Arc::new(error);
-                for work in group {
-                    work.fail(Arc::clone(&error));
+                for reply in frame_replies {
+                    let _ = reply.send(Err(Arc::clone(&error)));
+                }
+                for reply in cursor_replies {
+                    let _ = reply.send(Err(Arc::clone(&error)));
                 }
             }
         }
     }
 }
 
-/// Commits `group` in one transaction.
-async fn commit_work(database: &Database, group: &[Work]) -> Result<GroupOutcome, DbError> {
-    let mut chats = Vec::new();
-    let mut cursor_moves = Vec::new();
-    for work in group {
-        match work {
-            Work::Frames(chat, _) => chats.push(chat.clone()),
-            Work::Cursor(cursor_move, _) => cursor_moves.push(cursor_move.clone()),
-        }
-    }
-    commit_group(database, &chats, &cursor_moves).await
-}
-
-/// Hands each work of `group` its part of `outcome` (both in the group's order).
-fn answer(group: Vec<Work>, outcome: GroupOutcome) {
-    let mut batches = outcome.batches.into_iter();
-    let mut cursors = outcome.cursors.into_iter();
-    for work in group {
-        match work {
-            Work::Frames(_, reply) => {
-                if let Some(batch) = batches.next() {
-                    let _ = reply.send(Ok(batch));
-                }
-            }
-            Work::Cursor(_, reply) => {
-                if let Some(cursor) = cursors.next() {
-                    let _ = reply.send(Ok(cursor));
-                }
-            }
-        }
-    }
+/// A transaction of one item that returned nothing for it: a bug, not an outage.
+fn no_answer(chat_id: &str) -> Arc<DbError> {
+    Arc::new(DbError::Config(format!(
+        "a commit in chat {chat_id} returned no outcome"
+    )))
 }
 
 /// A running group's place among the [`GROUPS_IN_FLIGHT`]; freed when its task ends,
