@@ -453,7 +453,7 @@ async fn write_frames(
                     continue;
                 };
                 if request.code != close_codes::POLICY_VIOLATION {
-                    while let Ok(frame) = frames.try_recv() {
+                    while let Some(frame) = frames.try_recv() {
                         if sink.feed(outbound_message(frame)).await.is_err() {
                             return;
                         }
@@ -473,7 +473,7 @@ async fn write_frames(
                         return;
                     }
                     while batch < MAX_FRAMES_PER_FLUSH {
-                        let Ok(frame) = frames.try_recv() else { break };
+                        let Some(frame) = frames.try_recv() else { break };
                         texts += u64::from(!matches!(frame, OutboundFrame::Ping));
                         replay_frames += usize::from(matches!(frame, OutboundFrame::Replay(_)));
                         if sink.feed(outbound_message(frame)).await.is_err() {

@@ -22,6 +22,7 @@ mod parley_side;
 mod phase_cost;
 mod xmpp_idle;
 mod xmpp_pairs;
+mod xmpp_recipient;
 mod xmpp_socket;
 
 use std::time::Duration;

@@ -82,6 +82,7 @@ pub fn write_plots(report: &BenchReport, directory: &Path) -> anyhow::Result<Vec
                 .collect();
             let target_end = mebibytes(memory.rss_before_bytes)
                 + memory.connections as f64 * memory.target_bytes_per_conn / (1024.0 * 1024.0);
+            let target_label = format!("target: {:.0} KiB each", memory.target_bytes_per_conn / 1024.0);
             let caption = format!(
                 "memory: node-1 RSS with idle websockets ({:.0} bytes each)",
                 memory.bytes_per_conn
@@ -92,7 +93,7 @@ pub fn write_plots(report: &BenchReport, directory: &Path) -> anyhow::Result<Vec
                 ("idle websockets", "RSS MiB"),
                 &points,
                 Some((
-                    "target: 16 KiB each",
+                    target_label.as_str(),
                     TargetLine::Slope {
                         from: (0.0, mebibytes(memory.rss_before_bytes)),
                         to: (memory.connections as f64, target_end),

@@ -20,13 +20,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::xmpp_recipient::run_recipient;
 use super::xmpp_socket::{stop_requested, ResumableSession, XmppEvent, XmppSignIn, XmppSocket};
 use crate::load::latency_samples::LatencySamples;
 use parley_client::chat_client::ReconnectBackoff;
 use parley_launcher::ejabberd_peer::EJABBERD_DOMAIN;
 
 const SIGN_IN_TIMEOUT: Duration = Duration::from_secs(10);
-const ARCHIVE_PAGE_SIZE: usize = 250;
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// One pair's accounts: `s<i>` sends to `r<i>`.
@@ -53,10 +53,11 @@ impl XmppPair {
 }
 
 #[derive(Debug, Default)]
-struct PairLedger {
+pub(super) struct PairLedger {
     sent_at: HashMap<u64, Instant>,
     acked_at: HashMap<u64, Instant>,
-    delivered_at: HashMap<u64, Instant>,
+    /// First sight of each message number at the recipient.
+    pub(super) delivered_at: HashMap<u64, Instant>,
 }
 
 /// What one run of the load saw.
@@ -256,22 +257,30 @@ impl RunningXmppLoad {
     }
 }
 
-struct UserContext {
-    pair: XmppPair,
+/// One user of a pair, as its task sees it.
+pub(super) struct UserContext {
+    pub(super) pair: XmppPair,
     username: String,
     first_url: String,
     public_url: String,
     ledgers: Arc<Vec<Mutex<PairLedger>>>,
     slot: usize,
-    stopped: watch::Receiver<bool>,
+    pub(super) stopped: watch::Receiver<bool>,
     live_users: Arc<AtomicUsize>,
     resume_times: Arc<Mutex<LatencySamples>>,
-    reconnects: Arc<AtomicU64>,
+    pub(super) reconnects: Arc<AtomicU64>,
 }
 
 impl UserContext {
-    fn ledger(&self) -> MutexGuard<'_, PairLedger> {
+    pub(super) fn ledger(&self) -> MutexGuard<'_, PairLedger> {
         lock(&self.ledgers[self.slot])
+    }
+
+    /// The user is back: records the time since its involuntary disconnect, if any.
+    pub(super) fn back_since(&self, disconnected_at: &mut Option<Instant>) {
+        if let Some(at) = disconnected_at.take() {
+            lock(&self.resume_times).record(at.elapsed());
+        }
     }
 
     fn stopping(&self) -> bool {
@@ -280,7 +289,7 @@ impl UserContext {
 
     /// Signs in (the first time on its own node, afterwards through nginx), retrying with
     /// Parley's client's backoff until it works or the load stops.
-    async fn sign_in(
+    pub(super) async fn sign_in(
         &self,
         connection_number: u64,
         previous: Option<&ResumableSession>,
@@ -326,7 +335,7 @@ fn body_of(pair: usize, number: u64) -> String {
     format!("pair {pair} message {number}")
 }
 
-fn number_in(body: &str) -> Option<u64> {
+pub(super) fn number_in(body: &str) -> Option<u64> {
     body.rsplit(' ').next()?.parse().ok()
 }
 
@@ -358,9 +367,7 @@ async fn run_sender(user: UserContext, mut queued: mpsc::UnboundedReceiver<u64>,
                 not_written.push(number);
             }
         }
-        if let Some(at) = disconnected_at.take() {
-            lock(&user.resume_times).record(at.elapsed());
-        }
+        user.back_since(&mut disconnected_at);
         while healthy {
             tokio::select! {
                 () = stop_requested(&mut stopped) => {
@@ -417,90 +424,5 @@ fn record_acks(user: &UserContext, unacked: &mut BTreeMap<u64, u64>, handled: u6
     let mut ledger = user.ledger();
     for number in acked.into_values() {
         ledger.acked_at.entry(number).or_insert(now);
-    }
-}
-
-async fn run_recipient(user: UserContext) {
-    let mut previous: Option<ResumableSession> = None;
-    let mut disconnected_at: Option<Instant> = None;
-    let mut last_archive_id: Option<String> = None;
-    let mut stopped = user.stopped.clone();
-    for connection_number in 1.. {
-        let Some((mut socket, resumed_with)) = user.sign_in(connection_number, previous.as_ref()).await else {
-            return;
-        };
-        // A new session after a lost one catches up from the archive; the first session
-        // and a resumed one have missed nothing.
-        let mut catching_up = connection_number > 1 && resumed_with.is_none();
-        // Pages follow the archive's own cursor (the last id of the page before): the
-        // offline messages arriving meanwhile carry newer ids than results still to come.
-        let mut page_after = last_archive_id.clone();
-        let mut healthy = true;
-        if catching_up {
-            healthy = socket
-                .query_archive(&user.pair.sender, page_after.as_deref(), ARCHIVE_PAGE_SIZE)
-                .await
-                .is_ok();
-        } else if let Some(at) = disconnected_at.take() {
-            lock(&user.resume_times).record(at.elapsed());
-        }
-        while healthy {
-            tokio::select! {
-                () = stop_requested(&mut stopped) => {
-                    socket.close().await;
-                    return;
-                }
-                event = socket.next_event() => match event {
-                    Ok(XmppEvent::Message { body, archive_id }) => {
-                        if let Some(number) = number_in(&body) {
-                            user.ledger().delivered_at.entry(number).or_insert_with(Instant::now);
-                        }
-                        // Archive ids grow with time: keep the newest seen.
-                        if let Some(id) = archive_id {
-                            if is_newer_archive_id(&id, last_archive_id.as_deref()) {
-                                last_archive_id = Some(id);
-                            }
-                        }
-                    }
-                    Ok(XmppEvent::ArchivePageEnd { complete, last }) => {
-                        if let Some(id) = last {
-                            if is_newer_archive_id(&id, last_archive_id.as_deref()) {
-                                last_archive_id = Some(id.clone());
-                            }
-                            page_after = Some(id);
-                        }
-                        if complete || !catching_up {
-                            if catching_up {
-                                if let Some(at) = disconnected_at.take() {
-                                    lock(&user.resume_times).record(at.elapsed());
-                                }
-                            }
-                            catching_up = false;
-                        } else {
-                            healthy = socket
-                                .query_archive(&user.pair.sender, page_after.as_deref(), ARCHIVE_PAGE_SIZE)
-                                .await
-                                .is_ok();
-                        }
-                    }
-                    Ok(XmppEvent::AckRequested) => healthy = socket.answer_ack_request().await.is_ok(),
-                    Ok(XmppEvent::Ended) | Err(_) => healthy = false,
-                    Ok(_) => {}
-                },
-            }
-        }
-        previous = socket.resumable();
-        // A disconnect during a catch-up still counts from the first one.
-        disconnected_at.get_or_insert_with(Instant::now);
-        user.reconnects.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// ejabberd's archive ids are decimal microsecond timestamps.
-fn is_newer_archive_id(candidate: &str, current: Option<&str>) -> bool {
-    match (candidate.parse::<u128>(), current.map(str::parse::<u128>)) {
-        (Ok(candidate), Some(Ok(current))) => candidate > current,
-        (Ok(_), _) => true,
-        (Err(_), _) => false,
     }
 }
